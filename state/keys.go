@@ -1,0 +1,81 @@
+package state
+
+import (
+	"encoding/binary"
+)
+
+// Key layout. Every key starts with a keyspace byte; per-partition
+// keyspaces follow it with the partition number (4 bytes, big-endian) so a
+// partition's keys are contiguous and ordered.
+//
+//	'c' p id                 customer record: envelope byte + record
+//	'o' p topic              next offset to read (8 bytes BE)
+//	't' p at(8 BE) id        timer index (empty value)
+//	'x' p seq(8 BE)          outbox entry
+//	's' p                    next outbox sequence (8 bytes BE)
+//	'n' p segment            committed member count of a segment (8 bytes BE)
+//	'm' len(seg) seg id      membership index (empty value)
+//	'\x00' "format"          store format version
+const (
+	ksCustomer  = 'c'
+	ksOffset    = 'o'
+	ksTimer     = 't'
+	ksOutbox    = 'x'
+	ksOutboxSeq = 's'
+	ksCount     = 'n'
+	ksMember    = 'm'
+)
+
+var formatKey = []byte("\x00format")
+
+func partPrefix(ks byte, p int32) []byte {
+	b := make([]byte, 5, 32)
+	b[0] = ks
+	binary.BigEndian.PutUint32(b[1:], uint32(p))
+	return b
+}
+
+func appendPartKey(dst []byte, ks byte, p int32) []byte {
+	dst = append(dst, ks)
+	return binary.BigEndian.AppendUint32(dst, uint32(p))
+}
+
+func customerKey(dst []byte, p int32, id string) []byte {
+	return append(appendPartKey(dst, ksCustomer, p), id...)
+}
+
+func timerKey(dst []byte, p int32, at int64, id string) []byte {
+	dst = appendPartKey(dst, ksTimer, p)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(at))
+	return append(dst, id...)
+}
+
+func outboxKey(dst []byte, p int32, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(appendPartKey(dst, ksOutbox, p), seq)
+}
+
+func memberPrefix(segment string) []byte {
+	b := append([]byte{ksMember}, binary.AppendUvarint(nil, uint64(len(segment)))...)
+	return append(b, segment...)
+}
+
+func memberKey(dst []byte, segment, id string) []byte {
+	dst = append(dst, ksMember)
+	dst = binary.AppendUvarint(dst, uint64(len(segment)))
+	dst = append(dst, segment...)
+	return append(dst, id...)
+}
+
+// prefixEnd returns the smallest key greater than every key with prefix p.
+func prefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		end[i]++
+		if end[i] != 0 {
+			return end[:i+1]
+		}
+	}
+	return nil // p is all 0xff: no upper bound
+}
+
+func be64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }

@@ -1,0 +1,503 @@
+package state
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// entry is a cached record. Entries form an intrusive LRU list; dirty
+// entries stay cached until the commit that writes them.
+type entry struct {
+	id         string
+	rec        Record
+	size       int64
+	dirty      bool
+	prev, next *entry
+}
+
+// Partition is the state of one partition: owned by one task goroutine
+// (see the package doc for the few concurrency-safe methods).
+type Partition struct {
+	s  *Store
+	id int32
+
+	// Write-back cache.
+	cache        map[string]*entry
+	lru          entry // sentinel: lru.next is the most recent
+	dirty        []*entry
+	dirtyBytes   int64
+	deleted      map[string]struct{}
+	budget       atomic.Int64
+	cacheBytes   atomic.Int64
+	cacheEntries atomic.Int64
+	hits, misses atomic.Int64
+
+	// staged holds everything but records until Commit.
+	staged *pebble.Batch
+
+	// Timers: see timers.go.
+	timers timerIndex
+
+	// Outbox.
+	nextSeq   uint64 // next sequence to append (task-owned)
+	committed atomic.Uint64
+	deletedTo atomic.Uint64
+	outMu     sync.Mutex // serializes DeleteOutbox with itself
+
+	// Membership counts: committed value plus staged delta per segment.
+	counts map[string]*segCount
+
+	heapLen   atomic.Int64
+	refillErr error // a failed timer index read, reported by the next Commit
+	keyBuf    []byte
+	valBuf    []byte
+	closed    atomic.Bool
+}
+
+type segCount struct {
+	committed int64
+	delta     int64
+}
+
+func openPartition(s *Store, n int32) (*Partition, error) {
+	p := &Partition{
+		s:       s,
+		id:      n,
+		cache:   map[string]*entry{},
+		deleted: map[string]struct{}{},
+		staged:  s.db.NewBatch(),
+		counts:  map[string]*segCount{},
+	}
+	p.lru.next, p.lru.prev = &p.lru, &p.lru
+	p.timers.init(p)
+	// The next outbox sequence survives even when the outbox is empty.
+	v, closer, err := s.db.Get(partPrefix(ksOutboxSeq, n))
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		p.nextSeq = 1
+	case err != nil:
+		return nil, err
+	default:
+		if len(v) != 8 {
+			closer.Close()
+			return nil, fmt.Errorf("%w: outbox sequence is %d bytes", ErrCorrupt, len(v))
+		}
+		p.nextSeq = binary.BigEndian.Uint64(v)
+		closer.Close()
+	}
+	p.committed.Store(p.nextSeq - 1)
+	// Entries below the first remaining one were deleted.
+	first, err := p.firstOutbox()
+	if err != nil {
+		return nil, err
+	}
+	if first == 0 {
+		p.deletedTo.Store(p.nextSeq - 1)
+	} else {
+		p.deletedTo.Store(first - 1)
+	}
+	return p, nil
+}
+
+func (p *Partition) firstOutbox() (uint64, error) {
+	prefix := partPrefix(ksOutbox, p.id)
+	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	if it.First() {
+		return binary.BigEndian.Uint64(it.Key()[5:]), nil
+	}
+	return 0, it.Error()
+}
+
+// ID returns the partition number.
+func (p *Partition) ID() int32 { return p.id }
+
+// Get returns the customer's record: the cached one, or one decoded from
+// the store, or a new one (Options.Decode with nil data).
+func (p *Partition) Get(customerID string) (Record, error) {
+	if e, ok := p.cache[customerID]; ok {
+		p.hits.Add(1)
+		p.touch(e)
+		return e.rec, nil
+	}
+	p.misses.Add(1)
+	var rec Record
+	var err error
+	if _, gone := p.deleted[customerID]; gone {
+		rec, err = p.s.opts.Decode(customerID, nil)
+	} else {
+		rec, err = p.load(customerID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	p.insert(customerID, rec, false)
+	return rec, nil
+}
+
+func (p *Partition) load(id string) (Record, error) {
+	p.keyBuf = customerKey(p.keyBuf[:0], p.id, id)
+	v, closer, err := p.s.db.Get(p.keyBuf)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return p.s.opts.Decode(id, nil)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get customer %s: %w", id, err)
+	}
+	defer closer.Close()
+	data, err := openEnvelope(v)
+	if err != nil {
+		return nil, fmt.Errorf("customer %s: %w", id, err)
+	}
+	rec, err := p.s.opts.Decode(id, data)
+	if err != nil {
+		return nil, fmt.Errorf("decode customer %s: %w", id, err)
+	}
+	return rec, nil
+}
+
+// openEnvelope checks the envelope byte and returns the record bytes.
+// Older envelopes would be migrated here.
+func openEnvelope(v []byte) ([]byte, error) {
+	if len(v) == 0 {
+		return nil, fmt.Errorf("%w: empty record", ErrCorrupt)
+	}
+	if v[0] != recordEnvelope {
+		if v[0] > recordEnvelope {
+			return nil, fmt.Errorf("%w: record envelope %d", ErrNewerFormat, v[0])
+		}
+		return nil, fmt.Errorf("%w: record envelope %d", ErrCorrupt, v[0])
+	}
+	return v[1:], nil
+}
+
+// MarkDirty makes rec the customer's cached record, to be written at the
+// next Commit.
+func (p *Partition) MarkDirty(customerID string, rec Record) {
+	delete(p.deleted, customerID)
+	if e, ok := p.cache[customerID]; ok {
+		e.rec = rec
+		if !e.dirty {
+			e.dirty = true
+			p.dirty = append(p.dirty, e)
+			p.dirtyBytes += e.size
+		}
+		return
+	}
+	p.insert(customerID, rec, true)
+}
+
+// Delete removes the customer's record at the next Commit. Timers and
+// memberships are the caller's to clear (MoveTimer, SetMember).
+func (p *Partition) Delete(customerID string) {
+	if e, ok := p.cache[customerID]; ok {
+		p.unlink(e)
+		delete(p.cache, customerID)
+		e.dirty = false // a stale pointer in p.dirty is skipped at Commit
+	}
+	p.deleted[customerID] = struct{}{}
+}
+
+func (p *Partition) insert(id string, rec Record, dirty bool) {
+	e := &entry{id: id, rec: rec, size: int64(rec.SizeBytes() + len(id) + 64), dirty: dirty}
+	p.cache[id] = e
+	p.pushFront(e)
+	p.cacheBytes.Add(e.size)
+	p.cacheEntries.Add(1)
+	if dirty {
+		p.dirty = append(p.dirty, e)
+		p.dirtyBytes += e.size
+	}
+	p.evict()
+}
+
+func (p *Partition) touch(e *entry) {
+	if p.lru.next == e {
+		return
+	}
+	e.prev.next, e.next.prev = e.next, e.prev
+	p.pushFront(e)
+}
+
+func (p *Partition) pushFront(e *entry) {
+	e.prev = &p.lru
+	e.next = p.lru.next
+	p.lru.next.prev = e
+	p.lru.next = e
+}
+
+func (p *Partition) unlink(e *entry) {
+	e.prev.next, e.next.prev = e.next, e.prev
+	e.prev, e.next = nil, nil
+	p.cacheBytes.Add(-e.size)
+	p.cacheEntries.Add(-1)
+}
+
+// evict drops clean least-recently-used entries until the cache fits its
+// budget. Dirty entries are skipped: they leave at Commit.
+func (p *Partition) evict() {
+	budget := p.budget.Load()
+	for e := p.lru.prev; p.cacheBytes.Load() > budget && e != &p.lru; {
+		prev := e.prev
+		if !e.dirty {
+			p.unlink(e)
+			delete(p.cache, e.id)
+		}
+		e = prev
+	}
+}
+
+// NeedsCommit reports whether dirty records hold over half the cache
+// budget: the caller should commit soon so they become evictable.
+func (p *Partition) NeedsCommit() bool {
+	return p.dirtyBytes > p.budget.Load()/2
+}
+
+// SetOffset stages the next offset to read from topic.
+func (p *Partition) SetOffset(topic string, next int64) {
+	p.keyBuf = append(appendPartKey(p.keyBuf[:0], ksOffset, p.id), topic...)
+	p.staged.Set(p.keyBuf, be64(uint64(next)), nil)
+}
+
+// Offsets returns the committed offsets of this partition by topic.
+func (p *Partition) Offsets() (map[string]int64, error) {
+	prefix := partPrefix(ksOffset, p.id)
+	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	out := map[string]int64{}
+	for it.First(); it.Valid(); it.Next() {
+		v := it.Value()
+		if len(v) != 8 {
+			return nil, fmt.Errorf("%w: offset value %d bytes", ErrCorrupt, len(v))
+		}
+		out[string(it.Key()[len(prefix):])] = int64(binary.BigEndian.Uint64(v))
+	}
+	return out, it.Error()
+}
+
+// AppendOutbox stages value (copied) for publication and returns its
+// sequence number, monotonic across restarts.
+func (p *Partition) AppendOutbox(value []byte) uint64 {
+	seq := p.nextSeq
+	p.nextSeq++
+	p.keyBuf = outboxKey(p.keyBuf[:0], p.id, seq)
+	p.staged.Set(p.keyBuf, value, nil)
+	return seq
+}
+
+// ReadOutbox calls fn for up to limit committed entries with a sequence
+// above after, in order. value is valid only during fn. Safe to call
+// concurrently with the task.
+func (p *Partition) ReadOutbox(after uint64, limit int, fn func(seq uint64, value []byte) error) error {
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	hi := p.committed.Load()
+	if after >= hi {
+		return nil
+	}
+	lower := outboxKey(nil, p.id, after+1)
+	upper := outboxKey(nil, p.id, hi+1)
+	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	n := 0
+	for it.First(); it.Valid() && n < limit; it.Next() {
+		if err := fn(binary.BigEndian.Uint64(it.Key()[5:]), it.Value()); err != nil {
+			return err
+		}
+		n++
+	}
+	return it.Error()
+}
+
+// DeleteOutbox deletes every entry up to and including upTo, once the sink
+// confirmed them. Safe to call concurrently with the task.
+func (p *Partition) DeleteOutbox(upTo uint64) error {
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	p.outMu.Lock()
+	defer p.outMu.Unlock()
+	if upTo <= p.deletedTo.Load() {
+		return nil
+	}
+	if err := p.s.db.DeleteRange(outboxKey(nil, p.id, 0), outboxKey(nil, p.id, upTo+1), pebble.NoSync); err != nil {
+		return fmt.Errorf("delete outbox to %d: %w", upTo, err)
+	}
+	p.deletedTo.Store(upTo)
+	return nil
+}
+
+// OutboxDepth is the number of committed entries not yet deleted. Safe to
+// call concurrently.
+func (p *Partition) OutboxDepth() int64 {
+	return int64(p.committed.Load() - p.deletedTo.Load())
+}
+
+// SetMember stages the customer's membership of segment in the index and
+// adjusts the segment's count. Call it only on a change.
+func (p *Partition) SetMember(segment, customerID string, member bool) {
+	p.keyBuf = memberKey(p.keyBuf[:0], segment, customerID)
+	c := p.counts[segment]
+	if c == nil {
+		c = &segCount{committed: -1}
+		p.counts[segment] = c
+	}
+	if member {
+		p.staged.Set(p.keyBuf, nil, nil)
+		c.delta++
+	} else {
+		p.staged.Delete(p.keyBuf, nil)
+		c.delta--
+	}
+}
+
+func (p *Partition) countKey(segment string) []byte {
+	return append(partPrefix(ksCount, p.id), segment...)
+}
+
+// Commit writes every staged change in one atomic batch.
+func (p *Partition) Commit() error {
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	if err := p.refillErr; err != nil {
+		return fmt.Errorf("partition %d: %w", p.id, err)
+	}
+	b := p.staged
+	for _, e := range p.dirty {
+		if !e.dirty {
+			continue // deleted since it was marked
+		}
+		p.keyBuf = customerKey(p.keyBuf[:0], p.id, e.id)
+		p.valBuf = append(p.valBuf[:0], recordEnvelope)
+		p.valBuf = e.rec.AppendBinary(p.valBuf)
+		b.Set(p.keyBuf, p.valBuf, nil)
+	}
+	for id := range p.deleted {
+		p.keyBuf = customerKey(p.keyBuf[:0], p.id, id)
+		b.Delete(p.keyBuf, nil)
+	}
+	for seg, c := range p.counts {
+		if c.delta == 0 {
+			continue
+		}
+		if c.committed < 0 {
+			n, err := p.committedCount(seg)
+			if err != nil {
+				return err
+			}
+			c.committed = n
+		}
+		b.Set(p.countKey(seg), be64(uint64(c.committed+c.delta)), nil)
+	}
+	committedSeq := p.nextSeq - 1
+	if committedSeq > p.committed.Load() {
+		b.Set(partPrefix(ksOutboxSeq, p.id), be64(p.nextSeq), nil)
+	}
+	if !b.Empty() {
+		if err := b.Commit(p.s.wo); err != nil {
+			return fmt.Errorf("commit partition %d: %w", p.id, err)
+		}
+		b.Close()
+		p.staged = p.s.db.NewBatch()
+	}
+	// The batch is durable: publish its effects.
+	for _, e := range p.dirty {
+		e.dirty = false
+	}
+	p.dirty = p.dirty[:0]
+	p.dirtyBytes = 0
+	clear(p.deleted)
+	for _, c := range p.counts {
+		c.committed += c.delta
+		c.delta = 0
+	}
+	p.committed.Store(committedSeq)
+	p.timers.committed()
+	p.evict()
+	return nil
+}
+
+func (p *Partition) committedCount(segment string) (int64, error) {
+	v, closer, err := p.s.db.Get(p.countKey(segment))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, fmt.Errorf("%w: count %d bytes", ErrCorrupt, len(v))
+	}
+	return int64(binary.BigEndian.Uint64(v)), nil
+}
+
+// Range calls fn for every committed customer of the partition, with the
+// cached record where there is one. Commit first: uncommitted new
+// customers are not visited. Records decoded for Range are not cached.
+func (p *Partition) Range(fn func(customerID string, rec Record) error) error {
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	prefix := partPrefix(ksCustomer, p.id)
+	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		id := string(it.Key()[len(prefix):])
+		var rec Record
+		if e, ok := p.cache[id]; ok {
+			rec = e.rec
+		} else {
+			data, err := openEnvelope(it.Value())
+			if err != nil {
+				return fmt.Errorf("customer %s: %w", id, err)
+			}
+			if rec, err = p.s.opts.Decode(id, data); err != nil {
+				return fmt.Errorf("decode customer %s: %w", id, err)
+			}
+		}
+		if err := fn(id, rec); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
+
+// Close drops the partition's cache and staged changes (commit first) and
+// releases it. Safe to call twice.
+func (p *Partition) Close() error {
+	if p.closeNoRelease() {
+		p.s.release(p.id)
+	}
+	return nil
+}
+
+func (p *Partition) closeNoRelease() bool {
+	if !p.closed.CompareAndSwap(false, true) {
+		return false
+	}
+	p.staged.Close()
+	p.cacheBytes.Store(0)
+	p.cacheEntries.Store(0)
+	p.cache = nil
+	return true
+}

@@ -1,0 +1,305 @@
+package state
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// testRecord is shaped like a real customer record: a few counters and a
+// payload.
+type testRecord struct {
+	n    uint64
+	data []byte
+}
+
+func (r *testRecord) AppendBinary(dst []byte) []byte {
+	dst = binary.AppendUvarint(dst, r.n)
+	return append(dst, r.data...)
+}
+
+func (r *testRecord) SizeBytes() int { return 48 + len(r.data) }
+
+func decodeTest(_ string, data []byte) (Record, error) {
+	if data == nil {
+		return &testRecord{}, nil
+	}
+	n, k := binary.Uvarint(data)
+	if k <= 0 {
+		return nil, errors.New("bad test record")
+	}
+	return &testRecord{n: n, data: append([]byte(nil), data[k:]...)}, nil
+}
+
+func openMem(t testing.TB, fs vfs.FS, opts Options) *Store {
+	t.Helper()
+	opts.FS = fs
+	if opts.Decode == nil {
+		opts.Decode = decodeTest
+	}
+	s, err := Open("db", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestOptionsValidateNamesFields(t *testing.T) {
+	_, err := Open("x", Options{FS: vfs.NewMem(), CacheBytes: 5, MemTableBytes: 1, Sync: 7})
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{"CacheBytes (5) must be >= 1048576", "MemTableBytes (1)", "Sync (7)", "Decode is nil"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+}
+
+func TestRecordsOffsetsOutboxSurviveReopen(t *testing.T) {
+	fs := vfs.NewMem()
+	s := openMem(t, fs, Options{})
+	p, err := s.Partition(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := p.Get("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.(*testRecord).n = 42
+	p.MarkDirty("alice", rec)
+	p.SetOffset("customer.purchases", 17)
+	if seq := p.AppendOutbox([]byte("one")); seq != 1 {
+		t.Fatalf("first seq %d", seq)
+	}
+	p.AppendOutbox([]byte("two"))
+	p.SetMember("vip", "alice", true)
+	// Nothing is visible before Commit.
+	if d := p.OutboxDepth(); d != 0 {
+		t.Fatalf("depth before commit %d", d)
+	}
+	if err := p.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if d := p.OutboxDepth(); d != 2 {
+		t.Fatalf("depth %d, want 2", d)
+	}
+	if err := p.DeleteOutbox(1); err != nil {
+		t.Fatal(err)
+	}
+	// Uncommitted changes are dropped by Close, as by a crash.
+	p.SetOffset("customer.purchases", 99)
+	p.AppendOutbox([]byte("lost"))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+
+	s = openMem(t, fs, Options{})
+	defer s.Close()
+	p, err = s.Partition(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offs, err := p.Offsets()
+	if err != nil || offs["customer.purchases"] != 17 {
+		t.Fatalf("offsets %v %v", offs, err)
+	}
+	rec, err = p.Get("alice")
+	if err != nil || rec.(*testRecord).n != 42 {
+		t.Fatalf("alice %+v %v", rec, err)
+	}
+	var got []string
+	if err := p.ReadOutbox(0, 10, func(seq uint64, v []byte) error {
+		got = append(got, fmt.Sprintf("%d:%s", seq, v))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, ",") != "2:two" {
+		t.Fatalf("outbox %v", got)
+	}
+	if seq := p.AppendOutbox([]byte("three")); seq != 3 {
+		t.Fatalf("seq after restart %d, want 3", seq)
+	}
+	n, err := s.CountMembers("vip")
+	if err != nil || n != 1 {
+		t.Fatalf("count %d %v", n, err)
+	}
+	ids, next, err := s.Members("vip", "", 10)
+	if err != nil || len(ids) != 1 || ids[0] != "alice" || next != "" {
+		t.Fatalf("members %v %q %v", ids, next, err)
+	}
+}
+
+func TestTimersOrderReplaceAndRefill(t *testing.T) {
+	s := openMem(t, vfs.NewMem(), Options{})
+	defer s.Close()
+	p, _ := s.Partition(0)
+	// More timers than one refill loads, committed in several batches,
+	// some moved and cancelled before and after commits.
+	const n = timerRefill*2 + 100
+	for i := 1; i <= n; i++ {
+		p.MoveTimer(fmt.Sprintf("c%05d", i), 0, int64(i*10))
+		if i%1000 == 0 {
+			if err := p.Commit(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	p.MoveTimer("c00005", 50, 0)        // cancel
+	p.MoveTimer("c00007", 70, 5)        // move earlier
+	p.MoveTimer("c08000", 80000, 35)    // far timer moved into the horizon
+	p.MoveTimer("c00009", 90, n*10+500) // near timer moved past everything
+	if err := p.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	var got []timerItem
+	if err := p.PopDue(1<<62, func(id string, at int64) error {
+		got = append(got, timerItem{at, id})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != n-1 {
+		t.Fatalf("popped %d, want %d", len(got), n-1)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i].less(got[i-1]) {
+			t.Fatalf("out of order at %d: %v after %v", i, got[i], got[i-1])
+		}
+	}
+	if got[0] != (timerItem{5, "c00007"}) || got[4] != (timerItem{35, "c08000"}) || got[len(got)-1] != (timerItem{n*10 + 500, "c00009"}) {
+		t.Fatalf("first %v fifth %v last %v", got[0], got[4], got[len(got)-1])
+	}
+	for _, it := range got {
+		if it.id == "c00005" {
+			t.Fatal("cancelled timer fired")
+		}
+	}
+	if _, ok := p.NextTimer(); ok {
+		t.Fatal("timers left")
+	}
+	// Pops are durable after commit.
+	if err := p.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	p, _ = s.Partition(0)
+	if at, ok := p.NextTimer(); ok {
+		t.Fatalf("timer at %d survived its pop", at)
+	}
+}
+
+func TestCacheStaysBounded(t *testing.T) {
+	s := openMem(t, vfs.NewMem(), Options{CacheBytes: 1 << 20})
+	defer s.Close()
+	p, _ := s.Partition(0)
+	payload := bytes.Repeat([]byte("x"), 100)
+	for i := 0; i < 50000; i++ {
+		id := fmt.Sprintf("c%d", i)
+		rec, err := p.Get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := rec.(*testRecord)
+		r.n++
+		r.data = payload
+		p.MarkDirty(id, r)
+		if p.NeedsCommit() || i%1000 == 999 {
+			if err := p.Commit(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := p.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if b := p.cacheBytes.Load(); b > 1<<20 {
+		t.Fatalf("cache holds %d bytes, budget %d", b, 1<<20)
+	}
+	// Evicted records come back from Pebble.
+	rec, err := p.Get("c7")
+	if err != nil || rec.(*testRecord).n != 1 || len(rec.(*testRecord).data) != 100 {
+		t.Fatalf("c7 = %+v, %v", rec, err)
+	}
+}
+
+func TestDeleteLeavesNoTrace(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{Decode: decodeTest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := s.Partition(0)
+	secret := "customer-4f1d-secret-id"
+	rec, _ := p.Get(secret)
+	rec.(*testRecord).data = []byte("private-payload-data")
+	p.MarkDirty(secret, rec)
+	p.MoveTimer(secret, 0, 1000)
+	p.SetMember("vip", secret, true)
+	if err := p.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Compact(); err != nil {
+		t.Fatal(err)
+	}
+	p.Delete(secret)
+	p.MoveTimer(secret, 1000, 0)
+	p.SetMember("vip", secret, false)
+	if err := p.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Compact(); err != nil {
+		t.Fatal(err)
+	}
+	rec, err = p.Get(secret)
+	if err != nil || rec.(*testRecord).n != 0 || len(rec.(*testRecord).data) != 0 {
+		t.Fatalf("deleted customer came back: %+v %v", rec, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The WAL of the session that wrote it is gone after compaction and
+	// close only if it was recycled; scan data files (sst) and the WAL.
+	found := []string{}
+	filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		b, _ := os.ReadFile(path)
+		if bytes.Contains(b, []byte(secret)) || bytes.Contains(b, []byte("private-payload-data")) {
+			found = append(found, filepath.Base(path))
+		}
+		return nil
+	})
+	for _, f := range found {
+		if strings.HasSuffix(f, ".sst") {
+			t.Errorf("deleted customer's data still in %s", f)
+		}
+	}
+	t.Logf("files still holding the id (WAL segments are recycled, not scrubbed): %v", found)
+}
+
+func TestNewerFormatRefused(t *testing.T) {
+	fs := vfs.NewMem()
+	s := openMem(t, fs, Options{})
+	if err := s.db.Set(formatKey, []byte{FormatVersion + 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	_, err := Open("db", Options{FS: fs, Decode: decodeTest})
+	if !errors.Is(err, ErrNewerFormat) {
+		t.Fatalf("got %v, want ErrNewerFormat", err)
+	}
+}

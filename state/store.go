@@ -1,0 +1,376 @@
+package state
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// FormatVersion is the store layout this code writes. A store written by a
+// newer version is refused (ErrNewerFormat).
+const FormatVersion = 1
+
+// recordEnvelope is the first byte of every stored customer record: the
+// version of the envelope around the engine's record bytes.
+const recordEnvelope = 1
+
+var (
+	// ErrClosed is returned by operations on a closed Store or Partition.
+	ErrClosed = errors.New("state: closed")
+	// ErrNewerFormat is returned by Open for a store written by a newer segd.
+	ErrNewerFormat = errors.New("state: store format is newer than this segd")
+	// ErrCorrupt marks stored data that cannot be decoded.
+	ErrCorrupt = errors.New("state: corrupt data")
+)
+
+// Record is a decoded customer record held in the write-back cache. The
+// engine supplies the type.
+type Record interface {
+	// AppendBinary appends the record's encoding to dst.
+	AppendBinary(dst []byte) []byte
+	// SizeBytes estimates the heap bytes the record holds, for the cache
+	// budget.
+	SizeBytes() int
+}
+
+// SyncPolicy says when a commit waits for the disk.
+type SyncPolicy int
+
+const (
+	// SyncNone (default) writes every commit to the WAL without fsync. A
+	// process crash loses nothing (the OS has the bytes); a machine crash
+	// may lose the last commits, which Kafka replays from the stored
+	// offsets since they are lost together with the state.
+	SyncNone SyncPolicy = iota + 1
+	// SyncCommit fsyncs the WAL on every commit.
+	SyncCommit
+)
+
+// Options configure a Store. Zero values mean the documented default.
+type Options struct {
+	// FS is the file system. Default vfs.Default (the OS).
+	FS vfs.FS
+	// CacheBytes bounds the write-back cache of decoded records, shared
+	// by the open partitions. Default 256 MiB; at least 1 MiB.
+	CacheBytes int64
+	// MemTableBytes is Pebble's memtable size. Default 64 MiB; 1 MiB..4 GiB.
+	MemTableBytes int64
+	// BlockCacheBytes is Pebble's block cache. Default 64 MiB.
+	BlockCacheBytes int64
+	// Sync is the commit durability. Default SyncNone.
+	Sync SyncPolicy
+	// DisableWAL turns Pebble's write-ahead log off. Default false: see
+	// docs/state.md for why the WAL stays on.
+	DisableWAL bool
+	// Decode builds a record from its stored bytes; data is nil for a
+	// customer not in the store. Required. It must not retain data.
+	Decode func(customerID string, data []byte) (Record, error)
+}
+
+// EnsureDefaults fills zero fields.
+func (o *Options) EnsureDefaults() {
+	if o.FS == nil {
+		o.FS = vfs.Default
+	}
+	if o.CacheBytes == 0 {
+		o.CacheBytes = 256 << 20
+	}
+	if o.MemTableBytes == 0 {
+		o.MemTableBytes = 64 << 20
+	}
+	if o.BlockCacheBytes == 0 {
+		o.BlockCacheBytes = 64 << 20
+	}
+	if o.Sync == 0 {
+		o.Sync = SyncNone
+	}
+}
+
+// Validate reports every invalid field.
+func (o *Options) Validate() error {
+	var p []string
+	if o.CacheBytes < 1<<20 {
+		p = append(p, fmt.Sprintf("CacheBytes (%d) must be >= 1048576", o.CacheBytes))
+	}
+	if o.MemTableBytes < 1<<20 || o.MemTableBytes > 4<<30 {
+		p = append(p, fmt.Sprintf("MemTableBytes (%d) must be between 1048576 and 4294967296", o.MemTableBytes))
+	}
+	if o.BlockCacheBytes < 0 {
+		p = append(p, fmt.Sprintf("BlockCacheBytes (%d) must be >= 0", o.BlockCacheBytes))
+	}
+	if o.Sync != SyncNone && o.Sync != SyncCommit {
+		p = append(p, fmt.Sprintf("Sync (%d) must be SyncNone or SyncCommit", o.Sync))
+	}
+	if o.Decode == nil {
+		p = append(p, "Decode is nil: the store needs the record decoder")
+	}
+	if len(p) > 0 {
+		return fmt.Errorf("state options: %s", strings.Join(p, "; "))
+	}
+	return nil
+}
+
+// Store is one Pebble database holding the state of every partition this
+// process owns. Safe for concurrent use.
+type Store struct {
+	opts  Options
+	db    *pebble.DB
+	cache *pebble.Cache
+	wo    *pebble.WriteOptions
+
+	mu     sync.Mutex
+	parts  map[int32]*Partition
+	closed bool
+}
+
+// Open opens (creating if needed) the store in dir.
+func Open(dir string, opts Options) (*Store, error) {
+	opts.EnsureDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	cache := pebble.NewCache(opts.BlockCacheBytes)
+	defer cache.Unref()
+	po := &pebble.Options{
+		FS:           opts.FS,
+		Cache:        cache,
+		MemTableSize: uint64(opts.MemTableBytes),
+		DisableWAL:   opts.DisableWAL,
+		Logger:       quietLogger{},
+	}
+	po.EnsureDefaults()
+	db, err := pebble.Open(dir, po)
+	if err != nil {
+		return nil, fmt.Errorf("open pebble %s: %w", dir, err)
+	}
+	s := &Store{opts: opts, db: db, wo: pebble.NoSync, parts: map[int32]*Partition{}}
+	if opts.Sync == SyncCommit {
+		s.wo = pebble.Sync
+	}
+	if err := s.checkFormat(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open state %s: %w", dir, err)
+	}
+	return s, nil
+}
+
+func (s *Store) checkFormat() error {
+	v, closer, err := s.db.Get(formatKey)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return s.db.Set(formatKey, []byte{FormatVersion}, pebble.Sync)
+	}
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	if len(v) != 1 {
+		return fmt.Errorf("%w: format key is %d bytes", ErrCorrupt, len(v))
+	}
+	if v[0] > FormatVersion {
+		return fmt.Errorf("%w: store has format %d, this segd writes %d; upgrade segd", ErrNewerFormat, v[0], FormatVersion)
+	}
+	// Older formats would be migrated here; 1 is the first.
+	return nil
+}
+
+// Partition opens the state of partition n. A partition can be open once
+// at a time; Close it when the partition is revoked.
+func (s *Store) Partition(n int32) (*Partition, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if _, ok := s.parts[n]; ok {
+		return nil, fmt.Errorf("state: partition %d is already open", n)
+	}
+	p, err := openPartition(s, n)
+	if err != nil {
+		return nil, fmt.Errorf("open partition %d: %w", n, err)
+	}
+	s.parts[n] = p
+	s.rebudgetLocked()
+	return p, nil
+}
+
+// rebudgetLocked splits the cache budget evenly over open partitions.
+func (s *Store) rebudgetLocked() {
+	if len(s.parts) == 0 {
+		return
+	}
+	per := s.opts.CacheBytes / int64(len(s.parts))
+	for _, p := range s.parts {
+		p.budget.Store(per)
+	}
+}
+
+func (s *Store) release(n int32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.parts, n)
+	s.rebudgetLocked()
+}
+
+// Close commits nothing (uncommitted changes are dropped, as after a
+// crash: the offsets they would have advanced were not written either),
+// closes every partition and the database. Safe to call twice.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	parts := make([]*Partition, 0, len(s.parts))
+	for _, p := range s.parts {
+		parts = append(parts, p)
+	}
+	s.mu.Unlock()
+	for _, p := range parts {
+		p.closeNoRelease()
+	}
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close pebble: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// CountMembers returns the committed number of members of a segment across
+// every partition in the store, from the per-partition counters (no record
+// is decoded).
+func (s *Store) CountMembers(segment string) (int64, error) {
+	if s.isClosed() {
+		return 0, ErrClosed
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{ksCount}, UpperBound: []byte{ksCount + 1}})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	var n int64
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) < 5 || string(k[5:]) != segment {
+			continue
+		}
+		v := it.Value()
+		if len(v) != 8 {
+			return 0, fmt.Errorf("%w: count value %d bytes", ErrCorrupt, len(v))
+		}
+		n += int64(binary.BigEndian.Uint64(v))
+	}
+	return n, it.Error()
+}
+
+// Members returns up to limit member ids of a segment in id order, starting
+// after cursor ("" for the first page), and the cursor of the next page
+// ("" when there is none).
+func (s *Store) Members(segment, cursor string, limit int) (ids []string, next string, err error) {
+	if s.isClosed() {
+		return nil, "", ErrClosed
+	}
+	if limit <= 0 {
+		return nil, "", fmt.Errorf("state: members limit (%d) must be >= 1", limit)
+	}
+	prefix := memberPrefix(segment)
+	lower := prefix
+	if cursor != "" {
+		lower = append(append(append([]byte(nil), prefix...), cursor...), 0)
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, "", err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		if len(ids) == limit {
+			next = ids[len(ids)-1]
+			break
+		}
+		ids = append(ids, string(it.Key()[len(prefix):]))
+	}
+	return ids, next, it.Error()
+}
+
+// Checkpoint writes a consistent copy of the store to dir (which must not
+// exist), for backups.
+func (s *Store) Checkpoint(dir string) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	if err := s.db.Checkpoint(dir, pebble.WithFlushedWAL()); err != nil {
+		return fmt.Errorf("checkpoint %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Compact flushes the memtable and compacts the whole key space, so that
+// deleted data no longer exists in any file.
+func (s *Store) Compact() error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	if err := s.db.Flush(); err != nil {
+		return fmt.Errorf("flush: %w", err)
+	}
+	if err := s.db.Compact(context.Background(), []byte{0}, []byte{0xff, 0xff}, true); err != nil {
+		return fmt.Errorf("compact: %w", err)
+	}
+	return nil
+}
+
+// Metrics are store-level statistics for monitoring.
+type Metrics struct {
+	CacheHits, CacheMisses int64
+	CacheBytes             int64 // decoded records held
+	CacheEntries           int64
+	DiskBytes              uint64
+	ReadAmp                int
+	Compactions            int64
+	TimersPending          int64 // committed timers in the near-horizon heaps
+}
+
+// Metrics returns current statistics.
+func (s *Store) Metrics() Metrics {
+	var m Metrics
+	s.mu.Lock()
+	for _, p := range s.parts {
+		m.CacheHits += p.hits.Load()
+		m.CacheMisses += p.misses.Load()
+		m.CacheBytes += p.cacheBytes.Load()
+		m.CacheEntries += p.cacheEntries.Load()
+		m.TimersPending += p.heapLen.Load()
+	}
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return m
+	}
+	pm := s.db.Metrics()
+	m.DiskBytes = pm.DiskSpaceUsage()
+	m.ReadAmp = pm.ReadAmp()
+	m.Compactions = pm.Compact.Count
+	return m
+}
+
+// quietLogger drops Pebble's informational logs; errors still surface as
+// returned errors. Fatalf must not return.
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any)  {}
+func (quietLogger) Errorf(string, ...any) {}
+func (quietLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf("pebble: "+format, args...))
+}
