@@ -1,0 +1,616 @@
+package rules
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"hash/fnv"
+	"os"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/segd/segd/schemas"
+)
+
+// RuleSet is a compiled rules file. It is immutable and safe for
+// concurrent use; per-customer mutable data lives in State.
+type RuleSet struct {
+	version  int64
+	hash     string
+	file     string
+	traits   []*Trait
+	segments []*Segment
+	segIndex map[string]int
+	byType   [schemas.NumEventTypes][]*Trait // traits each event type updates
+	segsFor  [schemas.NumEventTypes][]int
+	keyIndex map[uint32]int // trait key -> index, for decoding stored state
+	maxWin   int64
+	warnings Errors
+}
+
+// Trait is a compiled trait definition.
+type Trait struct {
+	Name   string
+	Index  int
+	Pos    Pos
+	Agg    string
+	Event  schemas.EventType
+	Field  string // "" for count(event)
+	Window int64  // ms; 0 = lifetime
+	Bucket int64  // ms; bucket granularity of a windowed trait
+	// Def is the canonical definition; traits with equal Def share state
+	// across rule reloads.
+	Def string
+
+	agg    aggKind
+	kind   valueKind // result type
+	key    uint32
+	fld    field
+	filter func(*env) bool
+	// fieldStr/fieldNum/fieldList read the aggregated field.
+}
+
+// Segment is a compiled segment.
+type Segment struct {
+	ID              string
+	Index           int
+	Pos             Pos
+	Description     string
+	Owner           string
+	Tags            []string
+	RequiresConsent bool
+	// Topic, if set, routes this segment's changes to its own topic.
+	Topic string
+	// When is the canonical form of the segment's condition.
+	When string
+	// Reads are the indexes of the traits the condition reads.
+	Reads []int
+	// ReadsProfile are the profile attributes the condition reads.
+	ReadsProfile []string
+	// TimeDependent: the result can change with no event (a window or
+	// since()).
+	TimeDependent bool
+
+	eval   func(*env) bool
+	sinces []sinceDep
+	wins   []int // windowed traits read
+}
+
+// sinceDep is a comparison since(x) OP d, whose result flips at a time
+// computable from x.
+type sinceDep struct {
+	x  func(*env) (float64, bool)
+	op string
+	d  int64
+}
+
+// Version returns the rules file's version field.
+func (rs *RuleSet) Version() int64 { return rs.version }
+
+// Hash returns the hex SHA-256 of the rule set's canonical form: equal for
+// files that differ only in formatting, comments or order.
+func (rs *RuleSet) Hash() string { return rs.hash }
+
+// File returns the file name the rule set was compiled from.
+func (rs *RuleSet) File() string { return rs.file }
+
+// Warnings returns lint findings.
+func (rs *RuleSet) Warnings() []*Error { return rs.warnings }
+
+// Traits returns the traits in file order; Trait.Index is the position.
+func (rs *RuleSet) Traits() []*Trait { return rs.traits }
+
+// Segments returns the segments in file order; Segment.Index is the
+// position.
+func (rs *RuleSet) Segments() []*Segment { return rs.segments }
+
+// SegmentIndex returns the index of a segment id.
+func (rs *RuleSet) SegmentIndex(id string) (int, bool) {
+	i, ok := rs.segIndex[id]
+	return i, ok
+}
+
+// SegmentsFor returns the segments an event of type t can affect, in index
+// order. The slice must not be modified.
+func (rs *RuleSet) SegmentsFor(t schemas.EventType) []int {
+	if int(t) >= len(rs.segsFor) {
+		return nil
+	}
+	return rs.segsFor[t]
+}
+
+// MaxWindow returns the longest trait window in ms (0 if none).
+func (rs *RuleSet) MaxWindow() int64 { return rs.maxWin }
+
+// CompileFile reads and compiles a rules file.
+func CompileFile(path string) (*RuleSet, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read rules: %w", err)
+	}
+	return Compile(path, src)
+}
+
+// Compile parses, type-checks and compiles a rules file. filename is used
+// in error positions. The error, if any, is Errors.
+func Compile(filename string, src []byte) (*RuleSet, error) {
+	c := &compiler{file: filename, rs: &RuleSet{file: filename, segIndex: map[string]int{}, keyIndex: map[uint32]int{}}}
+	c.compile(src)
+	if len(c.errs) > 0 {
+		return nil, c.errs.sorted()
+	}
+	c.rs.warnings = c.warns.sorted()
+	return c.rs, nil
+}
+
+type compiler struct {
+	file  string
+	rs    *RuleSet
+	errs  Errors
+	warns Errors
+}
+
+func (c *compiler) errAt(pos Pos, format string, args ...any) {
+	c.errs = append(c.errs, &Error{Pos: pos, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (c *compiler) warnAt(pos Pos, format string, args ...any) {
+	c.warns = append(c.warns, &Error{Pos: pos, Msg: fmt.Sprintf(format, args...), Warning: true})
+}
+
+func (c *compiler) pos(n *yaml.Node) Pos { return Pos{File: c.file, Line: n.Line, Col: n.Column} }
+
+// exprPos maps a byte offset inside a scalar's value to a file position.
+func (c *compiler) exprPos(n *yaml.Node, off int) Pos {
+	p := c.pos(n)
+	v := n.Value
+	if off > len(v) {
+		off = len(v)
+	}
+	switch n.Style {
+	case yaml.LiteralStyle, yaml.FoldedStyle:
+		line := strings.Count(v[:off], "\n")
+		lineStart := strings.LastIndexByte(v[:off], '\n') + 1
+		// The block's indentation is not in the node; the content is
+		// indented past its key, which is a good guess.
+		return Pos{File: c.file, Line: p.Line + 1 + line, Col: p.Col + off - lineStart}
+	case yaml.DoubleQuotedStyle, yaml.SingleQuotedStyle:
+		p.Col++
+	}
+	if nl := strings.Count(v[:off], "\n"); nl > 0 {
+		p.Line += nl
+		p.Col = off - strings.LastIndexByte(v[:off], '\n')
+		return p
+	}
+	p.Col += off
+	return p
+}
+
+func (c *compiler) compile(src []byte) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(src, &doc); err != nil {
+		c.errs = append(c.errs, yamlError(c.file, err))
+		return
+	}
+	if doc.Kind == 0 || len(doc.Content) == 0 {
+		c.errAt(Pos{File: c.file, Line: 1, Col: 1}, "empty rules file: expected version, traits and segments")
+		return
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		c.errAt(c.pos(root), "expected a mapping with version, traits and segments")
+		return
+	}
+	var traitsNode, segsNode *yaml.Node
+	haveVersion := false
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		switch k.Value {
+		case "version":
+			if err := v.Decode(&c.rs.version); err != nil || c.rs.version < 1 {
+				c.errAt(c.pos(v), "version must be a positive integer, found %q", v.Value)
+			}
+			haveVersion = true
+		case "traits":
+			traitsNode = v
+		case "segments":
+			segsNode = v
+		default:
+			c.errAt(c.pos(k), "unknown top-level key %q: expected version, traits or segments%s", k.Value, didYouMean(k.Value, []string{"version", "traits", "segments"}))
+		}
+	}
+	if !haveVersion {
+		c.errAt(c.pos(root), "missing version: add `version: 1` and bump it when the rules change")
+	}
+	if traitsNode != nil {
+		c.compileTraits(traitsNode)
+	}
+	if segsNode == nil {
+		c.errAt(c.pos(root), "missing segments: a rules file defines at least one segment")
+	} else {
+		c.compileSegments(segsNode)
+	}
+	if len(c.errs) == 0 {
+		c.finish()
+	}
+}
+
+func yamlError(file string, err error) *Error {
+	// yaml.v3 reports "yaml: line N: msg".
+	msg := err.Error()
+	line := 1
+	if _, after, ok := strings.Cut(msg, "line "); ok {
+		fmt.Sscanf(after, "%d", &line)
+		if _, m, ok := strings.Cut(after, ": "); ok {
+			msg = m
+		}
+	}
+	return &Error{Pos: Pos{File: file, Line: line, Col: 1}, Msg: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
+}
+
+func isName(s string) bool {
+	if s == "" || !isLetter(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if !isLetter(s[i]) && !isDigit(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *compiler) compileTraits(n *yaml.Node) {
+	if n.Kind != yaml.MappingNode {
+		c.errAt(c.pos(n), "traits must be a mapping of name: definition")
+		return
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		name := k.Value
+		switch {
+		case !isName(name):
+			c.errAt(c.pos(k), "trait name %q must be a letter followed by letters, digits or _", name)
+			continue
+		case reserved[name] || name == "profile" || name == "true" || name == "false" || name == "null":
+			c.errAt(c.pos(k), "trait name %q is a reserved word", name)
+			continue
+		case seen[name]:
+			c.errAt(c.pos(k), "trait %q is defined twice", name)
+			continue
+		}
+		seen[name] = true
+		exprNode := v
+		if v.Kind == yaml.MappingNode {
+			exprNode = nil
+			for j := 0; j+1 < len(v.Content); j += 2 {
+				switch v.Content[j].Value {
+				case "expr":
+					exprNode = v.Content[j+1]
+				case "description":
+				default:
+					c.errAt(c.pos(v.Content[j]), "unknown trait key %q: expected expr or description", v.Content[j].Value)
+				}
+			}
+			if exprNode == nil {
+				c.errAt(c.pos(v), "trait %q has no expr", name)
+				continue
+			}
+		}
+		if exprNode.Kind != yaml.ScalarNode || exprNode.Value == "" {
+			c.errAt(c.pos(exprNode), "trait %q: expected a definition such as count(purchase) over 30d", name)
+			continue
+		}
+		if t := c.compileTrait(name, exprNode); t != nil {
+			t.Index = len(c.rs.traits)
+			c.rs.traits = append(c.rs.traits, t)
+		}
+	}
+}
+
+func (c *compiler) compileTrait(name string, n *yaml.Node) *Trait {
+	p := newParser(n.Value)
+	d := p.parseTrait()
+	if len(p.errs) > 0 {
+		for _, e := range p.errs {
+			c.errAt(c.exprPos(n, e.off), "trait %s: %s", name, e.msg)
+		}
+		return nil
+	}
+	t := &Trait{Name: name, Pos: c.pos(n), Agg: d.agg}
+	agg, ok := aggNames[d.agg]
+	if !ok {
+		c.errAt(c.exprPos(n, d.aggOff), "trait %s: unknown aggregate %q: expected one of %s%s", name, d.agg, strings.Join(aggList(), ", "), didYouMean(d.agg, aggList()))
+		return nil
+	}
+	t.agg = agg
+	et, ok := schemas.ParseEventType(d.event)
+	if !ok || et == schemas.EventProfile {
+		c.errAt(c.exprPos(n, d.eventOff), "trait %s: unknown event type %q: expected purchase, browse or engagement%s", name, d.event, didYouMean(d.event, []string{"purchase", "browse", "engagement"}))
+		return nil
+	}
+	t.Event = et
+	if d.field != "" {
+		f, ok := lookupField(et, d.field)
+		if !ok {
+			c.errAt(c.exprPos(n, d.fieldOff), "trait %s: %s has no field %q%s", name, d.event, d.field, didYouMean(d.field, fieldNames(et)))
+			return nil
+		}
+		t.Field, t.fld = d.field, f
+	}
+	// Aggregate/field compatibility and result type.
+	switch agg {
+	case aggCount:
+		t.kind = kNum
+	case aggSum, aggAvg:
+		if t.Field == "" || t.fld.kind != kNum {
+			c.errAt(c.exprPos(n, d.eventOff), "trait %s: %s needs a number field, e.g. %s(purchase.amount)", name, d.agg, d.agg)
+			return nil
+		}
+		t.kind = kNum
+	case aggMin, aggMax:
+		if t.Field == "" || (t.fld.kind != kNum && t.fld.kind != kTime) {
+			c.errAt(c.exprPos(n, d.eventOff), "trait %s: %s needs a number or time field, e.g. %s(purchase.amount)", name, d.agg, d.agg)
+			return nil
+		}
+		t.kind = t.fld.kind
+	case aggDistinct:
+		if t.Field == "" || t.fld.kind == kTime {
+			c.errAt(c.exprPos(n, d.eventOff), "trait %s: distinct_count needs a string, number or list field, e.g. distinct_count(browse.category)", name)
+			return nil
+		}
+		t.kind = kNum
+	case aggMostFrequent:
+		if t.Field == "" || (t.fld.kind != kStr && t.fld.kind != kList) {
+			c.errAt(c.exprPos(n, d.eventOff), "trait %s: most_frequent needs a string or list field, e.g. most_frequent(browse.category)", name)
+			return nil
+		}
+		t.kind = kStr
+	case aggFirst, aggLast:
+		if t.Field == "" {
+			c.errAt(c.exprPos(n, d.eventOff), "trait %s: %s needs a field, e.g. %s(purchase.ts) or %s(purchase.amount)", name, d.agg, d.agg, d.agg)
+			return nil
+		}
+		if t.fld.kind == kList {
+			c.errAt(c.exprPos(n, d.fieldOff), "trait %s: %s of a list field is not supported; use most_frequent or distinct_count", name, d.agg)
+			return nil
+		}
+		if d.window != 0 {
+			c.errAt(c.exprPos(n, d.windowOff), "trait %s: %s is a lifetime aggregate and takes no window; for the latest time in a window use max(%s.ts) over ...", name, d.agg, d.event)
+			return nil
+		}
+		t.kind = t.fld.kind
+	}
+	if d.filter != nil {
+		ce := c.compileExpr(n, d.filter, scope{event: et, trait: name})
+		if ce != nil {
+			if ce.kind != kBool && ce.kind != kAny {
+				c.errAt(c.exprPos(n, d.filter.offset()), "trait %s: where needs a condition (true or false), found a %s", name, ce.kind)
+			} else {
+				t.filter = ce.asBool()
+			}
+		}
+	}
+	if d.window < 0 || (d.window > 0 && d.window < 1000) {
+		c.errAt(c.exprPos(n, d.windowOff), "trait %s: window %s must be at least 1s", name, formatDuration(d.window))
+		return nil
+	}
+	if d.window > 0 {
+		t.Window = d.window
+		t.Bucket = d.bucket
+		if t.Bucket == 0 {
+			t.Bucket = durationUnits["h"]
+			if t.Window > 2*durationUnits["d"] {
+				t.Bucket = durationUnits["d"]
+			}
+			if t.Window < t.Bucket {
+				t.Bucket = t.Window
+			}
+		}
+		if t.Bucket <= 0 || t.Window%t.Bucket != 0 {
+			off := d.windowOff
+			if d.bucket != 0 {
+				off = d.bucketOff
+			}
+			c.errAt(c.exprPos(n, off), "trait %s: window %s is not a multiple of its bucket %s; pick a bucket that divides it", name, formatDuration(t.Window), formatDuration(t.Bucket))
+			return nil
+		}
+		if t.Window/t.Bucket > 10000 {
+			c.errAt(c.exprPos(n, d.windowOff), "trait %s: window %s in buckets of %s keeps %d buckets per customer (limit 10000); use a coarser bucket", name, formatDuration(t.Window), formatDuration(t.Bucket), t.Window/t.Bucket)
+			return nil
+		}
+	} else if d.bucket != 0 {
+		c.errAt(c.exprPos(n, d.bucketOff), "trait %s: bucket needs a window (over ...)", name)
+		return nil
+	}
+	var def strings.Builder
+	fmt.Fprintf(&def, "%s(%s", d.agg, d.event)
+	if t.Field != "" {
+		def.WriteString("." + t.Field)
+	}
+	if d.filter != nil {
+		def.WriteString(" where " + d.filter.String())
+	}
+	def.WriteString(")")
+	if t.Window > 0 {
+		fmt.Fprintf(&def, " over %s bucket %s", formatDuration(t.Window), formatDuration(t.Bucket))
+	}
+	t.Def = def.String()
+	h := fnv.New32a()
+	h.Write([]byte(t.Def))
+	t.key = h.Sum32()
+	return t
+}
+
+func (c *compiler) compileSegments(n *yaml.Node) {
+	if n.Kind != yaml.MappingNode {
+		c.errAt(c.pos(n), "segments must be a mapping of id: {when: ...}")
+		return
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		id := k.Value
+		if !isSegmentID(id) {
+			c.errAt(c.pos(k), "segment id %q must be letters, digits, _ or - (starting with a letter)", id)
+			continue
+		}
+		if _, dup := c.rs.segIndex[id]; dup {
+			c.errAt(c.pos(k), "segment %q is defined twice", id)
+			continue
+		}
+		s := &Segment{ID: id, Pos: c.pos(k)}
+		var when *yaml.Node
+		switch v.Kind {
+		case yaml.ScalarNode:
+			when = v
+		case yaml.MappingNode:
+			for j := 0; j+1 < len(v.Content); j += 2 {
+				key, val := v.Content[j], v.Content[j+1]
+				var err error
+				switch key.Value {
+				case "when":
+					when = val
+				case "description":
+					err = val.Decode(&s.Description)
+				case "owner":
+					err = val.Decode(&s.Owner)
+				case "tags":
+					err = val.Decode(&s.Tags)
+				case "requires_consent":
+					err = val.Decode(&s.RequiresConsent)
+				case "topic":
+					err = val.Decode(&s.Topic)
+				default:
+					keys := []string{"when", "description", "owner", "tags", "requires_consent", "topic"}
+					c.errAt(c.pos(key), "segment %s: unknown key %q: expected %s%s", id, key.Value, strings.Join(keys, ", "), didYouMean(key.Value, keys))
+				}
+				if err != nil {
+					c.errAt(c.pos(val), "segment %s: %s: %v", id, key.Value, strings.TrimPrefix(err.Error(), "yaml: "))
+				}
+			}
+		default:
+			c.errAt(c.pos(v), "segment %s: expected {when: \"...\"} or a condition string", id)
+			continue
+		}
+		if when == nil || when.Kind != yaml.ScalarNode || strings.TrimSpace(when.Value) == "" {
+			c.errAt(c.pos(v), "segment %s: missing when: the condition that puts a customer in the segment", id)
+			continue
+		}
+		if c.compileSegment(s, when) {
+			s.Index = len(c.rs.segments)
+			c.rs.segIndex[id] = s.Index
+			c.rs.segments = append(c.rs.segments, s)
+		}
+	}
+}
+
+func isSegmentID(s string) bool {
+	if s == "" || !isLetter(s[0]) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isLetter(s[i]) && !isDigit(s[i]) && s[i] != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// protectedAttributes draw a fairness warning when a segment reads them.
+var protectedAttributes = map[string]bool{"age": true, "birth_year": true, "birthdate": true, "date_of_birth": true, "gender": true, "sex": true, "ethnicity": true, "race": true, "religion": true, "disability": true, "marital_status": true, "sexual_orientation": true, "nationality": true}
+
+func (c *compiler) compileSegment(s *Segment, when *yaml.Node) bool {
+	p := newParser(when.Value)
+	ast := p.parseExpr()
+	if len(p.errs) > 0 {
+		for _, e := range p.errs {
+			c.errAt(c.exprPos(when, e.off), "segment %s: %s", s.ID, e.msg)
+		}
+		return false
+	}
+	sc := scope{segment: s.ID}
+	ce := c.compileExpr(when, ast, sc)
+	if ce == nil {
+		return false
+	}
+	if ce.kind != kBool && ce.kind != kAny {
+		c.errAt(c.exprPos(when, 0), "segment %s: when must be a condition (true or false), found a %s", s.ID, ce.kind)
+		return false
+	}
+	s.eval = ce.asBool()
+	s.When = ast.String()
+	s.sinces = ce.sinces
+	reads := map[int]bool{}
+	for _, ti := range ce.traits {
+		reads[ti] = true
+	}
+	for ti := range reads {
+		s.Reads = append(s.Reads, ti)
+		if c.rs.traits[ti].Window > 0 {
+			s.wins = append(s.wins, ti)
+		}
+	}
+	sort.Ints(s.Reads)
+	sort.Ints(s.wins)
+	attrs := map[string]bool{}
+	for _, a := range ce.attrs {
+		attrs[a] = true
+	}
+	for a := range attrs {
+		s.ReadsProfile = append(s.ReadsProfile, a)
+		if protectedAttributes[a] {
+			c.warnAt(c.exprPos(when, 0), "segment %s reads profile.%s, a protected attribute: check the segment for unfair treatment before acting on it", s.ID, a)
+		}
+	}
+	sort.Strings(s.ReadsProfile)
+	s.TimeDependent = len(s.wins) > 0 || len(s.sinces) > 0
+	if len(s.Reads) == 0 && len(s.ReadsProfile) == 0 {
+		c.warnAt(c.exprPos(when, 0), "segment %s reads no trait and no profile attribute: its result never changes", s.ID)
+	}
+	return true
+}
+
+// finish builds the dependency maps and the hash.
+func (c *compiler) finish() {
+	rs := c.rs
+	for _, t := range rs.traits {
+		rs.byType[t.Event] = append(rs.byType[t.Event], t)
+		if other, dup := rs.keyIndex[t.key]; dup && rs.traits[other].Def != t.Def {
+			c.errAt(t.Pos, "trait %s: internal key collides with trait %s; rename nothing, but change the definition slightly (e.g. bucket)", t.Name, rs.traits[other].Name)
+		}
+		rs.keyIndex[t.key] = t.Index
+		rs.maxWin = max(rs.maxWin, t.Window)
+	}
+	for _, s := range rs.segments {
+		types := map[schemas.EventType]bool{}
+		for _, ti := range s.Reads {
+			types[rs.traits[ti].Event] = true
+		}
+		if len(s.ReadsProfile) > 0 {
+			types[schemas.EventProfile] = true
+		}
+		for t := range types {
+			rs.segsFor[t] = append(rs.segsFor[t], s.Index)
+		}
+	}
+	for t := range rs.segsFor {
+		sort.Ints(rs.segsFor[t])
+	}
+	var canon strings.Builder
+	fmt.Fprintf(&canon, "version %d\n", rs.version)
+	traits := append([]*Trait(nil), rs.traits...)
+	sort.Slice(traits, func(i, j int) bool { return traits[i].Name < traits[j].Name })
+	for _, t := range traits {
+		fmt.Fprintf(&canon, "trait %s = %s\n", t.Name, t.Def)
+	}
+	segs := append([]*Segment(nil), rs.segments...)
+	sort.Slice(segs, func(i, j int) bool { return segs[i].ID < segs[j].ID })
+	for _, s := range segs {
+		fmt.Fprintf(&canon, "segment %s consent=%v topic=%q when %s\n", s.ID, s.RequiresConsent, s.Topic, s.When)
+	}
+	sum := sha256.Sum256([]byte(canon.String()))
+	rs.hash = hex.EncodeToString(sum[:])
+}

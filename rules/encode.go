@@ -1,0 +1,340 @@
+package rules
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/segd/segd/schemas"
+)
+
+// stateVersion is the first byte of an encoded State.
+const stateVersion = 1
+
+// ErrStateVersion is returned when decoding a state written by a newer segd.
+var ErrStateVersion = errors.New("rules: state encoded by a newer version")
+
+// AppendBinary appends the state's compact encoding:
+//
+//	version byte
+//	uvarint n, then n traits: key (4 bytes LE) uvarint len payload
+//	uvarint n, then n profile attributes: name kind value
+//
+// A trait's key is a hash of its canonical definition, so state survives
+// rule reloads for every trait whose definition did not change. Buckets
+// are sparse (only non-empty ones) with starts delta-encoded in bucket
+// units; numbers are varints when integral or in hundredths.
+func (s *State) AppendBinary(dst []byte) []byte {
+	dst = append(dst, stateVersion)
+	n := 0
+	for i := range s.traits {
+		if !s.traits[i].empty() {
+			n++
+		}
+	}
+	dst = binary.AppendUvarint(dst, uint64(n))
+	for i := range s.traits {
+		ts := &s.traits[i]
+		if ts.empty() {
+			continue
+		}
+		t := s.layout[i]
+		dst = binary.LittleEndian.AppendUint32(dst, t.key)
+		// Write the payload, then slide it right to make room for its
+		// length prefix: no scratch buffer needed.
+		mark := len(dst)
+		dst = ts.appendPayload(dst, t)
+		var lenBuf [binary.MaxVarintLen64]byte
+		k := binary.PutUvarint(lenBuf[:], uint64(len(dst)-mark))
+		dst = append(dst, lenBuf[:k]...)
+		copy(dst[mark+k:], dst[mark:len(dst)-k])
+		copy(dst[mark:], lenBuf[:k])
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(s.attrs)))
+	for _, a := range s.attrs {
+		dst = appendString(dst, a.Name)
+		dst = append(dst, byte(a.Value.Kind))
+		switch a.Value.Kind {
+		case schemas.KindString:
+			dst = appendString(dst, a.Value.Str)
+		case schemas.KindNumber:
+			dst = appendNumber(dst, a.Value.Num)
+		case schemas.KindBool:
+			if a.Value.Bool {
+				dst = append(dst, 1)
+			} else {
+				dst = append(dst, 0)
+			}
+		}
+	}
+	return dst
+}
+
+func (ts *traitState) empty() bool { return len(ts.buckets) == 0 && !ts.has }
+
+func (ts *traitState) appendPayload(dst []byte, t *Trait) []byte {
+	if t.agg == aggFirst || t.agg == aggLast {
+		if t.kind == kStr {
+			dst = appendString(dst, ts.str)
+		} else {
+			dst = appendNumber(dst, ts.num)
+		}
+		return binary.AppendVarint(dst, ts.at)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(ts.buckets)))
+	prev := int64(0)
+	for i := range ts.buckets {
+		b := &ts.buckets[i]
+		if t.Window > 0 {
+			units := b.start / t.Bucket
+			if i == 0 {
+				dst = binary.AppendVarint(dst, units)
+			} else {
+				dst = binary.AppendUvarint(dst, uint64(units-prev))
+			}
+			prev = units
+		}
+		switch t.agg {
+		case aggCount:
+			dst = appendNumber(dst, b.n)
+		case aggSum:
+			dst = appendNumber(dst, b.n)
+			dst = appendNumber(dst, b.sum)
+		case aggAvg:
+			dst = appendNumber(dst, b.n)
+			dst = appendNumber(dst, b.sum)
+		case aggMin:
+			dst = appendNumber(dst, b.min)
+		case aggMax:
+			dst = appendNumber(dst, b.max)
+		case aggDistinct, aggMostFrequent:
+			dst = binary.AppendUvarint(dst, uint64(len(b.vals)))
+			for _, v := range b.vals {
+				dst = appendString(dst, v.v)
+				if t.agg == aggMostFrequent {
+					dst = binary.AppendUvarint(dst, uint64(v.n))
+				}
+			}
+		}
+	}
+	return dst
+}
+
+// DecodeState decodes data (from AppendBinary) into s, reusing its memory.
+// Traits are matched by the key of their definition: state of traits this
+// rule set no longer has is dropped, and new traits start empty.
+func (rs *RuleSet) DecodeState(data []byte, s *State) error {
+	if len(s.traits) != len(rs.traits) {
+		s.traits = make([]traitState, len(rs.traits))
+	}
+	s.layout = rs.traits
+	s.Reset()
+	if len(data) == 0 {
+		return errors.New("rules: empty state")
+	}
+	if data[0] != stateVersion {
+		if data[0] > stateVersion {
+			return fmt.Errorf("%w: %d (this segd reads %d)", ErrStateVersion, data[0], stateVersion)
+		}
+		return fmt.Errorf("rules: unknown state version %d", data[0])
+	}
+	d := decoder{b: data[1:]}
+	n := d.uvarint()
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		if len(d.b) < 4 {
+			d.err = errors.New("truncated trait key")
+			break
+		}
+		key := binary.LittleEndian.Uint32(d.b)
+		d.b = d.b[4:]
+		payload := d.bytes()
+		idx, ok := rs.keyIndex[key]
+		if !ok || d.err != nil {
+			continue
+		}
+		pd := decoder{b: payload}
+		s.traits[idx].decodePayload(&pd, rs.traits[idx])
+		if pd.err != nil {
+			return fmt.Errorf("rules: trait %s: %w", rs.traits[idx].Name, pd.err)
+		}
+	}
+	na := d.uvarint()
+	for i := uint64(0); i < na && d.err == nil; i++ {
+		name := string(d.bytes())
+		kind := schemas.Kind(d.byte())
+		a := schemas.Attribute{Name: name, Value: schemas.Value{Kind: kind}}
+		switch kind {
+		case schemas.KindString:
+			a.Value.Str = string(d.bytes())
+		case schemas.KindNumber:
+			a.Value.Num = d.number()
+		case schemas.KindBool:
+			a.Value.Bool = d.byte() == 1
+		default:
+			d.err = fmt.Errorf("attribute %s has kind %d", name, kind)
+		}
+		s.attrs = append(s.attrs, a)
+	}
+	if d.err != nil {
+		return fmt.Errorf("rules: decode state: %w", d.err)
+	}
+	return nil
+}
+
+func (ts *traitState) decodePayload(d *decoder, t *Trait) {
+	if t.agg == aggFirst || t.agg == aggLast {
+		if t.kind == kStr {
+			ts.str = string(d.bytes())
+		} else {
+			ts.num = d.number()
+		}
+		ts.at = d.varint()
+		ts.has = d.err == nil
+		return
+	}
+	nb := d.uvarint()
+	if nb > 100000 {
+		d.err = fmt.Errorf("%d buckets", nb)
+		return
+	}
+	prev := int64(0)
+	for i := uint64(0); i < nb && d.err == nil; i++ {
+		var b bucket
+		if t.Window > 0 {
+			if i == 0 {
+				prev = d.varint()
+			} else {
+				prev += int64(d.uvarint())
+			}
+			b.start = prev * t.Bucket
+		}
+		switch t.agg {
+		case aggCount:
+			b.n = d.number()
+		case aggSum, aggAvg:
+			b.n = d.number()
+			b.sum = d.number()
+		case aggMin:
+			b.min = d.number()
+			b.max, b.n = b.min, 1
+		case aggMax:
+			b.max = d.number()
+			b.min, b.n = b.max, 1
+		case aggDistinct, aggMostFrequent:
+			nv := d.uvarint()
+			if nv > maxDistinctPerBucket {
+				d.err = fmt.Errorf("%d values in a bucket", nv)
+				return
+			}
+			for j := uint64(0); j < nv && d.err == nil; j++ {
+				v := valCount{v: string(d.bytes()), n: 1}
+				if t.agg == aggMostFrequent {
+					v.n = uint32(d.uvarint())
+				}
+				b.vals = append(b.vals, v)
+			}
+			b.n = float64(len(b.vals))
+		}
+		ts.buckets = append(ts.buckets, b)
+	}
+}
+
+func appendString(dst []byte, s string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	return append(dst, s...)
+}
+
+// appendNumber encodes integers and values with two decimals (money) as
+// varints; anything else takes 9 bytes.
+func appendNumber(dst []byte, v float64) []byte {
+	if v == math.Trunc(v) && math.Abs(v) < 1<<52 {
+		return binary.AppendUvarint(dst, zigzag(int64(v))<<2)
+	}
+	if c := math.Round(v * 100); c/100 == v && math.Abs(c) < 1<<52 {
+		return binary.AppendUvarint(dst, zigzag(int64(c))<<2|1)
+	}
+	dst = binary.AppendUvarint(dst, 2)
+	return binary.LittleEndian.AppendUint64(dst, math.Float64bits(v))
+}
+
+func zigzag(v int64) uint64   { return uint64(v<<1) ^ uint64(v>>63) }
+func unzigzag(u uint64) int64 { return int64(u>>1) ^ -int64(u&1) }
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = errors.New("truncated varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.err = errors.New("truncated varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) byte() byte {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b) == 0 {
+		d.err = errors.New("truncated")
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
+}
+
+func (d *decoder) bytes() []byte {
+	n := d.uvarint()
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.b)) {
+		d.err = fmt.Errorf("length %d past the end", n)
+		return nil
+	}
+	v := d.b[:n]
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) number() float64 {
+	u := d.uvarint()
+	switch u & 3 {
+	case 0:
+		return float64(unzigzag(u >> 2))
+	case 1:
+		return float64(unzigzag(u>>2)) / 100
+	case 2:
+		if len(d.b) < 8 {
+			d.err = errors.New("truncated float")
+			return 0
+		}
+		v := math.Float64frombits(binary.LittleEndian.Uint64(d.b))
+		d.b = d.b[8:]
+		return v
+	}
+	d.err = fmt.Errorf("bad number tag %d", u&3)
+	return 0
+}

@@ -1,0 +1,196 @@
+package rules
+
+import (
+	"github.com/segd/segd/schemas"
+)
+
+// State is one customer's behavioral state under a rule set: an
+// accumulator per trait and the profile attributes. Create it with
+// RuleSet.NewState. Not safe for concurrent use.
+type State struct {
+	layout []*Trait // the rule set's traits, for encoding
+	traits []traitState
+	attrs  []schemas.Attribute
+	env    env // evaluation scratch, here so that evaluation never allocates
+}
+
+// env is what compiled closures read.
+type env struct {
+	s   *State
+	e   *schemas.Event // set only while a trait filter runs
+	now int64
+}
+
+// bucket accumulates the values that fell into one time bucket (or, for a
+// lifetime trait, into the one bucket with start 0).
+type bucket struct {
+	start    int64
+	n        float64 // number of values
+	sum      float64
+	min, max float64
+	vals     []valCount // distinct_count and most_frequent
+}
+
+type valCount struct {
+	v string
+	n uint32
+}
+
+// traitState is the accumulator of one trait.
+type traitState struct {
+	buckets []bucket
+	// first and last keep one value and its event time.
+	has bool
+	str string
+	num float64
+	at  int64
+}
+
+// Reset empties the state for reuse, keeping allocated capacity.
+func (s *State) Reset() {
+	for i := range s.traits {
+		t := &s.traits[i]
+		t.buckets = t.buckets[:0]
+		t.has, t.str, t.num, t.at = false, "", 0, 0
+	}
+	s.attrs = s.attrs[:0]
+	s.env = env{}
+}
+
+// Attr returns a profile attribute.
+func (s *State) Attr(name string) (schemas.Value, bool) {
+	for i := range s.attrs {
+		if s.attrs[i].Name == name {
+			return s.attrs[i].Value, true
+		}
+	}
+	return schemas.Value{}, false
+}
+
+func (s *State) setAttr(a schemas.Attribute) {
+	for i := range s.attrs {
+		if s.attrs[i].Name == a.Name {
+			if a.Value.Kind == schemas.KindNull {
+				s.attrs = append(s.attrs[:i], s.attrs[i+1:]...)
+			} else {
+				s.attrs[i].Value = a.Value
+			}
+			return
+		}
+	}
+	if a.Value.Kind != schemas.KindNull {
+		s.attrs = append(s.attrs, a)
+	}
+}
+
+// SizeBytes approximates the heap bytes the state holds.
+func (s *State) SizeBytes() int {
+	n := 64 + cap(s.traits)*64 + cap(s.attrs)*56
+	for i := range s.traits {
+		t := &s.traits[i]
+		n += cap(t.buckets)*64 + len(t.str)
+		for j := range t.buckets {
+			for _, v := range t.buckets[j].vals {
+				n += 24 + len(v.v)
+			}
+		}
+	}
+	for _, a := range s.attrs {
+		n += len(a.Name) + len(a.Value.Str)
+	}
+	return n
+}
+
+// bucketStart is floor(t/g)*g, also for negative t.
+func bucketStart(t, g int64) int64 {
+	b := t / g * g
+	if b > t {
+		b -= g
+	}
+	return b
+}
+
+// findBucket returns the bucket starting at start, inserting it in order.
+func (ts *traitState) findBucket(start int64) *bucket {
+	bs := ts.buckets
+	i := len(bs)
+	for i > 0 && bs[i-1].start > start {
+		i--
+	}
+	if i > 0 && bs[i-1].start == start {
+		return &ts.buckets[i-1]
+	}
+	ts.buckets = append(ts.buckets, bucket{})
+	copy(ts.buckets[i+1:], ts.buckets[i:])
+	b := &ts.buckets[i]
+	vals := b.vals[:0]
+	*b = bucket{start: start, vals: vals}
+	return b
+}
+
+// prune drops buckets that left the window at now: start <= bucket(now)-W.
+func (ts *traitState) prune(t *Trait, now int64) {
+	if t.Window == 0 {
+		return
+	}
+	lo := bucketStart(now, t.Bucket) - t.Window
+	k := 0
+	for k < len(ts.buckets) && ts.buckets[k].start <= lo {
+		k++
+	}
+	if k > 0 {
+		n := copy(ts.buckets, ts.buckets[k:])
+		for i := n; i < len(ts.buckets); i++ {
+			ts.buckets[i] = bucket{}
+		}
+		ts.buckets = ts.buckets[:n]
+	}
+}
+
+// window returns the buckets inside the trait's window at now.
+func (ts *traitState) window(t *Trait, now int64) []bucket {
+	if t.Window == 0 {
+		return ts.buckets
+	}
+	hi := bucketStart(now, t.Bucket)
+	lo := hi - t.Window
+	bs := ts.buckets
+	i := 0
+	for i < len(bs) && bs[i].start <= lo {
+		i++
+	}
+	j := len(bs)
+	for j > i && bs[j-1].start > hi {
+		j--
+	}
+	return bs[i:j]
+}
+
+func (b *bucket) addNum(v float64) {
+	if b.n == 0 {
+		b.min, b.max = v, v
+	} else {
+		b.min = min(b.min, v)
+		b.max = max(b.max, v)
+	}
+	b.n++
+	b.sum += v
+}
+
+func (b *bucket) addVal(v string) {
+	for i := range b.vals {
+		if b.vals[i].v == v {
+			b.vals[i].n++
+			return
+		}
+	}
+	if len(b.vals) >= maxDistinctPerBucket {
+		return // bounded; documented in docs/rules.md
+	}
+	b.vals = append(b.vals, valCount{v: v, n: 1})
+	b.n++
+}
+
+// maxDistinctPerBucket bounds the values a distinct_count or most_frequent
+// bucket remembers, so that one customer cannot grow without bound.
+const maxDistinctPerBucket = 256
