@@ -79,7 +79,7 @@ func (n *ident) offset() int    { return n.off }
 func (n *selector) offset() int { return n.off }
 func (n *call) offset() int     { return n.off }
 func (n *unary) offset() int    { return n.off }
-func (n *binExpr) offset() int   { return n.off }
+func (n *binExpr) offset() int  { return n.off }
 func (n *inList) offset() int   { return n.off }
 func (n *isNull) offset() int   { return n.off }
 
