@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segd/segd/connectors"
+	"github.com/segd/segd/engine"
+	"github.com/segd/segd/internal/gen"
+	"github.com/segd/segd/schemas"
+)
+
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("segd demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	rulesFile := fs.String("rules", "examples/rules.yaml", "rules file")
+	port := fs.Int("port", 0, "embedded broker port on 127.0.0.1 (0: a free port)")
+	partitions := fs.Int("partitions", 4, "partitions per topic")
+	customers := fs.Int("customers", 5000, "distinct customers")
+	history := fs.Duration("history", 14*24*time.Hour, "simulated history replayed first, ending now")
+	historyEvents := fs.Int("history-events", 60000, "events in the simulated history")
+	rate := fs.Int("rate", 5000, "events per second while replaying history")
+	liveRate := fs.Int("live-rate", 50, "events per second once history is done (event time = wall clock)")
+	duration := fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C)")
+	printRate := fs.Int("print", 20, "segment changes printed per second at most (the rest are counted)")
+	stateDir := fs.String("state-dir", "", "state directory (default: a fresh temporary one)")
+	logFormat := fs.String("log-format", "console", "json or console")
+	logLevel := fs.String("log-level", "warn", "engine log level")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if _, err := os.Stat(*rulesFile); err != nil {
+		fmt.Fprintf(stderr, "segd demo: rules file: %v (run from the repository root, or pass --rules)\n", err)
+		return 1
+	}
+	log, err := newLogger(stderr, *logFormat, *logLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "segd demo:", err)
+		return 2
+	}
+	if *duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *duration)
+		defer cancel()
+	}
+	dir := *stateDir
+	if dir == "" {
+		dir, err = os.MkdirTemp("", "segd-demo-")
+		if err != nil {
+			fmt.Fprintln(stderr, "segd demo:", err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+	}
+
+	topics := []string{engine.DefaultPurchasesTopic, engine.DefaultBrowsesTopic, engine.DefaultEngagementsTopic, engine.DefaultProfilesTopic, engine.DefaultChangesTopic, engine.DefaultDeadLetterTopic}
+	broker, err := connectors.StartEmbeddedBroker(*port, int32(*partitions), topics...)
+	if err != nil {
+		fmt.Fprintln(stderr, "segd demo:", err)
+		return 1
+	}
+	defer broker.Close()
+	addr := broker.Addrs()[0]
+	fmt.Fprintf(stdout, "segd demo: embedded Kafka broker on %s (topics %s, %d partitions)\n", addr, strings.Join(topics, ", "), *partitions)
+	fmt.Fprintf(stdout, "  watch it with any Kafka client, e.g.: kcat -b %s -C -t segment.changes -e\n", addr)
+	fmt.Fprintf(stdout, "  replaying %s of history (%d events, %d customers), then live traffic; Ctrl-C stops\n\n", *history, *historyEvents, *customers)
+
+	cfg := &engine.Config{}
+	cfg.Kafka.Brokers = []string{addr}
+	cfg.Rules.File = *rulesFile
+	cfg.State.Dir = dir
+	cfg.API.Addr = "off"
+	cfg.EnsureDefaults()
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintln(stderr, "segd demo:", err)
+		return 1
+	}
+	printer := newChangePrinter(stdout, *printRate)
+	eng, err := engine.New(cfg, engine.Options{Logger: log, OnPublished: printer.published})
+	if err != nil {
+		fmt.Fprintln(stderr, "segd demo:", err)
+		return 1
+	}
+	defer eng.Close()
+
+	start := time.Now()
+	g, err := gen.New(gen.Config{
+		Customers:     *customers,
+		Start:         start.Add(-*history).UnixMilli(),
+		EventsPerHour: float64(*historyEvents) / history.Hours(),
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "segd demo:", err)
+		return 1
+	}
+	prod, err := connectors.NewProducer([]string{addr}, connectors.ProducerOptions{})
+	if err != nil {
+		fmt.Fprintln(stderr, "segd demo:", err)
+		return 1
+	}
+	defer prod.Close()
+	snd, err := newSender(prod, false)
+	if err != nil {
+		fmt.Fprintln(stderr, "segd demo:", err)
+		return 1
+	}
+
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		err := snd.pace(runCtx, g, *rate, 0, start.UnixMilli(), false)
+		if err == nil && runCtx.Err() == nil {
+			fmt.Fprintf(stdout, "-- history done (%d events); live traffic now, event time = wall clock\n", snd.sent.Load())
+			err = snd.pace(runCtx, g, *liveRate, 0, 0, true)
+		}
+		if err != nil && runCtx.Err() == nil {
+			errc <- fmt.Errorf("generator: %w", err)
+		}
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(3 * time.Second)
+		defer t.Stop()
+		var last engine.Progress
+		lastAt := time.Now()
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case now := <-t.C:
+				sent := snd.sent.Load()
+				p := eng.Progress()
+				secs := now.Sub(lastAt).Seconds()
+				fmt.Fprintf(stdout, "-- status: sent %d, applied %.0f (%.0f ev/s), lag %.0f, ENTER %.0f EXIT %.0f, published %.0f, outbox %.0f, dead letters %.0f, printed %d\n",
+					sent, p.Events, (p.Events-last.Events)/secs, float64(sent)-p.Events-p.DeadLetters, p.Enters, p.Exits, p.Published, p.OutboxDepth, p.DeadLetters, printer.printed.Load())
+				last, lastAt = p, now
+			}
+		}
+	}()
+	runErr := eng.Run(runCtx)
+	stop()
+	wg.Wait()
+	select {
+	case err := <-errc:
+		fmt.Fprintln(stderr, "segd demo:", err)
+		return 1
+	default:
+	}
+	if runErr != nil && !errors.Is(runErr, context.Canceled) && !errors.Is(runErr, context.DeadlineExceeded) {
+		fmt.Fprintln(stderr, "segd demo:", runErr)
+		return 1
+	}
+	p := eng.Progress()
+	fmt.Fprintf(stdout, "segd demo: stopped after %s: %.0f events applied, %.0f ENTER, %.0f EXIT\n", time.Since(start).Round(time.Second), p.Events, p.Enters, p.Exits)
+	return 0
+}
+
+// changePrinter prints published segment changes, at most perSecond a
+// second so a burst does not flood the terminal.
+type changePrinter struct {
+	w         io.Writer
+	perSecond int
+	mu        sync.Mutex
+	second    int64
+	inSecond  int
+	printed   atomic.Int64
+	change    schemas.SegmentChange
+}
+
+func newChangePrinter(w io.Writer, perSecond int) *changePrinter {
+	return &changePrinter{w: w, perSecond: perSecond}
+}
+
+func (p *changePrinter) published(topic string, key, value []byte) {
+	if topic != engine.DefaultChangesTopic {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now().Unix()
+	if now != p.second {
+		p.second, p.inSecond = now, 0
+	}
+	if p.inSecond >= p.perSecond {
+		return
+	}
+	if err := schemas.DecodeSegmentChangeAvro(value, &p.change); err != nil {
+		fmt.Fprintf(p.w, "undecodable change: %v\n", err)
+		return
+	}
+	p.inSecond++
+	p.printed.Add(1)
+	c := &p.change
+	var traits []string
+	for _, t := range c.Traits {
+		switch t.Value.Kind {
+		case schemas.KindNumber:
+			if strings.HasSuffix(t.Name, "_at") {
+				traits = append(traits, t.Name+"="+schemas.FormatTime(int64(t.Value.Num)))
+			} else {
+				traits = append(traits, fmt.Sprintf("%s=%g", t.Name, t.Value.Num))
+			}
+		case schemas.KindString:
+			traits = append(traits, fmt.Sprintf("%s=%q", t.Name, t.Value.Str))
+		default:
+			traits = append(traits, t.Name+"=null")
+		}
+	}
+	cause := strings.ToLower(c.Cause.String())
+	if c.CauseEventID != "" {
+		cause += " " + c.CauseEventID
+	}
+	fmt.Fprintf(p.w, "%s %-5s %-15s %s  (%s) %s\n", schemas.FormatTime(c.Time), c.Kind, c.SegmentID, c.CustomerID, cause, strings.Join(traits, " "))
+}

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/segd/segd/engine"
+)
+
+// newLogger builds the process's one logger.
+func newLogger(w io.Writer, format, level string) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil {
+		return zerolog.Nop(), fmt.Errorf("log level %q: %w", level, err)
+	}
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	switch format {
+	case "json", "":
+		return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+	case "console":
+		return zerolog.New(zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}).Level(lvl).With().Timestamp().Logger(), nil
+	}
+	return zerolog.Nop(), fmt.Errorf("log format %q: want json or console", format)
+}
+
+func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("segd run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "config file (YAML); every field can also come from a SEGD_* environment variable")
+	logFormat := fs.String("log-format", "", "json or console (overrides log.format)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := engine.LoadConfig(*configPath, os.Environ())
+	if err != nil {
+		fmt.Fprintf(stderr, "segd run: %v\n", err)
+		return 1
+	}
+	if *logFormat != "" {
+		cfg.Log.Format = *logFormat
+	}
+	log, err := newLogger(stderr, cfg.Log.Format, cfg.Log.Level)
+	if err != nil {
+		fmt.Fprintf(stderr, "segd run: %v\n", err)
+		return 2
+	}
+	eng, err := engine.New(cfg, engine.Options{Logger: log})
+	if err != nil {
+		log.Error().Err(err).Msg("cannot start")
+		return 1
+	}
+	err = eng.Run(ctx)
+	if cerr := eng.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		log.Error().Err(err).Msg("stopped with an error")
+		return 1
+	}
+	log.Info().Msg("stopped")
+	return 0
+}
+
+func runConfig(args []string, stdout, stderr io.Writer) int {
+	if len(args) != 2 || args[0] != "check" {
+		fmt.Fprintln(stderr, "usage: segd config check FILE")
+		return 2
+	}
+	cfg, err := engine.LoadConfig(args[1], os.Environ())
+	if err != nil {
+		fmt.Fprintf(stderr, "%v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: ok (brokers %v, rules %s, state %s)\n", args[1], cfg.Kafka.Brokers, cfg.Rules.File, cfg.State.Dir)
+	return 0
+}

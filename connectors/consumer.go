@@ -1,0 +1,281 @@
+package connectors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// PartitionConsumerOptions configure a PartitionConsumer.
+type PartitionConsumerOptions struct {
+	Brokers []string
+	// Topics are read at partition Partition each. Their order breaks
+	// timestamp ties in the merge.
+	Topics    []string
+	Partition int
+	// Offsets are the next offsets to read by topic; a topic without one
+	// starts at its earliest offset, or its latest with Latest.
+	Offsets map[string]int64
+	Latest  bool
+	// MaxIdle bounds how long records of caught-up topics wait for a topic
+	// that is behind but has no record buffered yet. Default 500ms.
+	MaxIdle time.Duration
+	// StopAtEnd makes Poll return io.EOF once every topic has been read up
+	// to the end offset it had when the consumer started (replays).
+	StopAtEnd bool
+	// FetchMaxWait bounds a broker fetch. Default 250ms.
+	FetchMaxWait time.Duration
+}
+
+// PartitionConsumer reads one partition number of several topics and
+// merges them into one stream ordered by record timestamp (ties by topic
+// order, then offset), the way Kafka Streams merges a task's partitions:
+// while a topic is behind and has nothing buffered, the others wait up to
+// MaxIdle. With all records already in Kafka (a replay, a restart under
+// backlog) the order is therefore deterministic. Poll is for one goroutine;
+// Close may be called from any.
+type PartitionConsumer struct {
+	opts    PartitionConsumerOptions
+	readers []*kafka.Reader
+	in      chan fetched
+	queues  [][]Message
+	caught  []bool
+	end     []int64 // StopAtEnd: end offsets at start
+	next    []int64 // next offset each topic will deliver
+	blocked time.Time
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+type fetched struct {
+	topic int
+	msg   kafka.Message
+	err   error
+}
+
+// NewPartitionConsumer starts a reader per topic at the given offsets.
+func NewPartitionConsumer(opts PartitionConsumerOptions) (*PartitionConsumer, error) {
+	if len(opts.Brokers) == 0 || len(opts.Topics) == 0 {
+		return nil, errors.New("connectors: partition consumer needs brokers and topics")
+	}
+	if opts.MaxIdle == 0 {
+		opts.MaxIdle = 500 * time.Millisecond
+	}
+	if opts.FetchMaxWait == 0 {
+		opts.FetchMaxWait = 250 * time.Millisecond
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &PartitionConsumer{
+		opts: opts, in: make(chan fetched, 4096), ctx: ctx, cancel: cancel,
+		queues: make([][]Message, len(opts.Topics)), caught: make([]bool, len(opts.Topics)),
+		end: make([]int64, len(opts.Topics)), next: make([]int64, len(opts.Topics)),
+	}
+	startCtx, startCancel := context.WithTimeout(ctx, 30*time.Second)
+	defer startCancel()
+	first, end, err := EndOffsets(startCtx, opts.Brokers, opts.Topics, opts.Partition)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	for i, t := range opts.Topics {
+		start, ok := opts.Offsets[t]
+		switch {
+		case !ok && opts.Latest:
+			start = end[t]
+		case !ok:
+			start = first[t]
+		case start < first[t]:
+			// Retention deleted records the store never applied; they
+			// are gone, so start where Kafka starts.
+			start = first[t]
+		}
+		c.next[i] = start
+		c.end[i] = end[t]
+		c.caught[i] = start >= end[t]
+		r := kafka.NewReader(kafka.ReaderConfig{
+			Brokers:         opts.Brokers,
+			Topic:           t,
+			Partition:       opts.Partition,
+			MinBytes:        1,
+			MaxBytes:        8 << 20,
+			MaxWait:         opts.FetchMaxWait,
+			ReadLagInterval: -1,
+		})
+		if err := r.SetOffset(start); err != nil {
+			r.Close()
+			c.Close()
+			return nil, fmt.Errorf("seek %s/%d to %d: %w", t, opts.Partition, start, err)
+		}
+		c.readers = append(c.readers, r)
+		c.wg.Add(1)
+		go c.fetch(i, r)
+	}
+	return c, nil
+}
+
+func (c *PartitionConsumer) fetch(i int, r *kafka.Reader) {
+	defer c.wg.Done()
+	for {
+		m, err := r.FetchMessage(c.ctx)
+		if err != nil {
+			if c.ctx.Err() != nil {
+				return
+			}
+			select {
+			case c.in <- fetched{topic: i, err: err}:
+			case <-c.ctx.Done():
+			}
+			return
+		}
+		select {
+		case c.in <- fetched{topic: i, msg: m}:
+		case <-c.ctx.Done():
+			return
+		}
+	}
+}
+
+func (c *PartitionConsumer) accept(f fetched) error {
+	if f.err != nil {
+		return fmt.Errorf("fetch %s/%d: %w", c.opts.Topics[f.topic], c.opts.Partition, f.err)
+	}
+	m := fromKafka(&f.msg)
+	c.queues[f.topic] = append(c.queues[f.topic], m)
+	if m.HighWaterMark > 0 && m.Offset+1 >= m.HighWaterMark {
+		c.caught[f.topic] = true
+	} else if m.HighWaterMark > m.Offset+1 {
+		c.caught[f.topic] = false
+	}
+	return nil
+}
+
+// done reports whether topic i has delivered everything up to its end
+// offset at start (StopAtEnd).
+func (c *PartitionConsumer) done(i int) bool {
+	return c.opts.StopAtEnd && c.next[i] >= c.end[i]
+}
+
+// pick returns the topic whose head goes next, or -1 to wait.
+func (c *PartitionConsumer) pick(now time.Time) int {
+	best := -1
+	waiting := false
+	for i := range c.queues {
+		if len(c.queues[i]) == 0 {
+			if !c.caught[i] && !c.done(i) {
+				waiting = true
+			}
+			continue
+		}
+		if c.opts.StopAtEnd && c.queues[i][0].Offset >= c.end[i] {
+			continue // past the replay's end
+		}
+		if best < 0 || c.queues[i][0].Time.Before(c.queues[best][0].Time) {
+			best = i
+		}
+	}
+	if best < 0 {
+		c.blocked = time.Time{}
+		return -1
+	}
+	if waiting {
+		if c.blocked.IsZero() {
+			c.blocked = now
+		}
+		if now.Sub(c.blocked) < c.opts.MaxIdle {
+			return -1
+		}
+	} else {
+		c.blocked = time.Time{}
+	}
+	return best
+}
+
+// Poll returns the next records, in merge order, appended to dst (up to
+// its capacity, at least 64). It waits up to maxWait for the first one; it
+// returns io.EOF with StopAtEnd once everything up to the end is delivered.
+func (c *PartitionConsumer) Poll(ctx context.Context, dst []Message, maxWait time.Duration) ([]Message, error) {
+	limit := max(cap(dst), 64)
+	deadline := time.Now().Add(maxWait)
+	timer := time.NewTimer(maxWait)
+	defer timer.Stop()
+	for {
+		for drained := false; !drained; {
+			select {
+			case f := <-c.in:
+				if err := c.accept(f); err != nil {
+					return dst, err
+				}
+			default:
+				drained = true
+			}
+		}
+		now := time.Now()
+		for len(dst) < limit {
+			i := c.pick(now)
+			if i < 0 {
+				break
+			}
+			m := c.queues[i][0]
+			c.queues[i][0] = Message{}
+			c.queues[i] = c.queues[i][1:]
+			c.next[i] = m.Offset + 1
+			dst = append(dst, m)
+		}
+		if len(dst) > 0 {
+			return dst, nil
+		}
+		if c.opts.StopAtEnd {
+			all := true
+			for i := range c.queues {
+				if !c.done(i) {
+					all = false
+				}
+			}
+			if all {
+				return dst, io.EOF
+			}
+		}
+		if !now.Before(deadline) {
+			return dst, nil
+		}
+		wait := deadline.Sub(now)
+		if !c.blocked.IsZero() {
+			wait = min(wait, c.opts.MaxIdle-now.Sub(c.blocked)+time.Millisecond)
+		}
+		timer.Reset(max(wait, time.Millisecond))
+		select {
+		case f := <-c.in:
+			if err := c.accept(f); err != nil {
+				return dst, err
+			}
+		case <-timer.C:
+		case <-ctx.Done():
+			return dst, ctx.Err()
+		case <-c.ctx.Done():
+			return dst, errors.New("connectors: consumer closed")
+		}
+	}
+}
+
+// Close stops the readers and waits for their goroutines. Safe to call twice.
+func (c *PartitionConsumer) Close() error {
+	var err error
+	c.once.Do(func() {
+		c.cancel()
+		for _, r := range c.readers {
+			if cerr := r.Close(); cerr != nil && err == nil {
+				err = cerr
+			}
+		}
+		c.wg.Wait()
+	})
+	return err
+}

@@ -1,0 +1,254 @@
+package connectors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Header is a Kafka record header.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Message is a Kafka record.
+type Message struct {
+	Topic     string
+	Partition int
+	Offset    int64
+	Key       []byte
+	Value     []byte
+	Headers   []Header
+	Time      time.Time
+	// HighWaterMark is the partition's end offset when the record was
+	// fetched (0 for records written by this process).
+	HighWaterMark int64
+}
+
+func fromKafka(m *kafka.Message) Message {
+	out := Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time, HighWaterMark: m.HighWaterMark}
+	for _, h := range m.Headers {
+		out.Headers = append(out.Headers, Header{Key: h.Key, Value: h.Value})
+	}
+	return out
+}
+
+func toKafka(m *Message) kafka.Message {
+	out := kafka.Message{Topic: m.Topic, Key: m.Key, Value: m.Value, Time: m.Time}
+	for _, h := range m.Headers {
+		out.Headers = append(out.Headers, kafka.Header{Key: h.Key, Value: h.Value})
+	}
+	return out
+}
+
+// ProducerOptions configure a Producer.
+type ProducerOptions struct {
+	// BatchTimeout bounds how long a write waits to fill a batch.
+	// Default 2ms (kafka-go's 1s default would add a second per write).
+	BatchTimeout time.Duration
+	// WriteTimeout bounds one write. Default 30s.
+	WriteTimeout time.Duration
+}
+
+// Producer writes records synchronously with acks=all, partitioning by key
+// with murmur2 (the Java client's default), so other producers and segd
+// agree on which partition holds a customer. Safe for concurrent use.
+type Producer struct {
+	w    *kafka.Writer
+	once sync.Once
+}
+
+// NewProducer returns a Producer for brokers.
+func NewProducer(brokers []string, opts ProducerOptions) (*Producer, error) {
+	if len(brokers) == 0 {
+		return nil, errors.New("connectors: producer needs at least one broker")
+	}
+	if opts.BatchTimeout == 0 {
+		opts.BatchTimeout = 2 * time.Millisecond
+	}
+	if opts.WriteTimeout == 0 {
+		opts.WriteTimeout = 30 * time.Second
+	}
+	return &Producer{w: &kafka.Writer{
+		Addr:         kafka.TCP(brokers...),
+		Balancer:     &kafka.Murmur2Balancer{},
+		RequiredAcks: kafka.RequireAll,
+		BatchTimeout: opts.BatchTimeout,
+		BatchSize:    1000,
+		WriteTimeout: opts.WriteTimeout,
+		MaxAttempts:  5,
+	}}, nil
+}
+
+// Write writes msgs and returns once every one is acknowledged by all
+// in-sync replicas.
+func (p *Producer) Write(ctx context.Context, msgs ...Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	km := make([]kafka.Message, len(msgs))
+	for i := range msgs {
+		km[i] = toKafka(&msgs[i])
+	}
+	if err := p.w.WriteMessages(ctx, km...); err != nil {
+		return fmt.Errorf("write %d records: %w", len(msgs), err)
+	}
+	return nil
+}
+
+// Close flushes and closes the producer. Safe to call twice.
+func (p *Producer) Close() error {
+	var err error
+	p.once.Do(func() { err = p.w.Close() })
+	return err
+}
+
+// dialAny connects to the first reachable broker.
+func dialAny(ctx context.Context, brokers []string) (*kafka.Conn, error) {
+	var errs []string
+	for _, b := range brokers {
+		d := kafka.Dialer{Timeout: 10 * time.Second}
+		conn, err := d.DialContext(ctx, "tcp", b)
+		if err == nil {
+			return conn, nil
+		}
+		errs = append(errs, fmt.Sprintf("%s: %v", b, err))
+	}
+	return nil, fmt.Errorf("no broker reachable (%s)", strings.Join(errs, "; "))
+}
+
+// PartitionCounts returns the number of partitions of each topic. A topic
+// that does not exist is an error naming it.
+func PartitionCounts(ctx context.Context, brokers []string, topics []string) (map[string]int, error) {
+	conn, err := dialAny(ctx, brokers)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	parts, err := conn.ReadPartitions(topics...)
+	if err != nil {
+		return nil, fmt.Errorf("read partitions of %s: %w", strings.Join(topics, ", "), err)
+	}
+	counts := map[string]int{}
+	for _, p := range parts {
+		if p.Error != nil {
+			continue
+		}
+		counts[p.Topic]++
+	}
+	var missing []string
+	for _, t := range topics {
+		if counts[t] == 0 {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) > 0 {
+		return counts, fmt.Errorf("topic(s) %s do not exist: create them (co-partitioned, keyed by customer id)", strings.Join(missing, ", "))
+	}
+	return counts, nil
+}
+
+// CheckCoPartitioned verifies that every topic has the same number of
+// partitions (customer state is owned per partition number, so a customer
+// must land on the same partition number in every input topic) and returns it.
+func CheckCoPartitioned(ctx context.Context, brokers []string, topics []string) (int, error) {
+	counts, err := PartitionCounts(ctx, brokers, topics)
+	if err != nil {
+		return 0, err
+	}
+	n := counts[topics[0]]
+	same := true
+	var desc []string
+	for _, t := range topics {
+		desc = append(desc, fmt.Sprintf("%s=%d", t, counts[t]))
+		if counts[t] != n {
+			same = false
+		}
+	}
+	if !same {
+		return 0, fmt.Errorf("input topics are not co-partitioned (%s): every input topic needs the same partition count, keyed by customer id with murmur2", strings.Join(desc, ", "))
+	}
+	return n, nil
+}
+
+// TopicSpec describes a topic to create.
+type TopicSpec struct {
+	Name       string
+	Partitions int
+	// Replication defaults to 1.
+	Replication int
+	// Compacted sets cleanup.policy=compact (the profile topic).
+	Compacted bool
+}
+
+// EnsureTopics creates the topics that do not exist yet. Existing topics
+// are left alone, whatever their settings.
+func EnsureTopics(ctx context.Context, brokers []string, specs []TopicSpec) error {
+	conn, err := dialAny(ctx, brokers)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctrl, err := conn.Controller()
+	if err != nil {
+		return fmt.Errorf("find controller: %w", err)
+	}
+	cc, err := kafka.DialContext(ctx, "tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port)))
+	if err != nil {
+		return fmt.Errorf("dial controller: %w", err)
+	}
+	defer cc.Close()
+	var cfgs []kafka.TopicConfig
+	for _, s := range specs {
+		rf := s.Replication
+		if rf == 0 {
+			rf = 1
+		}
+		tc := kafka.TopicConfig{Topic: s.Name, NumPartitions: s.Partitions, ReplicationFactor: rf}
+		if s.Compacted {
+			tc.ConfigEntries = []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}}
+		}
+		cfgs = append(cfgs, tc)
+	}
+	if err := cc.CreateTopics(cfgs...); err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		return fmt.Errorf("create topics: %w", err)
+	}
+	return nil
+}
+
+// EndOffsets returns the first and end (high-water mark) offsets of one
+// partition of each topic.
+func EndOffsets(ctx context.Context, brokers []string, topics []string, partition int) (first, end map[string]int64, err error) {
+	first, end = map[string]int64{}, map[string]int64{}
+	for _, t := range topics {
+		var lastErr error
+		for _, b := range brokers {
+			d := kafka.Dialer{Timeout: 10 * time.Second}
+			conn, err := d.DialLeader(ctx, "tcp", b, t, partition)
+			if err != nil {
+				lastErr = err
+				continue
+			}
+			f, e, err := conn.ReadOffsets()
+			conn.Close()
+			if err != nil {
+				lastErr = err
+				continue
+			}
+			first[t], end[t], lastErr = f, e, nil
+			break
+		}
+		if lastErr != nil {
+			return nil, nil, fmt.Errorf("offsets of %s/%d: %w", t, partition, lastErr)
+		}
+	}
+	return first, end, nil
+}

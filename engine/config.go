@@ -1,0 +1,440 @@
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration of a segd process. Zero values mean
+// "use the default"; EnsureDefaults fills them in and Validate reports every
+// problem at once. docs/config.md documents each field.
+type Config struct {
+	Kafka   KafkaConfig   `yaml:"kafka"`
+	Rules   RulesConfig   `yaml:"rules"`
+	State   StateConfig   `yaml:"state"`
+	Commit  CommitConfig  `yaml:"commit"`
+	Clock   ClockConfig   `yaml:"clock"`
+	Input   InputConfig   `yaml:"input"`
+	Output  OutputConfig  `yaml:"output"`
+	Consent ConsentConfig `yaml:"consent"`
+	API     APIConfig     `yaml:"api"`
+	Log     LogConfig     `yaml:"log"`
+}
+
+// KafkaConfig says where Kafka is and which topics segd uses.
+type KafkaConfig struct {
+	// Brokers is the bootstrap list. Required.
+	Brokers []string `yaml:"brokers"`
+	// Group is the consumer group, used for partition assignment and for
+	// committing offsets (for lag monitoring only: the store's offsets are
+	// the truth). Default "segd".
+	Group string `yaml:"group"`
+	// SchemaRegistryURL is a Confluent-compatible schema registry, needed
+	// when an input topic's format is "confluent". Default none.
+	SchemaRegistryURL string `yaml:"schema_registry_url"`
+	// StartFrom is where a partition without a stored offset starts:
+	// "earliest" (default) or "latest".
+	StartFrom string `yaml:"start_from"`
+	// MaxWait bounds how long a fetch waits for new records. Default 250ms.
+	MaxWait time.Duration `yaml:"max_wait"`
+	// Topics names the input and output topics.
+	Topics TopicsConfig `yaml:"topics"`
+}
+
+// TopicsConfig names segd's topics.
+type TopicsConfig struct {
+	Purchases   InputTopic `yaml:"purchases"`   // default customer.purchases
+	Browses     InputTopic `yaml:"browses"`     // default customer.browses
+	Engagements InputTopic `yaml:"engagements"` // default customer.engagements
+	Profiles    InputTopic `yaml:"profiles"`    // default customer.profiles
+	// Changes receives SegmentChange records. Default segment.changes.
+	Changes string `yaml:"changes"`
+	// DeadLetter receives records segd cannot use. Default segd.deadletter.
+	DeadLetter string `yaml:"dead_letter"`
+}
+
+// InputTopic is one input topic and how its values are encoded.
+type InputTopic struct {
+	Name string `yaml:"name"`
+	// Format is "avro" (plain Avro binary with the schema in schemas/,
+	// default), "confluent" (Avro in the Confluent wire format; needs
+	// kafka.schema_registry_url) or "json".
+	Format string `yaml:"format"`
+}
+
+// RulesConfig points at the rules file.
+type RulesConfig struct {
+	// File is the rules file (YAML). Required.
+	File string `yaml:"file"`
+}
+
+// StateConfig configures the embedded Pebble store.
+type StateConfig struct {
+	// Dir holds the store. Default ./segd-data.
+	Dir string `yaml:"dir"`
+	// CacheBytes bounds the in-memory write-back cache of customer records.
+	// Default 256 MiB.
+	CacheBytes int64 `yaml:"cache_bytes"`
+}
+
+// CommitConfig says how often a task commits state, offsets and outbox in
+// one atomic batch.
+type CommitConfig struct {
+	// Interval is the longest time between commits. Default 200ms.
+	Interval time.Duration `yaml:"interval"`
+	// MaxEvents commits after this many events. Default 10000.
+	MaxEvents int `yaml:"max_events"`
+}
+
+// ClockConfig configures event time.
+type ClockConfig struct {
+	// IdleAfter: once a task has seen no event for this long, its watermark
+	// follows the wall clock (minus IdleLag) so time-based exits are never
+	// stuck. Default 2s; a negative value disables it (event time only).
+	IdleAfter time.Duration `yaml:"idle_after"`
+	// IdleLag is how far behind the wall clock an idle watermark stays, to
+	// leave room for events still in flight. Default 1s.
+	IdleLag time.Duration `yaml:"idle_lag"`
+}
+
+// InputConfig bounds what an input record may be.
+type InputConfig struct {
+	// MaxRecordBytes: larger values are dead-lettered. Default 1 MiB.
+	MaxRecordBytes int `yaml:"max_record_bytes"`
+	// MaxFutureSkew: events stamped further than this ahead of the wall
+	// clock are dead-lettered. Default 1h.
+	MaxFutureSkew time.Duration `yaml:"max_future_skew"`
+	// DedupHorizon: an event id seen again within this much event time for
+	// the same customer is applied once. Default 1h.
+	DedupHorizon time.Duration `yaml:"dedup_horizon"`
+}
+
+// OutputConfig configures the SegmentChange records.
+type OutputConfig struct {
+	// Format is "avro" (default; schemas/segment_change.avsc) or "json".
+	Format string `yaml:"format"`
+}
+
+// ConsentConfig configures consent handling.
+type ConsentConfig struct {
+	// Attribute is the boolean profile attribute that, when false, keeps a
+	// customer out of every segment marked requires_consent. Default
+	// consent_marketing.
+	Attribute string `yaml:"attribute"`
+}
+
+// APIConfig configures the HTTP API.
+type APIConfig struct {
+	// Addr is the listen address. Default 127.0.0.1:8080; "off" disables.
+	Addr string `yaml:"addr"`
+	// Token, if set, is required as a bearer token on everything but the
+	// health endpoints.
+	Token string `yaml:"token"`
+}
+
+// LogConfig configures logging.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info (default), warn, error
+	Format string `yaml:"format"` // json (default) or console
+}
+
+// Default topic names.
+const (
+	DefaultPurchasesTopic   = "customer.purchases"
+	DefaultBrowsesTopic     = "customer.browses"
+	DefaultEngagementsTopic = "customer.engagements"
+	DefaultProfilesTopic    = "customer.profiles"
+	DefaultChangesTopic     = "segment.changes"
+	DefaultDeadLetterTopic  = "segd.deadletter"
+)
+
+// EnsureDefaults fills zero fields with their defaults.
+func (c *Config) EnsureDefaults() {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	k := &c.Kafka
+	def(&k.Group, "segd")
+	def(&k.StartFrom, "earliest")
+	if k.MaxWait == 0 {
+		k.MaxWait = 250 * time.Millisecond
+	}
+	t := &k.Topics
+	def(&t.Purchases.Name, DefaultPurchasesTopic)
+	def(&t.Browses.Name, DefaultBrowsesTopic)
+	def(&t.Engagements.Name, DefaultEngagementsTopic)
+	def(&t.Profiles.Name, DefaultProfilesTopic)
+	for _, in := range []*InputTopic{&t.Purchases, &t.Browses, &t.Engagements, &t.Profiles} {
+		def(&in.Format, "avro")
+	}
+	def(&t.Changes, DefaultChangesTopic)
+	def(&t.DeadLetter, DefaultDeadLetterTopic)
+	def(&c.State.Dir, "segd-data")
+	if c.State.CacheBytes == 0 {
+		c.State.CacheBytes = 256 << 20
+	}
+	if c.Commit.Interval == 0 {
+		c.Commit.Interval = 200 * time.Millisecond
+	}
+	if c.Commit.MaxEvents == 0 {
+		c.Commit.MaxEvents = 10000
+	}
+	if c.Clock.IdleAfter == 0 {
+		c.Clock.IdleAfter = 2 * time.Second
+	}
+	if c.Clock.IdleLag == 0 {
+		c.Clock.IdleLag = time.Second
+	}
+	if c.Input.MaxRecordBytes == 0 {
+		c.Input.MaxRecordBytes = 1 << 20
+	}
+	if c.Input.MaxFutureSkew == 0 {
+		c.Input.MaxFutureSkew = time.Hour
+	}
+	if c.Input.DedupHorizon == 0 {
+		c.Input.DedupHorizon = time.Hour
+	}
+	def(&c.Output.Format, "avro")
+	def(&c.Consent.Attribute, "consent_marketing")
+	def(&c.API.Addr, "127.0.0.1:8080")
+	def(&c.Log.Level, "info")
+	def(&c.Log.Format, "json")
+}
+
+// ConfigError lists every problem Validate found.
+type ConfigError struct {
+	Problems []string
+}
+
+func (e *ConfigError) Error() string {
+	return "invalid config: " + strings.Join(e.Problems, "; ")
+}
+
+// Validate reports every invalid field, naming the field, its value and the
+// limit. Call EnsureDefaults first.
+func (c *Config) Validate() error {
+	var p []string
+	bad := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
+	if len(c.Kafka.Brokers) == 0 {
+		bad("kafka.brokers is empty: give at least one host:port")
+	}
+	for i, b := range c.Kafka.Brokers {
+		if !strings.Contains(b, ":") {
+			bad("kafka.brokers[%d] (%q) must be host:port", i, b)
+		}
+	}
+	if c.Kafka.StartFrom != "earliest" && c.Kafka.StartFrom != "latest" {
+		bad("kafka.start_from (%q) must be earliest or latest", c.Kafka.StartFrom)
+	}
+	if c.Kafka.MaxWait < time.Millisecond || c.Kafka.MaxWait > time.Minute {
+		bad("kafka.max_wait (%s) must be between 1ms and 1m", c.Kafka.MaxWait)
+	}
+	t := c.Kafka.Topics
+	seen := map[string]string{}
+	for _, in := range []struct {
+		field string
+		t     InputTopic
+	}{{"purchases", t.Purchases}, {"browses", t.Browses}, {"engagements", t.Engagements}, {"profiles", t.Profiles}} {
+		switch in.t.Format {
+		case "avro", "json":
+		case "confluent":
+			if c.Kafka.SchemaRegistryURL == "" {
+				bad("kafka.topics.%s.format is confluent but kafka.schema_registry_url is empty", in.field)
+			}
+		default:
+			bad("kafka.topics.%s.format (%q) must be avro, confluent or json", in.field, in.t.Format)
+		}
+		if prev, dup := seen[in.t.Name]; dup {
+			bad("kafka.topics.%s.name (%q) is also kafka.topics.%s.name: every input needs its own topic", in.field, in.t.Name, prev)
+		}
+		seen[in.t.Name] = in.field
+	}
+	if _, dup := seen[t.Changes]; dup {
+		bad("kafka.topics.changes (%q) is also an input topic", t.Changes)
+	}
+	if _, dup := seen[t.DeadLetter]; dup {
+		bad("kafka.topics.dead_letter (%q) is also an input topic", t.DeadLetter)
+	}
+	if c.Rules.File == "" {
+		bad("rules.file is empty: name a rules file")
+	}
+	if c.State.CacheBytes < 1<<20 {
+		bad("state.cache_bytes (%d) must be >= 1048576 (1 MiB)", c.State.CacheBytes)
+	}
+	if c.Commit.Interval < time.Millisecond || c.Commit.Interval > time.Minute {
+		bad("commit.interval (%s) must be between 1ms and 1m", c.Commit.Interval)
+	}
+	if c.Commit.MaxEvents < 1 || c.Commit.MaxEvents > 1_000_000 {
+		bad("commit.max_events (%d) must be between 1 and 1000000", c.Commit.MaxEvents)
+	}
+	if c.Clock.IdleLag < 0 {
+		bad("clock.idle_lag (%s) must be >= 0", c.Clock.IdleLag)
+	}
+	if c.Input.MaxRecordBytes < 64 {
+		bad("input.max_record_bytes (%d) must be >= 64", c.Input.MaxRecordBytes)
+	}
+	if c.Input.MaxFutureSkew < 0 {
+		bad("input.max_future_skew (%s) must be >= 0", c.Input.MaxFutureSkew)
+	}
+	if c.Input.DedupHorizon < 0 {
+		bad("input.dedup_horizon (%s) must be >= 0", c.Input.DedupHorizon)
+	}
+	if c.Output.Format != "avro" && c.Output.Format != "json" {
+		bad("output.format (%q) must be avro or json", c.Output.Format)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level (%q) must be debug, info, warn or error", c.Log.Level)
+	}
+	if c.Log.Format != "json" && c.Log.Format != "console" {
+		bad("log.format (%q) must be json or console", c.Log.Format)
+	}
+	if len(p) > 0 {
+		return &ConfigError{Problems: p}
+	}
+	return nil
+}
+
+// LoadConfig reads a YAML config file (unknown fields are errors), applies
+// SEGD_* environment overrides, fills defaults and validates. path may be
+// empty: then only the environment and defaults count.
+func LoadConfig(path string, environ []string) (*Config, error) {
+	var c Config
+	if path != "" {
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(src))
+		dec.KnownFields(true)
+		if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if err := applyEnv(&c, environ); err != nil {
+		return nil, err
+	}
+	c.EnsureDefaults()
+	if err := c.Validate(); err != nil {
+		if path != "" {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+		return nil, err
+	}
+	return &c, nil
+}
+
+// EnvName returns the environment variable that overrides a config field
+// given by its YAML path, e.g. "kafka.brokers" -> SEGD_KAFKA_BROKERS.
+func EnvName(path string) string {
+	return "SEGD_" + strings.ToUpper(strings.ReplaceAll(path, ".", "_"))
+}
+
+// applyEnv sets every field whose SEGD_* variable is present. Lists are
+// comma-separated.
+func applyEnv(c *Config, environ []string) error {
+	env := map[string]string{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "SEGD_") {
+			env[k] = v
+		}
+	}
+	if len(env) == 0 {
+		return nil
+	}
+	var errs []string
+	walkFields(reflect.ValueOf(c).Elem(), "", func(path string, v reflect.Value) {
+		s, ok := env[EnvName(path)]
+		if !ok {
+			return
+		}
+		if err := setFromString(v, s); err != nil {
+			errs = append(errs, fmt.Sprintf("%s (%q) for %s: %v", EnvName(path), s, path, err))
+		}
+	})
+	if len(errs) > 0 {
+		return &ConfigError{Problems: errs}
+	}
+	return nil
+}
+
+// ConfigFields lists every leaf field's YAML path, for docs and tests.
+func ConfigFields() []string {
+	var out []string
+	var c Config
+	walkFields(reflect.ValueOf(&c).Elem(), "", func(path string, _ reflect.Value) { out = append(out, path) })
+	return out
+}
+
+func walkFields(v reflect.Value, prefix string, fn func(path string, v reflect.Value)) {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		path := name
+		if prefix != "" {
+			path = prefix + "." + name
+		}
+		fv := v.Field(i)
+		if fv.Kind() == reflect.Struct {
+			walkFields(fv, path, fn)
+			continue
+		}
+		fn(path, fv)
+	}
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+func setFromString(v reflect.Value, s string) error {
+	if v.Type() == durationType {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		v.SetInt(int64(d))
+		return nil
+	}
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString(s)
+	case reflect.Int, reflect.Int64, reflect.Int32:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return err
+		}
+		v.SetInt(n)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return err
+		}
+		v.SetBool(b)
+	case reflect.Slice:
+		var parts []string
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				parts = append(parts, p)
+			}
+		}
+		v.Set(reflect.ValueOf(parts))
+	default:
+		return fmt.Errorf("unsupported kind %s", v.Kind())
+	}
+	return nil
+}

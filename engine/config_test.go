@@ -1,0 +1,100 @@
+package engine
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigDefaultsAndEnv(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "segd.yaml")
+	src := "kafka:\n  brokers: [a:9092]\n  topics:\n    purchases: {name: shop.purchases, format: json}\nrules:\n  file: r.yaml\n"
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(path, []string{"SEGD_STATE_DIR=/data", "SEGD_KAFKA_BROKERS=x:1, y:2", "SEGD_COMMIT_INTERVAL=50ms", "OTHER=1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"purchases name", cfg.Kafka.Topics.Purchases.Name, "shop.purchases"},
+		{"purchases format", cfg.Kafka.Topics.Purchases.Format, "json"},
+		{"browses default", cfg.Kafka.Topics.Browses.Name, DefaultBrowsesTopic},
+		{"browses format default", cfg.Kafka.Topics.Browses.Format, "avro"},
+		{"env state dir", cfg.State.Dir, "/data"},
+		{"env brokers", strings.Join(cfg.Kafka.Brokers, ","), "x:1,y:2"},
+		{"env duration", cfg.Commit.Interval, 50 * time.Millisecond},
+		{"cache default", cfg.State.CacheBytes, int64(256 << 20)},
+		{"group default", cfg.Kafka.Group, "segd"},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestConfigValidateNamesFields(t *testing.T) {
+	cases := []struct {
+		name string
+		yaml string
+		want []string // substrings of the error
+	}{
+		{"empty", "", []string{"kafka.brokers is empty", "rules.file is empty"}},
+		{"bad values", "kafka: {brokers: [nohost], start_from: middle}\nrules: {file: r}\ncommit: {max_events: -5}\noutput: {format: xml}\n",
+			[]string{`kafka.brokers[0] ("nohost") must be host:port`, `kafka.start_from ("middle")`, "commit.max_events (-5) must be between 1 and 1000000", `output.format ("xml")`}},
+		{"confluent needs registry", "kafka: {brokers: [a:1], topics: {browses: {format: confluent}}}\nrules: {file: r}\n",
+			[]string{"kafka.topics.browses.format is confluent but kafka.schema_registry_url is empty"}},
+		{"duplicate topic", "kafka: {brokers: [a:1], topics: {browses: {name: customer.purchases}}}\nrules: {file: r}\n",
+			[]string{`kafka.topics.browses.name ("customer.purchases") is also kafka.topics.purchases.name`}},
+		{"unknown field", "kafka: {brokerz: [a:1]}\n", []string{"field brokerz not found"}},
+		{"tiny cache", "kafka: {brokers: [a:1]}\nrules: {file: r}\nstate: {cache_bytes: 10}\n", []string{"state.cache_bytes (10) must be >= 1048576"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "c.yaml")
+			if err := os.WriteFile(path, []byte(c.yaml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := LoadConfig(path, nil)
+			if err == nil {
+				t.Fatalf("got no error, want %q", c.want)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q\ndoes not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigEnvBadValue(t *testing.T) {
+	_, err := LoadConfig("", []string{"SEGD_COMMIT_MAX_EVENTS=lots", "SEGD_KAFKA_BROKERS=a:1", "SEGD_RULES_FILE=r"})
+	if err == nil || !strings.Contains(err.Error(), "SEGD_COMMIT_MAX_EVENTS") || !strings.Contains(err.Error(), "commit.max_events") {
+		t.Fatalf("got %v, want an error naming SEGD_COMMIT_MAX_EVENTS and commit.max_events", err)
+	}
+}
+
+// Every config field must be documented in docs/config.md.
+func TestConfigFieldsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range ConfigFields() {
+		name := f
+		if strings.HasPrefix(f, "kafka.topics.") && strings.Count(f, ".") == 3 && strings.HasSuffix(f, ".format") {
+			name = "kafka.topics.*.format"
+		}
+		if !strings.Contains(string(doc), "`"+name+"`") {
+			t.Errorf("docs/config.md does not document %s", name)
+		}
+	}
+}

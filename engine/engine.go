@@ -1,0 +1,303 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/segd/segd/connectors"
+	"github.com/segd/segd/rules"
+	"github.com/segd/segd/schemas"
+	"github.com/segd/segd/state"
+)
+
+// Options are the dependencies of an Engine that do not come from Config.
+type Options struct {
+	// Logger receives the engine's logs. Zero: no logs.
+	Logger zerolog.Logger
+	// Now is the wall clock. Default time.Now.
+	Now func() time.Time
+	// OnChange, if set, is called by publishers with every SegmentChange
+	// record after Kafka acknowledged it (the demo prints them). It runs on
+	// publisher goroutines, concurrently, and must not block.
+	OnPublished func(topic string, key, value []byte)
+}
+
+// Engine is one segd process's pipeline: for each input partition number, a
+// task and a publisher, over one Pebble store. Create it with New, run it
+// with Run, and Close it.
+type Engine struct {
+	cfg  *Config
+	opt  Options
+	log  zerolog.Logger
+	rs   atomic.Pointer[rules.RuleSet]
+	st   *state.Store
+	m    *metrics
+	http *http.Server
+
+	mu     sync.Mutex
+	parts  map[int32]*runningPartition
+	ready  atomic.Bool
+	closed atomic.Bool
+}
+
+type runningPartition struct {
+	task *task
+	pub  *publisher
+}
+
+// New compiles the rules and opens the state store. It does not touch Kafka
+// yet: Run does.
+func New(cfg *Config, opt Options) (*Engine, error) {
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	rs, err := rules.CompileFile(cfg.Rules.File)
+	if err != nil {
+		return nil, fmt.Errorf("rules: %w", err)
+	}
+	e := &Engine{cfg: cfg, opt: opt, log: opt.Logger.With().Str("component", "engine").Logger(), m: newMetrics(), parts: map[int32]*runningPartition{}}
+	e.rs.Store(rs)
+	st, err := state.Open(cfg.State.Dir, state.Options{
+		CacheBytes: cfg.State.CacheBytes,
+		Decode: func(_ string, data []byte) (state.Record, error) {
+			return decodeCustomer(e.rs.Load(), data)
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open state %s: %w", cfg.State.Dir, err)
+	}
+	e.st = st
+	e.log.Info().Int64("rules_version", rs.Version()).Str("rules_hash", rs.Hash()).
+		Int("segments", len(rs.Segments())).Int("traits", len(rs.Traits())).Str("state_dir", cfg.State.Dir).Msg("engine ready")
+	return e, nil
+}
+
+// Registry exposes the engine's metrics (for tests and embedding).
+func (e *Engine) Registry() *prometheus.Registry { return e.m.reg }
+
+// inputTopics returns the input topics in a fixed order.
+func (e *Engine) inputTopics() []string {
+	t := e.cfg.Kafka.Topics
+	return []string{t.Purchases.Name, t.Browses.Name, t.Engagements.Name, t.Profiles.Name}
+}
+
+func (e *Engine) inputs() (map[string]topicInput, error) {
+	t := e.cfg.Kafka.Topics
+	var reg *connectors.Registry
+	if e.cfg.Kafka.SchemaRegistryURL != "" {
+		reg = connectors.NewRegistry(e.cfg.Kafka.SchemaRegistryURL, connectors.RegistryOptions{})
+	}
+	out := map[string]topicInput{}
+	for _, in := range []struct {
+		t   InputTopic
+		typ schemas.EventType
+	}{{t.Purchases, schemas.EventPurchase}, {t.Browses, schemas.EventBrowse}, {t.Engagements, schemas.EventEngagement}, {t.Profiles, schemas.EventProfile}} {
+		dec, err := connectors.NewDecoder(connectors.DecoderOptions{
+			Type: in.typ, Format: connectors.Format(in.t.Format), Registry: reg, MaxBytes: e.cfg.Input.MaxRecordBytes,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("decoder for %s: %w", in.t.Name, err)
+		}
+		out[in.t.Name] = topicInput{typ: in.typ, decoder: dec}
+	}
+	return out, nil
+}
+
+func (e *Engine) encoder() (changeEncoder, error) {
+	switch e.cfg.Output.Format {
+	case "json":
+		return func(dst []byte, c *schemas.SegmentChange) ([]byte, error) {
+			return schemas.AppendSegmentChangeJSON(dst, c), nil
+		}, nil
+	case "avro":
+		return schemas.AppendSegmentChangeAvro, nil
+	}
+	return nil, fmt.Errorf("output.format %q", e.cfg.Output.Format)
+}
+
+// Run consumes, segments and publishes until ctx is done or a task fails.
+// On return every task has committed what it applied and the publishers
+// have sent what they could within a few seconds.
+func (e *Engine) Run(ctx context.Context) error {
+	if e.closed.Load() {
+		return errors.New("engine: Run after Close")
+	}
+	brokers := e.cfg.Kafka.Brokers
+	n, err := connectors.CheckCoPartitioned(ctx, brokers, e.inputTopics())
+	if err != nil {
+		return fmt.Errorf("input topics: %w", err)
+	}
+	inputs, err := e.inputs()
+	if err != nil {
+		return err
+	}
+	enc, err := e.encoder()
+	if err != nil {
+		return err
+	}
+	prod, err := connectors.NewProducer(brokers, connectors.ProducerOptions{})
+	if err != nil {
+		return fmt.Errorf("producer: %w", err)
+	}
+	defer prod.Close()
+	var out sink = prod
+	if e.opt.OnPublished != nil {
+		out = tapSink{next: prod, fn: e.opt.OnPublished}
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		taskWG, pubWG sync.WaitGroup
+		errOnce       sync.Once
+		firstErr      error
+	)
+	fail := func(err error) {
+		errOnce.Do(func() { firstErr = err; cancel() })
+	}
+	pubCtx, pubCancel := context.WithCancel(context.Background())
+	defer pubCancel()
+
+	for p := int32(0); p < int32(n); p++ {
+		rp, err := e.startPartition(runCtx, p, inputs, enc, out)
+		if err != nil {
+			fail(err)
+			break
+		}
+		pubWG.Add(1)
+		go func() {
+			defer pubWG.Done()
+			rp.pub.run(pubCtx)
+		}()
+		taskWG.Add(1)
+		go func() {
+			defer taskWG.Done()
+			if err := rp.task.run(runCtx); err != nil {
+				fail(err)
+			}
+		}()
+	}
+	e.ready.Store(true)
+	e.log.Info().Int("partitions", n).Strs("brokers", brokers).Msg("running")
+	<-runCtx.Done()
+	e.ready.Store(false)
+	taskWG.Wait()
+
+	// Tasks have committed; give the publishers a bounded time to send what
+	// is committed. Whatever is left stays in the outbox for the next start.
+	flushCtx, flushCancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer flushCancel()
+	pubCancel()
+	pubWG.Wait()
+	e.mu.Lock()
+	for id, rp := range e.parts {
+		if err := rp.pub.flush(flushCtx); err != nil {
+			e.log.Warn().Err(err).Int32("partition", id).Msg("outbox not fully published at shutdown; it will be sent on restart")
+		}
+		if err := rp.task.src.Close(); err != nil {
+			e.log.Warn().Err(err).Int32("partition", id).Msg("close consumer")
+		}
+		if err := rp.task.proc.part.Close(); err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("close partition %d: %w", id, err)
+		}
+		delete(e.parts, id)
+	}
+	e.mu.Unlock()
+	if firstErr != nil {
+		return firstErr
+	}
+	return ctx.Err()
+}
+
+func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]topicInput, enc changeEncoder, out sink) (*runningPartition, error) {
+	part, err := e.st.Partition(p)
+	if err != nil {
+		return nil, fmt.Errorf("open partition %d: %w", p, err)
+	}
+	t := e.cfg.Kafka.Topics
+	proc, err := newProcessor(e.rs.Load(), part, processorOptions{
+		changesTopic:    t.Changes,
+		deadLetterTopic: t.DeadLetter,
+		encodeChange:    enc,
+		consentAttr:     e.cfg.Consent.Attribute,
+		dedupHorizon:    e.cfg.Input.DedupHorizon.Milliseconds(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("partition %d: %w", p, err)
+	}
+	offs, err := part.Offsets()
+	if err != nil {
+		return nil, fmt.Errorf("partition %d offsets: %w", p, err)
+	}
+	start := map[string]int64{}
+	for _, topic := range e.inputTopics() {
+		if off, ok := offs[topic]; ok {
+			start[topic] = off
+		}
+	}
+	src, err := connectors.NewPartitionConsumer(connectors.PartitionConsumerOptions{
+		Brokers:   e.cfg.Kafka.Brokers,
+		Topics:    e.inputTopics(),
+		Partition: int(p),
+		Offsets:   start,
+		Latest:    e.cfg.Kafka.StartFrom == "latest",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("partition %d consumer: %w", p, err)
+	}
+	log := e.log.With().Int32("partition", p).Logger()
+	pm := e.m.partition(p)
+	pub := newPublisher(part, out, log, pm)
+	tk := openTask(p, part, proc, src, pub, taskOptions{
+		inputs:         inputs,
+		commitInterval: e.cfg.Commit.Interval,
+		commitEvents:   e.cfg.Commit.MaxEvents,
+		maxRecordBytes: e.cfg.Input.MaxRecordBytes,
+		maxFutureSkew:  e.cfg.Input.MaxFutureSkew,
+		idleAfter:      e.cfg.Clock.IdleAfter,
+		idleLag:        e.cfg.Clock.IdleLag,
+		maxWait:        e.cfg.Kafka.MaxWait,
+		now:            e.opt.Now,
+	}, log, pm)
+	rp := &runningPartition{task: tk, pub: pub}
+	e.mu.Lock()
+	e.parts[p] = rp
+	e.mu.Unlock()
+	log.Info().Interface("offsets", start).Int64("watermark", proc.clock).Msg("partition assigned")
+	return rp, nil
+}
+
+// Close closes the store. Safe to call twice.
+func (e *Engine) Close() error {
+	if !e.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	if e.st != nil {
+		return e.st.Close()
+	}
+	return nil
+}
+
+// tapSink reports every acknowledged record to a callback.
+type tapSink struct {
+	next sink
+	fn   func(topic string, key, value []byte)
+}
+
+func (t tapSink) Write(ctx context.Context, msgs ...connectors.Message) error {
+	if err := t.next.Write(ctx, msgs...); err != nil {
+		return err
+	}
+	for i := range msgs {
+		t.fn(msgs[i].Topic, msgs[i].Key, msgs[i].Value)
+	}
+	return nil
+}

@@ -1,0 +1,154 @@
+package engine
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/segd/segd/schemas"
+)
+
+// metrics holds every segd_* metric. Tasks count in plain integers on the
+// hot path and push deltas here at each commit, so an event costs no atomic
+// operations.
+type metrics struct {
+	reg *prometheus.Registry
+
+	events        *prometheus.CounterVec // type
+	deadLetters   *prometheus.CounterVec // reason
+	duplicates    prometheus.Counter
+	late          prometheus.Counter
+	deletions     prometheus.Counter
+	changes       *prometheus.CounterVec // kind
+	timers        prometheus.Counter
+	commitSeconds prometheus.Histogram
+	published     *prometheus.CounterVec // partition
+	publishSecs   prometheus.Histogram
+	corruptOutbox prometheus.Counter
+	watermark     *prometheus.GaugeVec // partition
+	outboxDepth   *prometheus.GaugeVec // partition
+	eventToChange prometheus.Histogram
+}
+
+func newMetrics() *metrics {
+	reg := prometheus.NewRegistry()
+	m := &metrics{
+		reg: reg,
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "segd_events_applied_total", Help: "Input events applied to customer state, by event type.",
+		}, []string{"type"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "segd_dead_letters_total", Help: "Input records sent to the dead-letter topic, by reason.",
+		}, []string{"reason"}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "segd_duplicate_events_total", Help: "Events skipped because their id was applied recently.",
+		}),
+		late: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "segd_late_events_total", Help: "Events older than their partition's watermark (applied at the watermark).",
+		}),
+		deletions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "segd_customer_deletions_total", Help: "Customers erased.",
+		}),
+		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "segd_segment_changes_total", Help: "Segment transitions emitted, by kind (ENTER, EXIT).",
+		}, []string{"kind"}),
+		timers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "segd_timers_fired_total", Help: "Customer timers fired as event time advanced.",
+		}),
+		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "segd_commit_seconds", Help: "Duration of a task's atomic commit (state, offsets, outbox).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		published: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "segd_outbox_published_total", Help: "Outbox records acknowledged by Kafka, by partition.",
+		}, []string{"partition"}),
+		publishSecs: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "segd_publish_seconds", Help: "Duration of one outbox publish round trip (read, write acks=all, delete).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		corruptOutbox: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "segd_outbox_corrupt_total", Help: "Outbox entries skipped because they could not be decoded.",
+		}),
+		watermark: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "segd_watermark_seconds", Help: "Event-time watermark of each partition, Unix seconds.",
+		}, []string{"partition"}),
+		outboxDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "segd_outbox_depth", Help: "Committed outbox records not yet acknowledged by Kafka.",
+		}, []string{"partition"}),
+		eventToChange: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "segd_event_to_change_seconds", Help: "From an event's append to Kafka to the ack of the change it caused.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+	}
+	reg.MustRegister(m.events, m.deadLetters, m.duplicates, m.late, m.deletions, m.changes, m.timers,
+		m.commitSeconds, m.published, m.publishSecs, m.corruptOutbox, m.watermark, m.outboxDepth, m.eventToChange,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+// partitionMetrics are a partition's labelled children, resolved once.
+type partitionMetrics struct {
+	all            *metrics
+	events         [schemas.NumEventTypes]prometheus.Counter
+	enter, exit    prometheus.Counter
+	published      prometheus.Counter
+	publishSeconds prometheus.Histogram
+	corruptOutbox  prometheus.Counter
+	watermark      prometheus.Gauge
+	outboxDepth    prometheus.Gauge
+}
+
+func (m *metrics) partition(p int32) *partitionMetrics {
+	label := strconv.Itoa(int(p))
+	pm := &partitionMetrics{
+		all:            m,
+		enter:          m.changes.WithLabelValues("ENTER"),
+		exit:           m.changes.WithLabelValues("EXIT"),
+		published:      m.published.WithLabelValues(label),
+		publishSeconds: m.publishSecs,
+		corruptOutbox:  m.corruptOutbox,
+		watermark:      m.watermark.WithLabelValues(label),
+		outboxDepth:    m.outboxDepth.WithLabelValues(label),
+	}
+	for t := 1; t < schemas.NumEventTypes; t++ {
+		pm.events[t] = m.events.WithLabelValues(schemas.EventType(t).String())
+	}
+	return pm
+}
+
+// report pushes what the processor counted since the last report.
+func (pm *partitionMetrics) report(p *processor, last *processorStats, commit time.Duration) {
+	s := &p.stats
+	for t := 1; t < schemas.NumEventTypes; t++ {
+		if d := s.events[t] - last.events[t]; d > 0 {
+			pm.events[t].Add(float64(d))
+		}
+	}
+	addDelta(pm.all.duplicates, s.duplicates, &last.duplicates)
+	addDelta(pm.all.late, s.late, &last.late)
+	addDelta(pm.all.deletions, s.deleted, &last.deleted)
+	addDelta(pm.enter, s.enters, &last.enters)
+	addDelta(pm.exit, s.exits, &last.exits)
+	addDelta(pm.all.timers, s.timers, &last.timers)
+	last.events = s.events
+	if last.deadLetter == nil {
+		last.deadLetter = map[string]uint64{}
+	}
+	for reason, n := range s.deadLetter {
+		if d := n - last.deadLetter[reason]; d > 0 {
+			pm.all.deadLetters.WithLabelValues(reason).Add(float64(d))
+			last.deadLetter[reason] = n
+		}
+	}
+	pm.all.commitSeconds.Observe(commit.Seconds())
+	pm.watermark.Set(float64(p.clock) / 1000)
+	pm.outboxDepth.Set(float64(p.part.OutboxDepth()))
+}
+
+func addDelta(c prometheus.Counter, now uint64, last *uint64) {
+	if d := now - *last; d > 0 {
+		c.Add(float64(d))
+	}
+	*last = now
+}

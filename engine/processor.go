@@ -1,0 +1,340 @@
+package engine
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/segd/segd/rules"
+	"github.com/segd/segd/schemas"
+	"github.com/segd/segd/state"
+)
+
+// clockOffsetKey is the pseudo-topic under which a partition's watermark is
+// stored with its offsets, so the clock commits atomically with them and a
+// restart resumes the same event-time clock.
+const clockOffsetKey = "\x00clock"
+
+// changeEncoder encodes a SegmentChange as an output record value.
+type changeEncoder func(dst []byte, c *schemas.SegmentChange) ([]byte, error)
+
+// processorOptions configures a processor.
+type processorOptions struct {
+	changesTopic    string
+	deadLetterTopic string
+	encodeChange    changeEncoder
+	// consentAttr is the boolean profile attribute that, when false, keeps
+	// the customer out of requires_consent segments.
+	consentAttr string
+	// dedupHorizon is in event-time milliseconds; 0 disables de-duplication.
+	dedupHorizon int64
+}
+
+// processorStats counts what a processor did. Owned by the task goroutine;
+// the metrics collector reads copies.
+type processorStats struct {
+	events     [schemas.NumEventTypes]uint64
+	duplicates uint64
+	late       uint64 // applied with a time before the clock
+	deleted    uint64
+	enters     uint64
+	exits      uint64
+	timers     uint64
+	deadLetter map[string]uint64 // by reason
+}
+
+// processor is the deterministic heart of a task: it applies decoded events
+// and the passage of event time to one partition's customers and appends
+// the resulting segment changes to that partition's outbox. It does no I/O
+// beyond the state partition, so live runs, replays and tests share it.
+// Not safe for concurrent use.
+type processor struct {
+	opt  processorOptions
+	rs   *rules.RuleSet
+	part *state.Partition
+
+	clock int64 // the watermark: the largest event time applied, Unix ms
+
+	timeSegs []int // segments whose result can change with time alone
+	// profileSegs are the segments a profile event can affect: those that
+	// read profile attributes, plus every requires_consent segment, since
+	// the consent attribute can flip them whatever they read.
+	profileSegs []int
+
+	change schemas.SegmentChange // scratch
+	buf    []byte                // scratch for encoded changes
+	env    []byte                // scratch for envelopes
+	stats  processorStats
+}
+
+func newProcessor(rs *rules.RuleSet, part *state.Partition, opt processorOptions) (*processor, error) {
+	p := &processor{opt: opt, part: part}
+	p.setRules(rs)
+	p.stats.deadLetter = map[string]uint64{}
+	offs, err := part.Offsets()
+	if err != nil {
+		return nil, fmt.Errorf("read offsets: %w", err)
+	}
+	p.clock = offs[clockOffsetKey]
+	return p, nil
+}
+
+func (p *processor) setRules(rs *rules.RuleSet) {
+	p.rs = rs
+	p.timeSegs = p.timeSegs[:0]
+	p.profileSegs = p.profileSegs[:0]
+	readsProfile := map[int]bool{}
+	for _, i := range rs.SegmentsFor(schemas.EventProfile) {
+		readsProfile[i] = true
+	}
+	for i, s := range rs.Segments() {
+		if s.TimeDependent {
+			p.timeSegs = append(p.timeSegs, i)
+		}
+		if readsProfile[i] || s.RequiresConsent {
+			p.profileSegs = append(p.profileSegs, i)
+		}
+	}
+}
+
+// load returns the customer's record, creating an empty one for a new id.
+func (p *processor) load(id string) (*customer, error) {
+	rec, err := p.part.Get(id)
+	if err != nil {
+		return nil, fmt.Errorf("load customer %s: %w", id, err)
+	}
+	c, ok := rec.(*customer)
+	if !ok {
+		return nil, fmt.Errorf("load customer %s: record is %T, not *customer", id, rec)
+	}
+	return c, nil
+}
+
+// advance moves the clock to t, first firing every timer due at or before
+// t, each at its own time, in time order.
+func (p *processor) advance(t int64) error {
+	if t <= p.clock {
+		return nil
+	}
+	for {
+		at, ok := p.part.NextTimer()
+		if !ok || at > t {
+			break
+		}
+		if at > p.clock {
+			p.clock = at
+		}
+		if err := p.part.PopDue(at, p.fireTimer); err != nil {
+			return fmt.Errorf("fire timers due at %d: %w", at, err)
+		}
+	}
+	p.clock = t
+	return nil
+}
+
+func (p *processor) fireTimer(id string, at int64) error {
+	c, err := p.load(id)
+	if err != nil {
+		return err
+	}
+	if c.timerAt != at {
+		// The index and the record disagree only if the record's timer
+		// moved in the same uncommitted window; the record is the truth.
+		return nil
+	}
+	c.timerAt = 0 // PopDue removed it from the index
+	p.stats.timers++
+	if err := p.evaluate(c, id, p.timeSegs, at, schemas.CauseTimer, ""); err != nil {
+		return err
+	}
+	p.part.MarkDirty(id, c)
+	return nil
+}
+
+// apply applies one validated event. Timers due at or before its time fire
+// first; a late event is applied at the current clock.
+func (p *processor) apply(e *schemas.Event) error {
+	if err := p.advance(e.Time); err != nil {
+		return err
+	}
+	now := p.clock
+	if e.Time < now {
+		p.stats.late++
+	}
+	p.stats.events[e.Type]++
+	id := e.CustomerID
+	if e.Type == schemas.EventProfile && e.Delete {
+		return p.erase(id, now)
+	}
+	c, err := p.load(id)
+	if err != nil {
+		return err
+	}
+	if p.opt.dedupHorizon > 0 && e.EventID != "" {
+		h := eventIDHash(e.EventID)
+		c.forgetBefore(now - p.opt.dedupHorizon)
+		if c.seen(h) {
+			p.stats.duplicates++
+			return nil
+		}
+		c.remember(h, now)
+	}
+	p.rs.Apply(c.traits, e, now)
+	segs := p.rs.SegmentsFor(e.Type)
+	if e.Type == schemas.EventProfile {
+		segs = p.profileSegs
+	}
+	if err := p.evaluate(c, id, segs, now, schemas.CauseEvent, e.EventID); err != nil {
+		return err
+	}
+	p.part.MarkDirty(id, c)
+	return nil
+}
+
+// erase deletes a customer: EXIT (cause deletion) from every segment they
+// are in, then the record and timer go.
+func (p *processor) erase(id string, now int64) error {
+	c, err := p.load(id)
+	if err != nil {
+		return err
+	}
+	for i := range c.members {
+		if c.members[i].in() {
+			if err := p.emit(c, id, i, false, now, schemas.CauseDeletion, ""); err != nil {
+				return err
+			}
+		}
+	}
+	if c.timerAt != 0 {
+		p.part.MoveTimer(id, c.timerAt, 0)
+	}
+	p.part.Delete(id)
+	p.stats.deleted++
+	return nil
+}
+
+// evaluate re-evaluates segs at now, emits a change for each flipped
+// result, and reschedules the customer's timer.
+func (p *processor) evaluate(c *customer, id string, segs []int, now int64, cause schemas.CauseKind, causeEvent string) error {
+	consent := p.consent(c)
+	rsSegs := p.rs.Segments()
+	for _, i := range segs {
+		in := p.rs.Eval(i, c.traits, now)
+		if in && !consent && rsSegs[i].RequiresConsent {
+			in = false
+		}
+		if in != c.members[i].in() {
+			if err := p.emit(c, id, i, in, now, cause, causeEvent); err != nil {
+				return err
+			}
+		}
+	}
+	p.reschedule(c, id, now)
+	return nil
+}
+
+// consent reports whether the customer has not withdrawn consent: only an
+// explicit false on the consent attribute withholds it.
+func (p *processor) consent(c *customer) bool {
+	v, ok := c.traits.Attr(p.opt.consentAttr)
+	return !ok || v.Kind != schemas.KindBool || v.Bool
+}
+
+func (p *processor) reschedule(c *customer, id string, now int64) {
+	var next int64
+	for _, i := range p.timeSegs {
+		if at, ok := p.rs.NextChange(i, c.traits, now); ok && (next == 0 || at < next) {
+			next = at
+		}
+	}
+	if next != c.timerAt {
+		p.part.MoveTimer(id, c.timerAt, next)
+		c.timerAt = next
+	}
+}
+
+// emit records a transition of customer id in segment seg and appends the
+// SegmentChange to the outbox.
+func (p *processor) emit(c *customer, id string, seg int, in bool, at int64, cause schemas.CauseKind, causeEvent string) error {
+	m := &c.members[seg]
+	m.seq++
+	m.since = at
+	s := p.rs.Segments()[seg]
+	ch := &p.change
+	ch.ID = changeID(id, s.ID, m.seq, at)
+	ch.CustomerID = id
+	ch.SegmentID = s.ID
+	ch.Kind = schemas.Exit
+	if in {
+		ch.Kind = schemas.Enter
+		p.stats.enters++
+	} else {
+		p.stats.exits++
+	}
+	ch.Seq = m.seq
+	ch.Time = at
+	ch.Cause = cause
+	ch.CauseEventID = causeEvent
+	ch.RulesVersion = p.rs.Version()
+	ch.RulesHash = p.rs.Hash()
+	ch.Traits = ch.Traits[:0]
+	if cause != schemas.CauseDeletion {
+		traits := p.rs.Traits()
+		for _, ti := range s.Reads {
+			ch.Traits = append(ch.Traits, schemas.TraitValue{Name: traits[ti].Name, Value: p.rs.TraitValue(ti, c.traits, at)})
+		}
+	}
+	var err error
+	p.buf, err = p.opt.encodeChange(p.buf[:0], ch)
+	if err != nil {
+		return fmt.Errorf("encode change %s: %w", ch.ID, err)
+	}
+	topic := p.opt.changesTopic
+	if s.Topic != "" {
+		topic = s.Topic
+	}
+	p.env = appendEnvelope(p.env[:0], topic, id, nil, p.buf)
+	p.part.AppendOutbox(p.env)
+	p.part.SetMember(s.ID, id, in)
+	return nil
+}
+
+// changeID is deterministic: the same transition always gets the same id.
+// The transition time is part of it so that a customer erased and later
+// seen again does not reuse the ids of their earlier life.
+func changeID(customer, segment string, seq uint64, at int64) string {
+	b := make([]byte, 0, len(customer)+len(segment)+32)
+	b = append(b, customer...)
+	b = append(b, ':')
+	b = append(b, segment...)
+	b = append(b, ':')
+	b = strconv.AppendUint(b, seq, 10)
+	b = append(b, ':')
+	b = strconv.AppendInt(b, at, 10)
+	return string(b)
+}
+
+// deadLetter appends a record segd cannot use to the outbox, bound for the
+// dead-letter topic, with the reason in headers.
+func (p *processor) deadLetter(topic string, partition int32, offset int64, key, value []byte, reason string, cause error) {
+	p.stats.deadLetter[reason]++
+	hs := []header{
+		{key: "segd-reason", value: []byte(reason)},
+		{key: "segd-topic", value: []byte(topic)},
+		{key: "segd-partition", value: strconv.AppendInt(nil, int64(partition), 10)},
+		{key: "segd-offset", value: strconv.AppendInt(nil, offset, 10)},
+	}
+	if cause != nil {
+		hs = append(hs, header{key: "segd-error", value: []byte(cause.Error())})
+	}
+	p.env = appendEnvelope(p.env[:0], p.opt.deadLetterTopic, string(key), hs, value)
+	p.part.AppendOutbox(p.env)
+}
+
+// commit writes the clock and everything staged in one atomic batch.
+func (p *processor) commit() error {
+	p.part.SetOffset(clockOffsetKey, p.clock)
+	if err := p.part.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,269 @@
+package engine
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/segd/segd/rules"
+	"github.com/segd/segd/schemas"
+	"github.com/segd/segd/state"
+)
+
+const testRules = `version: 3
+traits:
+  orders_30d: count(purchase) over 30d
+  spend_90d: sum(purchase.amount) over 90d
+  last_order_at: last(purchase.ts)
+  email_clicks_14d: count(engagement where channel == "email" and action == "click") over 14d
+segments:
+  buyer:
+    description: ordered in the last 30 days
+    when: "orders_30d >= 1"
+  vip:
+    when: "spend_90d >= 1000"
+  lapsed:
+    when: "last_order_at is not null and since(last_order_at) > 60d"
+  clicker:
+    requires_consent: true
+    when: "email_clicks_14d >= 1"
+`
+
+// harness runs a processor over a real Pebble store on an in-memory FS.
+type harness struct {
+	t    *testing.T
+	rs   *rules.RuleSet
+	st   *state.Store
+	part *state.Partition
+	proc *processor
+	read uint64
+}
+
+func newHarness(t *testing.T, src string) *harness {
+	t.Helper()
+	rs, err := rules.Compile("test.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, rs: rs}
+	h.st, err = state.Open("db", state.Options{FS: vfs.NewMem(), Decode: func(_ string, data []byte) (state.Record, error) {
+		return decodeCustomer(h.rs, data)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.st.Close() })
+	h.part, err = h.st.Partition(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.proc, err = newProcessor(rs, h.part, processorOptions{
+		changesTopic:    "segment.changes",
+		deadLetterTopic: "segd.deadletter",
+		encodeChange: func(dst []byte, c *schemas.SegmentChange) ([]byte, error) {
+			return schemas.AppendSegmentChangeJSON(dst, c), nil
+		},
+		consentAttr:  "consent_marketing",
+		dedupHorizon: time.Hour.Milliseconds(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func ts(s string) int64 {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		panic(err)
+	}
+	return t.UnixMilli()
+}
+
+func fmtTime(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339Nano) }
+
+func (h *harness) apply(e schemas.Event) {
+	h.t.Helper()
+	if err := h.proc.apply(&e); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// changes commits and returns the outbox entries added since the last call,
+// one line each: "time customer segment KIND cause".
+func (h *harness) changes() []string {
+	h.t.Helper()
+	if err := h.proc.commit(); err != nil {
+		h.t.Fatal(err)
+	}
+	var out []string
+	err := h.part.ReadOutbox(h.read, 1<<20, func(seq uint64, v []byte) error {
+		h.read = seq
+		env, err := decodeEnvelope(v)
+		if err != nil {
+			return err
+		}
+		if env.topic != "segment.changes" {
+			out = append(out, fmt.Sprintf("DEADLETTER %s", env.topic))
+			return nil
+		}
+		var c schemas.SegmentChange
+		if err := schemas.DecodeSegmentChangeJSON(env.value, &c); err != nil {
+			return err
+		}
+		if string(env.key) != c.CustomerID {
+			return fmt.Errorf("key %q, customer %q", env.key, c.CustomerID)
+		}
+		line := fmt.Sprintf("%s %s %s %s %s", fmtTime(c.Time), c.CustomerID, c.SegmentID, c.Kind, c.Cause)
+		if c.CauseEventID != "" {
+			line += " " + c.CauseEventID
+		}
+		out = append(out, line)
+		return nil
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return out
+}
+
+func (h *harness) expect(want ...string) {
+	h.t.Helper()
+	got := h.changes()
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		h.t.Fatalf("changes:\n got:\n  %s\n want:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+}
+
+func purchase(id, customer, at string, amount float64) schemas.Event {
+	return schemas.Event{Type: schemas.EventPurchase, EventID: id, CustomerID: customer, Time: ts(at), Amount: amount, Channel: "web", Currency: "GBP", Quantity: 1}
+}
+
+func TestProcessorEventAndTimeTransitions(t *testing.T) {
+	h := newHarness(t, testRules)
+	h.apply(purchase("e1", "alice", "2024-01-01T10:00:00Z", 600))
+	h.expect("2024-01-01T10:00:00Z alice buyer ENTER event e1")
+
+	h.apply(purchase("e2", "alice", "2024-01-05T09:30:00Z", 500))
+	h.expect("2024-01-05T09:30:00Z alice vip ENTER event e2")
+
+	// A re-delivered event is applied once.
+	h.apply(purchase("e2", "alice", "2024-01-05T09:31:00Z", 500))
+	h.expect()
+	if h.proc.stats.duplicates != 1 {
+		t.Fatalf("duplicates = %d, want 1", h.proc.stats.duplicates)
+	}
+
+	// Bob's events move the partition's watermark; alice's timers fire at
+	// the exact instants her rules flip, with no event of hers.
+	// orders_30d keeps daily buckets: alice's last purchase bucket starts
+	// 2024-01-05T00:00, so it leaves the 30d window at 2024-02-04T00:00.
+	h.apply(purchase("b1", "bob", "2024-02-10T12:00:00Z", 10))
+	h.expect(
+		"2024-02-04T00:00:00Z alice buyer EXIT timer",
+		"2024-02-10T12:00:00Z bob buyer ENTER event b1",
+	)
+	// spend_90d: the 2024-01-05 bucket leaves at 2024-04-04T00:00, but
+	// the 2024-01-01 bucket leaving at 2024-03-31T00:00 already drops the
+	// total below 1000. lapsed: last order 2024-01-05T09:30 + 60d + 1ms.
+	h.apply(purchase("b2", "bob", "2024-04-10T00:00:00Z", 10))
+	h.expect(
+		"2024-03-05T09:30:00.001Z alice lapsed ENTER timer",
+		"2024-03-11T00:00:00Z bob buyer EXIT timer",
+		"2024-03-31T00:00:00Z alice vip EXIT timer",
+		"2024-04-10T00:00:00Z bob buyer ENTER event b2",
+	)
+	// A new order takes alice out of lapsed and back into buyer.
+	h.apply(purchase("e3", "alice", "2024-04-11T08:00:00Z", 5))
+	h.expect(
+		"2024-04-11T08:00:00Z alice buyer ENTER event e3",
+		"2024-04-11T08:00:00Z alice lapsed EXIT event e3",
+	)
+}
+
+func TestProcessorLateEventAppliesAtWatermark(t *testing.T) {
+	h := newHarness(t, testRules)
+	h.apply(purchase("b1", "bob", "2024-01-10T00:00:00Z", 10))
+	h.expect("2024-01-10T00:00:00Z bob buyer ENTER event b1")
+	// Late: stamped before the watermark; the transition happens at the
+	// watermark, and a late order does not become the last one.
+	h.apply(purchase("a1", "alice", "2024-01-09T00:00:00Z", 2000))
+	h.expect(
+		"2024-01-10T00:00:00Z alice buyer ENTER event a1",
+		"2024-01-10T00:00:00Z alice vip ENTER event a1",
+	)
+	if h.proc.stats.late != 1 {
+		t.Fatalf("late = %d, want 1", h.proc.stats.late)
+	}
+}
+
+func TestProcessorConsentAndErasure(t *testing.T) {
+	h := newHarness(t, testRules)
+	click := schemas.Event{Type: schemas.EventEngagement, EventID: "k1", CustomerID: "carol", Time: ts("2024-01-01T00:00:00Z"), Channel: "email", Action: "click"}
+	h.apply(click)
+	h.expect("2024-01-01T00:00:00Z carol clicker ENTER event k1")
+	withdraw := schemas.Event{Type: schemas.EventProfile, EventID: "p1", CustomerID: "carol", Time: ts("2024-01-01T01:00:00Z"),
+		Attributes: []schemas.Attribute{{Name: "consent_marketing", Value: schemas.Bool(false)}}}
+	h.apply(withdraw)
+	h.expect("2024-01-01T01:00:00Z carol clicker EXIT event p1")
+	// Still no consent: another click does not bring carol back.
+	click.EventID, click.Time = "k2", ts("2024-01-01T02:00:00Z")
+	h.apply(click)
+	h.expect()
+
+	h.apply(purchase("o1", "carol", "2024-01-01T03:00:00Z", 1500))
+	h.expect(
+		"2024-01-01T03:00:00Z carol buyer ENTER event o1",
+		"2024-01-01T03:00:00Z carol vip ENTER event o1",
+	)
+	h.apply(schemas.Event{Type: schemas.EventProfile, EventID: "d1", CustomerID: "carol", Time: ts("2024-01-01T04:00:00Z"), Delete: true})
+	h.expect(
+		"2024-01-01T04:00:00Z carol buyer EXIT deletion",
+		"2024-01-01T04:00:00Z carol vip EXIT deletion",
+	)
+	// Erased: no timer fires for carol later, and she starts fresh.
+	h.apply(purchase("z1", "zed", "2024-06-01T00:00:00Z", 1))
+	h.expect("2024-06-01T00:00:00Z zed buyer ENTER event z1")
+	h.apply(purchase("o2", "carol", "2024-06-02T00:00:00Z", 1))
+	h.expect("2024-06-02T00:00:00Z carol buyer ENTER event o2")
+}
+
+func TestProcessorRestartResumesClockAndTimers(t *testing.T) {
+	h := newHarness(t, testRules)
+	h.apply(purchase("e1", "alice", "2024-01-01T10:00:00Z", 1))
+	h.expect("2024-01-01T10:00:00Z alice buyer ENTER event e1")
+	// A new processor over the same partition (a restart) resumes the
+	// committed clock, and the durable timer still fires.
+	p2, err := newProcessor(h.rs, h.part, h.proc.opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p2.clock != ts("2024-01-01T10:00:00Z") {
+		t.Fatalf("clock after restart = %s", fmtTime(p2.clock))
+	}
+	h.proc = p2
+	h.apply(purchase("b1", "bob", "2024-03-01T00:00:00Z", 1))
+	h.expect(
+		"2024-01-31T00:00:00Z alice buyer EXIT timer",
+		"2024-03-01T00:00:00Z bob buyer ENTER event b1",
+	)
+}
+
+func TestEnvelopeRoundTrip(t *testing.T) {
+	b := appendEnvelope(nil, "t", "k", []header{{"a", []byte("1")}, {"b", nil}}, []byte("value"))
+	e, err := decodeEnvelope(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.topic != "t" || string(e.key) != "k" || len(e.headers) != 2 || e.headers[0].key != "a" || string(e.headers[0].value) != "1" || string(e.value) != "value" {
+		t.Fatalf("got %+v", e)
+	}
+	for i := 0; i < len(b)-len("value"); i++ {
+		if _, err := decodeEnvelope(b[:i]); err == nil {
+			t.Fatalf("truncated at %d: no error", i)
+		}
+	}
+}

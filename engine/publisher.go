@@ -1,0 +1,147 @@
+package engine
+
+import (
+	"context"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/segd/segd/connectors"
+	"github.com/segd/segd/state"
+)
+
+// sink publishes records and returns once Kafka acknowledged all of them
+// (acks=all). connectors.Producer is one.
+type sink interface {
+	Write(ctx context.Context, msgs ...connectors.Message) error
+}
+
+// publisher drains one partition's outbox to Kafka. It runs beside the
+// partition's task: it reads only committed entries and deletes them only
+// after the sink confirmed them, so a crash re-sends, never loses.
+type publisher struct {
+	part   *state.Partition
+	sink   sink
+	log    zerolog.Logger
+	notify chan struct{} // the task signals after each commit
+	batch  int
+	after  uint64 // the highest sequence confirmed and deleted
+	msgs   []connectors.Message
+	m      *partitionMetrics
+}
+
+func newPublisher(part *state.Partition, s sink, log zerolog.Logger, m *partitionMetrics) *publisher {
+	return &publisher{part: part, sink: s, log: log, notify: make(chan struct{}, 1), batch: 512, m: m}
+}
+
+// poke wakes the publisher without blocking.
+func (pb *publisher) poke() {
+	select {
+	case pb.notify <- struct{}{}:
+	default:
+	}
+}
+
+// run publishes until ctx is done. Failed writes are retried with backoff;
+// nothing is skipped.
+func (pb *publisher) run(ctx context.Context) {
+	backoff := 50 * time.Millisecond
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		n, err := pb.drain(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			pb.log.Warn().Err(err).Dur("backoff", backoff).Msg("publish failed; retrying")
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		if n > 0 {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-pb.notify:
+		case <-tick.C:
+		}
+	}
+}
+
+// flush publishes everything committed so far, for shutdown.
+func (pb *publisher) flush(ctx context.Context) error {
+	for {
+		n, err := pb.drain(ctx)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+	}
+}
+
+// drain publishes one batch of the outbox and returns how many entries it
+// confirmed.
+func (pb *publisher) drain(ctx context.Context) (int, error) {
+	pb.msgs = pb.msgs[:0]
+	var last uint64
+	n := 0
+	start := time.Now()
+	err := pb.part.ReadOutbox(pb.after, pb.batch, func(seq uint64, v []byte) error {
+		last = seq
+		n++
+		env, err := decodeEnvelope(v)
+		if err != nil {
+			// Only a bug or disk corruption gets here; stalling the
+			// partition forever would help nobody.
+			pb.log.Error().Err(err).Uint64("outbox_seq", seq).Msg("skipping corrupt outbox entry")
+			if pb.m != nil {
+				pb.m.corruptOutbox.Inc()
+			}
+			return nil
+		}
+		// ReadOutbox's bytes are valid only during the callback.
+		msg := connectors.Message{Topic: env.topic, Key: clone(env.key), Value: clone(env.value)}
+		for _, h := range env.headers {
+			msg.Headers = append(msg.Headers, connectors.Header{Key: h.key, Value: clone(h.value)})
+		}
+		pb.msgs = append(pb.msgs, msg)
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if last == 0 {
+		return 0, nil
+	}
+	if len(pb.msgs) > 0 {
+		if err := pb.sink.Write(ctx, pb.msgs...); err != nil {
+			return 0, err
+		}
+	}
+	if err := pb.part.DeleteOutbox(last); err != nil {
+		return 0, err
+	}
+	pb.after = last
+	if pb.m != nil {
+		pb.m.published.Add(float64(len(pb.msgs)))
+		pb.m.publishSeconds.Observe(time.Since(start).Seconds())
+	}
+	return n, nil
+}
+
+func clone(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}

@@ -1,0 +1,268 @@
+package engine
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/segd/segd/rules"
+)
+
+// recordVersion is the first byte of every encoded customer record. Bump it
+// when the layout changes and teach decodeCustomer the old one.
+const recordVersion = 1
+
+// recentIDs bounds the per-customer set of recently applied event ids kept
+// for de-duplication.
+const recentIDs = 4
+
+// errCorruptRecord marks a stored record that cannot be decoded.
+var errCorruptRecord = errors.New("engine: corrupt customer record")
+
+// member is a customer's standing in one segment.
+type member struct {
+	seq   uint64 // transitions so far; odd means in the segment (ENTER is odd)
+	since int64  // time of the last transition, Unix ms
+}
+
+func (m member) in() bool { return m.seq&1 == 1 }
+
+// recentEvent is a fingerprint of an applied event id.
+type recentEvent struct {
+	hash uint64
+	time int64
+}
+
+// customer is the engine's per-customer record: the rules' trait state plus
+// what the engine itself tracks (memberships, the pending timer, recently
+// seen event ids). It implements state.Record.
+type customer struct {
+	traits  *rules.State
+	timerAt int64    // the customer's scheduled timer, 0 = none
+	members []member // indexed like rs.Segments()
+	// orphans keeps memberships of segments the current rules no longer
+	// define, so a later rules file that brings the segment back continues
+	// its sequence numbers instead of reusing ids.
+	orphans []orphanMember
+	recent  [recentIDs]recentEvent
+	// segments names the segments members is aligned with: those of the
+	// rule set the record was decoded for.
+	segments []*rules.Segment
+}
+
+type orphanMember struct {
+	segment string
+	m       member
+}
+
+// eventIDHash is FNV-1a 64: stable across processes, unlike maphash.
+func eventIDHash(id string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(id); i++ {
+		h ^= uint64(id[i])
+		h *= 1099511628211
+	}
+	if h == 0 {
+		h = 1 // 0 marks an empty slot
+	}
+	return h
+}
+
+// seen reports whether an event id was recently applied.
+func (c *customer) seen(h uint64) bool {
+	for i := range c.recent {
+		if c.recent[i].hash == h {
+			return true
+		}
+	}
+	return false
+}
+
+// remember records h, evicting the oldest fingerprint.
+func (c *customer) remember(h uint64, t int64) {
+	oldest := 0
+	for i := range c.recent {
+		if c.recent[i].hash == 0 {
+			oldest = i
+			break
+		}
+		if c.recent[i].time < c.recent[oldest].time {
+			oldest = i
+		}
+	}
+	c.recent[oldest] = recentEvent{hash: h, time: t}
+}
+
+// forgetBefore drops fingerprints older than t, so they cost no disk space
+// once outside the de-duplication horizon.
+func (c *customer) forgetBefore(t int64) {
+	for i := range c.recent {
+		if c.recent[i].hash != 0 && c.recent[i].time < t {
+			c.recent[i] = recentEvent{}
+		}
+	}
+}
+
+// AppendBinary implements state.Record. Layout (all integers varints):
+//
+//	version byte
+//	timerAt
+//	nMembers, then per segment with seq > 0: len(id) id seq since
+//	nRecent, then per fingerprint: hash (8 bytes LE) time
+//	trait state (rules.State encoding) to the end
+func (c *customer) AppendBinary(dst []byte) []byte {
+	dst = append(dst, recordVersion)
+	dst = binary.AppendVarint(dst, c.timerAt)
+	n := len(c.orphans)
+	for i := range c.members {
+		if c.members[i].seq > 0 {
+			n++
+		}
+	}
+	dst = binary.AppendUvarint(dst, uint64(n))
+	segs := c.segments
+	for i := range c.members {
+		m := c.members[i]
+		if m.seq == 0 {
+			continue
+		}
+		id := segs[i].ID
+		dst = binary.AppendUvarint(dst, uint64(len(id)))
+		dst = append(dst, id...)
+		dst = binary.AppendUvarint(dst, m.seq)
+		dst = binary.AppendVarint(dst, m.since)
+	}
+	for _, o := range c.orphans {
+		dst = binary.AppendUvarint(dst, uint64(len(o.segment)))
+		dst = append(dst, o.segment...)
+		dst = binary.AppendUvarint(dst, o.m.seq)
+		dst = binary.AppendVarint(dst, o.m.since)
+	}
+	nr := 0
+	for i := range c.recent {
+		if c.recent[i].hash != 0 {
+			nr++
+		}
+	}
+	dst = binary.AppendUvarint(dst, uint64(nr))
+	for i := range c.recent {
+		if c.recent[i].hash == 0 {
+			continue
+		}
+		dst = binary.LittleEndian.AppendUint64(dst, c.recent[i].hash)
+		dst = binary.AppendVarint(dst, c.recent[i].time)
+	}
+	return c.traits.AppendBinary(dst)
+}
+
+// SizeBytes implements state.Record.
+func (c *customer) SizeBytes() int {
+	return 96 + len(c.members)*16 + len(c.orphans)*48 + c.traits.SizeBytes()
+}
+
+// decodeCustomer decodes a stored record for the rule set rs. data == nil
+// yields a new, empty customer.
+func decodeCustomer(rs *rules.RuleSet, data []byte) (*customer, error) {
+	segs := rs.Segments()
+	c := &customer{traits: rs.NewState(), members: make([]member, len(segs)), segments: segs}
+	if data == nil {
+		return c, nil
+	}
+	if len(data) == 0 {
+		return nil, fmt.Errorf("%w: empty", errCorruptRecord)
+	}
+	if data[0] != recordVersion {
+		if data[0] > recordVersion {
+			return nil, fmt.Errorf("%w: record version %d is newer than this segd understands (%d)", errCorruptRecord, data[0], recordVersion)
+		}
+		return nil, fmt.Errorf("%w: unknown record version %d", errCorruptRecord, data[0])
+	}
+	r := reader{b: data[1:]}
+	c.timerAt = r.varint()
+	n := r.uvarint()
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		id := r.bytes()
+		m := member{seq: r.uvarint(), since: r.varint()}
+		if r.err != nil {
+			break
+		}
+		if idx, ok := rs.SegmentIndex(string(id)); ok {
+			c.members[idx] = m
+		} else {
+			c.orphans = append(c.orphans, orphanMember{segment: string(id), m: m})
+		}
+	}
+	nr := r.uvarint()
+	if nr > recentIDs && r.err == nil {
+		r.err = fmt.Errorf("%d recent ids, at most %d", nr, recentIDs)
+	}
+	for i := uint64(0); i < nr && r.err == nil; i++ {
+		c.recent[i] = recentEvent{hash: r.fixed64(), time: r.varint()}
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("%w: %v", errCorruptRecord, r.err)
+	}
+	if err := rs.DecodeState(r.b, c.traits); err != nil {
+		return nil, fmt.Errorf("%w: traits: %v", errCorruptRecord, err)
+	}
+	return c, nil
+}
+
+// reader decodes varints, remembering the first error.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err = errors.New("truncated uvarint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) varint() int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.err = errors.New("truncated varint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) fixed64() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	if len(r.b) < 8 {
+		r.err = errors.New("truncated fixed64")
+		return 0
+	}
+	v := binary.LittleEndian.Uint64(r.b)
+	r.b = r.b[8:]
+	return v
+}
+
+func (r *reader) bytes() []byte {
+	n := r.uvarint()
+	if r.err != nil {
+		return nil
+	}
+	if n > uint64(len(r.b)) {
+		r.err = fmt.Errorf("length %d past end (%d left)", n, len(r.b))
+		return nil
+	}
+	v := r.b[:n]
+	r.b = r.b[n:]
+	return v
+}

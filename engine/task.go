@@ -1,0 +1,229 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/segd/segd/connectors"
+	"github.com/segd/segd/schemas"
+	"github.com/segd/segd/state"
+)
+
+// source is the stream of input records of one partition number across all
+// input topics. connectors.PartitionConsumer is one.
+type source interface {
+	Poll(ctx context.Context, dst []connectors.Message, maxWait time.Duration) ([]connectors.Message, error)
+	Close() error
+}
+
+// inputDecoder decodes one input topic's values.
+type inputDecoder interface {
+	Decode(value []byte, e *schemas.Event) error
+}
+
+// topicInput says how to read one input topic.
+type topicInput struct {
+	typ     schemas.EventType
+	decoder inputDecoder
+}
+
+// taskOptions configures a task.
+type taskOptions struct {
+	inputs         map[string]topicInput
+	commitInterval time.Duration
+	commitEvents   int
+	maxRecordBytes int
+	maxFutureSkew  time.Duration
+	// idleAfter < 0 means event time only (replays).
+	idleAfter time.Duration
+	idleLag   time.Duration
+	maxWait   time.Duration
+	now       func() time.Time
+}
+
+// task consumes one partition number of every input topic, applies it to
+// that partition's customers, and commits state, offsets, clock and outbox
+// atomically. It is the only goroutine touching its processor and state
+// partition (the publisher only reads and deletes committed outbox entries).
+type task struct {
+	id   int32
+	opt  taskOptions
+	proc *processor
+	src  source
+	pub  *publisher
+	log  zerolog.Logger
+	m    *partitionMetrics
+
+	next       map[string]int64 // next offsets not yet committed
+	pending    int              // records since the last commit
+	lastCommit time.Time
+	lastInput  time.Time
+	event      schemas.Event
+	buf        []connectors.Message
+	reported   processorStats
+}
+
+// run consumes until ctx is done or the source ends (io.EOF, replays), then
+// commits what it applied.
+func (t *task) run(ctx context.Context) error {
+	t.lastCommit = t.opt.now()
+	t.lastInput = t.lastCommit
+	if t.buf == nil {
+		t.buf = make([]connectors.Message, 0, 512)
+	}
+	for {
+		wait := t.opt.maxWait
+		if t.pending > 0 {
+			if left := t.opt.commitInterval - t.opt.now().Sub(t.lastCommit); left < wait {
+				wait = max(left, time.Millisecond)
+			}
+		}
+		msgs, err := t.src.Poll(ctx, t.buf[:0], wait)
+		for i := range msgs {
+			if herr := t.handle(&msgs[i]); herr != nil {
+				return herr
+			}
+		}
+		if len(msgs) > 0 {
+			t.lastInput = t.opt.now()
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) || ctx.Err() != nil {
+				return t.commit()
+			}
+			return fmt.Errorf("partition %d: poll: %w", t.id, err)
+		}
+		if err := t.maybeAdvanceIdle(); err != nil {
+			return err
+		}
+		if t.pending >= t.opt.commitEvents || (t.pending > 0 && t.opt.now().Sub(t.lastCommit) >= t.opt.commitInterval) {
+			if err := t.commit(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// maybeAdvanceIdle lets the watermark follow the wall clock while the
+// partition is idle, so time-based exits happen without new events.
+func (t *task) maybeAdvanceIdle() error {
+	if t.opt.idleAfter < 0 {
+		return nil
+	}
+	now := t.opt.now()
+	if now.Sub(t.lastInput) < t.opt.idleAfter {
+		return nil
+	}
+	target := now.Add(-t.opt.idleLag).UnixMilli()
+	if target <= t.proc.clock {
+		return nil
+	}
+	before := t.proc.stats.enters + t.proc.stats.exits
+	if err := t.proc.advance(target); err != nil {
+		return fmt.Errorf("partition %d: advance idle clock: %w", t.id, err)
+	}
+	// A clock move with no change costs no commit; one with changes must
+	// commit so they get published.
+	if t.proc.stats.enters+t.proc.stats.exits != before {
+		t.pending++
+	}
+	return nil
+}
+
+// handle applies one input record. Only state failures are returned; a bad
+// record is dead-lettered and the partition moves on.
+func (t *task) handle(m *connectors.Message) error {
+	t.next[m.Topic] = m.Offset + 1
+	t.pending++
+	in, ok := t.opt.inputs[m.Topic]
+	if !ok {
+		t.proc.deadLetter(m.Topic, int32(m.Partition), m.Offset, m.Key, m.Value, "unknown_topic", fmt.Errorf("topic %q is not an input topic", m.Topic))
+		return nil
+	}
+	e := &t.event
+	e.Reset()
+	switch {
+	case m.Value == nil && in.typ == schemas.EventProfile:
+		// A tombstone on the (compacted) profile topic erases the customer.
+		e.Type = schemas.EventProfile
+		e.CustomerID = string(m.Key)
+		e.Delete = true
+		e.Time = m.Time.UnixMilli()
+		if e.CustomerID == "" {
+			t.proc.deadLetter(m.Topic, int32(m.Partition), m.Offset, m.Key, m.Value, string(schemas.ReasonMissingCustomerID), errors.New("tombstone without a key"))
+			return nil
+		}
+	case len(m.Value) > t.opt.maxRecordBytes:
+		t.proc.deadLetter(m.Topic, int32(m.Partition), m.Offset, m.Key, m.Value, string(schemas.ReasonTooLarge), fmt.Errorf("value is %d bytes, limit %d", len(m.Value), t.opt.maxRecordBytes))
+		return nil
+	default:
+		if err := in.decoder.Decode(m.Value, e); err != nil {
+			t.proc.deadLetter(m.Topic, int32(m.Partition), m.Offset, m.Key, m.Value, reasonOf(err), err)
+			return nil
+		}
+		if e.Type == schemas.EventUnknown {
+			e.Type = in.typ
+		}
+		if e.Type != in.typ {
+			t.proc.deadLetter(m.Topic, int32(m.Partition), m.Offset, m.Key, m.Value, string(schemas.ReasonUnknownEventType), fmt.Errorf("a %s event on the %s topic", e.Type, in.typ))
+			return nil
+		}
+		if e.CustomerID == "" {
+			e.CustomerID = string(m.Key)
+		}
+		var wall int64
+		if t.opt.idleAfter >= 0 {
+			wall = t.opt.now().UnixMilli()
+		}
+		if err := e.Validate(wall, t.opt.maxFutureSkew.Milliseconds()); err != nil {
+			t.proc.deadLetter(m.Topic, int32(m.Partition), m.Offset, m.Key, m.Value, reasonOf(err), err)
+			return nil
+		}
+	}
+	if err := t.proc.apply(e); err != nil {
+		return fmt.Errorf("partition %d: apply %s offset %d: %w", t.id, m.Topic, m.Offset, err)
+	}
+	return nil
+}
+
+// reasonOf extracts the machine-readable reason of a decode or validation
+// error.
+func reasonOf(err error) string {
+	var de *schemas.DecodeError
+	if errors.As(err, &de) {
+		return string(de.Reason)
+	}
+	return "invalid"
+}
+
+// commit stages the offsets and commits everything in one batch, then wakes
+// the publisher.
+func (t *task) commit() error {
+	start := t.opt.now()
+	for topic, off := range t.next {
+		t.proc.part.SetOffset(topic, off)
+	}
+	if err := t.proc.commit(); err != nil {
+		return fmt.Errorf("partition %d: %w", t.id, err)
+	}
+	clear(t.next)
+	t.pending = 0
+	t.lastCommit = t.opt.now()
+	if t.m != nil {
+		t.m.report(t.proc, &t.reported, t.lastCommit.Sub(start))
+	}
+	if t.pub != nil {
+		t.pub.poke()
+	}
+	return nil
+}
+
+// openTask builds a task for partition id, resuming from its stored offsets.
+func openTask(id int32, part *state.Partition, proc *processor, src source, pub *publisher, opt taskOptions, log zerolog.Logger, m *partitionMetrics) *task {
+	return &task{id: id, opt: opt, proc: proc, src: src, pub: pub, log: log, m: m, next: map[string]int64{}}
+}

@@ -1,0 +1,263 @@
+package schemas
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/linkedin/goavro/v2"
+)
+
+// AvroCodec decodes and encodes one input event type in Avro binary with
+// github.com/linkedin/goavro/v2. Safe for concurrent use.
+type AvroCodec struct {
+	typ   EventType
+	codec *goavro.Codec
+}
+
+// NewAvroCodec compiles schemaText (the writer's schema) for events of type t.
+func NewAvroCodec(t EventType, schemaText string) (*AvroCodec, error) {
+	if t == EventUnknown || int(t) >= NumEventTypes {
+		return nil, fmt.Errorf("schemas: avro codec for event type %d", t)
+	}
+	c, err := goavro.NewCodec(schemaText)
+	if err != nil {
+		return nil, fmt.Errorf("schemas: compile %s schema: %w", t, err)
+	}
+	return &AvroCodec{typ: t, codec: c}, nil
+}
+
+// Type returns the event type the codec reads.
+func (c *AvroCodec) Type() EventType { return c.typ }
+
+// Decode decodes one Avro binary value into e (Reset first, slices reused).
+// Errors are *DecodeError with reason avro_decode.
+func (c *AvroCodec) Decode(data []byte, e *Event) error {
+	native, rest, err := c.codec.NativeFromBinary(data)
+	if err != nil {
+		return &DecodeError{Reason: ReasonAvroDecode, Err: err}
+	}
+	if len(rest) != 0 {
+		return decodeErr(ReasonAvroDecode, "%d trailing bytes after the %s record", len(rest), c.typ)
+	}
+	m, ok := native.(map[string]any)
+	if !ok {
+		return decodeErr(ReasonAvroDecode, "%s value is %T, not a record", c.typ, native)
+	}
+	e.Reset()
+	e.Type = c.typ
+	return fillEvent(e, m, ReasonAvroDecode)
+}
+
+// fillEvent copies a decoded record (Avro native or JSON) into e.
+func fillEvent(e *Event, m map[string]any, reason Reason) error {
+	var err error
+	str := func(name string) string {
+		v, ok := m[name]
+		if !ok || v == nil {
+			return ""
+		}
+		if u, isUnion := v.(map[string]any); isUnion {
+			v = u["string"]
+		}
+		s, ok := v.(string)
+		if !ok && err == nil {
+			err = decodeErr(reason, "field %s is %T, want a string", name, v)
+		}
+		return s
+	}
+	num := func(name string) float64 {
+		switch v := m[name].(type) {
+		case nil:
+			return 0
+		case float64:
+			return v
+		case float32:
+			return float64(v)
+		case int64:
+			return float64(v)
+		case int32:
+			return float64(v)
+		case int:
+			return float64(v)
+		default:
+			if err == nil {
+				err = decodeErr(reason, "field %s is %T, want a number", name, v)
+			}
+			return 0
+		}
+	}
+	list := func(name string, dst []string) []string {
+		v, ok := m[name]
+		if !ok || v == nil {
+			return dst
+		}
+		items, ok := v.([]any)
+		if !ok {
+			if err == nil {
+				err = decodeErr(reason, "field %s is %T, want an array", name, v)
+			}
+			return dst
+		}
+		for _, it := range items {
+			s, ok := it.(string)
+			if !ok {
+				if err == nil {
+					err = decodeErr(reason, "field %s holds a %T, want strings", name, it)
+				}
+				return dst
+			}
+			dst = append(dst, s)
+		}
+		return dst
+	}
+	e.EventID = str("event_id")
+	e.CustomerID = str("customer_id")
+	switch ts := m["ts"].(type) {
+	case time.Time:
+		e.Time = ts.UnixMilli()
+	case int64:
+		e.Time = ts
+	case float64:
+		e.Time = int64(ts)
+	case nil:
+		return decodeErr(ReasonBadTimestamp, "missing ts")
+	default:
+		return decodeErr(ReasonBadTimestamp, "ts is %T", ts)
+	}
+	switch e.Type {
+	case EventPurchase:
+		e.Channel = str("channel")
+		e.OrderID = str("order_id")
+		e.Amount = num("amount")
+		e.Currency = str("currency")
+		e.Quantity = int64(num("quantity"))
+		e.Categories = list("categories", e.Categories)
+		e.ProductIDs = list("product_ids", e.ProductIDs)
+	case EventBrowse:
+		e.Channel = str("channel")
+		e.ProductID = str("product_id")
+		e.Category = str("category")
+		e.Page = str("page")
+		e.SessionID = str("session_id")
+	case EventEngagement:
+		e.Channel = str("channel")
+		e.Action = str("action")
+		e.CampaignID = str("campaign_id")
+	case EventProfile:
+		if d, ok := m["delete"].(bool); ok {
+			e.Delete = d
+		}
+		if attrs, ok := m["attributes"].(map[string]any); ok {
+			names := make([]string, 0, len(attrs))
+			for k := range attrs {
+				names = append(names, k)
+			}
+			// Map order is random; sort so that equal input always gives
+			// equal state.
+			sort.Strings(names)
+			for _, k := range names {
+				v, aerr := nativeValue(attrs[k])
+				if aerr != nil {
+					return decodeErr(reason, "attribute %s: %v", k, aerr)
+				}
+				e.Attributes = append(e.Attributes, Attribute{Name: k, Value: v})
+			}
+		}
+	}
+	return err
+}
+
+// nativeValue converts an Avro union value (or a JSON scalar) to a Value.
+func nativeValue(v any) (Value, error) {
+	if u, ok := v.(map[string]any); ok {
+		for _, inner := range u {
+			v = inner
+		}
+	}
+	switch x := v.(type) {
+	case nil:
+		return Value{}, nil
+	case string:
+		return String(x), nil
+	case float64:
+		return Number(x), nil
+	case float32:
+		return Number(float64(x)), nil
+	case int64:
+		return Number(float64(x)), nil
+	case int32:
+		return Number(float64(x)), nil
+	case bool:
+		return Bool(x), nil
+	}
+	return Value{}, fmt.Errorf("unsupported value type %T", v)
+}
+
+func unionValue(v Value) any {
+	switch v.Kind {
+	case KindString:
+		return goavro.Union("string", v.Str)
+	case KindNumber:
+		return goavro.Union("double", v.Num)
+	case KindBool:
+		return goavro.Union("boolean", v.Bool)
+	}
+	return nil
+}
+
+func strs(s []string) []any {
+	out := make([]any, len(s))
+	for i, v := range s {
+		out[i] = v
+	}
+	return out
+}
+
+// AppendEncode appends e's Avro binary encoding. e.Type must be the codec's.
+func (c *AvroCodec) AppendEncode(dst []byte, e *Event) ([]byte, error) {
+	if e.Type != c.typ {
+		return dst, fmt.Errorf("schemas: encode a %s event with the %s codec", e.Type, c.typ)
+	}
+	m := map[string]any{
+		"event_id":    e.EventID,
+		"customer_id": e.CustomerID,
+		"ts":          time.UnixMilli(e.Time).UTC(),
+	}
+	switch e.Type {
+	case EventPurchase:
+		m["channel"], m["order_id"], m["amount"], m["currency"], m["quantity"] = e.Channel, e.OrderID, e.Amount, e.Currency, e.Quantity
+		m["categories"], m["product_ids"] = strs(e.Categories), strs(e.ProductIDs)
+	case EventBrowse:
+		m["channel"], m["product_id"], m["category"], m["page"], m["session_id"] = e.Channel, e.ProductID, e.Category, e.Page, e.SessionID
+	case EventEngagement:
+		m["channel"], m["action"], m["campaign_id"] = e.Channel, e.Action, e.CampaignID
+	case EventProfile:
+		attrs := map[string]any{}
+		for _, a := range e.Attributes {
+			attrs[a.Name] = unionValue(a.Value)
+		}
+		m["attributes"], m["delete"] = attrs, e.Delete
+	}
+	out, err := c.codec.BinaryFromNative(dst, m)
+	if err != nil {
+		return dst, fmt.Errorf("schemas: encode %s: %w", e.Type, err)
+	}
+	return out, nil
+}
+
+// Codecs holds an AvroCodec per input type built from the embedded schemas.
+type Codecs [NumEventTypes]*AvroCodec
+
+// NewCodecs compiles the embedded schemas.
+func NewCodecs() (*Codecs, error) {
+	var cs Codecs
+	for t := EventPurchase; t <= EventProfile; t++ {
+		c, err := NewAvroCodec(t, SchemaText(t))
+		if err != nil {
+			return nil, err
+		}
+		cs[t] = c
+	}
+	return &cs, nil
+}
