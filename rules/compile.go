@@ -146,10 +146,14 @@ func Compile(filename string, src []byte) (*RuleSet, error) {
 }
 
 type compiler struct {
-	file  string
-	rs    *RuleSet
-	errs  Errors
-	warns Errors
+	lines []string // source lines, to place errors inside block scalars
+	// failed names traits that did not compile, so that segments reading
+	// them do not repeat the error as "unknown trait".
+	failed map[string]bool
+	file   string
+	rs     *RuleSet
+	errs   Errors
+	warns  Errors
 }
 
 func (c *compiler) errAt(pos Pos, format string, args ...any) {
@@ -173,9 +177,15 @@ func (c *compiler) exprPos(n *yaml.Node, off int) Pos {
 	case yaml.LiteralStyle, yaml.FoldedStyle:
 		line := strings.Count(v[:off], "\n")
 		lineStart := strings.LastIndexByte(v[:off], '\n') + 1
-		// The block's indentation is not in the node; the content is
-		// indented past its key, which is a good guess.
-		return Pos{File: c.file, Line: p.Line + 1 + line, Col: p.Col + off - lineStart}
+		// The node does not record the block's indentation: read it from
+		// the source line.
+		fileLine := p.Line + 1 + line
+		indent := 0
+		if fileLine-1 < len(c.lines) {
+			l := c.lines[fileLine-1]
+			indent = len(l) - len(strings.TrimLeft(l, " "))
+		}
+		return Pos{File: c.file, Line: fileLine, Col: indent + 1 + off - lineStart}
 	case yaml.DoubleQuotedStyle, yaml.SingleQuotedStyle:
 		p.Col++
 	}
@@ -189,6 +199,8 @@ func (c *compiler) exprPos(n *yaml.Node, off int) Pos {
 }
 
 func (c *compiler) compile(src []byte) {
+	c.lines = strings.Split(string(src), "\n")
+	c.failed = map[string]bool{}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(src, &doc); err != nil {
 		c.errs = append(c.errs, yamlError(c.file, err))
@@ -302,11 +314,14 @@ func (c *compiler) compileTraits(n *yaml.Node) {
 		}
 		if exprNode.Kind != yaml.ScalarNode || exprNode.Value == "" {
 			c.errAt(c.pos(exprNode), "trait %q: expected a definition such as count(purchase) over 30d", name)
+			c.failed[name] = true
 			continue
 		}
 		if t := c.compileTrait(name, exprNode); t != nil {
 			t.Index = len(c.rs.traits)
 			c.rs.traits = append(c.rs.traits, t)
+		} else {
+			c.failed[name] = true
 		}
 	}
 }

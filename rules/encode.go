@@ -71,16 +71,28 @@ func (s *State) AppendBinary(dst []byte) []byte {
 	return dst
 }
 
-func (ts *traitState) empty() bool { return len(ts.buckets) == 0 && !ts.has }
+func (ts *traitState) empty() bool { return len(ts.buckets) == 0 && len(ts.seen) == 0 && !ts.has }
 
 func (ts *traitState) appendPayload(dst []byte, t *Trait) []byte {
 	if t.agg == aggFirst || t.agg == aggLast {
-		if t.kind == kStr {
+		switch {
+		case t.kind == kStr:
 			dst = appendString(dst, ts.str)
-		} else {
+		case t.Field != "ts":
 			dst = appendNumber(dst, ts.num)
 		}
+		// For first/last(x.ts) the value is the time: stored once.
 		return binary.AppendVarint(dst, ts.at)
+	}
+	if t.agg == aggDistinct {
+		dst = binary.AppendUvarint(dst, uint64(len(ts.seen)))
+		for _, sv := range ts.seen {
+			dst = appendString(dst, sv.v)
+			if t.Window > 0 {
+				dst = binary.AppendVarint(dst, sv.last/t.Bucket)
+			}
+		}
+		return dst
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(ts.buckets)))
 	prev := int64(0)
@@ -108,13 +120,11 @@ func (ts *traitState) appendPayload(dst []byte, t *Trait) []byte {
 			dst = appendNumber(dst, b.min)
 		case aggMax:
 			dst = appendNumber(dst, b.max)
-		case aggDistinct, aggMostFrequent:
+		case aggMostFrequent:
 			dst = binary.AppendUvarint(dst, uint64(len(b.vals)))
 			for _, v := range b.vals {
 				dst = appendString(dst, v.v)
-				if t.agg == aggMostFrequent {
-					dst = binary.AppendUvarint(dst, uint64(v.n))
-				}
+				dst = binary.AppendUvarint(dst, uint64(v.n))
 			}
 		}
 	}
@@ -127,6 +137,7 @@ func (ts *traitState) appendPayload(dst []byte, t *Trait) []byte {
 func (rs *RuleSet) DecodeState(data []byte, s *State) error {
 	if len(s.traits) != len(rs.traits) {
 		s.traits = make([]traitState, len(rs.traits))
+		s.memo = make([]traitMemo, len(rs.traits))
 	}
 	s.layout = rs.traits
 	s.Reset()
@@ -184,13 +195,32 @@ func (rs *RuleSet) DecodeState(data []byte, s *State) error {
 
 func (ts *traitState) decodePayload(d *decoder, t *Trait) {
 	if t.agg == aggFirst || t.agg == aggLast {
-		if t.kind == kStr {
+		switch {
+		case t.kind == kStr:
 			ts.str = string(d.bytes())
-		} else {
+		case t.Field != "ts":
 			ts.num = d.number()
 		}
 		ts.at = d.varint()
+		if t.Field == "ts" {
+			ts.num = float64(ts.at)
+		}
 		ts.has = d.err == nil
+		return
+	}
+	if t.agg == aggDistinct {
+		n := d.uvarint()
+		if n > maxDistinct {
+			d.err = fmt.Errorf("%d distinct values", n)
+			return
+		}
+		for i := uint64(0); i < n && d.err == nil; i++ {
+			sv := seenVal{v: string(d.bytes())}
+			if t.Window > 0 {
+				sv.last = d.varint() * t.Bucket
+			}
+			ts.seen = append(ts.seen, sv)
+		}
 		return
 	}
 	nb := d.uvarint()
@@ -221,17 +251,14 @@ func (ts *traitState) decodePayload(d *decoder, t *Trait) {
 		case aggMax:
 			b.max = d.number()
 			b.min, b.n = b.max, 1
-		case aggDistinct, aggMostFrequent:
+		case aggMostFrequent:
 			nv := d.uvarint()
 			if nv > maxDistinctPerBucket {
 				d.err = fmt.Errorf("%d values in a bucket", nv)
 				return
 			}
 			for j := uint64(0); j < nv && d.err == nil; j++ {
-				v := valCount{v: string(d.bytes()), n: 1}
-				if t.agg == aggMostFrequent {
-					v.n = uint32(d.uvarint())
-				}
+				v := valCount{v: string(d.bytes()), n: uint32(d.uvarint())}
 				b.vals = append(b.vals, v)
 			}
 			b.n = float64(len(b.vals))

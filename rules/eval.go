@@ -9,7 +9,7 @@ import (
 
 // NewState returns an empty state for this rule set.
 func (rs *RuleSet) NewState() *State {
-	s := &State{layout: rs.traits, traits: make([]traitState, len(rs.traits))}
+	s := &State{layout: rs.traits, traits: make([]traitState, len(rs.traits)), memo: make([]traitMemo, len(rs.traits)), memoGen: 1}
 	return s
 }
 
@@ -20,6 +20,7 @@ func (rs *RuleSet) NewState() *State {
 // older than its window. first/last compare event times, so a late event
 // never becomes the last one. A profile event sets or removes attributes.
 func (rs *RuleSet) Apply(s *State, e *schemas.Event, now int64) {
+	s.memoGen++
 	if e.Type == schemas.EventProfile {
 		for _, a := range e.Attributes {
 			s.setAttr(a)
@@ -37,11 +38,29 @@ func (rs *RuleSet) Apply(s *State, e *schemas.Event, now int64) {
 			continue
 		}
 		var b *bucket
+		var start int64
 		if t.Window > 0 {
-			start := bucketStart(e.Time, t.Bucket)
+			start = bucketStart(e.Time, t.Bucket)
 			if start <= bucketStart(now, t.Bucket)-t.Window {
 				continue // already outside the window
 			}
+		}
+		if t.agg == aggDistinct {
+			switch t.fld.kind {
+			case kList:
+				for _, v := range t.fld.list(e) {
+					ts.see(v, start)
+				}
+			case kStr:
+				if v := t.fld.str(e); v != "" {
+					ts.see(v, start)
+				}
+			default:
+				ts.see(strconv.FormatFloat(t.fld.num(e), 'g', -1, 64), start)
+			}
+			continue
+		}
+		if t.Window > 0 {
 			b = ts.findBucket(start)
 		} else if t.agg != aggFirst && t.agg != aggLast {
 			if len(ts.buckets) == 0 {
@@ -58,7 +77,7 @@ func (rs *RuleSet) Apply(s *State, e *schemas.Event, now int64) {
 			}
 		case aggSum, aggAvg, aggMin, aggMax:
 			b.addNum(t.fld.num(e))
-		case aggDistinct, aggMostFrequent:
+		case aggMostFrequent:
 			switch t.fld.kind {
 			case kList:
 				for _, v := range t.fld.list(e) {
@@ -113,14 +132,37 @@ func takeFirstLast(t *Trait, ts *traitState, e *schemas.Event) {
 	ts.has, ts.at = true, e.Time
 }
 
-// traitNum returns a numeric (number or time) trait's value at now.
+// traitNum returns a numeric (number or time) trait's value at now,
+// memoized per state version and clock.
 func traitNum(t *Trait, s *State, now int64) (float64, bool) {
+	s.touch(now)
+	m := &s.memo[t.Index]
+	if m.gen == s.memoGen {
+		return m.num, m.ok
+	}
+	v, ok := computeNum(t, s, now)
+	*m = traitMemo{gen: s.memoGen, ok: ok, num: v}
+	return v, ok
+}
+
+func computeNum(t *Trait, s *State, now int64) (float64, bool) {
 	ts := &s.traits[t.Index]
 	switch t.agg {
 	case aggFirst, aggLast:
 		return ts.num, ts.has
 	case aggDistinct:
-		return float64(distinctCount(ts.window(t, now))), true
+		if t.Window == 0 {
+			return float64(len(ts.seen)), true
+		}
+		hi := bucketStart(now, t.Bucket)
+		lo := hi - t.Window
+		n := 0
+		for _, sv := range ts.seen {
+			if sv.last > lo && sv.last <= hi {
+				n++
+			}
+		}
+		return float64(n), true
 	}
 	var n, sum float64
 	lo, hi := math.Inf(1), math.Inf(-1)
@@ -148,64 +190,54 @@ func traitNum(t *Trait, s *State, now int64) (float64, bool) {
 	return 0, false
 }
 
-// traitStr returns a string trait's value at now.
+// traitStr returns a string trait's value at now, memoized like traitNum.
 func traitStr(t *Trait, s *State, now int64) (string, bool) {
+	s.touch(now)
+	m := &s.memo[t.Index]
+	if m.gen == s.memoGen {
+		return m.str, m.ok
+	}
+	v, ok := computeStr(t, s, now)
+	*m = traitMemo{gen: s.memoGen, ok: ok, str: v}
+	return v, ok
+}
+
+func computeStr(t *Trait, s *State, now int64) (string, bool) {
 	ts := &s.traits[t.Index]
 	switch t.agg {
 	case aggFirst, aggLast:
 		return ts.str, ts.has
 	case aggMostFrequent:
-		return mostFrequent(ts.window(t, now))
+		return mostFrequent(ts.window(t, now), &s.scratch)
 	}
 	return "", false
 }
 
-// distinctCount counts values across buckets without allocating: a value
-// counts in the last bucket it appears in.
-func distinctCount(bs []bucket) int {
-	n := 0
+// mostFrequent returns the value with the highest total count across
+// buckets; ties go to the smallest value, so the result is deterministic.
+// scratch is reused across calls so that this allocates nothing.
+func mostFrequent(bs []bucket, scratch *[]valCount) (string, bool) {
+	tot := (*scratch)[:0]
 	for i := range bs {
 	vals:
 		for _, v := range bs[i].vals {
-			for j := i + 1; j < len(bs); j++ {
-				for _, w := range bs[j].vals {
-					if w.v == v.v {
-						continue vals
-					}
+			for k := range tot {
+				if tot[k].v == v.v {
+					tot[k].n += v.n
+					continue vals
 				}
 			}
-			n++
+			tot = append(tot, v)
 		}
 	}
-	return n
-}
-
-// mostFrequent returns the value with the highest total count across
-// buckets; ties go to the smallest value, so the result is deterministic.
-func mostFrequent(bs []bucket) (string, bool) {
 	best, bestN := "", uint32(0)
-	for i := range bs {
-		for _, v := range bs[i].vals {
-			total := uint32(0)
-			seenBefore := false
-			for j := range bs {
-				for _, w := range bs[j].vals {
-					if w.v == v.v {
-						if j < i {
-							seenBefore = true
-						}
-						total += w.n
-					}
-				}
-			}
-			if seenBefore {
-				continue
-			}
-			if total > bestN || (total == bestN && v.v < best) {
-				best, bestN = v.v, total
-			}
+	for _, v := range tot {
+		if v.n > bestN || (v.n == bestN && v.v < best) {
+			best, bestN = v.v, v.n
 		}
 	}
+	clear(tot)
+	*scratch = tot[:0]
 	return best, bestN > 0
 }
 
@@ -224,17 +256,11 @@ func (rs *RuleSet) Eval(seg int, s *State, now int64) bool {
 func (rs *RuleSet) NextChange(seg int, s *State, now int64) (at int64, ok bool) {
 	sg := rs.segments[seg]
 	best := int64(math.MaxInt64)
-	hiNow := int64(0)
-	for _, ti := range sg.wins {
-		t := rs.traits[ti]
-		hiNow = bucketStart(now, t.Bucket)
-		lo := hiNow - t.Window
-		for _, b := range s.traits[ti].buckets {
-			if b.start > lo {
-				if leave := b.start + t.Window; leave > now && leave < best {
-					best = leave
-				}
-				break
+	if len(sg.wins) > 0 {
+		s.touch(now)
+		for _, ti := range sg.wins {
+			if leave := rs.leaveTime(ti, s, now); leave < best {
+				best = leave
 			}
 		}
 	}
@@ -268,6 +294,36 @@ func (rs *RuleSet) NextChange(seg int, s *State, now int64) (at int64, ok bool) 
 		return 0, false
 	}
 	return best, true
+}
+
+// leaveTime returns when trait ti's oldest in-window bucket leaves the
+// window (after now), memoized per state version and clock.
+func (rs *RuleSet) leaveTime(ti int, s *State, now int64) int64 {
+	m := &s.memo[ti]
+	if m.leaveGen == s.memoGen {
+		return m.leave
+	}
+	t := rs.traits[ti]
+	lo := bucketStart(now, t.Bucket) - t.Window
+	best := int64(math.MaxInt64)
+	ts := &s.traits[ti]
+	for _, sv := range ts.seen {
+		if sv.last > lo {
+			if leave := sv.last + t.Window; leave > now && leave < best {
+				best = leave
+			}
+		}
+	}
+	for _, b := range ts.buckets {
+		if b.start > lo {
+			if leave := b.start + t.Window; leave > now && leave < best {
+				best = leave
+			}
+			break
+		}
+	}
+	m.leave, m.leaveGen = best, s.memoGen
+	return best
 }
 
 // TraitValue returns trait i's value at now: numbers and times (Unix ms)

@@ -148,6 +148,11 @@ func (c *compiler) compileExpr(y *yaml.Node, n node, sc scope) *cexpr {
 				return traitExpr(t)
 			}
 		}
+		if c.failed[n.name] {
+			// Its definition already has an error, so compilation fails;
+			// a placeholder avoids a second, misleading error here.
+			return &cexpr{kind: kAny, any: func(*env) schemas.Value { return schemas.Value{} }}
+		}
 		var names []string
 		for _, t := range c.rs.traits {
 			names = append(names, t.Name)

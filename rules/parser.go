@@ -131,7 +131,7 @@ func formatDuration(ms int64) string {
 	for _, u := range []struct {
 		name string
 		ms   int64
-	}{{"w", durationUnits["w"]}, {"d", durationUnits["d"]}, {"h", durationUnits["h"]}, {"m", durationUnits["m"]}, {"s", durationUnits["s"]}} {
+	}{{"d", durationUnits["d"]}, {"h", durationUnits["h"]}, {"m", durationUnits["m"]}, {"s", durationUnits["s"]}} {
 		if ms != 0 && ms%u.ms == 0 {
 			return strconv.FormatInt(ms/u.ms, 10) + u.name
 		}

@@ -12,6 +12,31 @@ type State struct {
 	traits []traitState
 	attrs  []schemas.Attribute
 	env    env // evaluation scratch, here so that evaluation never allocates
+
+	// memo caches trait values for one (state version, clock): segments
+	// of a rule set read the same traits, and a trait's value is
+	// computed once per event instead of once per segment. Not encoded.
+	memo    []traitMemo
+	memoGen uint32 // bumped by Apply and by a new clock
+	memoNow int64
+	scratch []valCount // most_frequent totals
+}
+
+type traitMemo struct {
+	gen      uint32
+	ok       bool
+	num      float64
+	str      string
+	leaveGen uint32 // leave is valid when leaveGen == State.memoGen
+	leave    int64  // when the oldest in-window bucket leaves; MaxInt64: never
+}
+
+// touch invalidates memoized values when the clock moves.
+func (s *State) touch(now int64) {
+	if now != s.memoNow || s.memoGen == 0 {
+		s.memoNow = now
+		s.memoGen++
+	}
 }
 
 // env is what compiled closures read.
@@ -36,9 +61,17 @@ type valCount struct {
 	n uint32
 }
 
+// seenVal is a distinct_count value and the start of the last bucket it
+// occurred in: the value is in a window exactly when that bucket is.
+type seenVal struct {
+	v    string
+	last int64
+}
+
 // traitState is the accumulator of one trait.
 type traitState struct {
 	buckets []bucket
+	seen    []seenVal // distinct_count
 	// first and last keep one value and its event time.
 	has bool
 	str string
@@ -51,10 +84,12 @@ func (s *State) Reset() {
 	for i := range s.traits {
 		t := &s.traits[i]
 		t.buckets = t.buckets[:0]
+		t.seen = t.seen[:0]
 		t.has, t.str, t.num, t.at = false, "", 0, 0
 	}
 	s.attrs = s.attrs[:0]
 	s.env = env{}
+	s.memoGen++
 }
 
 // Attr returns a profile attribute.
@@ -88,7 +123,7 @@ func (s *State) SizeBytes() int {
 	n := 64 + cap(s.traits)*64 + cap(s.attrs)*56
 	for i := range s.traits {
 		t := &s.traits[i]
-		n += cap(t.buckets)*64 + len(t.str)
+		n += cap(t.buckets)*64 + len(t.str) + cap(t.seen)*32
 		for j := range t.buckets {
 			for _, v := range t.buckets[j].vals {
 				n += 24 + len(v.v)
@@ -145,7 +180,34 @@ func (ts *traitState) prune(t *Trait, now int64) {
 		}
 		ts.buckets = ts.buckets[:n]
 	}
+	if len(ts.seen) > 0 {
+		kept := ts.seen[:0]
+		for _, sv := range ts.seen {
+			if sv.last > lo {
+				kept = append(kept, sv)
+			}
+		}
+		clear(ts.seen[len(kept):])
+		ts.seen = kept
+	}
 }
+
+// see records an occurrence of v in the bucket starting at start.
+func (ts *traitState) see(v string, start int64) {
+	for i := range ts.seen {
+		if ts.seen[i].v == v {
+			ts.seen[i].last = max(ts.seen[i].last, start)
+			return
+		}
+	}
+	if len(ts.seen) < maxDistinct {
+		ts.seen = append(ts.seen, seenVal{v: v, last: start})
+	}
+}
+
+// maxDistinct bounds the values a distinct_count trait remembers per
+// customer (documented in docs/rules.md).
+const maxDistinct = 1024
 
 // window returns the buckets inside the trait's window at now.
 func (ts *traitState) window(t *Trait, now int64) []bucket {
