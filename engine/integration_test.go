@@ -1,0 +1,188 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hamba/avro/v2"
+	"github.com/rs/zerolog"
+
+	"github.com/segd/segd/connectors"
+	"github.com/segd/segd/schemas"
+)
+
+// waitFor polls cond until it is true or the deadline passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// readTopic reads partition 0 of topic from the start until want records
+// arrived or the timeout passed.
+func readTopic(t *testing.T, brokers []string, topic string, want int, timeout time.Duration) []connectors.Message {
+	t.Helper()
+	c, err := connectors.NewPartitionConsumer(connectors.PartitionConsumerOptions{Brokers: brokers, Topics: []string{topic}, Partition: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var out []connectors.Message
+	deadline := time.Now().Add(timeout)
+	for len(out) < want && time.Now().Before(deadline) {
+		msgs, err := c.Poll(context.Background(), make([]connectors.Message, 0, 64), 100*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, msgs...)
+	}
+	return out
+}
+
+// TestEngineEndToEndOverKafka runs the engine against the in-process Kafka
+// broker: JSON events in, Avro SegmentChanges out, decoded with hamba/avro
+// (not the goavro the engine uses) and the schema in schemas/.
+func TestEngineEndToEndOverKafka(t *testing.T) {
+	topics := []string{DefaultPurchasesTopic, DefaultBrowsesTopic, DefaultEngagementsTopic, DefaultProfilesTopic, DefaultChangesTopic, DefaultDeadLetterTopic}
+	broker, err := connectors.StartEmbeddedBroker(0, 1, topics...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer broker.Close()
+	brokers := broker.Addrs()
+	dir := t.TempDir()
+	rulesPath := filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(rulesPath, []byte(testRules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &Config{}
+	cfg.Kafka.Brokers = brokers
+	cfg.Kafka.MaxWait = 50 * time.Millisecond
+	for _, in := range []*InputTopic{&cfg.Kafka.Topics.Purchases, &cfg.Kafka.Topics.Browses, &cfg.Kafka.Topics.Engagements, &cfg.Kafka.Topics.Profiles} {
+		in.Format = "json"
+	}
+	cfg.Rules.File = rulesPath
+	cfg.State.Dir = filepath.Join(dir, "state")
+	cfg.Commit.Interval = 20 * time.Millisecond
+	cfg.Clock.IdleAfter = -1 // event time only: the test controls the clock
+	cfg.EnsureDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	eng, err := New(cfg, Options{Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
+		if err := eng.Close(); err != nil {
+			t.Error(err)
+		}
+		if err := eng.Close(); err != nil {
+			t.Errorf("second Close: %v", err)
+		}
+	}()
+
+	prod, err := connectors.NewProducer(brokers, connectors.ProducerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	send := func(topic, customer, at, body string) {
+		t.Helper()
+		m := connectors.Message{Topic: topic, Key: []byte(customer), Value: []byte(body), Time: time.UnixMilli(ts(at))}
+		if err := prod.Write(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(DefaultPurchasesTopic, "alice", "2024-01-01T10:00:00Z", `{"type":"purchase","event_id":"e1","customer_id":"alice","ts":"2024-01-01T10:00:00Z","amount":1200}`)
+	send(DefaultPurchasesTopic, "mallory", "2024-01-02T00:00:00Z", `{"type":"purchase", this is not json`)
+	send(DefaultEngagementsTopic, "carol", "2024-01-03T00:00:00Z", `{"type":"engagement","event_id":"k1","customer_id":"carol","ts":"2024-01-03T00:00:00Z","channel":"email","action":"click"}`)
+	// Bob's event moves the partition's watermark past alice's window:
+	// her EXITs fire at their exact instants, with no event of hers.
+	send(DefaultPurchasesTopic, "bob", "2024-02-10T12:00:00Z", `{"type":"purchase","event_id":"b1","customer_id":"bob","ts":"2024-02-10T12:00:00Z","amount":5}`)
+
+	schema, err := avro.Parse(schemas.SegmentChangeSchema())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"2024-01-01T10:00:00Z alice buyer ENTER seq=1 EVENT e1 [orders_30d=1]",
+		"2024-01-01T10:00:00Z alice vip ENTER seq=1 EVENT e1 [spend_90d=1200]",
+		"2024-01-03T00:00:00Z carol clicker ENTER seq=1 EVENT k1 [email_clicks_14d=1]",
+		"2024-01-17T00:00:00Z carol clicker EXIT seq=2 TIMER - [email_clicks_14d=0]",
+		"2024-01-31T00:00:00Z alice buyer EXIT seq=2 TIMER - [orders_30d=0]",
+		"2024-02-10T12:00:00Z bob buyer ENTER seq=1 EVENT b1 [orders_30d=1]",
+	}
+	msgs := readTopic(t, brokers, DefaultChangesTopic, len(want), 20*time.Second)
+	var got []string
+	for _, m := range msgs {
+		var c struct {
+			ID           string    `avro:"id"`
+			CustomerID   string    `avro:"customer_id"`
+			SegmentID    string    `avro:"segment_id"`
+			Kind         string    `avro:"kind"`
+			Seq          int64     `avro:"seq"`
+			Ts           time.Time `avro:"ts"`
+			Cause        string    `avro:"cause"`
+			CauseEventID *string   `avro:"cause_event_id"`
+			RulesVersion int64     `avro:"rules_version"`
+			RulesHash    string    `avro:"rules_hash"`
+			Traits       []struct {
+				Name  string `avro:"name"`
+				Value any    `avro:"value"`
+			} `avro:"traits"`
+		}
+		if err := avro.Unmarshal(schema, m.Value, &c); err != nil {
+			t.Fatalf("hamba/avro cannot decode a change: %v", err)
+		}
+		if string(m.Key) != c.CustomerID || c.RulesVersion != 3 || c.ID != fmt.Sprintf("%s:%s:%d:%d", c.CustomerID, c.SegmentID, c.Seq, c.Ts.UnixMilli()) {
+			t.Errorf("bad change envelope: key %q %+v", m.Key, c)
+		}
+		cause := "-"
+		if c.CauseEventID != nil {
+			cause = *c.CauseEventID
+		}
+		var tv []string
+		for _, tr := range c.Traits {
+			tv = append(tv, fmt.Sprintf("%s=%v", tr.Name, tr.Value))
+		}
+		got = append(got, fmt.Sprintf("%s %s %s %s seq=%d %s %s [%s]", c.Ts.UTC().Format(time.RFC3339Nano), c.CustomerID, c.SegmentID, c.Kind, c.Seq, c.Cause, cause, strings.Join(tv, " ")))
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("segment changes:\ngot:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+
+	dl := readTopic(t, brokers, DefaultDeadLetterTopic, 1, 10*time.Second)
+	if len(dl) != 1 {
+		t.Fatalf("%d dead letters, want 1", len(dl))
+	}
+	headers := map[string]string{}
+	for _, h := range dl[0].Headers {
+		headers[h.Key] = string(h.Value)
+	}
+	if headers["segd-reason"] != "json_decode" || headers["segd-topic"] != DefaultPurchasesTopic || headers["segd-offset"] != "1" || string(dl[0].Key) != "mallory" || !strings.Contains(string(dl[0].Value), "this is not json") {
+		t.Fatalf("dead letter: key %q value %q headers %v", dl[0].Key, dl[0].Value, headers)
+	}
+	waitFor(t, 5*time.Second, "metrics", func() bool {
+		p := eng.Progress()
+		return p.Events == 3 && p.DeadLetters == 1 && p.Enters == 4 && p.Exits == 2
+	})
+}
