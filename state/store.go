@@ -163,6 +163,12 @@ func Open(dir string, opts Options) (*Store, error) {
 func (s *Store) checkFormat() error {
 	v, closer, err := s.db.Get(formatKey)
 	if errors.Is(err, pebble.ErrNotFound) {
+		if s.opts.DisableWAL {
+			if err := s.db.Set(formatKey, []byte{FormatVersion}, pebble.NoSync); err != nil {
+				return err
+			}
+			return s.db.Flush()
+		}
 		return s.db.Set(formatKey, []byte{FormatVersion}, pebble.Sync)
 	}
 	if err != nil {
