@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRulesValidate(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("version: 1\ntraits:\n  orders_30d: count(purchase) over 30d\nsegments:\n  vip: { when: \"order_30d >= 2\" }\n"), 0o644)
+	var out, errb bytes.Buffer
+	if code := run([]string{"rules", "validate", bad}, &out, &errb); code != 1 {
+		t.Fatalf("exit %d, want 1; stderr %s", code, errb.String())
+	}
+	if !regexp.MustCompile(`bad\.yaml:5:17: segment vip: unknown trait "order_30d" \(did you mean "orders_30d"\?\)`).MatchString(errb.String()) {
+		t.Fatalf("stderr %q lacks file:line:col", errb.String())
+	}
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"rules", "validate", "../../examples/rules.yaml"}, &out, &errb); code != 0 {
+		t.Fatalf("examples: exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "vip") || !strings.Contains(out.String(), "reads orders_30d, spend_90d") {
+		t.Fatalf("validate output %q", out.String())
+	}
+	out.Reset()
+	if code := run([]string{"rules", "explain", "../../examples/rules.yaml"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "triggers") {
+		t.Fatalf("explain: exit %d %q", code, out.String())
+	}
+	if code := run([]string{"rules"}, &out, &errb); code != 2 {
+		t.Fatalf("usage exit %d", code)
+	}
+}
+
+func TestConfigCheck(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.yaml")
+	os.WriteFile(path, []byte("kafka: {brokers: [a:1]}\ncommit: {max_events: 0, interval: 5m}\n"), 0o644)
+	var out, errb bytes.Buffer
+	if code := run([]string{"config", "check", path}, &out, &errb); code != 1 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{"rules.file is empty", "commit.interval (5m0s) must be between 1ms and 1m"} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("%q lacks %q", errb.String(), want)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the demo's goroutines.
+type syncBuffer struct {
+	mu chan struct{}
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu <- struct{}{}
+	defer func() { <-s.mu }()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu <- struct{}{}
+	defer func() { <-s.mu }()
+	return s.b.String()
+}
+
+// The demo prints segment ENTER and EXIT lines within seconds.
+func TestDemoPrintsChanges(t *testing.T) {
+	out := &syncBuffer{mu: make(chan struct{}, 1)}
+	errb := &syncBuffer{mu: make(chan struct{}, 1)}
+	done := make(chan int, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		done <- runDemo(ctx, []string{"--rules", "../../examples/rules.yaml", "--duration", "60s", "--customers", "2000", "--history-events", "20000"}, out, errb)
+	}()
+	enter := regexp.MustCompile(`(?m)^\S+ ENTER \S+ +c\d+ `)
+	exit := regexp.MustCompile(`(?m)^\S+ EXIT  \S+ +c\d+ `)
+	deadline := time.Now().Add(15 * time.Second)
+	for !(enter.MatchString(out.String()) && exit.MatchString(out.String())) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no ENTER and EXIT lines within 15s; stdout:\n%s\nstderr:\n%s", out.String(), errb.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("demo exit %d: %s", code, errb.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("demo did not stop")
+	}
+	if !strings.Contains(out.String(), "kcat -b 127.0.0.1:") {
+		t.Fatal("broker address not printed")
+	}
+}
