@@ -46,6 +46,10 @@ type KafkaConfig struct {
 	StartFrom string `yaml:"start_from"`
 	// MaxWait bounds how long a fetch waits for new records. Default 250ms.
 	MaxWait time.Duration `yaml:"max_wait"`
+	// MaxTaskIdle: a partition merges its input topics by timestamp; when
+	// one topic is behind with nothing fetched yet, the others wait this
+	// long for it. Default 500ms.
+	MaxTaskIdle time.Duration `yaml:"max_task_idle"`
 	// Topics names the input and output topics.
 	Topics TopicsConfig `yaml:"topics"`
 }
@@ -170,6 +174,9 @@ func (c *Config) EnsureDefaults() {
 	if k.MaxWait == 0 {
 		k.MaxWait = 250 * time.Millisecond
 	}
+	if k.MaxTaskIdle == 0 {
+		k.MaxTaskIdle = 500 * time.Millisecond
+	}
 	t := &k.Topics
 	def(&t.Purchases.Name, DefaultPurchasesTopic)
 	def(&t.Browses.Name, DefaultBrowsesTopic)
@@ -239,6 +246,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Kafka.MaxWait < time.Millisecond || c.Kafka.MaxWait > time.Minute {
 		bad("kafka.max_wait (%s) must be between 1ms and 1m", c.Kafka.MaxWait)
+	}
+	if c.Kafka.MaxTaskIdle < 0 || c.Kafka.MaxTaskIdle > time.Hour {
+		bad("kafka.max_task_idle (%s) must be between 0 and 1h", c.Kafka.MaxTaskIdle)
 	}
 	t := c.Kafka.Topics
 	seen := map[string]string{}

@@ -249,6 +249,7 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 		Partition: int(p),
 		Offsets:   start,
 		Latest:    e.cfg.Kafka.StartFrom == "latest",
+		MaxIdle:   e.cfg.Kafka.MaxTaskIdle,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("partition %d consumer: %w", p, err)
