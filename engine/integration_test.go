@@ -186,3 +186,64 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 		return p.Events == 3 && p.DeadLetters == 1 && p.Enters == 4 && p.Exits == 2
 	})
 }
+
+// TestIdleWatermarkFollowsWallClock: in live mode a partition with no
+// traffic still moves its clock, so a time-based EXIT happens on time with
+// no further event.
+func TestIdleWatermarkFollowsWallClock(t *testing.T) {
+	topics := []string{DefaultPurchasesTopic, DefaultBrowsesTopic, DefaultEngagementsTopic, DefaultProfilesTopic, DefaultChangesTopic, DefaultDeadLetterTopic}
+	broker, err := connectors.StartEmbeddedBroker(0, 1, topics...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer broker.Close()
+	brokers := broker.Addrs()
+	dir := t.TempDir()
+	rulesPath := filepath.Join(dir, "rules.yaml")
+	os.WriteFile(rulesPath, []byte("version: 1\ntraits:\n  last_order_at: last(purchase.ts)\nsegments:\n  recent: { when: \"last_order_at is not null and since(last_order_at) <= 2s\" }\n"), 0o644)
+	cfg := &Config{}
+	cfg.Kafka.Brokers = brokers
+	cfg.Kafka.MaxWait = 50 * time.Millisecond
+	cfg.Kafka.Topics.Purchases.Format = "json"
+	cfg.Output.Format = "json"
+	cfg.Rules.File = rulesPath
+	cfg.State.Dir = filepath.Join(dir, "state")
+	cfg.Commit.Interval = 20 * time.Millisecond
+	cfg.Clock.IdleAfter = 200 * time.Millisecond
+	cfg.Clock.IdleLag = time.Millisecond
+	cfg.EnsureDefaults()
+	eng, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	prod, _ := connectors.NewProducer(brokers, connectors.ProducerOptions{})
+	defer prod.Close()
+	now := time.Now().UTC()
+	body := fmt.Sprintf(`{"type":"purchase","event_id":"p1","customer_id":"dana","ts":%d,"amount":3}`, now.UnixMilli())
+	if err := prod.Write(context.Background(), connectors.Message{Topic: DefaultPurchasesTopic, Key: []byte("dana"), Value: []byte(body), Time: now}); err != nil {
+		t.Fatal(err)
+	}
+	msgs := readTopic(t, brokers, DefaultChangesTopic, 2, 15*time.Second)
+	if len(msgs) != 2 {
+		t.Fatalf("%d changes, want ENTER and EXIT", len(msgs))
+	}
+	var enter, exit schemas.SegmentChange
+	if err := schemas.DecodeSegmentChangeJSON(msgs[0].Value, &enter); err != nil {
+		t.Fatal(err)
+	}
+	if err := schemas.DecodeSegmentChangeJSON(msgs[1].Value, &exit); err != nil {
+		t.Fatal(err)
+	}
+	if enter.Kind != schemas.Enter || exit.Kind != schemas.Exit || exit.Cause != schemas.CauseTimer {
+		t.Fatalf("got %+v then %+v", enter, exit)
+	}
+	// The EXIT carries the instant the rule flipped, not when it was noticed.
+	if want := now.UnixMilli() + 2001; exit.Time != want {
+		t.Fatalf("EXIT at %s, want %s", schemas.FormatTime(exit.Time), schemas.FormatTime(want))
+	}
+}

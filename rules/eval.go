@@ -33,15 +33,15 @@ func (rs *RuleSet) Apply(s *State, e *schemas.Event, now int64) {
 	s.env.s, s.env.e, s.env.now = s, e, now
 	for _, t := range rs.byType[e.Type] {
 		ts := &s.traits[t.Index]
-		ts.prune(t, now)
+		ts.prune(s, t, now)
 		if t.filter != nil && !t.filter(&s.env) {
 			continue
 		}
 		var b *bucket
 		var start int64
 		if t.Window > 0 {
-			start = bucketStart(e.Time, t.Bucket)
-			if start <= bucketStart(now, t.Bucket)-t.Window {
+			start = s.bucket(e.Time, t.Bucket)
+			if start <= s.bucket(now, t.Bucket)-t.Window {
 				continue // already outside the window
 			}
 		}
@@ -154,7 +154,7 @@ func computeNum(t *Trait, s *State, now int64) (float64, bool) {
 		if t.Window == 0 {
 			return float64(len(ts.seen)), true
 		}
-		hi := bucketStart(now, t.Bucket)
+		hi := s.bucket(now, t.Bucket)
 		lo := hi - t.Window
 		n := 0
 		for _, sv := range ts.seen {
@@ -166,7 +166,7 @@ func computeNum(t *Trait, s *State, now int64) (float64, bool) {
 	}
 	var n, sum float64
 	lo, hi := math.Inf(1), math.Inf(-1)
-	for _, b := range ts.window(t, now) {
+	for _, b := range ts.window(s, t, now) {
 		if b.n == 0 {
 			continue
 		}
@@ -208,7 +208,7 @@ func computeStr(t *Trait, s *State, now int64) (string, bool) {
 	case aggFirst, aggLast:
 		return ts.str, ts.has
 	case aggMostFrequent:
-		return mostFrequent(ts.window(t, now), &s.scratch)
+		return mostFrequent(ts.window(s, t, now), &s.scratch)
 	}
 	return "", false
 }
@@ -304,7 +304,7 @@ func (rs *RuleSet) leaveTime(ti int, s *State, now int64) int64 {
 		return m.leave
 	}
 	t := rs.traits[ti]
-	lo := bucketStart(now, t.Bucket) - t.Window
+	lo := s.bucket(now, t.Bucket) - t.Window
 	best := int64(math.MaxInt64)
 	ts := &s.traits[ti]
 	for _, sv := range ts.seen {

@@ -20,6 +20,26 @@ type State struct {
 	memoGen uint32 // bumped by Apply and by a new clock
 	memoNow int64
 	scratch []valCount // most_frequent totals
+	// bcache remembers recent bucketStart results: an event computes the
+	// same (time, granularity) pairs for many traits, and the division is
+	// a large part of the per-event cost.
+	bcache [4]bucketMemo
+	bnext  uint8
+}
+
+type bucketMemo struct{ t, g, b int64 }
+
+// bucket is bucketStart(t, g) through the cache.
+func (s *State) bucket(t, g int64) int64 {
+	for i := range s.bcache {
+		if c := &s.bcache[i]; c.t == t && c.g == g {
+			return c.b
+		}
+	}
+	b := bucketStart(t, g)
+	s.bcache[s.bnext&3] = bucketMemo{t: t, g: g, b: b}
+	s.bnext++
+	return b
 }
 
 type traitMemo struct {
@@ -164,11 +184,11 @@ func (ts *traitState) findBucket(start int64) *bucket {
 }
 
 // prune drops buckets that left the window at now: start <= bucket(now)-W.
-func (ts *traitState) prune(t *Trait, now int64) {
+func (ts *traitState) prune(s *State, t *Trait, now int64) {
 	if t.Window == 0 {
 		return
 	}
-	lo := bucketStart(now, t.Bucket) - t.Window
+	lo := s.bucket(now, t.Bucket) - t.Window
 	k := 0
 	for k < len(ts.buckets) && ts.buckets[k].start <= lo {
 		k++
@@ -210,11 +230,11 @@ func (ts *traitState) see(v string, start int64) {
 const maxDistinct = 1024
 
 // window returns the buckets inside the trait's window at now.
-func (ts *traitState) window(t *Trait, now int64) []bucket {
+func (ts *traitState) window(s *State, t *Trait, now int64) []bucket {
 	if t.Window == 0 {
 		return ts.buckets
 	}
-	hi := bucketStart(now, t.Bucket)
+	hi := s.bucket(now, t.Bucket)
 	lo := hi - t.Window
 	bs := ts.buckets
 	i := 0
