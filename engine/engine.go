@@ -155,6 +155,13 @@ func (e *Engine) Run(ctx context.Context) error {
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	groupCh := make(chan partitionOffsets, 64)
+	groupDone := make(chan struct{})
+	go func() {
+		defer close(groupDone)
+		e.commitGroupOffsets(groupCh)
+	}()
+	defer func() { close(groupCh); <-groupDone }()
 	var (
 		taskWG, pubWG sync.WaitGroup
 		errOnce       sync.Once
@@ -172,6 +179,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			fail(err)
 			break
 		}
+		rp.task.groupOut = groupCh
 		pubWG.Add(1)
 		go func() {
 			defer pubWG.Done()
@@ -274,6 +282,23 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 	e.mu.Unlock()
 	log.Info().Interface("offsets", start).Int64("watermark", proc.clock).Msg("partition assigned")
 	return rp, nil
+}
+
+// commitGroupOffsets commits what tasks report to the consumer group, for
+// lag monitoring. Failures are logged, never fatal: the store's offsets are
+// the truth.
+func (e *Engine) commitGroupOffsets(ch <-chan partitionOffsets) {
+	gc := connectors.NewGroupOffsetCommitter(e.cfg.Kafka.Brokers, e.cfg.Kafka.Group)
+	var lastWarn time.Time
+	for po := range ch {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := gc.Commit(ctx, po.partition, po.next)
+		cancel()
+		if err != nil && time.Since(lastWarn) > time.Minute {
+			lastWarn = time.Now()
+			e.log.Warn().Err(err).Str("group", e.cfg.Kafka.Group).Msg("cannot commit consumer group offsets (lag monitoring only)")
+		}
+	}
 }
 
 // Close closes the store. Safe to call twice.

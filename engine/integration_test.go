@@ -185,6 +185,12 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 		p := eng.Progress()
 		return p.Events == 3 && p.DeadLetters == 1 && p.Enters == 4 && p.Exits == 2
 	})
+	// The consumer group sees the committed offsets (lag monitoring).
+	gc := connectors.NewGroupOffsetCommitter(brokers, cfg.Kafka.Group)
+	waitFor(t, 10*time.Second, "group offsets", func() bool {
+		offs, err := gc.Committed(context.Background(), 0, []string{DefaultPurchasesTopic, DefaultEngagementsTopic})
+		return err == nil && offs[DefaultPurchasesTopic] == 3 && offs[DefaultEngagementsTopic] == 1
+	})
 }
 
 // TestIdleWatermarkFollowsWallClock: in live mode a partition with no

@@ -60,6 +60,9 @@ type task struct {
 	m    *partitionMetrics
 
 	next       map[string]int64 // next offsets not yet committed
+	committed  map[string]int64 // next offsets committed to the store
+	lastGroup  time.Time        // last report to the consumer group
+	groupOut   chan<- partitionOffsets
 	pending    int              // records since the last commit
 	lastCommit time.Time
 	lastInput  time.Time
@@ -101,6 +104,7 @@ func (t *task) run(ctx context.Context) error {
 		if err := t.maybeAdvanceIdle(); err != nil {
 			return err
 		}
+		t.reportGroupOffsets()
 		if t.pending >= t.opt.commitEvents || (t.pending > 0 && t.opt.now().Sub(t.lastCommit) >= t.opt.commitInterval) {
 			if err := t.commit(); err != nil {
 				return err
@@ -211,7 +215,11 @@ func (t *task) commit() error {
 	if err := t.proc.commit(); err != nil {
 		return fmt.Errorf("partition %d: %w", t.id, err)
 	}
+	for topic, off := range t.next {
+		t.committed[topic] = off
+	}
 	clear(t.next)
+	t.reportGroupOffsets()
 	t.pending = 0
 	t.lastCommit = t.opt.now()
 	if t.m != nil {
@@ -223,7 +231,34 @@ func (t *task) commit() error {
 	return nil
 }
 
+// partitionOffsets are a partition's committed offsets, for the consumer
+// group (lag monitoring).
+type partitionOffsets struct {
+	partition int
+	next      map[string]int64
+}
+
+// reportGroupOffsets hands the committed offsets to the engine's group
+// committer at most every few seconds, never blocking the task.
+func (t *task) reportGroupOffsets() {
+	if t.groupOut == nil || len(t.committed) == 0 || t.opt.now().Sub(t.lastGroup) < groupCommitInterval {
+		return
+	}
+	cp := make(map[string]int64, len(t.committed))
+	for k, v := range t.committed {
+		cp[k] = v
+	}
+	select {
+	case t.groupOut <- partitionOffsets{partition: int(t.id), next: cp}:
+		t.lastGroup = t.opt.now()
+	default:
+	}
+}
+
+// groupCommitInterval paces consumer-group offset commits.
+const groupCommitInterval = time.Second
+
 // openTask builds a task for partition id, resuming from its stored offsets.
 func openTask(id int32, part *state.Partition, proc *processor, src source, pub *publisher, opt taskOptions, log zerolog.Logger, m *partitionMetrics) *task {
-	return &task{id: id, opt: opt, proc: proc, src: src, pub: pub, log: log, m: m, next: map[string]int64{}}
+	return &task{id: id, opt: opt, proc: proc, src: src, pub: pub, log: log, m: m, next: map[string]int64{}, committed: map[string]int64{}}
 }
