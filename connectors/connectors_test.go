@@ -1,0 +1,151 @@
+package connectors
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/segd/segd/schemas"
+)
+
+func startBroker(t *testing.T, partitions int32, topics ...string) []string {
+	t.Helper()
+	b, err := StartEmbeddedBroker(0, partitions, topics...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b.Addrs()
+}
+
+// The consumer merges a partition's topics by record timestamp, whatever
+// order they were produced in, and stops at the end with StopAtEnd.
+func TestPartitionConsumerMergesByTimestamp(t *testing.T) {
+	brokers := startBroker(t, 1, "a", "b", "c")
+	prod, err := NewProducer(brokers, ProducerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	base := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	// Topic a gets even seconds, b odd, c every third; written topic by topic.
+	want := map[string][]int{"a": {0, 2, 4, 6, 8}, "b": {1, 3, 5, 7, 9}, "c": {0, 3, 6, 9}}
+	for _, topic := range []string{"c", "b", "a"} {
+		var msgs []Message
+		for _, s := range want[topic] {
+			msgs = append(msgs, Message{Topic: topic, Key: []byte("k"), Value: []byte(fmt.Sprintf("%s%d", topic, s)), Time: base.Add(time.Duration(s) * time.Second)})
+		}
+		if err := prod.Write(context.Background(), msgs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := NewPartitionConsumer(PartitionConsumerOptions{Brokers: brokers, Topics: []string{"a", "b", "c"}, Partition: 0, StopAtEnd: true, MaxIdle: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var got []string
+	for {
+		msgs, err := c.Poll(context.Background(), make([]Message, 0, 4), time.Second)
+		for _, m := range msgs {
+			got = append(got, string(m.Value))
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Ties (same second) go in topic order: a before c, b before c.
+	wantOrder := "a0 c0 b1 a2 b3 c3 a4 b5 a6 c6 b7 a8 b9 c9"
+	if strings.Join(got, " ") != wantOrder {
+		t.Fatalf("merge order:\n got %s\nwant %s", strings.Join(got, " "), wantOrder)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+func TestCoPartitionCheck(t *testing.T) {
+	brokers := startBroker(t, 3, "x", "y")
+	b2, err := StartEmbeddedBroker(0, 4, "z")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	n, err := CheckCoPartitioned(context.Background(), brokers, []string{"x", "y"})
+	if err != nil || n != 3 {
+		t.Fatalf("got %d %v", n, err)
+	}
+	if err := EnsureTopics(context.Background(), brokers, []TopicSpec{{Name: "w", Partitions: 5}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = CheckCoPartitioned(context.Background(), brokers, []string{"x", "w"})
+	if err == nil || !strings.Contains(err.Error(), "x=3, w=5") || !strings.Contains(err.Error(), "not co-partitioned") {
+		t.Fatalf("got %v", err)
+	}
+	_, err = CheckCoPartitioned(context.Background(), brokers, []string{"x", "missing"})
+	if err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// A fake registry over real HTTP: the Confluent decoder fetches a schema
+// once, caches it, and classifies unknown ids.
+func TestConfluentDecoderWithRegistry(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if r.URL.Path != "/schemas/ids/7" {
+			w.WriteHeader(http.StatusNotFound)
+			w.Write([]byte(`{"error_code":40403,"message":"Schema not found"}`))
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]string{"schema": schemas.SchemaText(schemas.EventBrowse)})
+	}))
+	defer srv.Close()
+	reg := NewRegistry(srv.URL, RegistryOptions{})
+	dec, err := NewDecoder(DecoderOptions{Type: schemas.EventBrowse, Format: FormatConfluent, Registry: reg, MaxBytes: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	codec, _ := schemas.NewAvroCodec(schemas.EventBrowse, schemas.SchemaText(schemas.EventBrowse))
+	ev := schemas.Event{Type: schemas.EventBrowse, EventID: "e", CustomerID: "c", Time: 1700000000000, Category: "shoes"}
+	payload, _ := codec.AppendEncode(schemas.AppendConfluentHeader(nil, 7), &ev)
+	for i := 0; i < 3; i++ {
+		var e schemas.Event
+		if err := dec.Decode(payload, &e); err != nil || e.Category != "shoes" {
+			t.Fatalf("%+v %v", e, err)
+		}
+	}
+	if hits.Load() != 1 {
+		t.Fatalf("registry hit %d times, want 1 (cached)", hits.Load())
+	}
+	unknown, _ := codec.AppendEncode(schemas.AppendConfluentHeader(nil, 8), &ev)
+	cases := []struct {
+		value  []byte
+		reason schemas.Reason
+	}{
+		{unknown, schemas.ReasonUnknownSchemaID},
+		{[]byte{1, 2, 3, 4, 5, 6}, schemas.ReasonBadMagic},
+		{make([]byte, 2000), schemas.ReasonTooLarge},
+	}
+	for _, c := range cases {
+		var de *schemas.DecodeError
+		if err := dec.Decode(c.value, &schemas.Event{}); !errors.As(err, &de) || de.Reason != c.reason {
+			t.Errorf("got %v, want %s", err, c.reason)
+		}
+	}
+}
