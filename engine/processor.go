@@ -241,10 +241,8 @@ func (p *processor) consent(c *customer) bool {
 
 func (p *processor) reschedule(c *customer, id string, now int64) {
 	var next int64
-	for _, i := range p.timeSegs {
-		if at, ok := p.rs.NextChange(i, c.traits, now); ok && (next == 0 || at < next) {
-			next = at
-		}
+	if at, ok := p.rs.NextChangeAll(c.traits, now); ok {
+		next = at
 	}
 	if next != c.timerAt {
 		p.part.MoveTimer(id, c.timerAt, next)

@@ -42,9 +42,10 @@ segments:
   s20: { when: "spend_90d >= 250 and categories_90d >= 2" }
 `
 
-// BenchmarkApplyEval20 is the rules step of one purchase event: update the
-// traits, evaluate every segment the event can affect (all 20 here) and
-// compute each one's next change time.
+// BenchmarkApplyEval20 is the rules step of one purchase event, as the
+// engine runs it: update the traits, evaluate every segment the event can
+// affect (all 20 here) and compute the customer's next timer
+// (NextChangeAll).
 //
 // typical: a customer with 8 orders over 90 days; heavy: one with an order
 // every day of the 90-day window (every bucket of every window full).
@@ -82,8 +83,8 @@ func benchApplyEval(b *testing.B, orders int, gap int64) {
 			if rs.Eval(seg, s, now) {
 				in++
 			}
-			rs.NextChange(seg, s, now)
 		}
+		rs.NextChangeAll(s, now)
 	}
 	if in == 0 {
 		b.Fatal("no segment matched")

@@ -28,6 +28,10 @@ type RuleSet struct {
 	keyIndex map[uint32]int // trait key -> index, for decoding stored state
 	maxWin   int64
 	warnings Errors
+	// timeTraits and timeSinces are the union of what the time-dependent
+	// segments depend on, for NextChangeAll.
+	timeTraits []int
+	timeSinces []sinceDep
 }
 
 // Trait is a compiled trait definition.
@@ -614,6 +618,17 @@ func (c *compiler) finish() {
 	for t := range rs.segsFor {
 		sort.Ints(rs.segsFor[t])
 	}
+	seenTrait := map[int]bool{}
+	for _, s := range rs.segments {
+		for _, ti := range s.wins {
+			if !seenTrait[ti] {
+				seenTrait[ti] = true
+				rs.timeTraits = append(rs.timeTraits, ti)
+			}
+		}
+		rs.timeSinces = append(rs.timeSinces, s.sinces...)
+	}
+	sort.Ints(rs.timeTraits)
 	var canon strings.Builder
 	fmt.Fprintf(&canon, "version %d\n", rs.version)
 	traits := append([]*Trait(nil), rs.traits...)

@@ -164,28 +164,51 @@ func computeNum(t *Trait, s *State, now int64) (float64, bool) {
 		}
 		return float64(n), true
 	}
-	var n, sum float64
-	lo, hi := math.Inf(1), math.Inf(-1)
-	for _, b := range ts.window(s, t, now) {
-		if b.n == 0 {
-			continue
-		}
-		n += b.n
-		sum += b.sum
-		lo = min(lo, b.min)
-		hi = max(hi, b.max)
-	}
+	bs := ts.window(s, t, now)
+	// One pass per aggregate, over bucket pointers: the bucket struct is
+	// large and this loop is the hottest in segd.
 	switch t.agg {
 	case aggCount:
+		n := 0.0
+		for i := range bs {
+			n += bs[i].n
+		}
 		return n, true
 	case aggSum:
+		sum := 0.0
+		for i := range bs {
+			sum += bs[i].sum
+		}
 		return sum, true
 	case aggAvg:
+		n, sum := 0.0, 0.0
+		for i := range bs {
+			n += bs[i].n
+			sum += bs[i].sum
+		}
 		return sum / n, n > 0
 	case aggMin:
-		return lo, n > 0
+		if len(bs) == 0 {
+			return 0, false
+		}
+		v := bs[0].min
+		for i := 1; i < len(bs); i++ {
+			if bs[i].min < v {
+				v = bs[i].min
+			}
+		}
+		return v, true
 	case aggMax:
-		return hi, n > 0
+		if len(bs) == 0 {
+			return 0, false
+		}
+		v := bs[0].max
+		for i := 1; i < len(bs); i++ {
+			if bs[i].max > v {
+				v = bs[i].max
+			}
+		}
+		return v, true
 	}
 	return 0, false
 }
@@ -244,6 +267,7 @@ func mostFrequent(bs []bucket, scratch *[]valCount) (string, bool) {
 // Eval reports whether the customer with state s is in segment seg at
 // clock now. It does not allocate.
 func (rs *RuleSet) Eval(seg int, s *State, now int64) bool {
+	s.touch(now)
 	s.env.s, s.env.now = s, now
 	return rs.segments[seg].eval(&s.env)
 }
@@ -267,26 +291,8 @@ func (rs *RuleSet) NextChange(seg int, s *State, now int64) (at int64, ok bool) 
 	if len(sg.sinces) > 0 {
 		s.env.s, s.env.now = s, now
 		for _, d := range sg.sinces {
-			x, ok := d.x(&s.env)
-			if !ok {
-				continue
-			}
-			base := int64(x) + d.d
-			// since(x) = now - x; the comparison with d flips where now
-			// crosses x + d.
-			var cands [2]int64
-			switch d.op {
-			case ">", "<=":
-				cands = [2]int64{base + 1, base + 1}
-			case ">=", "<":
-				cands = [2]int64{base, base}
-			default: // == and != flip twice
-				cands = [2]int64{base, base + 1}
-			}
-			for _, c := range cands {
-				if c > now && c < best {
-					best = c
-				}
+			if c, ok := d.flip(&s.env, now); ok && c < best {
+				best = c
 			}
 		}
 	}
@@ -324,6 +330,56 @@ func (rs *RuleSet) leaveTime(ti int, s *State, now int64) int64 {
 	}
 	m.leave, m.leaveGen = best, s.memoGen
 	return best
+}
+
+// NextChangeAll returns the earliest time after now at which any
+// time-dependent segment's result could change: the minimum of NextChange
+// over all segments, computed from each trait and since() once. The engine
+// schedules one timer per customer from it.
+func (rs *RuleSet) NextChangeAll(s *State, now int64) (at int64, ok bool) {
+	best := int64(math.MaxInt64)
+	s.touch(now)
+	for _, ti := range rs.timeTraits {
+		if leave := rs.leaveTime(ti, s, now); leave < best {
+			best = leave
+		}
+	}
+	if len(rs.timeSinces) > 0 {
+		s.env.s, s.env.now = s, now
+		for _, d := range rs.timeSinces {
+			if c, ok := d.flip(&s.env, now); ok && c < best {
+				best = c
+			}
+		}
+	}
+	if best == math.MaxInt64 {
+		return 0, false
+	}
+	return best, true
+}
+
+// flip returns the first instant after now at which since(x) OP d changes.
+func (d sinceDep) flip(e *env, now int64) (int64, bool) {
+	x, ok := d.x(e)
+	if !ok {
+		return 0, false
+	}
+	base := int64(x) + d.d
+	var cands [2]int64
+	switch d.op {
+	case ">", "<=":
+		cands = [2]int64{base + 1, base + 1}
+	case ">=", "<":
+		cands = [2]int64{base, base}
+	default: // == and != flip twice
+		cands = [2]int64{base, base + 1}
+	}
+	for _, c := range cands {
+		if c > now {
+			return c, true
+		}
+	}
+	return 0, false
 }
 
 // TraitValue returns trait i's value at now: numbers and times (Unix ms)

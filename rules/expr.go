@@ -315,12 +315,25 @@ func fieldExpr(f field) *cexpr {
 	return nil
 }
 
+// traitExpr reads a trait. Eval has already aligned the memo with the
+// clock (State.touch), so a memoized value is one load away.
 func traitExpr(t *Trait) *cexpr {
 	ce := &cexpr{kind: t.kind, traits: []int{t.Index}}
+	idx := t.Index
 	if t.kind == kStr {
-		ce.str = func(e *env) (string, bool) { return traitStr(t, e.s, e.now) }
+		ce.str = func(e *env) (string, bool) {
+			if m := &e.s.memo[idx]; m.gen == e.s.memoGen {
+				return m.str, m.ok
+			}
+			return traitStr(t, e.s, e.now)
+		}
 	} else {
-		ce.num = func(e *env) (float64, bool) { return traitNum(t, e.s, e.now) }
+		ce.num = func(e *env) (float64, bool) {
+			if m := &e.s.memo[idx]; m.gen == e.s.memoGen {
+				return m.num, m.ok
+			}
+			return traitNum(t, e.s, e.now)
+		}
 	}
 	return ce
 }
