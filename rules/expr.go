@@ -38,6 +38,7 @@ type cexpr struct {
 	attrs    []string
 	sinces   []sinceDep
 	since    func(*env) (float64, bool) // set when this node is since(x): x
+	trait    *Trait                     // set when this node is a bare numeric trait read
 }
 
 func (ce *cexpr) merge(others ...*cexpr) {
@@ -328,6 +329,7 @@ func traitExpr(t *Trait) *cexpr {
 			return traitStr(t, e.s, e.now)
 		}
 	} else {
+		ce.trait = t
 		ce.num = func(e *env) (float64, bool) {
 			if m := &e.s.memo[idx]; m.gen == e.s.memoGen {
 				return m.num, m.ok
@@ -336,6 +338,33 @@ func traitExpr(t *Trait) *cexpr {
 		}
 	}
 	return ce
+}
+
+// traitCompareConst compares a numeric trait with a constant in one
+// closure (no call for the trait read when it is memoized): the most
+// common condition shape, worth its own code.
+func traitCompareConst(t *Trait, op string, c float64) func(*env) bool {
+	idx := t.Index
+	read := func(e *env) (float64, bool) {
+		if m := &e.s.memo[idx]; m.gen == e.s.memoGen {
+			return m.num, m.ok
+		}
+		return traitNum(t, e.s, e.now)
+	}
+	switch op {
+	case "==":
+		return func(e *env) bool { v, ok := read(e); return ok && v == c }
+	case "!=":
+		return func(e *env) bool { v, ok := read(e); return ok && v != c }
+	case "<":
+		return func(e *env) bool { v, ok := read(e); return ok && v < c }
+	case "<=":
+		return func(e *env) bool { v, ok := read(e); return ok && v <= c }
+	case ">":
+		return func(e *env) bool { v, ok := read(e); return ok && v > c }
+	default:
+		return func(e *env) bool { v, ok := read(e); return ok && v >= c }
+	}
 }
 
 type errFunc func(off int, format string, args ...any) *cexpr
@@ -399,9 +428,14 @@ func (c *compiler) compileCompare(y *yaml.Node, n *binExpr, x, yy *cexpr, errf e
 		}
 		return out
 	case isNumeric(kx) && kx == ky:
-		if yy.constant {
+		switch {
+		case yy.constant && x.trait != nil:
+			out.b = traitCompareConst(x.trait, op, yy.cnum)
+		case x.constant && yy.trait != nil:
+			out.b = traitCompareConst(yy.trait, mirror(op), x.cnum)
+		case yy.constant:
 			out.b = numCompareConst(x.num, op, yy.cnum)
-		} else {
+		default:
 			out.b = numCompare(x.num, op, yy.num)
 		}
 		return out
