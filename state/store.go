@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
@@ -143,6 +144,11 @@ func Open(dir string, opts Options) (*Store, error) {
 		MemTableSize: uint64(opts.MemTableBytes),
 		DisableWAL:   opts.DisableWAL,
 		Logger:       quietLogger{},
+	}
+	// Bloom filters make the load of a customer that is not in the store
+	// (every new customer) skip the data blocks.
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
 	po.EnsureDefaults()
 	db, err := pebble.Open(dir, po)
