@@ -300,6 +300,9 @@ func (c *Config) Validate() error {
 	if c.Input.DedupHorizon < 0 {
 		bad("input.dedup_horizon (%s) must be >= 0", c.Input.DedupHorizon)
 	}
+	if c.API.Addr != "off" && !strings.Contains(c.API.Addr, ":") {
+		bad("api.addr (%q) must be host:port or off", c.API.Addr)
+	}
 	if c.Output.Format != "avro" && c.Output.Format != "json" {
 		bad("output.format (%q) must be avro or json", c.Output.Format)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -34,13 +35,12 @@ type Options struct {
 // task and a publisher, over one Pebble store. Create it with New, run it
 // with Run, and Close it.
 type Engine struct {
-	cfg  *Config
-	opt  Options
-	log  zerolog.Logger
-	rs   atomic.Pointer[rules.RuleSet]
-	st   *state.Store
-	m    *metrics
-	http *http.Server
+	cfg *Config
+	opt Options
+	log zerolog.Logger
+	rs  atomic.Pointer[rules.RuleSet]
+	st  *state.Store
+	m   *metrics
 
 	mu     sync.Mutex
 	parts  map[int32]*runningPartition
@@ -153,6 +153,27 @@ func (e *Engine) Run(ctx context.Context) error {
 		out = tapSink{next: prod, fn: e.opt.OnPublished}
 	}
 
+	if e.cfg.API.Addr != "off" {
+		ln, err := net.Listen("tcp", e.cfg.API.Addr)
+		if err != nil {
+			return fmt.Errorf("api.addr %s: %w", e.cfg.API.Addr, err)
+		}
+		srv := &http.Server{Handler: e.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		serveDone := make(chan struct{})
+		go func() {
+			defer close(serveDone)
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				e.log.Error().Err(err).Msg("api server stopped")
+			}
+		}()
+		defer func() {
+			sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer scancel()
+			srv.Shutdown(sctx)
+			<-serveDone
+		}()
+		e.log.Info().Str("addr", ln.Addr().String()).Msg("api listening")
+	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	groupCh := make(chan partitionOffsets, 64)

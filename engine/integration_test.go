@@ -2,8 +2,11 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -76,6 +79,8 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 	cfg.State.Dir = filepath.Join(dir, "state")
 	cfg.Commit.Interval = 20 * time.Millisecond
 	cfg.Clock.IdleAfter = -1 // event time only: the test controls the clock
+	cfg.API.Addr = "127.0.0.1:0"
+	cfg.API.Token = "s3cret"
 	cfg.EnsureDefaults()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -185,6 +190,7 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 		p := eng.Progress()
 		return p.Events == 3 && p.DeadLetters == 1 && p.Enters == 4 && p.Exits == 2
 	})
+	testAPI(t, eng)
 	// The consumer group sees the committed offsets (lag monitoring).
 	gc := connectors.NewGroupOffsetCommitter(brokers, cfg.Kafka.Group)
 	waitFor(t, 10*time.Second, "group offsets", func() bool {
@@ -217,6 +223,7 @@ func TestIdleWatermarkFollowsWallClock(t *testing.T) {
 	cfg.Commit.Interval = 20 * time.Millisecond
 	cfg.Clock.IdleAfter = 200 * time.Millisecond
 	cfg.Clock.IdleLag = time.Millisecond
+	cfg.API.Addr = "off"
 	cfg.EnsureDefaults()
 	eng, err := New(cfg, Options{})
 	if err != nil {
@@ -251,5 +258,76 @@ func TestIdleWatermarkFollowsWallClock(t *testing.T) {
 	// The EXIT carries the instant the rule flipped, not when it was noticed.
 	if want := now.UnixMilli() + 2001; exit.Time != want {
 		t.Fatalf("EXIT at %s, want %s", schemas.FormatTime(exit.Time), schemas.FormatTime(want))
+	}
+}
+
+func testAPI(t *testing.T, eng *Engine) {
+	t.Helper()
+	srv := httptest.NewServer(eng.Handler())
+	defer srv.Close()
+	get := func(path string, token bool) (int, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+		if token {
+			req.Header.Set("Authorization", "Bearer s3cret")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil && resp.Header.Get("Content-Type") == "application/json" {
+			t.Fatalf("%s: bad JSON: %v", path, err)
+		}
+		return resp.StatusCode, body
+	}
+	cases := []struct {
+		path  string
+		token bool
+		code  int
+		check func(map[string]any) bool
+	}{
+		{"/healthz", false, 200, nil},
+		{"/readyz", false, 200, nil},
+		{"/v1/rules", false, 401, nil},
+		{"/v1/rules", true, 200, func(b map[string]any) bool { return b["version"] == 3.0 }},
+		{"/v1/customers/alice", true, 200, func(b map[string]any) bool {
+			segs := b["segments"].([]any)
+			traits := b["traits"].(map[string]any)
+			return len(segs) == 1 && segs[0].(map[string]any)["id"] == "vip" && segs[0].(map[string]any)["entered_at"] == "2024-01-01T10:00:00Z" &&
+				traits["orders_30d"] == 0.0 && traits["spend_90d"] == 1200.0 && b["clock"] == "2024-02-10T12:00:00Z"
+		}},
+		{"/v1/customers/nobody", true, 404, nil},
+		{"/v1/segments", true, 200, func(b map[string]any) bool {
+			sizes := map[string]float64{}
+			for _, s := range b["segments"].([]any) {
+				m := s.(map[string]any)
+				sizes[m["id"].(string)] = m["size"].(float64)
+			}
+			return sizes["vip"] == 1 && sizes["buyer"] == 1 && sizes["clicker"] == 0
+		}},
+		{"/v1/segments/buyer/members", true, 200, func(b map[string]any) bool {
+			m := b["members"].([]any)
+			return len(m) == 1 && m[0] == "bob" && b["next_cursor"] == ""
+		}},
+		{"/v1/segments/nope/members", true, 404, nil},
+		{"/v1/segments/buyer/members?limit=0", true, 400, nil},
+		{"/v1/segments/buyer/members?limit=abc", true, 400, nil},
+		{"/v1/segments/buyer/members?limit=100000", true, 400, nil},
+		{"/v2/whatever", true, 404, nil},
+	}
+	for _, c := range cases {
+		waitFor(t, 5*time.Second, c.path, func() bool {
+			code, body := get(c.path, c.token)
+			return code == c.code && (c.check == nil || c.check(body))
+		})
+		if code, body := get(c.path, c.token); code >= 400 && body["error"] == nil {
+			t.Errorf("%s: %d without a JSON error", c.path, code)
+		}
+	}
+	code, _ := get("/metrics", true)
+	if code != 200 {
+		t.Fatalf("/metrics: %d", code)
 	}
 }

@@ -63,7 +63,7 @@ type task struct {
 	committed  map[string]int64 // next offsets committed to the store
 	lastGroup  time.Time        // last report to the consumer group
 	groupOut   chan<- partitionOffsets
-	pending    int              // records since the last commit
+	pending    int // records since the last commit
 	lastCommit time.Time
 	lastInput  time.Time
 	event      schemas.Event

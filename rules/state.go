@@ -276,3 +276,7 @@ func (b *bucket) addVal(v string) {
 // maxDistinctPerBucket bounds the values a distinct_count or most_frequent
 // bucket remembers, so that one customer cannot grow without bound.
 const maxDistinctPerBucket = 256
+
+// Attrs returns the profile attributes. The slice must not be modified and
+// is valid until the state changes.
+func (s *State) Attrs() []schemas.Attribute { return s.attrs }

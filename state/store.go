@@ -386,3 +386,36 @@ func (quietLogger) Errorf(string, ...any) {}
 func (quietLogger) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf("pebble: "+format, args...))
 }
+
+// Lookup returns the committed record bytes of a customer of partition n
+// (without the envelope), for readers outside the partition's task such as
+// the HTTP API. It reads Pebble, not the cache, so it is safe for
+// concurrent use and as fresh as the last commit.
+func (s *Store) Lookup(n int32, customerID string) ([]byte, bool, error) {
+	if s.isClosed() {
+		return nil, false, ErrClosed
+	}
+	v, closer, err := s.db.Get(customerKey(nil, n, customerID))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	defer closer.Close()
+	data, err := openEnvelope(v)
+	if err != nil {
+		return nil, false, err
+	}
+	return append([]byte(nil), data...), true, nil
+}
+
+// CommittedOffsets returns partition n's committed offsets, like
+// Partition.Offsets, from any goroutine.
+func (s *Store) CommittedOffsets(n int32) (map[string]int64, error) {
+	if s.isClosed() {
+		return nil, ErrClosed
+	}
+	p := &Partition{s: s, id: n}
+	return p.Offsets()
+}

@@ -1,0 +1,214 @@
+package engine
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/segd/segd/schemas"
+)
+
+// Handler returns segd's HTTP API (docs/api.md): health, readiness,
+// Prometheus metrics, customers, segments and members, rules. Safe for
+// concurrent use; it reads committed state, as fresh as the last commit.
+func (e *Engine) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !e.ready.Load() {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready: partitions not assigned yet"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	mux.Handle("GET /metrics", e.auth(promhttp.HandlerFor(e.m.reg, promhttp.HandlerOpts{})))
+	mux.Handle("GET /v1/rules", e.auth(http.HandlerFunc(e.getRules)))
+	mux.Handle("GET /v1/customers/{id}", e.auth(http.HandlerFunc(e.getCustomer)))
+	mux.Handle("GET /v1/segments", e.auth(http.HandlerFunc(e.getSegments)))
+	mux.Handle("GET /v1/segments/{id}/members", e.auth(http.HandlerFunc(e.getMembers)))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// auth requires the bearer token when one is configured.
+func (e *Engine) auth(h http.Handler) http.Handler {
+	token := e.cfg.API.Token
+	if token == "" {
+		return h
+	}
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="segd"`)
+			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+func (e *Engine) getRules(w http.ResponseWriter, r *http.Request) {
+	rs := e.rs.Load()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"file": rs.File(), "version": rs.Version(), "hash": rs.Hash(),
+		"traits": len(rs.Traits()), "segments": len(rs.Segments()),
+	})
+}
+
+// validID bounds what a path id may be, so that a bad request gets a 400,
+// not a store scan.
+func validID(id string) bool {
+	return id != "" && len(id) <= 256 && !strings.ContainsAny(id, "\x00\n\r")
+}
+
+func jsonValue(v schemas.Value) any {
+	switch v.Kind {
+	case schemas.KindString:
+		return v.Str
+	case schemas.KindNumber:
+		return v.Num
+	case schemas.KindBool:
+		return v.Bool
+	}
+	return nil
+}
+
+func (e *Engine) ownedPartitions() []int32 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ps := make([]int32, 0, len(e.parts))
+	for p := range e.parts {
+		ps = append(ps, p)
+	}
+	sort.Slice(ps, func(i, j int) bool { return ps[i] < ps[j] })
+	return ps
+}
+
+func (e *Engine) getCustomer(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !validID(id) {
+		writeError(w, http.StatusBadRequest, "customer id must be 1-256 bytes without control characters")
+		return
+	}
+	rs := e.rs.Load()
+	for _, p := range e.ownedPartitions() {
+		data, ok, err := e.st.Lookup(p, id)
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, "state unavailable: "+err.Error())
+			return
+		}
+		if !ok {
+			continue
+		}
+		c, err := decodeCustomer(rs, data)
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, "stored record cannot be decoded: "+err.Error())
+			return
+		}
+		offs, err := e.st.CommittedOffsets(p)
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, "state unavailable: "+err.Error())
+			return
+		}
+		clock := offs[clockOffsetKey]
+		var segs []map[string]any
+		for i, s := range rs.Segments() {
+			if m := c.members[i]; m.in() {
+				segs = append(segs, map[string]any{"id": s.ID, "entered_at": schemas.FormatTime(m.since), "seq": m.seq})
+			}
+		}
+		traits := map[string]any{}
+		for i, t := range rs.Traits() {
+			v := rs.TraitValue(i, c.traits, clock)
+			if t.IsTime() && v.Kind == schemas.KindNumber {
+				traits[t.Name] = schemas.FormatTime(int64(v.Num))
+			} else {
+				traits[t.Name] = jsonValue(v)
+			}
+		}
+		profile := map[string]any{}
+		for _, a := range c.traits.Attrs() {
+			profile[a.Name] = jsonValue(a.Value)
+		}
+		if segs == nil {
+			segs = []map[string]any{}
+		}
+		writeJSON(w, http.StatusOK, map[string]any{
+			"customer_id": id, "partition": p, "clock": schemas.FormatTime(clock),
+			"segments": segs, "traits": traits, "profile": profile,
+		})
+		return
+	}
+	writeError(w, http.StatusNotFound, fmt.Sprintf("customer %q is unknown to this instance", id))
+}
+
+func (e *Engine) getSegments(w http.ResponseWriter, r *http.Request) {
+	rs := e.rs.Load()
+	out := make([]map[string]any, 0, len(rs.Segments()))
+	for _, s := range rs.Segments() {
+		n, err := e.st.CountMembers(s.ID)
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, "state unavailable: "+err.Error())
+			return
+		}
+		out = append(out, map[string]any{
+			"id": s.ID, "description": s.Description, "size": n, "when": s.When,
+			"time_dependent": s.TimeDependent, "requires_consent": s.RequiresConsent,
+		})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"segments": out})
+}
+
+// maxMembersLimit bounds one page of members.
+const maxMembersLimit = 1000
+
+func (e *Engine) getMembers(w http.ResponseWriter, r *http.Request) {
+	seg := r.PathValue("id")
+	if _, ok := e.rs.Load().SegmentIndex(seg); !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown segment %q", seg))
+		return
+	}
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxMembersLimit {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit (%q) must be an integer from 1 to %d", v, maxMembersLimit))
+			return
+		}
+		limit = n
+	}
+	cursor := r.URL.Query().Get("cursor")
+	if cursor != "" && !validID(cursor) {
+		writeError(w, http.StatusBadRequest, "bad cursor")
+		return
+	}
+	ids, next, err := e.st.Members(seg, cursor, limit)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "state unavailable: "+err.Error())
+		return
+	}
+	if ids == nil {
+		ids = []string{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"segment": seg, "members": ids, "next_cursor": next})
+}
