@@ -3,7 +3,7 @@ GO        ?= go
 BIN       := bin/segd
 PKGS      := ./...
 FUZZTIME  ?= 60s
-STATICCHECK_VERSION ?= 2025.1.1
+STATICCHECK_VERSION ?= v0.7.0
 
 .PHONY: all build test test-unit test-race demo bench lint fuzz clean
 

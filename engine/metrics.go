@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/segd/segd/schemas"
 )
@@ -83,7 +84,7 @@ func newMetrics() *metrics {
 	}
 	reg.MustRegister(m.events, m.deadLetters, m.duplicates, m.late, m.deletions, m.changes, m.timers,
 		m.commitSeconds, m.published, m.publishSecs, m.corruptOutbox, m.watermark, m.outboxDepth, m.eventToChange,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -120,10 +120,9 @@ func (o *Options) Validate() error {
 // Store is one Pebble database holding the state of every partition this
 // process owns. Safe for concurrent use.
 type Store struct {
-	opts  Options
-	db    *pebble.DB
-	cache *pebble.Cache
-	wo    *pebble.WriteOptions
+	opts Options
+	db   *pebble.DB
+	wo   *pebble.WriteOptions
 
 	mu     sync.Mutex
 	parts  map[int32]*Partition
