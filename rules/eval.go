@@ -279,18 +279,22 @@ func (rs *RuleSet) Eval(seg int, s *State, now int64) bool {
 // change it. Evaluating at the returned instant gives the new result.
 func (rs *RuleSet) NextChange(seg int, s *State, now int64) (at int64, ok bool) {
 	sg := rs.segments[seg]
+	return rs.nextChange(sg.wins, sg.sinces, s, now)
+}
+
+// nextChange is the earliest instant after now at which a windowed trait
+// of wins loses its oldest bucket or a since() comparison of sinces flips.
+func (rs *RuleSet) nextChange(wins []int, sinces []sinceDep, s *State, now int64) (int64, bool) {
 	best := int64(math.MaxInt64)
-	if len(sg.wins) > 0 {
-		s.touch(now)
-		for _, ti := range sg.wins {
-			if leave := rs.leaveTime(ti, s, now); leave < best {
-				best = leave
-			}
+	s.touch(now)
+	for _, ti := range wins {
+		if leave := rs.leaveTime(ti, s, now); leave < best {
+			best = leave
 		}
 	}
-	if len(sg.sinces) > 0 {
+	if len(sinces) > 0 {
 		s.env.s, s.env.now = s, now
-		for _, d := range sg.sinces {
+		for _, d := range sinces {
 			if c, ok := d.flip(&s.env, now); ok && c < best {
 				best = c
 			}
@@ -337,25 +341,7 @@ func (rs *RuleSet) leaveTime(ti int, s *State, now int64) int64 {
 // over all segments, computed from each trait and since() once. The engine
 // schedules one timer per customer from it.
 func (rs *RuleSet) NextChangeAll(s *State, now int64) (at int64, ok bool) {
-	best := int64(math.MaxInt64)
-	s.touch(now)
-	for _, ti := range rs.timeTraits {
-		if leave := rs.leaveTime(ti, s, now); leave < best {
-			best = leave
-		}
-	}
-	if len(rs.timeSinces) > 0 {
-		s.env.s, s.env.now = s, now
-		for _, d := range rs.timeSinces {
-			if c, ok := d.flip(&s.env, now); ok && c < best {
-				best = c
-			}
-		}
-	}
-	if best == math.MaxInt64 {
-		return 0, false
-	}
-	return best, true
+	return rs.nextChange(rs.timeTraits, rs.timeSinces, s, now)
 }
 
 // flip returns the first instant after now at which since(x) OP d changes.

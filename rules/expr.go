@@ -727,36 +727,28 @@ func (c *compiler) compileIn(y *yaml.Node, n *inList, sc scope, errf errFunc) *c
 		if x.kind != kStr && x.kind != kAny {
 			return errf(n.off, "a %s cannot be in a list of strings", x.kind)
 		}
-		f := x.strOf()
-		out.b = wrap(func(e *env) bool {
-			s, ok := f(e)
-			if !ok {
-				return false
-			}
-			for _, v := range strs {
-				if v == s {
-					return true
-				}
-			}
-			return false
-		})
+		out.b = wrap(inList(x.strOf(), strs))
 	default:
 		if !isNumeric(x.kind) && x.kind != kAny {
 			return errf(n.off, "a %s cannot be in a list of numbers", x.kind)
 		}
-		f := x.numOf()
-		out.b = wrap(func(e *env) bool {
-			s, ok := f(e)
-			if !ok {
-				return false
-			}
-			for _, v := range nums {
-				if v == s {
-					return true
-				}
-			}
-			return false
-		})
+		out.b = wrap(inList(x.numOf(), nums))
 	}
 	return out
+}
+
+// inList tests a value against a literal list; null is in no list.
+func inList[T float64 | string](f func(*env) (T, bool), list []T) func(*env) bool {
+	return func(e *env) bool {
+		v, ok := f(e)
+		if !ok {
+			return false
+		}
+		for _, w := range list {
+			if w == v {
+				return true
+			}
+		}
+		return false
+	}
 }
