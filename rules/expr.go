@@ -727,18 +727,18 @@ func (c *compiler) compileIn(y *yaml.Node, n *inList, sc scope, errf errFunc) *c
 		if x.kind != kStr && x.kind != kAny {
 			return errf(n.off, "a %s cannot be in a list of strings", x.kind)
 		}
-		out.b = wrap(inList(x.strOf(), strs))
+		out.b = wrap(memberOf(x.strOf(), strs))
 	default:
 		if !isNumeric(x.kind) && x.kind != kAny {
 			return errf(n.off, "a %s cannot be in a list of numbers", x.kind)
 		}
-		out.b = wrap(inList(x.numOf(), nums))
+		out.b = wrap(memberOf(x.numOf(), nums))
 	}
 	return out
 }
 
-// inList tests a value against a literal list; null is in no list.
-func inList[T float64 | string](f func(*env) (T, bool), list []T) func(*env) bool {
+// memberOf tests a value against a literal list; null is in no list.
+func memberOf[T float64 | string](f func(*env) (T, bool), list []T) func(*env) bool {
 	return func(e *env) bool {
 		v, ok := f(e)
 		if !ok {
