@@ -252,3 +252,14 @@ func EndOffsets(ctx context.Context, brokers []string, topics []string, partitio
 	}
 	return first, end, nil
 }
+
+// PartitionFor returns the partition a record with this key lands on
+// among n partitions with murmur2 (the Java client's default, and the
+// producer segd uses).
+func PartitionFor(key []byte, n int) int {
+	parts := make([]int, n)
+	for i := range parts {
+		parts[i] = i
+	}
+	return (&kafka.Murmur2Balancer{}).Balance(kafka.Message{Key: key}, parts...)
+}

@@ -3,6 +3,7 @@
 //	segd run --config FILE          consume, segment, publish (live)
 //	segd demo                       embedded broker + generator + engine
 //	segd gen --brokers HOST:PORT    send generated traffic to a Kafka cluster
+//	segd replay ...                 rebuild state from event files
 //	segd rules validate FILE...     check rules files
 //	segd rules explain FILE         show the compiled plan
 //	segd config check FILE          validate a config file
@@ -23,6 +24,7 @@ usage:
   segd run --config FILE [--log-format json|console]
   segd demo [--rules FILE] [--rate N] [--customers N] [--port N]
   segd gen --brokers HOST:PORT [--rate N] [--customers N] [--count N]
+  segd replay --rules FILE --state-dir DIR --input FILE... (--output FILE | --dry-run)
   segd rules validate FILE...
   segd rules explain FILE
   segd config check FILE
@@ -48,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runDemo(ctx, args[1:], stdout, stderr)
 	case "gen":
 		return runGen(ctx, args[1:], stdout, stderr)
+	case "replay":
+		return runReplay(ctx, args[1:], stdout, stderr)
 	case "rules":
 		return runRules(args[1:], stdout, stderr)
 	case "config":
