@@ -112,7 +112,10 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 	defer prod.Close()
 	send := func(topic, customer, at, body string) {
 		t.Helper()
-		m := connectors.Message{Topic: topic, Key: []byte(customer), Value: []byte(body), Time: time.UnixMilli(ts(at))}
+		m := connectors.Message{Topic: topic, Key: []byte(customer), Time: time.UnixMilli(ts(at))}
+		if body != "" {
+			m.Value = []byte(body)
+		}
 		if err := prod.Write(context.Background(), m); err != nil {
 			t.Fatal(err)
 		}
@@ -123,6 +126,9 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 	// Bob's event moves the partition's watermark past alice's window:
 	// her EXITs fire at their exact instants, with no event of hers.
 	send(DefaultPurchasesTopic, "bob", "2024-02-10T12:00:00Z", `{"type":"purchase","event_id":"b1","customer_id":"bob","ts":"2024-02-10T12:00:00Z","amount":5}`)
+	// A tombstone on the profile topic erases erin: EXIT with cause DELETION.
+	send(DefaultPurchasesTopic, "erin", "2024-02-10T12:00:01Z", `{"type":"purchase","event_id":"r1","customer_id":"erin","ts":"2024-02-10T12:00:01Z","amount":2000}`)
+	send(DefaultProfilesTopic, "erin", "2024-02-10T12:00:02Z", "")
 
 	schema, err := avro.Parse(schemas.SegmentChangeSchema())
 	if err != nil {
@@ -135,6 +141,10 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 		"2024-01-17T00:00:00Z carol clicker EXIT seq=2 TIMER - [email_clicks_14d=0]",
 		"2024-01-31T00:00:00Z alice buyer EXIT seq=2 TIMER - [orders_30d=0]",
 		"2024-02-10T12:00:00Z bob buyer ENTER seq=1 EVENT b1 [orders_30d=1]",
+		"2024-02-10T12:00:01Z erin buyer ENTER seq=1 EVENT r1 [orders_30d=1]",
+		"2024-02-10T12:00:01Z erin vip ENTER seq=1 EVENT r1 [spend_90d=2000]",
+		"2024-02-10T12:00:02Z erin buyer EXIT seq=2 DELETION - []",
+		"2024-02-10T12:00:02Z erin vip EXIT seq=2 DELETION - []",
 	}
 	msgs := readTopic(t, brokers, DefaultChangesTopic, len(want), 20*time.Second)
 	var got []string
@@ -188,14 +198,14 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "metrics", func() bool {
 		p := eng.Progress()
-		return p.Events == 3 && p.DeadLetters == 1 && p.Enters == 4 && p.Exits == 2
+		return p.Events == 5 && p.DeadLetters == 1 && p.Enters == 6 && p.Exits == 4
 	})
 	testAPI(t, eng)
 	// The consumer group sees the committed offsets (lag monitoring).
 	gc := connectors.NewGroupOffsetCommitter(brokers, cfg.Kafka.Group)
 	waitFor(t, 10*time.Second, "group offsets", func() bool {
 		offs, err := gc.Committed(context.Background(), 0, []string{DefaultPurchasesTopic, DefaultEngagementsTopic})
-		return err == nil && offs[DefaultPurchasesTopic] == 3 && offs[DefaultEngagementsTopic] == 1
+		return err == nil && offs[DefaultPurchasesTopic] == 4 && offs[DefaultEngagementsTopic] == 1 && offs[DefaultProfilesTopic] == 1
 	})
 }
 
@@ -296,9 +306,10 @@ func testAPI(t *testing.T, eng *Engine) {
 			segs := b["segments"].([]any)
 			traits := b["traits"].(map[string]any)
 			return len(segs) == 1 && segs[0].(map[string]any)["id"] == "vip" && segs[0].(map[string]any)["entered_at"] == "2024-01-01T10:00:00Z" &&
-				traits["orders_30d"] == 0.0 && traits["spend_90d"] == 1200.0 && b["clock"] == "2024-02-10T12:00:00Z"
+				traits["orders_30d"] == 0.0 && traits["spend_90d"] == 1200.0 && b["clock"] == "2024-02-10T12:00:02Z"
 		}},
 		{"/v1/customers/nobody", true, 404, nil},
+		{"/v1/customers/erin", true, 404, nil},
 		{"/v1/segments", true, 200, func(b map[string]any) bool {
 			sizes := map[string]float64{}
 			for _, s := range b["segments"].([]any) {
