@@ -39,6 +39,57 @@ type cexpr struct {
 	sinces   []sinceDep
 	since    func(*env) (float64, bool) // set when this node is since(x): x
 	trait    *Trait                     // set when this node is a bare numeric trait read
+	tcmp     *traitCmp                  // set when this node is trait OP constant
+}
+
+// traitCmp is a comparison of a numeric trait with a constant, kept so
+// that and/or of two of them can be fused into one closure.
+type traitCmp struct {
+	t  *Trait
+	op opCode
+	c  float64
+}
+
+type opCode uint8
+
+const (
+	opEq opCode = iota
+	opNe
+	opLt
+	opLe
+	opGt
+	opGe
+)
+
+var opCodes = map[string]opCode{"==": opEq, "!=": opNe, "<": opLt, "<=": opLe, ">": opGt, ">=": opGe}
+
+func (o opCode) test(v, c float64) bool {
+	switch o {
+	case opEq:
+		return v == c
+	case opNe:
+		return v != c
+	case opLt:
+		return v < c
+	case opLe:
+		return v <= c
+	case opGt:
+		return v > c
+	}
+	return v >= c
+}
+
+// test evaluates the comparison, reading the memoized trait inline.
+func (tc *traitCmp) test(e *env) bool {
+	s := e.s
+	var v float64
+	var ok bool
+	if m := &s.memo[tc.t.Index]; m.gen == s.memoGen {
+		v, ok = m.num, m.ok
+	} else {
+		v, ok = traitNum(tc.t, s, e.now)
+	}
+	return ok && tc.op.test(v, tc.c)
 }
 
 func (ce *cexpr) merge(others ...*cexpr) {
@@ -273,6 +324,17 @@ func (c *compiler) compileExpr(y *yaml.Node, n node, sc scope) *cexpr {
 			}
 			fx, fy := x.asBool(), yy.asBool()
 			out := &cexpr{kind: kBool}
+			if a, b := x.tcmp, yy.tcmp; a != nil && b != nil {
+				// The most common condition shape, fused: no closure
+				// call per side.
+				if n.op == "and" {
+					out.b = func(e *env) bool { return a.test(e) && b.test(e) }
+				} else {
+					out.b = func(e *env) bool { return a.test(e) || b.test(e) }
+				}
+				out.merge(x, yy)
+				return out
+			}
 			if n.op == "and" {
 				out.b = func(e *env) bool { return fx(e) && fy(e) }
 			} else {
@@ -340,32 +402,6 @@ func traitExpr(t *Trait) *cexpr {
 	return ce
 }
 
-// traitCompareConst compares a numeric trait with a constant in one
-// closure (no call for the trait read when it is memoized): the most
-// common condition shape, worth its own code.
-func traitCompareConst(t *Trait, op string, c float64) func(*env) bool {
-	idx := t.Index
-	read := func(e *env) (float64, bool) {
-		if m := &e.s.memo[idx]; m.gen == e.s.memoGen {
-			return m.num, m.ok
-		}
-		return traitNum(t, e.s, e.now)
-	}
-	switch op {
-	case "==":
-		return func(e *env) bool { v, ok := read(e); return ok && v == c }
-	case "!=":
-		return func(e *env) bool { v, ok := read(e); return ok && v != c }
-	case "<":
-		return func(e *env) bool { v, ok := read(e); return ok && v < c }
-	case "<=":
-		return func(e *env) bool { v, ok := read(e); return ok && v <= c }
-	case ">":
-		return func(e *env) bool { v, ok := read(e); return ok && v > c }
-	default:
-		return func(e *env) bool { v, ok := read(e); return ok && v >= c }
-	}
-}
 
 type errFunc func(off int, format string, args ...any) *cexpr
 
@@ -430,9 +466,11 @@ func (c *compiler) compileCompare(y *yaml.Node, n *binExpr, x, yy *cexpr, errf e
 	case isNumeric(kx) && kx == ky:
 		switch {
 		case yy.constant && x.trait != nil:
-			out.b = traitCompareConst(x.trait, op, yy.cnum)
+			out.tcmp = &traitCmp{t: x.trait, op: opCodes[op], c: yy.cnum}
+			out.b = out.tcmp.test
 		case x.constant && yy.trait != nil:
-			out.b = traitCompareConst(yy.trait, mirror(op), x.cnum)
+			out.tcmp = &traitCmp{t: yy.trait, op: opCodes[mirror(op)], c: x.cnum}
+			out.b = out.tcmp.test
 		case yy.constant:
 			out.b = numCompareConst(x.num, op, yy.cnum)
 		default:
