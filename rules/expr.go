@@ -402,7 +402,6 @@ func traitExpr(t *Trait) *cexpr {
 	return ce
 }
 
-
 type errFunc func(off int, format string, args ...any) *cexpr
 
 func (c *compiler) compileCompare(y *yaml.Node, n *binExpr, x, yy *cexpr, errf errFunc) *cexpr {
