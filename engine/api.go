@@ -31,6 +31,7 @@ func (e *Engine) Handler() http.Handler {
 	})
 	mux.Handle("GET /metrics", e.auth(promhttp.HandlerFor(e.m.reg, promhttp.HandlerOpts{})))
 	mux.Handle("GET /v1/rules", e.auth(http.HandlerFunc(e.getRules)))
+	mux.Handle("POST /v1/rules/reload", e.auth(http.HandlerFunc(e.postReload)))
 	mux.Handle("GET /v1/customers/{id}", e.auth(http.HandlerFunc(e.getCustomer)))
 	mux.Handle("GET /v1/segments", e.auth(http.HandlerFunc(e.getSegments)))
 	mux.Handle("GET /v1/segments/{id}/members", e.auth(http.HandlerFunc(e.getMembers)))
@@ -69,10 +70,25 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 
 func (e *Engine) getRules(w http.ResponseWriter, r *http.Request) {
 	rs := e.rs.Load()
+	e.mu.Lock()
+	var lastErr any
+	if e.lastReloadErr != nil {
+		lastErr = e.lastReloadErr.Error()
+	}
+	e.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{
 		"file": rs.File(), "version": rs.Version(), "hash": rs.Hash(),
-		"traits": len(rs.Traits()), "segments": len(rs.Segments()),
+		"traits": len(rs.Traits()), "segments": len(rs.Segments()), "last_reload_error": lastErr,
 	})
+}
+
+func (e *Engine) postReload(w http.ResponseWriter, r *http.Request) {
+	res, err := e.Reload(r.Context())
+	if err != nil {
+		writeError(w, http.StatusUnprocessableEntity, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"version": res.Version, "hash": res.Hash, "changes": res.Changes})
 }
 
 // validID bounds what a path id may be, so that a bad request gets a 400,

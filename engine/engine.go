@@ -42,8 +42,10 @@ type Engine struct {
 	st  *state.Store
 	m   *metrics
 
-	mu     sync.Mutex
-	parts  map[int32]*runningPartition
+	mu            sync.Mutex
+	parts         map[int32]*runningPartition
+	lastReloadErr error
+	reloadMu      sync.Mutex
 	ready  atomic.Bool
 	closed atomic.Bool
 }

@@ -201,6 +201,7 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 		return p.Events == 5 && p.DeadLetters == 1 && p.Enters == 6 && p.Exits == 4
 	})
 	testAPI(t, eng)
+	testReload(t, eng, rulesPath, brokers, len(want))
 	// The consumer group sees the committed offsets (lag monitoring).
 	gc := connectors.NewGroupOffsetCommitter(brokers, cfg.Kafka.Group)
 	waitFor(t, 10*time.Second, "group offsets", func() bool {
@@ -340,5 +341,49 @@ func testAPI(t *testing.T, eng *Engine) {
 	code, _ := get("/metrics", true)
 	if code != 200 {
 		t.Fatalf("/metrics: %d", code)
+	}
+}
+
+// testReload edits the rules file and reloads over HTTP: a broken file
+// changes nothing and says where it is broken; a good one re-evaluates
+// every customer, so a removed segment's members EXIT at once.
+func testReload(t *testing.T, eng *Engine, rulesPath string, brokers []string, before int) {
+	t.Helper()
+	srv := httptest.NewServer(eng.Handler())
+	defer srv.Close()
+	post := func() (int, map[string]any) {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/rules/reload", nil)
+		req.Header.Set("Authorization", "Bearer s3cret")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		json.NewDecoder(resp.Body).Decode(&body)
+		return resp.StatusCode, body
+	}
+	os.WriteFile(rulesPath, []byte("version: 4\ntraits:\n  n: count(purchase)\nsegments:\n  x: { when: \"m > 1\" }\n"), 0o644)
+	if code, body := post(); code != http.StatusUnprocessableEntity || !strings.Contains(fmt.Sprint(body["error"]), "rules.yaml:5:15: segment x: unknown trait \"m\"") {
+		t.Fatalf("broken reload: %d %v", code, body)
+	}
+	noVIP := strings.Replace(testRules, "  vip:\n    when: \"spend_90d >= 1000\"\n", "", 1)
+	noVIP = strings.Replace(noVIP, "version: 3", "version: 4", 1)
+	os.WriteFile(rulesPath, []byte(noVIP), 0o644)
+	code, body := post()
+	if code != http.StatusOK || body["version"] != 4.0 || body["changes"] != 1.0 {
+		t.Fatalf("reload: %d %v", code, body)
+	}
+	msgs := readTopic(t, brokers, DefaultChangesTopic, before+1, 10*time.Second)
+	if len(msgs) != before+1 {
+		t.Fatalf("%d changes after reload, want %d", len(msgs), before+1)
+	}
+	schema, _ := avro.Parse(schemas.SegmentChangeSchema())
+	var m map[string]any
+	if err := avro.Unmarshal(schema, msgs[before].Value, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m["customer_id"] != "alice" || m["segment_id"] != "vip" || m["kind"] != "EXIT" || m["cause"] != "RULE_CHANGE" || m["rules_version"] != int64(4) {
+		t.Fatalf("change after reload: %v", m)
 	}
 }

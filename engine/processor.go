@@ -14,6 +14,9 @@ import (
 // restart resumes the same event-time clock.
 const clockOffsetKey = "\x00clock"
 
+// stateRecord is what the state store holds for a customer.
+type stateRecord = state.Record
+
 // changeEncoder encodes a SegmentChange as an output record value.
 type changeEncoder func(dst []byte, c *schemas.SegmentChange) ([]byte, error)
 
@@ -54,6 +57,7 @@ type processor struct {
 
 	clock int64 // the watermark: the largest event time applied, Unix ms
 
+	allSegs  []int // every segment, for rule reloads
 	timeSegs []int // segments whose result can change with time alone
 	// profileSegs are the segments a profile event can affect: those that
 	// read profile attributes, plus every requires_consent segment, since
@@ -82,11 +86,13 @@ func (p *processor) setRules(rs *rules.RuleSet) {
 	p.rs = rs
 	p.timeSegs = p.timeSegs[:0]
 	p.profileSegs = p.profileSegs[:0]
+	p.allSegs = p.allSegs[:0]
 	readsProfile := map[int]bool{}
 	for _, i := range rs.SegmentsFor(schemas.EventProfile) {
 		readsProfile[i] = true
 	}
 	for i, s := range rs.Segments() {
+		p.allSegs = append(p.allSegs, i)
 		if s.TimeDependent {
 			p.timeSegs = append(p.timeSegs, i)
 		}

@@ -267,3 +267,55 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestProcessorRuleReloadLeavesNoStaleMembers(t *testing.T) {
+	h := newHarness(t, testRules)
+	h.apply(purchase("e1", "alice", "2024-01-01T10:00:00Z", 1500))
+	h.apply(purchase("b1", "bob", "2024-01-02T10:00:00Z", 50))
+	h.expect(
+		"2024-01-01T10:00:00Z alice buyer ENTER event e1",
+		"2024-01-01T10:00:00Z alice vip ENTER event e1",
+		"2024-01-02T10:00:00Z bob buyer ENTER event b1",
+	)
+	// New rules: buyer needs 2 orders now, vip is gone, big is new; the
+	// spend trait keeps its state because its definition is unchanged.
+	next := `version: 4
+traits:
+  orders_30d: count(purchase) over 30d
+  spend_90d: sum(purchase.amount) over 90d
+segments:
+  buyer: { when: "orders_30d >= 2" }
+  big: { when: "spend_90d >= 40" }
+`
+	rs2, err := rules.Compile("next.yaml", []byte(next))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.rs = rs2
+	n, err := h.proc.reload(rs2, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cached customers (both are) and uncached ones are re-evaluated at
+	// the partition clock (bob's event time).
+	h.expect(
+		"2024-01-02T10:00:00Z alice vip EXIT rule_change",
+		"2024-01-02T10:00:00Z alice buyer EXIT rule_change",
+		"2024-01-02T10:00:00Z alice big ENTER rule_change",
+		"2024-01-02T10:00:00Z bob buyer EXIT rule_change",
+		"2024-01-02T10:00:00Z bob big ENTER rule_change",
+	)
+	if n != 5 {
+		t.Fatalf("reload reported %d changes, want 5", n)
+	}
+	// The next event runs under the new rules; sequences continue.
+	h.apply(purchase("e2", "alice", "2024-01-03T10:00:00Z", 1))
+	h.expect("2024-01-03T10:00:00Z alice buyer ENTER event e2")
+	c, err := h.proc.load("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.members[0].seq; got != 3 {
+		t.Fatalf("alice buyer seq %d, want 3 (ENTER, EXIT, ENTER)", got)
+	}
+}

@@ -63,6 +63,8 @@ type task struct {
 	committed  map[string]int64 // next offsets committed to the store
 	lastGroup  time.Time        // last report to the consumer group
 	groupOut   chan<- partitionOffsets
+	control    chan pauseReq // rule reloads pause the task here
+	done       chan struct{} // closed when run returns
 	pending    int // records since the last commit
 	lastCommit time.Time
 	lastInput  time.Time
@@ -74,6 +76,7 @@ type task struct {
 // run consumes until ctx is done or the source ends (io.EOF, replays), then
 // commits what it applied.
 func (t *task) run(ctx context.Context) error {
+	defer close(t.done)
 	t.lastCommit = t.opt.now()
 	t.lastInput = t.lastCommit
 	if t.buf == nil {
@@ -105,6 +108,19 @@ func (t *task) run(ctx context.Context) error {
 			return err
 		}
 		t.reportGroupOffsets()
+		select {
+		case req := <-t.control:
+			// Commit, then hold still while the engine works on this
+			// partition from its own goroutine (rule reload).
+			if err := t.commit(); err != nil {
+				close(req.paused)
+				return err
+			}
+			close(req.paused)
+			<-req.resume
+			t.lastCommit = t.opt.now()
+		default:
+		}
 		if t.pending >= t.opt.commitEvents || (t.pending > 0 && t.opt.now().Sub(t.lastCommit) >= t.opt.commitInterval) {
 			if err := t.commit(); err != nil {
 				return err
@@ -231,6 +247,13 @@ func (t *task) commit() error {
 	return nil
 }
 
+// pauseReq asks a task to commit and wait: paused is closed once it
+// waits, and it resumes when resume is closed.
+type pauseReq struct {
+	paused chan struct{}
+	resume chan struct{}
+}
+
 // partitionOffsets are a partition's committed offsets, for the consumer
 // group (lag monitoring).
 type partitionOffsets struct {
@@ -260,5 +283,6 @@ const groupCommitInterval = time.Second
 
 // openTask builds a task for partition id, resuming from its stored offsets.
 func openTask(id int32, part *state.Partition, proc *processor, src source, pub *publisher, opt taskOptions, log zerolog.Logger, m *partitionMetrics) *task {
-	return &task{id: id, opt: opt, proc: proc, src: src, pub: pub, log: log, m: m, next: map[string]int64{}, committed: map[string]int64{}}
+	return &task{id: id, opt: opt, proc: proc, src: src, pub: pub, log: log, m: m, next: map[string]int64{}, committed: map[string]int64{},
+		control: make(chan pauseReq, 1), done: make(chan struct{})}
 }
