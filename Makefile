@@ -12,10 +12,11 @@ all: build
 build:
 	$(GO) build -o $(BIN) ./cmd/segd
 
-# test runs every test: vet, unit and integration tests (embedded Kafka broker).
+# test runs every test with the race detector: vet, unit, crash and integration
+# tests (the embedded Kafka broker needs nothing installed).
 test: build
 	$(GO) vet $(PKGS)
-	$(GO) test -count=1 -timeout 20m $(PKGS)
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 test-race:
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)

@@ -85,26 +85,8 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	eng, err := New(cfg, Options{Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- eng.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("Run: %v", err)
-		}
-		if err := eng.Close(); err != nil {
-			t.Error(err)
-		}
-		if err := eng.Close(); err != nil {
-			t.Errorf("second Close: %v", err)
-		}
-	}()
-
+	// The input is all in Kafka before the engine starts (a backlog), so
+	// the partition's merge order is deterministic.
 	prod, err := connectors.NewProducer(brokers, connectors.ProducerOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -129,6 +111,26 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 	// A tombstone on the profile topic erases erin: EXIT with cause DELETION.
 	send(DefaultPurchasesTopic, "erin", "2024-02-10T12:00:01Z", `{"type":"purchase","event_id":"r1","customer_id":"erin","ts":"2024-02-10T12:00:01Z","amount":2000}`)
 	send(DefaultProfilesTopic, "erin", "2024-02-10T12:00:02Z", "")
+
+	eng, err := New(cfg, Options{Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
+		if err := eng.Close(); err != nil {
+			t.Error(err)
+		}
+		if err := eng.Close(); err != nil {
+			t.Errorf("second Close: %v", err)
+		}
+	}()
 
 	schema, err := avro.Parse(schemas.SegmentChangeSchema())
 	if err != nil {
