@@ -5,7 +5,7 @@ PKGS      := ./...
 FUZZTIME  ?= 60s
 STATICCHECK_VERSION ?= v0.7.0
 
-.PHONY: all build test test-unit test-race demo bench lint fuzz clean
+.PHONY: all build test test-fast demo bench lint fuzz clean
 
 all: build
 
@@ -18,8 +18,9 @@ test: build
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
-test-race:
-	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+# test-fast skips the race detector, for quick local iterations.
+test-fast:
+	$(GO) test -count=1 -timeout 20m $(PKGS)
 
 demo: build
 	./$(BIN) demo
