@@ -73,6 +73,9 @@ type InputTopic struct {
 	// default), "confluent" (Avro in the Confluent wire format; needs
 	// kafka.schema_registry_url) or "json".
 	Format string `yaml:"format"`
+	// SchemaFile, for the avro format, is the writer schema (.avsc) the
+	// producers use, when it is not the one in schemas/. Default none.
+	SchemaFile string `yaml:"schema_file"`
 }
 
 // RulesConfig points at the rules file.
@@ -256,6 +259,9 @@ func (c *Config) Validate() error {
 		field string
 		t     InputTopic
 	}{{"purchases", t.Purchases}, {"browses", t.Browses}, {"engagements", t.Engagements}, {"profiles", t.Profiles}} {
+		if in.t.SchemaFile != "" && in.t.Format != "avro" {
+			bad("kafka.topics.%s.schema_file is set but the format is %s: it is for the avro format", in.field, in.t.Format)
+		}
 		switch in.t.Format {
 		case "avro", "json":
 		case "confluent":

@@ -90,8 +90,10 @@ func TestConfigFieldsDocumented(t *testing.T) {
 	}
 	for _, f := range ConfigFields() {
 		name := f
-		if strings.HasPrefix(f, "kafka.topics.") && strings.Count(f, ".") == 3 && strings.HasSuffix(f, ".format") {
-			name = "kafka.topics.*.format"
+		if strings.HasPrefix(f, "kafka.topics.") && strings.Count(f, ".") == 3 {
+			if _, last, _ := strings.Cut(f[len("kafka.topics."):], "."); last == "format" || last == "schema_file" {
+				name = "kafka.topics.*." + last
+			}
 		}
 		if !strings.Contains(string(doc), "`"+name+"`") {
 			t.Errorf("docs/config.md does not document %s", name)

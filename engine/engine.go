@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -102,8 +103,16 @@ func (e *Engine) inputs() (map[string]topicInput, error) {
 		t   InputTopic
 		typ schemas.EventType
 	}{{t.Purchases, schemas.EventPurchase}, {t.Browses, schemas.EventBrowse}, {t.Engagements, schemas.EventEngagement}, {t.Profiles, schemas.EventProfile}} {
+		var schema string
+		if in.t.SchemaFile != "" {
+			b, err := os.ReadFile(in.t.SchemaFile)
+			if err != nil {
+				return nil, fmt.Errorf("schema for %s: %w", in.t.Name, err)
+			}
+			schema = string(b)
+		}
 		dec, err := connectors.NewDecoder(connectors.DecoderOptions{
-			Type: in.typ, Format: connectors.Format(in.t.Format), Registry: reg, MaxBytes: e.cfg.Input.MaxRecordBytes,
+			Type: in.typ, Format: connectors.Format(in.t.Format), Schema: schema, Registry: reg, MaxBytes: e.cfg.Input.MaxRecordBytes,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("decoder for %s: %w", in.t.Name, err)
