@@ -47,8 +47,8 @@ type Engine struct {
 	parts         map[int32]*runningPartition
 	lastReloadErr error
 	reloadMu      sync.Mutex
-	ready  atomic.Bool
-	closed atomic.Bool
+	ready         atomic.Bool
+	closed        atomic.Bool
 }
 
 type runningPartition struct {

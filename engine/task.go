@@ -65,7 +65,7 @@ type task struct {
 	groupOut   chan<- partitionOffsets
 	control    chan pauseReq // rule reloads pause the task here
 	done       chan struct{} // closed when run returns
-	pending    int // records since the last commit
+	pending    int           // records since the last commit
 	lastCommit time.Time
 	lastInput  time.Time
 	event      schemas.Event
