@@ -171,3 +171,44 @@ func FuzzCompile(f *testing.F) {
 		rs.DecodeState([]byte(src), s2)
 	})
 }
+
+// Every YAML example in docs/rules.md compiles, and its segments behave as
+// the page says (the worked window example is TestDocsWorkedExample).
+func TestDocsExamplesCompile(t *testing.T) {
+	doc, err := os.ReadFile("../docs/rules.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := strings.Split(string(doc), "```yaml\n")
+	if len(blocks) < 2 {
+		t.Fatal("no yaml examples in docs/rules.md")
+	}
+	for i, b := range blocks[1:] {
+		src, _, _ := strings.Cut(b, "```")
+		if _, err := Compile(fmt.Sprintf("docs/rules.md example %d", i+1), []byte(src)); err != nil {
+			t.Errorf("docs example %d does not compile:\n%s\n%v", i+1, src, err)
+		}
+	}
+}
+
+// TestDocsWorkedExample checks the table of docs/rules.md's worked window
+// example.
+func TestDocsWorkedExample(t *testing.T) {
+	rs := mustCompile(t, "version: 1\ntraits:\n  orders_30d: count(purchase) over 30d\nsegments:\n  x: { when: \"orders_30d >= 1\" }\n")
+	s := rs.NewState()
+	for _, ts := range []string{"2024-01-01T10:00:00Z", "2024-01-05T09:30:00Z"} {
+		e := &schemas.Event{Type: schemas.EventPurchase, Time: at(ts)}
+		rs.Apply(s, e, e.Time)
+	}
+	for _, c := range []struct {
+		clock string
+		want  float64
+	}{{"2024-01-30T23:59:59.999Z", 2}, {"2024-01-31T00:00:00Z", 1}, {"2024-02-04T00:00:00Z", 0}} {
+		if got := rs.TraitValue(0, s, at(c.clock)); got.Num != c.want {
+			t.Errorf("orders_30d at %s = %v, docs say %v", c.clock, got.Num, c.want)
+		}
+	}
+	if next, _ := rs.NextChange(0, s, at("2024-01-31T00:00:00Z")); next != at("2024-02-04T00:00:00Z") {
+		t.Errorf("EXIT at %s, docs say 2024-02-04T00:00:00Z", schemas.FormatTime(next))
+	}
+}
