@@ -78,6 +78,7 @@ func New(cfg *Config, opt Options) (*Engine, error) {
 		return nil, fmt.Errorf("open state %s: %w", cfg.State.Dir, err)
 	}
 	e.st = st
+	e.m.registerStore(st)
 	e.log.Info().Int64("rules_version", rs.Version()).Str("rules_hash", rs.Hash()).
 		Int("segments", len(rs.Segments())).Int("traits", len(rs.Traits())).Str("state_dir", cfg.State.Dir).Msg("engine ready")
 	return e, nil

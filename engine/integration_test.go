@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"errors"
 	"fmt"
 	"net/http"
@@ -340,9 +341,18 @@ func testAPI(t *testing.T, eng *Engine) {
 			t.Errorf("%s: %d without a JSON error", c.path, code)
 		}
 	}
-	code, _ := get("/metrics", true)
-	if code != 200 {
-		t.Fatalf("/metrics: %d", code)
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer s3cret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"segd_events_applied_total{type=\"purchase\"} 3", "segd_dead_letters_total{reason=\"json_decode\"} 1", "segd_segment_changes_total{kind=\"ENTER\"} 6", "segd_cache_hits_total", "segd_state_disk_bytes", "segd_commit_seconds_bucket"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 }
 

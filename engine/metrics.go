@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/segd/segd/schemas"
+	"github.com/segd/segd/state"
 )
 
 // metrics holds every segd_* metric. Tasks count in plain integers on the
@@ -152,4 +153,24 @@ func addDelta(c prometheus.Counter, now uint64, last *uint64) {
 		c.Add(float64(d))
 	}
 	*last = now
+}
+
+// registerStore exports the state store's statistics, read when scraped.
+func (m *metrics) registerStore(st *state.Store) {
+	gauge := func(name, help string, f func(state.Metrics) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(st.Metrics()) })
+	}
+	counter := func(name, help string, f func(state.Metrics) float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return f(st.Metrics()) })
+	}
+	m.reg.MustRegister(
+		counter("segd_cache_hits_total", "Customer record lookups served by the write-back cache.", func(x state.Metrics) float64 { return float64(x.CacheHits) }),
+		counter("segd_cache_misses_total", "Customer record lookups that went to Pebble.", func(x state.Metrics) float64 { return float64(x.CacheMisses) }),
+		gauge("segd_cache_bytes", "Approximate bytes of decoded records in the cache.", func(x state.Metrics) float64 { return float64(x.CacheBytes) }),
+		gauge("segd_cache_entries", "Customer records in the cache.", func(x state.Metrics) float64 { return float64(x.CacheEntries) }),
+		gauge("segd_state_disk_bytes", "Disk space used by the Pebble store.", func(x state.Metrics) float64 { return float64(x.DiskBytes) }),
+		gauge("segd_state_read_amplification", "Pebble read amplification.", func(x state.Metrics) float64 { return float64(x.ReadAmp) }),
+		counter("segd_state_compactions_total", "Pebble compactions.", func(x state.Metrics) float64 { return float64(x.Compactions) }),
+		gauge("segd_timers_pending", "Timers in the in-memory near-horizon heaps.", func(x state.Metrics) float64 { return float64(x.TimersPending) }),
+	)
 }
