@@ -30,7 +30,6 @@ type metrics struct {
 	corruptOutbox prometheus.Counter
 	watermark     *prometheus.GaugeVec // partition
 	outboxDepth   *prometheus.GaugeVec // partition
-	eventToChange prometheus.Histogram
 }
 
 func newMetrics() *metrics {
@@ -78,13 +77,9 @@ func newMetrics() *metrics {
 		outboxDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "segd_outbox_depth", Help: "Committed outbox records not yet acknowledged by Kafka.",
 		}, []string{"partition"}),
-		eventToChange: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "segd_event_to_change_seconds", Help: "From an event's append to Kafka to the ack of the change it caused.",
-			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
-		}),
 	}
 	reg.MustRegister(m.events, m.deadLetters, m.duplicates, m.late, m.deletions, m.changes, m.timers,
-		m.commitSeconds, m.published, m.publishSecs, m.corruptOutbox, m.watermark, m.outboxDepth, m.eventToChange,
+		m.commitSeconds, m.published, m.publishSecs, m.corruptOutbox, m.watermark, m.outboxDepth,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
