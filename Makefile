@@ -15,6 +15,8 @@ build:
 # test runs every test with the race detector: vet, unit, crash and integration
 # tests (the embedded Kafka broker needs nothing installed).
 test: build
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
