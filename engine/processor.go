@@ -30,6 +30,9 @@ type processorOptions struct {
 	consentAttr string
 	// dedupHorizon is in event-time milliseconds; 0 disables de-duplication.
 	dedupHorizon int64
+	// evalAll re-evaluates every segment of the event's type instead of
+	// only those reading a trait the event updated (tests compare both).
+	evalAll bool
 }
 
 // processorStats counts what a processor did. Owned by the task goroutine;
@@ -64,6 +67,7 @@ type processor struct {
 	// the consent attribute can flip them whatever they read.
 	profileSegs []int
 
+	segs   []int                 // scratch: segments to re-evaluate
 	change schemas.SegmentChange // scratch
 	buf    []byte                // scratch for encoded changes
 	env    []byte                // scratch for envelopes
@@ -184,10 +188,16 @@ func (p *processor) apply(e *schemas.Event) error {
 		}
 		c.remember(h, now)
 	}
-	p.rs.Apply(c.traits, e, now)
-	segs := p.rs.SegmentsFor(e.Type)
-	if e.Type == schemas.EventProfile {
+	touched := p.rs.Apply(c.traits, e, now)
+	var segs []int
+	switch {
+	case e.Type == schemas.EventProfile:
 		segs = p.profileSegs
+	case p.opt.evalAll:
+		segs = p.rs.SegmentsFor(e.Type)
+	default:
+		p.segs = p.rs.SegmentsTouched(e.Type, touched, p.segs[:0])
+		segs = p.segs
 	}
 	if err := p.evaluate(c, id, segs, now, schemas.CauseEvent, e.EventID); err != nil {
 		return err

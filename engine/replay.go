@@ -35,6 +35,8 @@ type ReplayOptions struct {
 	CommitEvents int
 	// Log receives progress lines.
 	Log zerolog.Logger
+
+	evalAll bool // tests: re-evaluate every segment of the event's type
 }
 
 // ReplaySummary is what a replay did.

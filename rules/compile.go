@@ -77,9 +77,10 @@ type Segment struct {
 	// since()).
 	TimeDependent bool
 
-	eval   func(*env) bool
-	sinces []sinceDep
-	wins   []int // windowed traits read
+	eval     func(*env) bool
+	readMask Touched // traits read, as in Apply's result
+	sinces   []sinceDep
+	wins     []int // windowed traits read
 }
 
 // sinceDep is a comparison since(x) OP d, whose result flips at a time
@@ -567,6 +568,7 @@ func (c *compiler) compileSegment(s *Segment, when *yaml.Node) bool {
 		reads[ti] = true
 	}
 	for ti := range reads {
+		s.readMask |= traitBit(ti)
 		s.Reads = append(s.Reads, ti)
 		if c.rs.traits[ti].Window > 0 {
 			s.wins = append(s.wins, ti)

@@ -19,17 +19,21 @@ func (rs *RuleSet) NewState() *State {
 // buckets that left their window at now. A windowed trait ignores an event
 // older than its window. first/last compare event times, so a late event
 // never becomes the last one. A profile event sets or removes attributes.
-func (rs *RuleSet) Apply(s *State, e *schemas.Event, now int64) {
+//
+// It returns the traits the event updated; SegmentsTouched turns them into
+// the segments that need re-evaluation.
+func (rs *RuleSet) Apply(s *State, e *schemas.Event, now int64) Touched {
 	s.memoGen++
 	if e.Type == schemas.EventProfile {
 		for _, a := range e.Attributes {
 			s.setAttr(a)
 		}
-		return
+		return 0
 	}
 	if int(e.Type) >= len(rs.byType) {
-		return
+		return 0
 	}
+	var touched Touched
 	s.env.s, s.env.e, s.env.now = s, e, now
 	for _, t := range rs.byType[e.Type] {
 		ts := &s.traits[t.Index]
@@ -45,6 +49,7 @@ func (rs *RuleSet) Apply(s *State, e *schemas.Event, now int64) {
 				continue // already outside the window
 			}
 		}
+		touched |= traitBit(t.Index)
 		if t.agg == aggDistinct {
 			switch t.fld.kind {
 			case kList:
@@ -95,6 +100,31 @@ func (rs *RuleSet) Apply(s *State, e *schemas.Event, now int64) {
 		}
 	}
 	s.env.e = nil
+	return touched
+}
+
+// Touched is a set of trait indexes (traits past the 64th share the last
+// bit, which then stands for "any of them").
+type Touched uint64
+
+func traitBit(i int) Touched {
+	if i >= 63 {
+		return 1 << 63
+	}
+	return 1 << uint(i)
+}
+
+// SegmentsTouched appends to dst the segments of SegmentsFor(t) that read a
+// trait in touched: the only ones whose result an event can have changed,
+// since every time-based change up to the event's time was already applied
+// by timers. It does not allocate when dst has room.
+func (rs *RuleSet) SegmentsTouched(t schemas.EventType, touched Touched, dst []int) []int {
+	for _, i := range rs.SegmentsFor(t) {
+		if rs.segments[i].readMask&touched != 0 {
+			dst = append(dst, i)
+		}
+	}
+	return dst
 }
 
 func countField(t *Trait, b *bucket, e *schemas.Event) {
