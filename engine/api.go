@@ -8,8 +8,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/segd/segd/connectors"
 
 	"github.com/segd/segd/schemas"
 )
@@ -33,6 +36,7 @@ func (e *Engine) Handler() http.Handler {
 	mux.Handle("GET /v1/rules", e.auth(http.HandlerFunc(e.getRules)))
 	mux.Handle("POST /v1/rules/reload", e.auth(http.HandlerFunc(e.postReload)))
 	mux.Handle("GET /v1/customers/{id}", e.auth(http.HandlerFunc(e.getCustomer)))
+	mux.Handle("DELETE /v1/customers/{id}", e.auth(http.HandlerFunc(e.deleteCustomer)))
 	mux.Handle("GET /v1/segments", e.auth(http.HandlerFunc(e.getSegments)))
 	mux.Handle("GET /v1/segments/{id}/members", e.auth(http.HandlerFunc(e.getMembers)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -227,4 +231,35 @@ func (e *Engine) getMembers(w http.ResponseWriter, r *http.Request) {
 		ids = []string{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"segment": seg, "members": ids, "next_cursor": next})
+}
+
+// deleteCustomer requests erasure: it writes a tombstone for the customer
+// to the profile topic, so the deletion goes through the customer's
+// partition like any event (EXIT with cause DELETION, state removed), in
+// order with the customer's other events. 202: accepted, applied shortly.
+func (e *Engine) deleteCustomer(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !validID(id) {
+		writeError(w, http.StatusBadRequest, "customer id must be 1-256 bytes without control characters")
+		return
+	}
+	e.mu.Lock()
+	prod := e.prod
+	e.mu.Unlock()
+	if prod == nil {
+		writeError(w, http.StatusServiceUnavailable, "not running")
+		return
+	}
+	if err := prod.Write(r.Context(), DeletionRequest(e.cfg.Kafka.Topics.Profiles.Name, id, e.opt.Now())); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "cannot write the deletion request: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"customer_id": id, "status": "deletion requested"})
+}
+
+// DeletionRequest is the record that erases a customer: a tombstone keyed
+// by the customer id on the profile topic (it also lets compaction drop the
+// customer's profile records from Kafka).
+func DeletionRequest(profilesTopic, customerID string, now time.Time) connectors.Message {
+	return connectors.Message{Topic: profilesTopic, Key: []byte(customerID), Value: nil, Time: now}
 }

@@ -46,6 +46,7 @@ type Engine struct {
 	mu            sync.Mutex
 	parts         map[int32]*runningPartition
 	lastReloadErr error
+	prod          *connectors.Producer // set while Run runs
 	reloadMu      sync.Mutex
 	ready         atomic.Bool
 	closed        atomic.Bool
@@ -160,6 +161,14 @@ func (e *Engine) Run(ctx context.Context) error {
 		return fmt.Errorf("producer: %w", err)
 	}
 	defer prod.Close()
+	e.mu.Lock()
+	e.prod = prod
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.prod = nil
+		e.mu.Unlock()
+	}()
 	var out sink = prod
 	if e.opt.OnPublished != nil {
 		out = tapSink{next: prod, fn: e.opt.OnPublished}

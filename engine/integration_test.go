@@ -205,6 +205,7 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 	})
 	testAPI(t, eng)
 	testReload(t, eng, rulesPath, brokers, len(want))
+	testDelete(t, eng, brokers)
 	// The consumer group sees the committed offsets (lag monitoring).
 	gc := connectors.NewGroupOffsetCommitter(brokers, cfg.Kafka.Group)
 	waitFor(t, 10*time.Second, "group offsets", func() bool {
@@ -398,4 +399,42 @@ func testReload(t *testing.T, eng *Engine, rulesPath string, brokers []string, b
 	if m["customer_id"] != "alice" || m["segment_id"] != "vip" || m["kind"] != "EXIT" || m["cause"] != "RULE_CHANGE" || m["rules_version"] != int64(4) {
 		t.Fatalf("change after reload: %v", m)
 	}
+}
+
+// testDelete erases bob over the API: the request goes through his
+// partition as a tombstone; he EXITs with cause DELETION and is gone.
+func testDelete(t *testing.T, eng *Engine, brokers []string) {
+	t.Helper()
+	srv := httptest.NewServer(eng.Handler())
+	defer srv.Close()
+	req, _ := http.NewRequest(http.MethodDelete, srv.URL+"/v1/customers/bob", nil)
+	req.Header.Set("Authorization", "Bearer s3cret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("DELETE: %d", resp.StatusCode)
+	}
+	schema, _ := avro.Parse(schemas.SegmentChangeSchema())
+	waitFor(t, 10*time.Second, "bob's DELETION exit", func() bool {
+		for _, m := range readTopic(t, brokers, DefaultChangesTopic, 1<<20, 300*time.Millisecond) {
+			var c map[string]any
+			if avro.Unmarshal(schema, m.Value, &c) == nil && c["customer_id"] == "bob" && c["cause"] == "DELETION" && c["kind"] == "EXIT" {
+				return true
+			}
+		}
+		return false
+	})
+	waitFor(t, 5*time.Second, "bob gone from the API", func() bool {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/customers/bob", nil)
+		req.Header.Set("Authorization", "Bearer s3cret")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusNotFound
+	})
 }

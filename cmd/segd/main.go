@@ -25,6 +25,7 @@ usage:
   segd demo [--rules FILE] [--rate N] [--customers N] [--port N]
   segd gen --brokers HOST:PORT [--rate N] [--customers N] [--count N]
   segd replay --rules FILE --state-dir DIR --input FILE... (--output FILE | --dry-run)
+  segd customers delete --brokers HOST:PORT ID...
   segd rules validate FILE...
   segd rules explain FILE
   segd config check FILE
@@ -52,6 +53,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runGen(ctx, args[1:], stdout, stderr)
 	case "replay":
 		return runReplay(ctx, args[1:], stdout, stderr)
+	case "customers":
+		return runCustomers(ctx, args[1:], stdout, stderr)
 	case "rules":
 		return runRules(args[1:], stdout, stderr)
 	case "config":
