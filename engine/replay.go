@@ -164,42 +164,8 @@ func Replay(ctx context.Context, opt ReplayOptions) (*ReplaySummary, error) {
 			return nil, err
 		}
 	}
-	var c schemas.SegmentChange
-	for _, p := range procs {
-		err := p.part.ReadOutbox(0, 1<<62, func(_ uint64, v []byte) error {
-			env, err := decodeEnvelope(v)
-			if err != nil {
-				return err
-			}
-			if env.topic != DefaultChangesTopic {
-				return nil
-			}
-			if err := schemas.DecodeSegmentChangeJSON(env.value, &c); err != nil {
-				return err
-			}
-			if c.Kind == schemas.Enter {
-				sum.Enters[c.SegmentID]++
-			} else {
-				sum.Exits[c.SegmentID]++
-			}
-			if opt.Output != nil {
-				if _, err := opt.Output.Write(append(env.value, '\n')); err != nil {
-					return err
-				}
-				sum.ChangesWritten++
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("replay output: %w", err)
-		}
-	}
-	for _, s := range rs.Segments() {
-		n, err := st.CountMembers(s.ID)
-		if err != nil {
-			return nil, err
-		}
-		sum.Sizes[s.ID] = n
+	if err := collectReplay(st, rs, procs, opt.Output, sum, false); err != nil {
+		return nil, err
 	}
 	sum.Elapsed = time.Since(start)
 	return sum, nil
@@ -217,4 +183,141 @@ func (s *ReplaySummary) WriteSummary(w io.Writer) {
 	for _, id := range ids {
 		fmt.Fprintf(w, "%-24s %8d %8d %8d\n", id, s.Enters[id], s.Exits[id], s.Sizes[id])
 	}
+}
+
+// collectReplay writes the changes in the partitions' outboxes to out (nil:
+// none), counts them and dead letters, and fills the final segment sizes.
+// With clear, the outboxes are emptied: the changes of a replay are history,
+// and a later `segd run` on the same state must not publish them.
+func collectReplay(st *state.Store, rs *rules.RuleSet, procs []*processor, out io.Writer, sum *ReplaySummary, clear bool) error {
+	var c schemas.SegmentChange
+	for _, p := range procs {
+		var last uint64
+		err := p.part.ReadOutbox(0, 1<<62, func(seq uint64, v []byte) error {
+			last = seq
+			env, err := decodeEnvelope(v)
+			if err != nil {
+				return err
+			}
+			if env.topic == DefaultDeadLetterTopic || env.topic == p.opt.deadLetterTopic {
+				sum.Invalid++
+				return nil
+			}
+			if err := schemas.DecodeSegmentChangeJSON(env.value, &c); err != nil {
+				return err
+			}
+			if c.Kind == schemas.Enter {
+				sum.Enters[c.SegmentID]++
+			} else {
+				sum.Exits[c.SegmentID]++
+			}
+			if out != nil {
+				if _, err := out.Write(append(env.value, '\n')); err != nil {
+					return err
+				}
+				sum.ChangesWritten++
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("replay output: %w", err)
+		}
+		if clear && last > 0 {
+			if err := p.part.DeleteOutbox(last); err != nil {
+				return err
+			}
+		}
+	}
+	for _, s := range rs.Segments() {
+		n, err := st.CountMembers(s.ID)
+		if err != nil {
+			return err
+		}
+		sum.Sizes[s.ID] = n
+	}
+	return nil
+}
+
+// ReplayTopics rebuilds the state of cfg (whose state.dir must be empty)
+// from the input topics, from their earliest offsets to their ends at start,
+// partition by partition, in event time only. The state keeps the offsets it
+// stopped at, so `segd run` with the same config continues from there: the
+// backfill becomes the live state without a gap or a double. The replay's
+// own changes go to out (nil: none) and are not left for `segd run` to
+// publish.
+func ReplayTopics(ctx context.Context, cfg *Config, out io.Writer, log zerolog.Logger) (*ReplaySummary, error) {
+	if entries, err := os.ReadDir(cfg.State.Dir); err == nil && len(entries) > 0 {
+		return nil, fmt.Errorf("replay: state dir %s is not empty; replays build a fresh store", cfg.State.Dir)
+	}
+	e, err := New(cfg, Options{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	defer e.Close()
+	topics := e.inputTopics()
+	n, err := connectors.CheckCoPartitioned(ctx, cfg.Kafka.Brokers, topics)
+	if err != nil {
+		return nil, fmt.Errorf("input topics: %w", err)
+	}
+	inputs, err := e.inputs()
+	if err != nil {
+		return nil, err
+	}
+	rs := e.rs.Load()
+	sum := &ReplaySummary{Enters: map[string]int64{}, Exits: map[string]int64{}, Sizes: map[string]int64{}}
+	start := time.Now()
+	var procs []*processor
+	for p := int32(0); p < int32(n); p++ {
+		part, err := e.st.Partition(p)
+		if err != nil {
+			return nil, err
+		}
+		proc, err := newProcessor(rs, part, processorOptions{
+			changesTopic: cfg.Kafka.Topics.Changes, deadLetterTopic: cfg.Kafka.Topics.DeadLetter,
+			encodeChange: func(dst []byte, c *schemas.SegmentChange) ([]byte, error) {
+				return schemas.AppendSegmentChangeJSON(dst, c), nil
+			},
+			consentAttr: cfg.Consent.Attribute, dedupHorizon: cfg.Input.DedupHorizon.Milliseconds(),
+		})
+		if err != nil {
+			return nil, err
+		}
+		src, err := connectors.NewPartitionConsumer(connectors.PartitionConsumerOptions{
+			Brokers: cfg.Kafka.Brokers, Topics: topics, Partition: int(p), StopAtEnd: true, MaxIdle: 30 * time.Second,
+		})
+		if err != nil {
+			return nil, err
+		}
+		tk := openTask(p, part, proc, src, nil, taskOptions{
+			inputs: inputs, commitInterval: time.Minute, commitEvents: cfg.Commit.MaxEvents,
+			maxRecordBytes: cfg.Input.MaxRecordBytes, idleAfter: -1, maxWait: time.Second, now: time.Now,
+		}, log.With().Int32("partition", p).Logger(), nil)
+		err = tk.run(ctx)
+		src.Close()
+		if err != nil {
+			return nil, fmt.Errorf("replay partition %d: %w", p, err)
+		}
+		for _, c := range proc.stats.events {
+			sum.Events += int64(c)
+		}
+		sum.LastEventTime = max(sum.LastEventTime, proc.clock)
+		procs = append(procs, proc)
+		log.Info().Int32("partition", p).Int64("events", sum.Events).Msg("partition replayed")
+	}
+	for _, p := range procs {
+		if err := p.advance(sum.LastEventTime); err != nil {
+			return nil, err
+		}
+		if err := p.commit(); err != nil {
+			return nil, err
+		}
+	}
+	if err := collectReplay(e.st, rs, procs, out, sum, true); err != nil {
+		return nil, err
+	}
+	for _, p := range procs {
+		p.part.Close()
+	}
+	sum.Elapsed = time.Since(start)
+	return sum, nil
 }
