@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/segd/segd/connectors"
+	"github.com/segd/segd/internal/retail"
 	"github.com/segd/segd/rules"
 	"github.com/segd/segd/schemas"
 	"github.com/segd/segd/state"
@@ -33,6 +34,12 @@ type ReplayOptions struct {
 	// CommitEvents commits every this many events. Default 10000. It does
 	// not change the result.
 	CommitEvents int
+	// CacheBytes bounds the record cache. Default 256 MiB. It does not
+	// change the result.
+	CacheBytes int64
+	// Retail, if set, is the UCI Online Retail CSV (.csv or .csv.gz), read
+	// after Inputs as purchase and profile events.
+	Retail string
 	// Log receives progress lines.
 	Log zerolog.Logger
 
@@ -64,7 +71,7 @@ func Replay(ctx context.Context, opt ReplayOptions) (*ReplaySummary, error) {
 	if opt.Partitions < 1 || opt.Partitions > 10000 {
 		return nil, fmt.Errorf("replay: partitions (%d) must be between 1 and 10000", opt.Partitions)
 	}
-	if len(opt.Inputs) == 0 {
+	if len(opt.Inputs) == 0 && opt.Retail == "" {
 		return nil, errors.New("replay: no input files")
 	}
 	if entries, err := os.ReadDir(opt.StateDir); err == nil && len(entries) > 0 {
@@ -74,7 +81,7 @@ func Replay(ctx context.Context, opt ReplayOptions) (*ReplaySummary, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rules: %w", err)
 	}
-	st, err := state.Open(opt.StateDir, state.Options{Decode: func(_ string, data []byte) (state.Record, error) {
+	st, err := state.Open(opt.StateDir, state.Options{CacheBytes: opt.CacheBytes, Decode: func(_ string, data []byte) (state.Record, error) {
 		return decodeCustomer(rs, data)
 	}})
 	if err != nil {
@@ -102,6 +109,29 @@ func Replay(ctx context.Context, opt ReplayOptions) (*ReplaySummary, error) {
 	start := time.Now()
 	lastLog := start
 	var e schemas.Event
+	applyOne := func(e *schemas.Event) error {
+		p := procs[connectors.PartitionFor([]byte(e.CustomerID), opt.Partitions)]
+		if err := p.apply(e); err != nil {
+			return err
+		}
+		sum.Events++
+		sum.LastEventTime = max(sum.LastEventTime, e.Time)
+		if sum.Events%int64(opt.CommitEvents) == 0 {
+			for _, p := range procs {
+				if err := p.commit(); err != nil {
+					return err
+				}
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+		}
+		if time.Since(lastLog) > 2*time.Second {
+			lastLog = time.Now()
+			opt.Log.Info().Int64("events", sum.Events).Float64("events_per_second", float64(sum.Events)/time.Since(start).Seconds()).Msg("replaying")
+		}
+		return nil
+	}
 	for _, path := range opt.Inputs {
 		f, err := os.Open(path)
 		if err != nil {
@@ -124,28 +154,9 @@ func Replay(ctx context.Context, opt ReplayOptions) (*ReplaySummary, error) {
 				opt.Log.Warn().Str("file", path).Int("line", line).Err(err).Msg("skipping invalid event")
 				continue
 			}
-			p := procs[connectors.PartitionFor([]byte(e.CustomerID), opt.Partitions)]
-			if err := p.apply(&e); err != nil {
+			if err := applyOne(&e); err != nil {
 				f.Close()
 				return nil, fmt.Errorf("replay %s:%d: %w", path, line, err)
-			}
-			sum.Events++
-			sum.LastEventTime = max(sum.LastEventTime, e.Time)
-			if sum.Events%int64(opt.CommitEvents) == 0 {
-				for _, p := range procs {
-					if err := p.commit(); err != nil {
-						f.Close()
-						return nil, err
-					}
-				}
-				if ctx.Err() != nil {
-					f.Close()
-					return nil, ctx.Err()
-				}
-			}
-			if time.Since(lastLog) > 2*time.Second {
-				lastLog = time.Now()
-				opt.Log.Info().Int64("events", sum.Events).Float64("events_per_second", float64(sum.Events)/time.Since(start).Seconds()).Msg("replaying")
 			}
 		}
 		err = sc.Err()
@@ -153,6 +164,27 @@ func Replay(ctx context.Context, opt ReplayOptions) (*ReplaySummary, error) {
 		if err != nil {
 			return nil, fmt.Errorf("replay: read %s: %w", path, err)
 		}
+	}
+	if opt.Retail != "" {
+		r, err := retail.Open(opt.Retail)
+		if err != nil {
+			return nil, err
+		}
+		for {
+			ok, err := r.Next(&e)
+			if err != nil {
+				r.Close()
+				return nil, err
+			}
+			if !ok {
+				break
+			}
+			if err := applyOne(&e); err != nil {
+				r.Close()
+				return nil, fmt.Errorf("replay %s: %w", opt.Retail, err)
+			}
+		}
+		r.Close()
 	}
 	// The input's end is the clock everywhere, so partitions that saw
 	// their last event early still fire what is due by then.

@@ -26,6 +26,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	var inputs stringList
 	fs.Var(&inputs, "input", "JSON-lines event file (repeatable; read in order)")
 	output := fs.String("output", "", "write SegmentChanges as JSON lines to this file")
+	retailCSV := fs.String("retail", "", "also read the UCI Online Retail CSV (.csv or .csv.gz) as purchase and profile events")
 	dryRun := fs.Bool("dry-run", false, "write no changes; print per-segment counts and sizes")
 	partitions := fs.Int("partitions", 1, "split customers over this many partitions (murmur2, like Kafka)")
 	logFormat := fs.String("log-format", "console", "json or console")
@@ -42,7 +43,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		return replayTopics(ctx, *configPath, *output, *logFormat, stdout, stderr)
 	}
-	if *rulesFile == "" || *stateDir == "" || len(inputs) == 0 || (*output == "" && !*dryRun) {
+	if *rulesFile == "" || *stateDir == "" || (len(inputs) == 0 && *retailCSV == "") || (*output == "" && !*dryRun) {
 		fmt.Fprintln(stderr, usage)
 		return 2
 	}
@@ -51,7 +52,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintln(stderr, "segd replay:", err)
 		return 2
 	}
-	opt := engine.ReplayOptions{RulesFile: *rulesFile, StateDir: *stateDir, Inputs: inputs, Partitions: *partitions, Log: log}
+	opt := engine.ReplayOptions{RulesFile: *rulesFile, StateDir: *stateDir, Inputs: inputs, Retail: *retailCSV, Partitions: *partitions, Log: log}
 	var bw *bufio.Writer
 	if *output != "" && !*dryRun {
 		f, err := os.Create(*output)
