@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"github.com/segd/segd/rules"
+	"github.com/segd/segd/state"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,13 +34,17 @@ func writeEvents(t *testing.T, path string, n int) {
 	}
 }
 
-func replayTo(t *testing.T, input string, partitions, commit int) ([]byte, *ReplaySummary) {
+func replayTo(t *testing.T, input string, partitions, commit int, cacheBytes ...int64) ([]byte, *ReplaySummary) {
 	t.Helper()
 	var out bytes.Buffer
-	sum, err := Replay(context.Background(), ReplayOptions{
+	opt := ReplayOptions{
 		RulesFile: "../examples/rules.yaml", StateDir: filepath.Join(t.TempDir(), "state"),
 		Inputs: []string{input}, Partitions: partitions, Output: &out, CommitEvents: commit,
-	})
+	}
+	if len(cacheBytes) > 0 {
+		opt.CacheBytes = cacheBytes[0]
+	}
+	sum, err := Replay(context.Background(), opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,10 +69,13 @@ func perCustomer(t *testing.T, out []byte) map[string][]string {
 func TestReplayIsDeterministic(t *testing.T) {
 	input := filepath.Join(t.TempDir(), "events.jsonl")
 	writeEvents(t, input, 6000)
+	// Three settings: big commits and a big cache; tiny commits; a cache
+	// of 1 MiB that must evict constantly.
 	a, sum := replayTo(t, input, 1, 10000)
 	b, _ := replayTo(t, input, 1, 7)
-	if !bytes.Equal(a, b) {
-		t.Fatal("output depends on the commit size")
+	c1, _ := replayTo(t, input, 1, 333, 1<<20)
+	if !bytes.Equal(a, b) || !bytes.Equal(a, c1) {
+		t.Fatal("output depends on the commit size or the cache size")
 	}
 	if sum.Events != 6000 || sum.Invalid != 1 {
 		t.Fatalf("events %d invalid %d", sum.Events, sum.Invalid)
@@ -115,5 +124,75 @@ func TestIncrementalEvaluationIsExact(t *testing.T) {
 	inc, all := run(false), run(true)
 	if len(inc) == 0 || !bytes.Equal(inc, all) {
 		t.Fatalf("incremental output (%d bytes) differs from full re-evaluation (%d bytes)", len(inc), len(all))
+	}
+}
+
+// A segment edited in a running engine leaves no stale member: replaying
+// with rules A, then reloading rules B, ends with exactly the members of a
+// replay with B from the start (B's traits all exist in A).
+func TestRuleChangeLeavesNoStaleMember(t *testing.T) {
+	dir := t.TempDir()
+	input := filepath.Join(dir, "events.jsonl")
+	writeEvents(t, input, 6000)
+	rulesB := filepath.Join(dir, "b.yaml")
+	os.WriteFile(rulesB, []byte(`version: 2
+traits:
+  orders_30d: count(purchase) over 30d
+  spend_90d: sum(purchase.amount) over 90d
+  last_order_at: last(purchase.ts)
+  product_views_24h: count(browse where page == "product") over 24h
+segments:
+  vip: { when: "spend_90d >= 300 and orders_30d >= 1" }
+  repeat_buyer: { when: "orders_30d >= 2" }
+  lapsed: { when: "last_order_at is not null and since(last_order_at) > 3d" }
+  browser: { when: "product_views_24h >= 2" }
+`), 0o644)
+
+	// Rules A (examples/rules.yaml), then reload B on the same state.
+	stA := filepath.Join(dir, "a")
+	if _, err := Replay(context.Background(), ReplayOptions{RulesFile: "../examples/rules.yaml", StateDir: stA, Inputs: []string{input}}); err != nil {
+		t.Fatal(err)
+	}
+	rsB, err := rules.CompileFile(rulesB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	current := rsB
+	st, err := state.Open(stA, state.Options{Decode: func(_ string, data []byte) (state.Record, error) { return decodeCustomer(current, data) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	part, _ := st.Partition(0)
+	rsA, _ := rules.CompileFile("../examples/rules.yaml")
+	proc, err := newProcessor(rsA, part, processorOptions{changesTopic: DefaultChangesTopic, deadLetterTopic: DefaultDeadLetterTopic,
+		encodeChange: func(dst []byte, c *schemas.SegmentChange) ([]byte, error) {
+			return schemas.AppendSegmentChangeJSON(dst, c), nil
+		}, consentAttr: "consent_marketing"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := proc.reload(rsB, 100); err != nil {
+		t.Fatal(err)
+	}
+	// Rules B from the start.
+	sumB, err := Replay(context.Background(), ReplayOptions{RulesFile: rulesB, StateDir: filepath.Join(dir, "b-state"), Inputs: []string{input}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range rsB.Segments() {
+		got, _, err := st.Members(s.ID, "", 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stB, _ := state.Open(filepath.Join(dir, "b-state"), state.Options{Decode: func(_ string, data []byte) (state.Record, error) { return decodeCustomer(rsB, data) }})
+		want, _, _ := stB.Members(s.ID, "", 1<<20)
+		stB.Close()
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("segment %s after reload: %d members, replay with the new rules: %d", s.ID, len(got), len(want))
+		}
+		if int64(len(want)) != sumB.Sizes[s.ID] || len(want) == 0 {
+			t.Errorf("segment %s: %d members listed, %d counted", s.ID, len(want), sumB.Sizes[s.ID])
+		}
 	}
 }
