@@ -82,6 +82,9 @@ type InputTopic struct {
 type RulesConfig struct {
 	// File is the rules file (YAML). Required.
 	File string `yaml:"file"`
+	// WatchInterval: the file is checked this often and reloaded when it
+	// changes (as POST /v1/rules/reload does). Default 2s; negative: never.
+	WatchInterval time.Duration `yaml:"watch_interval"`
 }
 
 // StateConfig configures the embedded Pebble store.
@@ -190,6 +193,9 @@ func (c *Config) EnsureDefaults() {
 	}
 	def(&t.Changes, DefaultChangesTopic)
 	def(&t.DeadLetter, DefaultDeadLetterTopic)
+	if c.Rules.WatchInterval == 0 {
+		c.Rules.WatchInterval = 2 * time.Second
+	}
 	def(&c.State.Dir, "segd-data")
 	if c.State.CacheBytes == 0 {
 		c.State.CacheBytes = 256 << 20

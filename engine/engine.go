@@ -236,6 +236,12 @@ func (e *Engine) Run(ctx context.Context) error {
 		}()
 	}
 	e.ready.Store(true)
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		e.watchRules(runCtx)
+	}()
+	defer func() { <-watchDone }()
 	e.log.Info().Int("partitions", n).Strs("brokers", brokers).Msg("running")
 	<-runCtx.Done()
 	e.ready.Store(false)

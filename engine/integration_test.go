@@ -82,6 +82,7 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 	cfg.Clock.IdleAfter = -1 // event time only: the test controls the clock
 	cfg.API.Addr = "127.0.0.1:0"
 	cfg.API.Token = "s3cret"
+	cfg.Rules.WatchInterval = -1 // this test reloads over HTTP
 	cfg.EnsureDefaults()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -437,4 +438,45 @@ func testDelete(t *testing.T, eng *Engine, brokers []string) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusNotFound
 	})
+}
+
+// TestRulesFileWatch: editing the rules file of a running engine reloads
+// it; a broken edit is refused and reported, the running rules stay.
+func TestRulesFileWatch(t *testing.T) {
+	broker, err := connectors.StartEmbeddedBroker(0, 1, DefaultPurchasesTopic, DefaultBrowsesTopic, DefaultEngagementsTopic, DefaultProfilesTopic, DefaultChangesTopic, DefaultDeadLetterTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer broker.Close()
+	dir := t.TempDir()
+	rulesPath := filepath.Join(dir, "rules.yaml")
+	os.WriteFile(rulesPath, []byte(testRules), 0o644)
+	cfg := &Config{}
+	cfg.Kafka.Brokers = broker.Addrs()
+	cfg.Rules.File = rulesPath
+	cfg.Rules.WatchInterval = 50 * time.Millisecond
+	cfg.State.Dir = filepath.Join(dir, "state")
+	cfg.API.Addr = "off"
+	cfg.EnsureDefaults()
+	eng, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, 10*time.Second, "ready", eng.ready.Load)
+	os.WriteFile(rulesPath, []byte(strings.Replace(testRules, "version: 3", "version: 5", 1)), 0o644)
+	waitFor(t, 10*time.Second, "reload of version 5", func() bool { return eng.rs.Load().Version() == 5 })
+	os.WriteFile(rulesPath, []byte("version: 6\nsegments:\n  x: { when: \"nope > 1\" }\n"), 0o644)
+	waitFor(t, 10*time.Second, "the broken edit reported", func() bool {
+		eng.mu.Lock()
+		defer eng.mu.Unlock()
+		return eng.lastReloadErr != nil && strings.Contains(eng.lastReloadErr.Error(), "rules.yaml:3:")
+	})
+	if v := eng.rs.Load().Version(); v != 5 {
+		t.Fatalf("running version %d after a broken edit, want 5", v)
+	}
 }

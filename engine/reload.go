@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"os"
 	"sort"
 	"time"
 
@@ -172,4 +173,37 @@ func (e *Engine) setReloadErr(err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.lastReloadErr = err
+}
+
+// watchRules reloads the rules when the file's size or modification time
+// changes, until ctx is done.
+func (e *Engine) watchRules(ctx context.Context) {
+	if e.cfg.Rules.WatchInterval < 0 {
+		return
+	}
+	stamp := func() string {
+		fi, err := os.Stat(e.cfg.Rules.File)
+		if err != nil {
+			return ""
+		}
+		return fmt.Sprint(fi.Size(), fi.ModTime().UnixNano())
+	}
+	last := stamp()
+	t := time.NewTicker(e.cfg.Rules.WatchInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := stamp()
+		if now == last || now == "" {
+			continue
+		}
+		last = now
+		if _, err := e.Reload(ctx); err != nil && ctx.Err() == nil {
+			e.log.Error().Err(err).Str("file", e.cfg.Rules.File).Msg("rules file changed but does not load; the running rules stay")
+		}
+	}
 }
