@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"github.com/segd/segd/rules"
 	"github.com/segd/segd/state"
 	"os"
@@ -194,5 +195,64 @@ segments:
 		if int64(len(want)) != sumB.Sizes[s.ID] || len(want) == 0 {
 			t.Errorf("segment %s: %d members listed, %d counted", s.ID, len(want), sumB.Sizes[s.ID])
 		}
+	}
+}
+
+// Preview predicts a rule change without making it: its new sizes equal
+// a replay with the candidate rules, and running it twice changes nothing.
+func TestPreviewPredictsRuleChange(t *testing.T) {
+	dir := t.TempDir()
+	input := filepath.Join(dir, "events.jsonl")
+	writeEvents(t, input, 6000)
+	stA := filepath.Join(dir, "a")
+	sumA, err := Replay(context.Background(), ReplayOptions{RulesFile: "../examples/rules.yaml", StateDir: stA, Inputs: []string{input}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	candidate := filepath.Join(dir, "b.yaml")
+	os.WriteFile(candidate, []byte(`version: 2
+traits:
+  orders_30d: count(purchase) over 30d
+  spend_90d: sum(purchase.amount) over 90d
+segments:
+  vip: { when: "spend_90d >= 300 and orders_30d >= 1" }
+  repeat_buyer: { when: "orders_30d >= 2" }
+`), 0o644)
+	first, err := Preview(stA, candidate, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := Preview(stA, candidate, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(first) != fmt.Sprint(second) {
+		t.Fatal("preview changed the state")
+	}
+	sumB, err := Replay(context.Background(), ReplayOptions{RulesFile: candidate, StateDir: filepath.Join(dir, "b"), Inputs: []string{input}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for _, p := range first {
+		if p.SizeNow-p.WouldExit+p.WouldEnter != p.SizeNew {
+			t.Errorf("%s: %d now - %d exit + %d enter != %d new", p.ID, p.SizeNow, p.WouldExit, p.WouldEnter, p.SizeNew)
+		}
+		if want, ok := sumB.Sizes[p.ID]; ok {
+			seen++
+			if p.SizeNew != want {
+				t.Errorf("%s: preview says %d members, a replay with the candidate has %d", p.ID, p.SizeNew, want)
+			}
+		} else if p.SizeNew != 0 || p.SizeNow != sumA.Sizes[p.ID] {
+			t.Errorf("removed segment %s: now %d (store %d), new %d", p.ID, p.SizeNow, sumA.Sizes[p.ID], p.SizeNew)
+		}
+	}
+	if seen != 2 {
+		t.Fatalf("preview covered %d of the candidate's segments", seen)
+	}
+	var w bytes.Buffer
+	WritePreview(&w, first)
+	if !strings.Contains(w.String(), "repeat_buyer") {
+		t.Fatal(w.String())
 	}
 }

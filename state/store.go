@@ -418,3 +418,27 @@ func (s *Store) CommittedOffsets(n int32) (map[string]int64, error) {
 	p := &Partition{s: s, id: n}
 	return p.Offsets()
 }
+
+// PartitionsWithCustomers lists the partitions that hold customer records.
+func (s *Store) PartitionsWithCustomers() ([]int32, error) {
+	if s.isClosed() {
+		return nil, ErrClosed
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{ksCustomer}, UpperBound: []byte{ksCustomer + 1}})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []int32
+	for ok := it.First(); ok; {
+		k := it.Key()
+		if len(k) < 5 {
+			return nil, fmt.Errorf("%w: customer key %x", ErrCorrupt, k)
+		}
+		p := int32(binary.BigEndian.Uint32(k[1:5]))
+		out = append(out, p)
+		// Jump to the next partition.
+		ok = it.SeekGE(partPrefix(ksCustomer, p+1))
+	}
+	return out, it.Error()
+}
