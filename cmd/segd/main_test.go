@@ -104,3 +104,26 @@ func TestDemoPrintsChanges(t *testing.T) {
 		t.Fatal("broker address not printed")
 	}
 }
+
+func TestReplayCommand(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "changes.jsonl")
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"replay", "--rules", "../../examples/rules.yaml", "--state-dir", filepath.Join(dir, "state"),
+		"--retail", "../../internal/retail/testdata/small.csv", "--output", out, "--log-format", "json"}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"segment_id":"new_customer"`) || !strings.Contains(stdout.String(), "new_customer") {
+		t.Fatalf("output %s\nstdout %s", b, stdout.String())
+	}
+	// The state directory must be fresh.
+	if code := run([]string{"replay", "--rules", "../../examples/rules.yaml", "--state-dir", filepath.Join(dir, "state"),
+		"--retail", "../../internal/retail/testdata/small.csv", "--dry-run"}, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "not empty") {
+		t.Fatalf("second replay into the same dir: exit %d, %s", code, stderr.String())
+	}
+}

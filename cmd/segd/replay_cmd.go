@@ -41,7 +41,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			fmt.Fprintln(stderr, usage)
 			return 2
 		}
-		return replayTopics(ctx, *configPath, *output, *logFormat, stdout, stderr)
+		return replayTopics(ctx, *configPath, *output, *dryRun, *logFormat, stdout, stderr)
 	}
 	if *rulesFile == "" || *stateDir == "" || (len(inputs) == 0 && *retailCSV == "") || (*output == "" && !*dryRun) {
 		fmt.Fprintln(stderr, usage)
@@ -53,34 +53,29 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return 2
 	}
 	opt := engine.ReplayOptions{RulesFile: *rulesFile, StateDir: *stateDir, Inputs: inputs, Retail: *retailCSV, Partitions: *partitions, Log: log}
-	var bw *bufio.Writer
-	if *output != "" && !*dryRun {
-		f, err := os.Create(*output)
-		if err != nil {
-			fmt.Fprintln(stderr, "segd replay:", err)
-			return 1
-		}
-		defer f.Close()
-		bw = bufio.NewWriterSize(f, 1<<20)
-		opt.Output = bw
-	}
-	sum, err := engine.Replay(ctx, opt)
+	out, err := openReplayOutput(*output, *dryRun)
 	if err != nil {
 		fmt.Fprintln(stderr, "segd replay:", err)
 		return 1
 	}
-	if bw != nil {
-		if err := bw.Flush(); err != nil {
-			fmt.Fprintln(stderr, "segd replay:", err)
-			return 1
-		}
+	opt.Output = out.writer()
+	sum, err := engine.Replay(ctx, opt)
+	if err == nil {
+		err = out.finish()
+	}
+	if err != nil {
+		out.finish()
+		fmt.Fprintln(stderr, "segd replay:", err)
+		return 1
+	}
+	if opt.Output != nil {
 		fmt.Fprintf(stdout, "%d changes written to %s\n", sum.ChangesWritten, *output)
 	}
 	sum.WriteSummary(stdout)
 	return 0
 }
 
-func replayTopics(ctx context.Context, configPath, output, logFormat string, stdout, stderr io.Writer) int {
+func replayTopics(ctx context.Context, configPath, output string, dryRun bool, logFormat string, stdout, stderr io.Writer) int {
 	cfg, err := engine.LoadConfig(configPath, os.Environ())
 	if err != nil {
 		fmt.Fprintln(stderr, "segd replay:", err)
@@ -91,30 +86,58 @@ func replayTopics(ctx context.Context, configPath, output, logFormat string, std
 		fmt.Fprintln(stderr, "segd replay:", err)
 		return 2
 	}
-	var out io.Writer
-	var bw *bufio.Writer
-	if output != "" {
-		f, err := os.Create(output)
-		if err != nil {
-			fmt.Fprintln(stderr, "segd replay:", err)
-			return 1
-		}
-		defer f.Close()
-		bw = bufio.NewWriterSize(f, 1<<20)
-		out = bw
-	}
-	sum, err := engine.ReplayTopics(ctx, cfg, out, log)
+	out, err := openReplayOutput(output, dryRun)
 	if err != nil {
 		fmt.Fprintln(stderr, "segd replay:", err)
 		return 1
 	}
-	if bw != nil {
-		if err := bw.Flush(); err != nil {
-			fmt.Fprintln(stderr, "segd replay:", err)
-			return 1
-		}
+	sum, err := engine.ReplayTopics(ctx, cfg, out.writer(), log)
+	if err == nil {
+		err = out.finish()
+	}
+	if err != nil {
+		out.finish()
+		fmt.Fprintln(stderr, "segd replay:", err)
+		return 1
 	}
 	sum.WriteSummary(stdout)
 	fmt.Fprintf(stdout, "state in %s; start `segd run --config %s` to continue live from here\n", cfg.State.Dir, configPath)
 	return 0
+}
+
+// replayOutput is the --output file, buffered; with --dry-run there is
+// none. finish is safe to call twice.
+type replayOutput struct {
+	f  *os.File
+	bw *bufio.Writer
+}
+
+func openReplayOutput(path string, dryRun bool) (*replayOutput, error) {
+	if path == "" || dryRun {
+		return &replayOutput{}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	return &replayOutput{f: f, bw: bufio.NewWriterSize(f, 1<<20)}, nil
+}
+
+func (o *replayOutput) writer() io.Writer {
+	if o.bw == nil {
+		return nil
+	}
+	return o.bw
+}
+
+func (o *replayOutput) finish() error {
+	if o.f == nil {
+		return nil
+	}
+	err := o.bw.Flush()
+	if cerr := o.f.Close(); err == nil {
+		err = cerr
+	}
+	o.f = nil
+	return err
 }
