@@ -204,15 +204,15 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 		p := eng.Progress()
 		return p.Events == 5 && p.DeadLetters == 1 && p.Enters == 6 && p.Exits == 4
 	})
-	testAPI(t, eng)
-	testReload(t, eng, rulesPath, brokers, len(want))
-	testDelete(t, eng, brokers)
 	// The consumer group sees the committed offsets (lag monitoring).
 	gc := connectors.NewGroupOffsetCommitter(brokers, cfg.Kafka.Group)
 	waitFor(t, 10*time.Second, "group offsets", func() bool {
 		offs, err := gc.Committed(context.Background(), 0, []string{DefaultPurchasesTopic, DefaultEngagementsTopic, DefaultProfilesTopic})
 		return err == nil && offs[DefaultPurchasesTopic] == 4 && offs[DefaultEngagementsTopic] == 1 && offs[DefaultProfilesTopic] == 1
 	})
+	testAPI(t, eng)
+	testReload(t, eng, rulesPath, brokers, len(want))
+	testDelete(t, eng, brokers)
 }
 
 // TestIdleWatermarkFollowsWallClock: in live mode a partition with no
