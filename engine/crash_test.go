@@ -56,7 +56,7 @@ func runChild(path string) int {
 func writeChildConfig(t *testing.T, dir string, brokers []string, changes string) string {
 	t.Helper()
 	cfg := map[string]any{
-		"kafka": map[string]any{"brokers": brokers, "max_wait": "50ms", "max_task_idle": "10s",
+		"kafka": map[string]any{"brokers": brokers, "max_wait": "50ms", "max_task_idle": "10s", "group": "segd-" + changes,
 			"topics": map[string]any{"changes": changes}},
 		"rules":  map[string]any{"file": "../examples/rules.yaml"},
 		"state":  map[string]any{"dir": filepath.Join(dir, "state")},
@@ -149,11 +149,34 @@ func TestCrashRecoveryEffectivelyOnce(t *testing.T) {
 		}
 		return cmd
 	}
-	// finish lets an engine run until its output stops growing, then stops it.
+	inputs := []string{DefaultPurchasesTopic, DefaultBrowsesTopic, DefaultEngagementsTopic, DefaultProfilesTopic}
+	// consumed reports whether the engine writing to topic has committed
+	// every input record (its consumer group's offsets reached the ends).
+	consumed := func(topic string) bool {
+		gc := connectors.NewGroupOffsetCommitter(brokers, "segd-"+topic)
+		for p := 0; p < partitions; p++ {
+			_, end, err := connectors.EndOffsets(context.Background(), brokers, inputs, p)
+			if err != nil {
+				return false
+			}
+			got, err := gc.Committed(context.Background(), p, inputs)
+			if err != nil {
+				return false
+			}
+			for _, in := range inputs {
+				if got[in] != end[in] {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	// finish lets an engine run until it consumed all input and its output
+	// stopped growing, then stops it.
 	finish := func(cmd *exec.Cmd, topic string) {
 		last, stable := -1, 0
 		deadline := time.Now().Add(90 * time.Second)
-		for stable < 3 {
+		for stable < 2 || !consumed(topic) {
 			if time.Now().After(deadline) {
 				cmd.Process.Kill()
 				t.Fatalf("engine output on %s did not settle", topic)

@@ -312,6 +312,7 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 	}
 	log := e.log.With().Int32("partition", p).Logger()
 	pm := e.m.partition(p)
+	pm.outboxDepth.Set(float64(part.OutboxDepth()))
 	pub := newPublisher(part, out, log, pm)
 	tk := openTask(p, part, proc, src, pub, taskOptions{
 		inputs:         inputs,
@@ -324,6 +325,11 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 		maxWait:        e.cfg.Kafka.MaxWait,
 		now:            e.opt.Now,
 	}, log, pm)
+	// The group learns the stored position at once, even if nothing new
+	// arrives.
+	for topic, off := range start {
+		tk.committed[topic] = off
+	}
 	rp := &runningPartition{task: tk, pub: pub}
 	e.mu.Lock()
 	e.parts[p] = rp

@@ -133,6 +133,7 @@ func (pb *publisher) drain(ctx context.Context) (int, error) {
 	}
 	pb.after = last
 	if pb.m != nil {
+		pb.m.outboxDepth.Set(float64(pb.part.OutboxDepth()))
 		pb.m.published.Add(float64(len(pb.msgs)))
 		pb.m.publishSeconds.Observe(time.Since(start).Seconds())
 	}
