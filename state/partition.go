@@ -57,6 +57,7 @@ type Partition struct {
 
 	heapLen   atomic.Int64
 	refillErr error // a failed timer index read, reported by the next Commit
+	last      *entry // the entry Get returned last: MarkDirty usually follows
 	keyBuf    []byte
 	valBuf    []byte
 	closed    atomic.Bool
@@ -129,6 +130,7 @@ func (p *Partition) Get(customerID string) (Record, error) {
 	if e, ok := p.cache[customerID]; ok {
 		p.hits.Add(1)
 		p.touch(e)
+		p.last = e
 		return e.rec, nil
 	}
 	p.misses.Add(1)
@@ -142,7 +144,7 @@ func (p *Partition) Get(customerID string) (Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.insert(customerID, rec, false)
+	p.last = p.insert(customerID, rec, false)
 	return rec, nil
 }
 
@@ -185,8 +187,16 @@ func openEnvelope(v []byte) ([]byte, error) {
 // MarkDirty makes rec the customer's cached record, to be written at the
 // next Commit.
 func (p *Partition) MarkDirty(customerID string, rec Record) {
-	delete(p.deleted, customerID)
-	if e, ok := p.cache[customerID]; ok {
+	if len(p.deleted) > 0 {
+		delete(p.deleted, customerID)
+	}
+	// p.last is dropped whenever its entry leaves the cache (unlink), so
+	// when the ids match it is the cached entry: no second map lookup.
+	e := p.last
+	if e == nil || e.id != customerID {
+		e = p.cache[customerID]
+	}
+	if e != nil {
 		e.rec = rec
 		if !e.dirty {
 			e.dirty = true
@@ -209,7 +219,7 @@ func (p *Partition) Delete(customerID string) {
 	p.deleted[customerID] = struct{}{}
 }
 
-func (p *Partition) insert(id string, rec Record, dirty bool) {
+func (p *Partition) insert(id string, rec Record, dirty bool) *entry {
 	e := &entry{id: id, rec: rec, size: int64(rec.SizeBytes() + len(id) + 64), dirty: dirty}
 	p.cache[id] = e
 	p.pushFront(e)
@@ -220,6 +230,7 @@ func (p *Partition) insert(id string, rec Record, dirty bool) {
 		p.dirtyBytes += e.size
 	}
 	p.evict()
+	return e
 }
 
 // touch marks e as recently used. Eviction gives it a second chance
@@ -237,6 +248,9 @@ func (p *Partition) pushFront(e *entry) {
 }
 
 func (p *Partition) unlink(e *entry) {
+	if p.last == e {
+		p.last = nil
+	}
 	e.prev.next, e.next.prev = e.next, e.prev
 	e.prev, e.next = nil, nil
 	p.cacheBytes.Add(-e.size)
