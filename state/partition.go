@@ -56,7 +56,7 @@ type Partition struct {
 	counts map[string]*segCount
 
 	heapLen   atomic.Int64
-	refillErr error // a failed timer index read, reported by the next Commit
+	refillErr error  // a failed timer index read, reported by the next Commit
 	last      *entry // the entry Get returned last: MarkDirty usually follows
 	keyBuf    []byte
 	valBuf    []byte
