@@ -67,11 +67,12 @@ type processor struct {
 	// the consent attribute can flip them whatever they read.
 	profileSegs []int
 
-	segs   []int                 // scratch: segments to re-evaluate
-	change schemas.SegmentChange // scratch
-	buf    []byte                // scratch for encoded changes
-	env    []byte                // scratch for envelopes
-	stats  processorStats
+	segs    []int                 // scratch: segments to re-evaluate
+	results []bool                // scratch: their results
+	change  schemas.SegmentChange // scratch
+	buf     []byte                // scratch for encoded changes
+	env     []byte                // scratch for envelopes
+	stats   processorStats
 }
 
 func newProcessor(rs *rules.RuleSet, part *state.Partition, opt processorOptions) (*processor, error) {
@@ -233,8 +234,9 @@ func (p *processor) erase(id string, now int64) error {
 func (p *processor) evaluate(c *customer, id string, segs []int, now int64, cause schemas.CauseKind, causeEvent string) error {
 	consent := p.consent(c)
 	rsSegs := p.rs.Segments()
-	for _, i := range segs {
-		in := p.rs.Eval(i, c.traits, now)
+	p.results = p.rs.EvalSegments(c.traits, now, segs, p.results[:0])
+	for k, i := range segs {
+		in := p.results[k]
 		if in && !consent && rsSegs[i].RequiresConsent {
 			in = false
 		}

@@ -83,6 +83,7 @@ func benchApplyEval(b *testing.B, orders int, gap int64, step string) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	in := 0
+	res := make([]bool, 0, len(segs))
 	// Events land in the current buckets (seconds apart), so the state
 	// keeps its shape for the whole run.
 	for i := 0; i < b.N; i++ {
@@ -92,8 +93,9 @@ func benchApplyEval(b *testing.B, orders int, gap int64, step string) {
 		if step == "apply" {
 			continue
 		}
-		for _, seg := range segs {
-			if rs.Eval(seg, s, now) {
+		res = rs.EvalSegments(s, now, segs, res[:0])
+		for _, r := range res {
+			if r {
 				in++
 			}
 		}

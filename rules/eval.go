@@ -302,6 +302,18 @@ func (rs *RuleSet) Eval(seg int, s *State, now int64) bool {
 	return rs.segments[seg].eval(&s.env)
 }
 
+// EvalSegments evaluates segs at now and appends the results to dst, in
+// order: Eval for many segments with the per-call setup done once.
+func (rs *RuleSet) EvalSegments(s *State, now int64, segs []int, dst []bool) []bool {
+	s.touch(now)
+	s.env.s, s.env.now = s, now
+	e := &s.env
+	for _, i := range segs {
+		dst = append(dst, rs.segments[i].eval(e))
+	}
+	return dst
+}
+
 // NextChange returns the earliest time after now at which segment seg's
 // result could change with no new event: when the oldest bucket of a
 // windowed trait it reads leaves the window (bucket start + window), or
