@@ -241,15 +241,7 @@ func TestIdleWatermarkFollowsWallClock(t *testing.T) {
 	cfg.Clock.IdleLag = time.Millisecond
 	cfg.API.Addr = "off"
 	cfg.EnsureDefaults()
-	eng, err := New(cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- eng.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	startEngine(t, cfg)
 	prod, _ := connectors.NewProducer(brokers, connectors.ProducerOptions{})
 	defer prod.Close()
 	now := time.Now().UTC()
@@ -458,15 +450,7 @@ func TestRulesFileWatch(t *testing.T) {
 	cfg.State.Dir = filepath.Join(dir, "state")
 	cfg.API.Addr = "off"
 	cfg.EnsureDefaults()
-	eng, err := New(cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- eng.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	eng := startEngine(t, cfg)
 	waitFor(t, 10*time.Second, "ready", eng.ready.Load)
 	os.WriteFile(rulesPath, []byte(strings.Replace(testRules, "version: 3", "version: 5", 1)), 0o644)
 	waitFor(t, 10*time.Second, "reload of version 5", func() bool { return eng.rs.Load().Version() == 5 })
@@ -479,4 +463,24 @@ func TestRulesFileWatch(t *testing.T) {
 	if v := eng.rs.Load().Version(); v != 5 {
 		t.Fatalf("running version %d after a broken edit, want 5", v)
 	}
+}
+
+// startEngine runs an engine until the test ends.
+func startEngine(t *testing.T, cfg *Config) *Engine {
+	t.Helper()
+	eng, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
+		eng.Close()
+	})
+	return eng
 }

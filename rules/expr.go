@@ -602,19 +602,7 @@ func compileStringOp(n *binExpr, x, y *cexpr, errf errFunc) *cexpr {
 		if n.op != "contains" {
 			return errf(n.off, "%s needs a string on the left, found a list", n.op)
 		}
-		fl, fs := x.list, y.str
-		out.b = func(e *env) bool {
-			s, ok := fs(e)
-			if !ok {
-				return false
-			}
-			for _, v := range fl(e) {
-				if v == s {
-					return true
-				}
-			}
-			return false
-		}
+		out.b = listHas(y.str, x.list)
 		return out
 	}
 	if (x.kind != kStr && x.kind != kAny) || (y.kind != kStr && y.kind != kAny) {
@@ -723,20 +711,8 @@ func (c *compiler) compileIn(y *yaml.Node, n *inList, sc scope, errf errFunc) *c
 						if x.kind != kStr && x.kind != kAny {
 							return errf(n.off, "in a list field needs a string, found a %s", x.kind)
 						}
-						fs, fl := x.strOf(), lf.list
 						out.merge(lf)
-						out.b = wrap(func(e *env) bool {
-							s, ok := fs(e)
-							if !ok {
-								return false
-							}
-							for _, v := range fl(e) {
-								if v == s {
-									return true
-								}
-							}
-							return false
-						})
+						out.b = wrap(listHas(x.strOf(), lf.list))
 						return out
 					}
 				}
@@ -782,6 +758,23 @@ func memberOf[T float64 | string](f func(*env) (T, bool), list []T) func(*env) b
 			return false
 		}
 		for _, w := range list {
+			if w == v {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// listHas tests whether a list-valued event field holds a string; null is
+// in no list.
+func listHas(f func(*env) (string, bool), list func(*env) []string) func(*env) bool {
+	return func(e *env) bool {
+		v, ok := f(e)
+		if !ok {
+			return false
+		}
+		for _, w := range list(e) {
 			if w == v {
 				return true
 			}
