@@ -32,6 +32,9 @@ type RuleSet struct {
 	// segments depend on, for NextChangeAll.
 	timeTraits []int
 	timeSinces []sinceDep
+	// progs holds each segment's condition in a flat form, indexed like
+	// segments, so that the common shapes run without a closure call.
+	progs []segProgram
 }
 
 // Trait is a compiled trait definition.
@@ -78,6 +81,7 @@ type Segment struct {
 	TimeDependent bool
 
 	eval     func(*env) bool
+	prog     segProgram
 	readMask Touched // traits read, as in Apply's result
 	sinces   []sinceDep
 	wins     []int // windowed traits read
@@ -561,6 +565,15 @@ func (c *compiler) compileSegment(s *Segment, when *yaml.Node) bool {
 		return false
 	}
 	s.eval = ce.asBool()
+	s.prog = segProgram{op: progClosure, f: s.eval}
+	switch {
+	case ce.tcmp != nil:
+		s.prog = segProgram{op: progCmp, a: *ce.tcmp}
+	case ce.pair != nil && ce.pair.and:
+		s.prog = segProgram{op: progAnd, a: ce.pair.a, b: ce.pair.b}
+	case ce.pair != nil:
+		s.prog = segProgram{op: progOr, a: ce.pair.a, b: ce.pair.b}
+	}
 	s.When = ast.String()
 	s.sinces = ce.sinces
 	reads := map[int]bool{}
@@ -606,6 +619,7 @@ func (c *compiler) finish() {
 		rs.maxWin = max(rs.maxWin, t.Window)
 	}
 	for _, s := range rs.segments {
+		rs.progs = append(rs.progs, s.prog)
 		types := map[schemas.EventType]bool{}
 		for _, ti := range s.Reads {
 			types[rs.traits[ti].Event] = true

@@ -299,7 +299,7 @@ func mostFrequent(bs []bucket, scratch *[]valCount) (string, bool) {
 func (rs *RuleSet) Eval(seg int, s *State, now int64) bool {
 	s.touch(now)
 	s.env.s, s.env.now = s, now
-	return rs.segments[seg].eval(&s.env)
+	return rs.progs[seg].run(&s.env)
 }
 
 // EvalSegments evaluates segs at now and appends the results to dst, in
@@ -308,10 +308,41 @@ func (rs *RuleSet) EvalSegments(s *State, now int64, segs []int, dst []bool) []b
 	s.touch(now)
 	s.env.s, s.env.now = s, now
 	e := &s.env
+	progs := rs.progs
 	for _, i := range segs {
-		dst = append(dst, rs.segments[i].eval(e))
+		dst = append(dst, progs[i].run(e))
 	}
 	return dst
+}
+
+// segProgram is a segment condition in the shapes most rules have (a trait
+// compared with a constant, and "and"/"or" of two of those) run inline, and
+// any other condition as its compiled closure.
+type segProgram struct {
+	op   progOp
+	a, b traitCmp
+	f    func(*env) bool
+}
+
+type progOp uint8
+
+const (
+	progClosure progOp = iota
+	progCmp
+	progAnd
+	progOr
+)
+
+func (p *segProgram) run(e *env) bool {
+	switch p.op {
+	case progCmp:
+		return p.a.test(e)
+	case progAnd:
+		return p.a.test(e) && p.b.test(e)
+	case progOr:
+		return p.a.test(e) || p.b.test(e)
+	}
+	return p.f(e)
 }
 
 // NextChange returns the earliest time after now at which segment seg's

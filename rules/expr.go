@@ -40,14 +40,22 @@ type cexpr struct {
 	since    func(*env) (float64, bool) // set when this node is since(x): x
 	trait    *Trait                     // set when this node is a bare numeric trait read
 	tcmp     *traitCmp                  // set when this node is trait OP constant
+	pair     *cmpPair                   // set when this node is tcmp and/or tcmp
+}
+
+// cmpPair is "a and b" or "a or b" of two trait comparisons.
+type cmpPair struct {
+	a, b traitCmp
+	and  bool
 }
 
 // traitCmp is a comparison of a numeric trait with a constant, kept so
 // that and/or of two of them can be fused into one closure.
 type traitCmp struct {
-	t  *Trait
-	op opCode
-	c  float64
+	t   *Trait
+	idx int // t.Index, here to save a pointer load on the hot path
+	op  opCode
+	c   float64
 }
 
 type opCode uint8
@@ -84,7 +92,7 @@ func (tc *traitCmp) test(e *env) bool {
 	s := e.s
 	var v float64
 	var ok bool
-	if m := &s.memo[tc.t.Index]; m.gen == s.memoGen {
+	if m := &s.memo[tc.idx]; m.gen == s.memoGen {
 		v, ok = m.num, m.ok
 	} else {
 		v, ok = traitNum(tc.t, s, e.now)
@@ -329,8 +337,10 @@ func (c *compiler) compileExpr(y *yaml.Node, n node, sc scope) *cexpr {
 				// call per side.
 				if n.op == "and" {
 					out.b = func(e *env) bool { return a.test(e) && b.test(e) }
+					out.pair = &cmpPair{a: *a, b: *b, and: true}
 				} else {
 					out.b = func(e *env) bool { return a.test(e) || b.test(e) }
+					out.pair = &cmpPair{a: *a, b: *b}
 				}
 				out.merge(x, yy)
 				return out
@@ -465,10 +475,10 @@ func (c *compiler) compileCompare(y *yaml.Node, n *binExpr, x, yy *cexpr, errf e
 	case isNumeric(kx) && kx == ky:
 		switch {
 		case yy.constant && x.trait != nil:
-			out.tcmp = &traitCmp{t: x.trait, op: opCodes[op], c: yy.cnum}
+			out.tcmp = &traitCmp{t: x.trait, idx: x.trait.Index, op: opCodes[op], c: yy.cnum}
 			out.b = out.tcmp.test
 		case x.constant && yy.trait != nil:
-			out.tcmp = &traitCmp{t: yy.trait, op: opCodes[mirror(op)], c: x.cnum}
+			out.tcmp = &traitCmp{t: yy.trait, idx: yy.trait.Index, op: opCodes[mirror(op)], c: x.cnum}
 			out.b = out.tcmp.test
 		case yy.constant:
 			out.b = numCompareConst(x.num, op, yy.cnum)
