@@ -196,7 +196,7 @@ func Replay(ctx context.Context, opt ReplayOptions) (*ReplaySummary, error) {
 			return nil, err
 		}
 	}
-	if err := collectReplay(st, rs, procs, opt.Output, sum, false); err != nil {
+	if err := collectReplay(st, rs, procs, opt.Output, sum, true); err != nil {
 		return nil, err
 	}
 	sum.Elapsed = time.Since(start)

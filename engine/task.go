@@ -121,7 +121,7 @@ func (t *task) run(ctx context.Context) error {
 			t.lastCommit = t.opt.now()
 		default:
 		}
-		if t.pending >= t.opt.commitEvents || (t.pending > 0 && t.opt.now().Sub(t.lastCommit) >= t.opt.commitInterval) {
+		if t.pending >= t.opt.commitEvents || (t.pending > 0 && t.opt.now().Sub(t.lastCommit) >= t.opt.commitInterval) || t.proc.part.NeedsCommit() {
 			if err := t.commit(); err != nil {
 				return err
 			}

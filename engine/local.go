@@ -1,0 +1,167 @@
+package engine
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/segd/segd/connectors"
+	"github.com/segd/segd/state"
+)
+
+// Local is segd's per-partition processing with the caller as the source:
+// records are handed in one by one and go through exactly what a running
+// engine does with a record read from Kafka (decode, validate, dead-letter,
+// de-duplicate, apply, evaluate, timers, outbox, atomic commits), minus the
+// Kafka consumer and producer. The benchmarks use it to measure the engine
+// alone; it also suits embedding segd behind another transport.
+//
+// A Local is not safe for concurrent use. Changes and dead letters stay in
+// each partition's outbox until Drain hands them out.
+type Local struct {
+	e      *Engine
+	tasks  []*task
+	closed bool
+}
+
+// OpenLocal opens partitions 0..partitions-1 of the engine's state for
+// in-process feeding, in event time only (the clock never follows the wall
+// clock, as in a replay). The engine must not also Run.
+func (e *Engine) OpenLocal(partitions int) (*Local, error) {
+	if partitions < 1 || partitions > math.MaxInt32 {
+		return nil, fmt.Errorf("local: partitions %d, want >= 1", partitions)
+	}
+	inputs, err := e.inputs()
+	if err != nil {
+		return nil, err
+	}
+	enc, err := e.encoder()
+	if err != nil {
+		return nil, err
+	}
+	l := &Local{e: e}
+	t := e.cfg.Kafka.Topics
+	for p := int32(0); p < int32(partitions); p++ {
+		part, err := e.st.Partition(p)
+		if err != nil {
+			l.Close()
+			return nil, fmt.Errorf("local: open partition %d: %w", p, err)
+		}
+		proc, err := newProcessor(e.rs.Load(), part, processorOptions{
+			changesTopic:    t.Changes,
+			deadLetterTopic: t.DeadLetter,
+			encodeChange:    enc,
+			consentAttr:     e.cfg.Consent.Attribute,
+			dedupHorizon:    e.cfg.Input.DedupHorizon.Milliseconds(),
+		})
+		if err != nil {
+			part.Close()
+			l.Close()
+			return nil, fmt.Errorf("local: partition %d: %w", p, err)
+		}
+		l.tasks = append(l.tasks, openTask(p, part, proc, nil, nil, taskOptions{
+			inputs:         inputs,
+			commitInterval: e.cfg.Commit.Interval,
+			commitEvents:   e.cfg.Commit.MaxEvents,
+			maxRecordBytes: e.cfg.Input.MaxRecordBytes,
+			maxFutureSkew:  e.cfg.Input.MaxFutureSkew,
+			idleAfter:      -1,
+			now:            e.opt.Now,
+		}, e.log, nil))
+	}
+	return l, nil
+}
+
+// Handle processes one input record of partition p, committing when the
+// engine would (commit.max_events records, or the cache's dirty budget).
+// A bad record is dead-lettered, not returned; an error means the state
+// store failed.
+func (l *Local) Handle(p int32, topic string, offset int64, key, value []byte, ts time.Time) error {
+	if l.closed {
+		return state.ErrClosed
+	}
+	if p < 0 || int(p) >= len(l.tasks) {
+		return fmt.Errorf("local: partition %d not open (have %d)", p, len(l.tasks))
+	}
+	t := l.tasks[p]
+	m := connectors.Message{Topic: topic, Partition: int(p), Offset: offset, Key: key, Value: value, Time: ts}
+	if err := t.handle(&m); err != nil {
+		return err
+	}
+	if t.pending >= t.opt.commitEvents || t.proc.part.NeedsCommit() {
+		return t.commit()
+	}
+	return nil
+}
+
+// Advance moves partition p's clock to t (Unix ms), firing due timers, as
+// an idle partition's watermark would.
+func (l *Local) Advance(p int32, t int64) error {
+	if l.closed {
+		return state.ErrClosed
+	}
+	if p < 0 || int(p) >= len(l.tasks) {
+		return fmt.Errorf("local: partition %d not open (have %d)", p, len(l.tasks))
+	}
+	return l.tasks[p].proc.advance(t)
+}
+
+// Commit commits every partition.
+func (l *Local) Commit() error {
+	if l.closed {
+		return state.ErrClosed
+	}
+	for _, t := range l.tasks {
+		if err := t.commit(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Drain hands every committed outbox entry (segment changes and dead
+// letters) to fn in order, partition by partition, then deletes them.
+func (l *Local) Drain(fn func(topic string, key, value []byte) error) error {
+	if l.closed {
+		return state.ErrClosed
+	}
+	for _, t := range l.tasks {
+		var last uint64
+		err := t.proc.part.ReadOutbox(0, 1<<62, func(seq uint64, v []byte) error {
+			last = seq
+			env, err := decodeEnvelope(v)
+			if err != nil {
+				return err
+			}
+			return fn(env.topic, env.key, env.value)
+		})
+		if err != nil {
+			return fmt.Errorf("local: partition %d outbox: %w", t.id, err)
+		}
+		if last > 0 {
+			if err := t.proc.part.DeleteOutbox(last); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Close commits and closes the partitions (not the engine). Safe to call
+// twice.
+func (l *Local) Close() error {
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	var first error
+	for _, t := range l.tasks {
+		if err := t.commit(); err != nil && first == nil {
+			first = err
+		}
+		if err := t.proc.part.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
