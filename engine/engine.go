@@ -306,6 +306,9 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 		Offsets:   start,
 		Latest:    e.cfg.Kafka.StartFrom == "latest",
 		MaxIdle:   e.cfg.Kafka.MaxTaskIdle,
+		// The documented meaning of kafka.max_wait: a fetch waits at most
+		// this long for new records.
+		FetchMaxWait: e.cfg.Kafka.MaxWait,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("partition %d consumer: %w", p, err)

@@ -165,3 +165,24 @@ func (l *Local) Close() error {
 	}
 	return first
 }
+
+// Members returns every committed member of segment across the open
+// partitions, in id order.
+func (l *Local) Members(segment string) ([]string, error) {
+	if l.closed {
+		return nil, state.ErrClosed
+	}
+	var all []string
+	cursor := ""
+	for {
+		ids, next, err := l.e.st.Members(segment, cursor, 10000)
+		if err != nil {
+			return nil, fmt.Errorf("local: members of %s: %w", segment, err)
+		}
+		all = append(all, ids...)
+		if next == "" {
+			return all, nil
+		}
+		cursor = next
+	}
+}

@@ -1,0 +1,732 @@
+// Command segd-bench runs segd's standard benchmark (bench/README.md): one
+// deterministic workload, measured in one run as
+//
+//   - the Go-map limit: decode + a plain Go map of trait states + the
+//     compiled rules, no persistence (what the machine can do at most);
+//   - segd engine only: the same records through engine.Local (decode,
+//     state cache over Pebble, rules, timers, outbox, atomic commits);
+//   - segd end to end through the embedded Kafka broker;
+//   - the goka baseline (bench/goka, its own module) on the same broker and
+//     input;
+//   - event-to-change latency at a fixed offered rate.
+//
+// The Go-map limit, segd and goka must agree on the final memberships
+// (compared as a digest of the sorted customer/segment pairs at the
+// workload's last event time) before any speed is reported.
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/segd/segd/connectors"
+	"github.com/segd/segd/engine"
+	"github.com/segd/segd/internal/gen"
+	"github.com/segd/segd/rules"
+	"github.com/segd/segd/schemas"
+)
+
+type options struct {
+	customers  int
+	events     int
+	days       int
+	partitions int
+	rules      string
+	gokaDir    string
+	skipGoka   bool
+	latencyFor time.Duration
+	rate       int
+	latCommit  time.Duration
+	out        string
+	markdown   string
+	cpuProfile string
+	label      string
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.customers, "customers", 1_000_000, "distinct customers")
+	flag.IntVar(&o.events, "events", 2_000_000, "input events")
+	flag.IntVar(&o.days, "days", 30, "simulated days the events span")
+	flag.IntVar(&o.partitions, "partitions", 4, "partitions of the input topics (end to end and goka)")
+	flag.StringVar(&o.rules, "rules", "bench/standard.yaml", "rules file")
+	flag.StringVar(&o.gokaDir, "goka-dir", "bench/goka", "directory of the goka baseline module")
+	flag.BoolVar(&o.skipGoka, "skip-goka", false, "do not run the goka baseline")
+	flag.DurationVar(&o.latencyFor, "latency-for", 20*time.Second, "how long to offer load for the latency measurement (0: skip)")
+	flag.IntVar(&o.rate, "rate", 10_000, "offered events/s for the latency measurement")
+	flag.DurationVar(&o.latCommit, "latency-commit-interval", 5*time.Millisecond, "commit.interval of the engine in the latency measurement (the default config's is 200ms)")
+	flag.StringVar(&o.out, "out", "", "write the results as JSON here")
+	flag.StringVar(&o.markdown, "markdown", "", "write the results table as markdown here")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the engine-only run here")
+	flag.StringVar(&o.label, "label", "standard", "name of this run in the results")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "segd-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// Results is what one run measured; bench/results/latest.json holds one.
+type Results struct {
+	Label       string    `json:"label"`
+	Date        time.Time `json:"date"`
+	GoVersion   string    `json:"go_version"`
+	CPUs        int       `json:"cpus"`
+	MemoryBytes uint64    `json:"memory_bytes,omitempty"`
+	Customers   int       `json:"customers"`
+	Events      int       `json:"events"`
+	Active      int       `json:"active_customers"`
+	Traits      int       `json:"traits"`
+	Segments    int       `json:"segments"`
+	Partitions  int       `json:"partitions"`
+
+	MapLimit   Throughput  `json:"go_map_limit"`
+	EngineOnly Throughput  `json:"segd_engine_only"`
+	EndToEnd   *Throughput `json:"segd_end_to_end,omitempty"`
+	Goka       *Throughput `json:"goka_baseline,omitempty"`
+	Latency    *Latency    `json:"latency,omitempty"`
+
+	EngineVsLimit float64 `json:"engine_only_vs_go_map_limit"`
+	EndToEndVsGo  float64 `json:"end_to_end_vs_goka,omitempty"`
+	Members       int     `json:"final_members"`
+	Digest        string  `json:"final_membership_digest"`
+	Agree         string  `json:"memberships_agree"`
+	StateBytes    int64   `json:"engine_only_state_bytes"`
+	PeakHeapBytes uint64  `json:"engine_only_heap_bytes"`
+}
+
+// Throughput is one system's run over the workload.
+type Throughput struct {
+	Seconds      float64 `json:"seconds"`
+	EventsPerSec float64 `json:"events_per_sec"`
+	Changes      int64   `json:"changes"`
+}
+
+// Latency is event-to-change latency at an offered rate.
+type Latency struct {
+	Rate           int     `json:"offered_events_per_sec"`
+	CommitInterval string  `json:"commit_interval"`
+	Seconds        float64 `json:"seconds"`
+	Samples        int     `json:"samples"`
+	P50ms          float64 `json:"p50_ms"`
+	P99ms          float64 `json:"p99_ms"`
+	P999ms         float64 `json:"p999_ms"`
+}
+
+// record is one pre-encoded input record.
+type record struct {
+	typ   schemas.EventType
+	key   []byte
+	value []byte
+	time  int64
+	id    string
+}
+
+// topicOf is segd's default input topic of each event type.
+var topicOf = [schemas.NumEventTypes]string{
+	schemas.EventPurchase: engine.DefaultPurchasesTopic, schemas.EventBrowse: engine.DefaultBrowsesTopic,
+	schemas.EventEngagement: engine.DefaultEngagementsTopic, schemas.EventProfile: engine.DefaultProfilesTopic,
+}
+
+func run(o options) error {
+	rs, err := rules.CompileFile(o.rules)
+	if err != nil {
+		return err
+	}
+	res := &Results{Label: o.label, Date: time.Now().UTC(), GoVersion: runtime.Version(), CPUs: runtime.NumCPU(),
+		MemoryBytes: memTotal(), Customers: o.customers, Events: o.events, Traits: len(rs.Traits()), Segments: len(rs.Segments()), Partitions: o.partitions}
+	logf("workload: %d events over %d days, %d customers, rules %s (%d traits, %d segments)", o.events, o.days, o.customers, o.rules, res.Traits, res.Segments)
+	recs, end, active, err := workload(o)
+	if err != nil {
+		return err
+	}
+	res.Active = active
+
+	var gokaBin string
+	if !o.skipGoka {
+		// Build the baseline first so its compile time is not measured.
+		gokaBin = filepath.Join(os.TempDir(), "segd-goka-baseline")
+		cmd := exec.Command("go", "build", "-o", gokaBin, ".")
+		cmd.Dir = o.gokaDir
+		cmd.Stderr = os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("build the goka baseline: %w", err)
+		}
+	}
+
+	limitDigest, err := mapLimit(rs, recs, end, res)
+	if err != nil {
+		return err
+	}
+	logf("go-map limit: %.0f events/s", res.MapLimit.EventsPerSec)
+	if err := engineOnly(o, recs, end, res); err != nil {
+		return err
+	}
+	logf("segd engine only: %.0f events/s (%.0f%% of the limit)", res.EngineOnly.EventsPerSec, 100*res.EngineOnly.EventsPerSec/res.MapLimit.EventsPerSec)
+	if limitDigest != res.Digest {
+		return fmt.Errorf("final memberships differ: go-map limit %s, segd %s", limitDigest, res.Digest)
+	}
+	res.Agree = "go-map limit = segd"
+	res.EngineVsLimit = res.EngineOnly.EventsPerSec / res.MapLimit.EventsPerSec
+
+	broker, err := connectors.StartEmbeddedBroker(0, int32(o.partitions))
+	if err != nil {
+		return err
+	}
+	defer broker.Close()
+	if err := produceAll(broker.Addrs(), o.partitions, recs); err != nil {
+		return err
+	}
+	if err := endToEnd(o, broker.Addrs(), len(recs), res); err != nil {
+		return err
+	}
+	logf("segd end to end: %.0f events/s", res.EndToEnd.EventsPerSec)
+	if gokaBin != "" {
+		if err := gokaBaseline(gokaBin, o, broker.Addrs(), len(recs), end, res); err != nil {
+			return err
+		}
+		res.EndToEndVsGo = res.EndToEnd.EventsPerSec / res.Goka.EventsPerSec
+		logf("goka baseline: %.0f events/s; segd end to end is %.1fx", res.Goka.EventsPerSec, res.EndToEndVsGo)
+	}
+	if o.latencyFor > 0 {
+		if err := latency(o, recs, res); err != nil {
+			return err
+		}
+		logf("latency at %d events/s: p50 %.2f ms, p99 %.2f ms, p999 %.2f ms (%d samples)", o.rate, res.Latency.P50ms, res.Latency.P99ms, res.Latency.P999ms, res.Latency.Samples)
+	}
+	table := markdown(res)
+	fmt.Print(table)
+	if o.out != "" {
+		b, _ := json.MarshalIndent(res, "", "  ")
+		if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(o.out, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	if o.markdown != "" {
+		if err := os.WriteFile(o.markdown, []byte(table), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", args...)
+}
+
+// workload generates and Avro-encodes the events; end is the last event
+// time, active the number of customers with at least one event.
+func workload(o options) ([]record, int64, int, error) {
+	hours := float64(o.days * 24)
+	g, err := gen.New(gen.Config{Seed: 42, Customers: o.customers, EventsPerHour: float64(o.events) / hours})
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	codecs, err := schemas.NewCodecs()
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	recs := make([]record, 0, o.events)
+	seen := map[string]struct{}{}
+	var e schemas.Event
+	var end int64
+	for len(recs) < o.events && g.Next(&e) {
+		v, err := codecs[e.Type].AppendEncode(nil, &e)
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		recs = append(recs, record{typ: e.Type, key: []byte(e.CustomerID), value: v, time: e.Time, id: e.EventID})
+		seen[e.CustomerID] = struct{}{}
+		end = max(end, e.Time)
+	}
+	return recs, end, len(seen), nil
+}
+
+// digest is SHA-256 over the sorted "customer\x00segment" pairs, the same
+// function bench/goka applies.
+func digest(pairs []string) string {
+	sort.Strings(pairs)
+	h := sha256.New()
+	for _, p := range pairs {
+		h.Write([]byte(p))
+		h.Write([]byte{'\n'})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// mapLimit is the pipeline with state in a Go map and no persistence:
+// decode, read-modify-write of the customer's trait state, the rules
+// (apply, then the segments the event touched), membership bits.
+func mapLimit(rs *rules.RuleSet, recs []record, end int64, res *Results) (string, error) {
+	var decoders [schemas.NumEventTypes]*connectors.Decoder
+	for t := schemas.EventPurchase; t <= schemas.EventProfile; t++ {
+		d, err := connectors.NewDecoder(connectors.DecoderOptions{Type: t, Format: connectors.FormatAvro})
+		if err != nil {
+			return "", err
+		}
+		decoders[t] = d
+	}
+	type entry struct {
+		s       *rules.State
+		members uint64
+	}
+	m := make(map[string]*entry)
+	var e schemas.Event
+	var segs []int
+	var out []bool
+	var changes int64
+	var clock int64
+	runtime.GC()
+	start := time.Now()
+	for i := range recs {
+		r := &recs[i]
+		e.Reset()
+		if err := decoders[r.typ].Decode(r.value, &e); err != nil {
+			return "", err
+		}
+		clock = max(clock, e.Time)
+		c := m[e.CustomerID]
+		if c == nil {
+			c = &entry{s: rs.NewState()}
+			m[strings.Clone(e.CustomerID)] = c
+		}
+		touched := rs.Apply(c.s, &e, clock)
+		if e.Type == schemas.EventProfile {
+			segs = rs.SegmentsFor(schemas.EventProfile)
+		} else {
+			segs = rs.SegmentsTouched(e.Type, touched, segs[:0])
+		}
+		out = rs.EvalSegments(c.s, clock, segs, out[:0])
+		for j, in := range out {
+			bit := uint64(1) << uint(segs[j])
+			if in != (c.members&bit != 0) {
+				c.members ^= bit
+				changes++
+			}
+		}
+	}
+	el := time.Since(start)
+	res.MapLimit = Throughput{Seconds: el.Seconds(), EventsPerSec: float64(len(recs)) / el.Seconds(), Changes: changes}
+	var pairs []string
+	all := make([]int, len(rs.Segments()))
+	for i := range all {
+		all[i] = i
+	}
+	for id, c := range m {
+		out = rs.EvalSegments(c.s, end, all, out[:0])
+		for j, in := range out {
+			if in {
+				pairs = append(pairs, id+"\x00"+rs.Segments()[j].ID)
+			}
+		}
+	}
+	return digest(pairs), nil
+}
+
+// engineConfig is a segd config for the benchmark's runs.
+func engineConfig(o options, dir string, brokers []string) (*engine.Config, error) {
+	cfg := &engine.Config{}
+	cfg.Kafka.Brokers = brokers
+	cfg.Rules.File = o.rules
+	cfg.State.Dir = dir
+	cfg.API.Addr = "off"
+	cfg.Clock.IdleAfter = -1 // event time only: the workload's clock is simulated
+	cfg.EnsureDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// engineOnly feeds the records to engine.Local on one partition (one
+// core's worth of work) and reads the final memberships back.
+func engineOnly(o options, recs []record, end int64, res *Results) error {
+	dir, err := os.MkdirTemp("", "segd-bench-engine-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	cfg, err := engineConfig(o, dir, []string{"127.0.0.1:1"})
+	if err != nil {
+		return err
+	}
+	eng, err := engine.New(cfg, engine.Options{Logger: zerolog.Nop()})
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	l, err := eng.OpenLocal(1)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	var topics [schemas.NumEventTypes]string
+	for t := range topics {
+		topics[t] = topicOf[t]
+	}
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		pprof.StartCPUProfile(f)
+	}
+	runtime.GC()
+	start := time.Now()
+	for i := range recs {
+		r := &recs[i]
+		if err := l.Handle(0, topics[r.typ], int64(i), r.key, r.value, time.UnixMilli(r.time)); err != nil {
+			return err
+		}
+	}
+	if err := l.Commit(); err != nil {
+		return err
+	}
+	el := time.Since(start)
+	if o.cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	res.PeakHeapBytes = ms.HeapInuse
+	if err := l.Advance(0, end); err != nil {
+		return err
+	}
+	if err := l.Commit(); err != nil {
+		return err
+	}
+	var changes, deadLetters int64
+	if err := l.Drain(func(topic string, _, _ []byte) error {
+		if topic == cfg.Kafka.Topics.Changes {
+			changes++
+		} else {
+			deadLetters++
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if deadLetters > 0 {
+		return fmt.Errorf("engine only: %d of %d records dead-lettered", deadLetters, len(recs))
+	}
+	res.EngineOnly = Throughput{Seconds: el.Seconds(), EventsPerSec: float64(len(recs)) / el.Seconds(), Changes: changes}
+	rs, err := rules.CompileFile(o.rules)
+	if err != nil {
+		return err
+	}
+	var pairs []string
+	for _, s := range rs.Segments() {
+		ids, err := l.Members(s.ID)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			pairs = append(pairs, id+"\x00"+s.ID)
+		}
+	}
+	res.Members = len(pairs)
+	res.Digest = digest(pairs)
+	if err := l.Close(); err != nil {
+		return err
+	}
+	if err := eng.Close(); err != nil {
+		return err
+	}
+	res.StateBytes = dirSize(dir)
+	return nil
+}
+
+func dirSize(dir string) int64 {
+	var n int64
+	filepath.Walk(dir, func(_ string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			n += info.Size()
+		}
+		return nil
+	})
+	return n
+}
+
+// produceAll writes the records to the input topics, keyed by customer.
+func produceAll(brokers []string, partitions int, recs []record) error {
+	ctx := context.Background()
+	var specs []connectors.TopicSpec
+	// The goka baseline's output topic too: goka creates only its table.
+	for _, t := range append(topicOf[1:], engine.DefaultChangesTopic, engine.DefaultDeadLetterTopic, "goka.changes") {
+		specs = append(specs, connectors.TopicSpec{Name: t, Partitions: partitions})
+	}
+	if err := connectors.EnsureTopics(ctx, brokers, specs); err != nil {
+		return err
+	}
+	p, err := connectors.NewProducer(brokers, connectors.ProducerOptions{})
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	start := time.Now()
+	batch := make([]connectors.Message, 0, 4096)
+	for i := range recs {
+		r := &recs[i]
+		batch = append(batch, connectors.Message{Topic: topicOf[r.typ], Key: r.key, Value: r.value, Time: time.UnixMilli(r.time)})
+		if len(batch) == cap(batch) || i == len(recs)-1 {
+			if err := p.Write(ctx, batch...); err != nil {
+				return fmt.Errorf("produce: %w", err)
+			}
+			batch = batch[:0]
+		}
+	}
+	logf("produced %d records in %.1fs", len(recs), time.Since(start).Seconds())
+	return nil
+}
+
+// endToEnd runs a segd engine against the broker from a fresh state until
+// it applied every record and Kafka acknowledged every change.
+func endToEnd(o options, brokers []string, n int, res *Results) error {
+	dir, err := os.MkdirTemp("", "segd-bench-e2e-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	cfg, err := engineConfig(o, dir, brokers)
+	if err != nil {
+		return err
+	}
+	eng, err := engine.New(cfg, engine.Options{Logger: zerolog.Nop()})
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- eng.Run(ctx) }()
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		p := eng.Progress()
+		if int(p.Events+p.DeadLetters) >= n && p.OutboxDepth == 0 && p.Published >= p.Enters+p.Exits {
+			el := time.Since(start)
+			res.EndToEnd = &Throughput{Seconds: el.Seconds(), EventsPerSec: float64(n) / el.Seconds(), Changes: int64(p.Enters + p.Exits)}
+			break
+		}
+		select {
+		case err := <-done:
+			return fmt.Errorf("engine stopped early: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("end to end: timed out at %+v", p)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// gokaBaseline runs bench/goka over the same topics.
+func gokaBaseline(bin string, o options, brokers []string, n int, end int64, res *Results) error {
+	cmd := exec.Command(bin, "--brokers", brokers[0], "--rules", o.rules, "--events", fmt.Sprint(n), "--end", fmt.Sprint(end),
+		"--topics", strings.Join(topicOf[1:], ","))
+	cmd.Stderr = io.Discard
+	if os.Getenv("SEGD_BENCH_VERBOSE") != "" {
+		cmd.Stderr = os.Stderr
+	}
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("goka baseline: %w", err)
+	}
+	var g struct {
+		Events  int64   `json:"events"`
+		Seconds float64 `json:"seconds"`
+		Changes int64   `json:"changes"`
+		Digest  string  `json:"digest"`
+	}
+	if err := json.Unmarshal(out, &g); err != nil {
+		return fmt.Errorf("goka baseline output %q: %w", out, err)
+	}
+	if g.Digest != res.Digest {
+		return fmt.Errorf("final memberships differ: segd %s, goka %s", res.Digest, g.Digest)
+	}
+	res.Agree = "go-map limit = segd = goka"
+	res.Goka = &Throughput{Seconds: g.Seconds, EventsPerSec: float64(g.Events) / g.Seconds, Changes: g.Changes}
+	return nil
+}
+
+// latency offers o.rate events/s to a running engine on a fresh broker and
+// measures, for every change an event caused, the time from just before
+// the event's produce call to Kafka's acknowledgement of the change.
+func latency(o options, recs []record, res *Results) error {
+	broker, err := connectors.StartEmbeddedBroker(0, int32(o.partitions))
+	if err != nil {
+		return err
+	}
+	defer broker.Close()
+	brokers := broker.Addrs()
+	var specs []connectors.TopicSpec
+	for _, t := range append(topicOf[1:], engine.DefaultChangesTopic, engine.DefaultDeadLetterTopic) {
+		specs = append(specs, connectors.TopicSpec{Name: t, Partitions: o.partitions})
+	}
+	if err := connectors.EnsureTopics(context.Background(), brokers, specs); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "segd-bench-latency-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	cfg, err := engineConfig(o, dir, brokers)
+	if err != nil {
+		return err
+	}
+	// Changes are published after the commit that holds them: the commit
+	// interval is the latency knob.
+	cfg.Commit.Interval = o.latCommit
+	if v := os.Getenv("SEGD_BENCH_MAX_TASK_IDLE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return err
+		}
+		cfg.Kafka.MaxTaskIdle = d
+	}
+	var mu sync.Mutex
+	sent := map[string]time.Time{}
+	var samples []time.Duration
+	var change schemas.SegmentChange
+	eng, err := engine.New(cfg, engine.Options{Logger: zerolog.Nop(), OnPublished: func(topic string, _, value []byte) {
+		now := time.Now()
+		mu.Lock()
+		defer mu.Unlock()
+		if err := schemas.DecodeSegmentChangeAvro(value, &change); err != nil || change.Cause != schemas.CauseEvent {
+			return
+		}
+		if t, ok := sent[change.CauseEventID]; ok {
+			samples = append(samples, now.Sub(t))
+		}
+	}})
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ctx) }()
+	p, err := connectors.NewProducer(brokers, connectors.ProducerOptions{})
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	// Offer the load in 1 ms slices.
+	perTick := max(1, o.rate/1000)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	start := time.Now()
+	i := 0
+	batch := make([]connectors.Message, 0, perTick)
+	for time.Since(start) < o.latencyFor && i < len(recs) {
+		<-tick.C
+		due := int(time.Since(start).Seconds() * float64(o.rate))
+		batch = batch[:0]
+		t0 := time.Now()
+		mu.Lock()
+		for ; i < due && i < len(recs) && len(batch) < cap(batch)*4; i++ {
+			r := &recs[i]
+			sent[r.id] = t0
+			batch = append(batch, connectors.Message{Topic: topicOf[r.typ], Key: r.key, Value: r.value, Time: time.UnixMilli(r.time)})
+		}
+		mu.Unlock()
+		if len(batch) > 0 {
+			if err := p.Write(ctx, batch...); err != nil {
+				return err
+			}
+		}
+	}
+	offered := time.Since(start)
+	// Let the last changes arrive.
+	waitUntil := time.Now().Add(5 * time.Second)
+	for time.Now().Before(waitUntil) {
+		pr := eng.Progress()
+		if int(pr.Events+pr.DeadLetters) >= i && pr.OutboxDepth == 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if len(samples) == 0 {
+		return errors.New("latency: no change was caused by an offered event")
+	}
+	sort.Slice(samples, func(a, b int) bool { return samples[a] < samples[b] })
+	q := func(f float64) float64 {
+		return float64(samples[min(len(samples)-1, int(f*float64(len(samples))))]) / 1e6
+	}
+	res.Latency = &Latency{Rate: int(float64(i) / offered.Seconds()), CommitInterval: o.latCommit.String(), Seconds: offered.Seconds(), Samples: len(samples), P50ms: q(0.5), P99ms: q(0.99), P999ms: q(0.999)}
+	return nil
+}
+
+// markdown renders the results as the table bench/README.md holds.
+func markdown(r *Results) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Run %q on %s: %d CPUs, %.1f GiB, %s; %d events, %d customers (%d active), %d traits, %d segments, %d partitions.\n\n",
+		r.Label, r.Date.Format("2006-01-02"), r.CPUs, float64(r.MemoryBytes)/(1<<30), r.GoVersion, r.Events, r.Customers, r.Active, r.Traits, r.Segments, r.Partitions)
+	b.WriteString("| system | events/s | seconds | changes | vs |\n|---|---:|---:|---:|---|\n")
+	row := func(name string, t *Throughput, vs string) {
+		if t == nil {
+			return
+		}
+		fmt.Fprintf(&b, "| %s | %.0f | %.2f | %d | %s |\n", name, t.EventsPerSec, t.Seconds, t.Changes, vs)
+	}
+	row("Go-map limit (decode + map + rules, no persistence, 1 core)", &r.MapLimit, "")
+	row("segd engine only (1 partition, 1 core)", &r.EngineOnly, fmt.Sprintf("%.0f%% of the limit", 100*r.EngineVsLimit))
+	row("segd end to end (embedded broker)", r.EndToEnd, "")
+	if r.Goka != nil {
+		row("goka baseline (same broker and input)", r.Goka, fmt.Sprintf("segd end to end is %.1fx", r.EndToEndVsGo))
+	}
+	if r.Latency != nil {
+		fmt.Fprintf(&b, "\nEvent-to-change latency at %d events/s offered for %.0f s, commit.interval %s (%d changes): p50 %.2f ms, p99 %.2f ms, p999 %.2f ms.\n",
+			r.Latency.Rate, r.Latency.Seconds, r.Latency.CommitInterval, r.Latency.Samples, r.Latency.P50ms, r.Latency.P99ms, r.Latency.P999ms)
+	}
+	fmt.Fprintf(&b, "\nFinal memberships: %d (customer, segment) pairs, digest %s…, agree: %s. Engine-only state on disk: %.1f MiB; heap after the run: %.0f MiB.\n",
+		r.Members, r.Digest[:12], r.Agree, float64(r.StateBytes)/(1<<20), float64(r.PeakHeapBytes)/(1<<20))
+	return b.String()
+}
+
+// memTotal reads the machine's memory from /proc/meminfo (0 if unknown).
+func memTotal() uint64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	var kb uint64
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "MemTotal:") {
+			fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(line, "MemTotal:")), "%d", &kb)
+		}
+	}
+	return kb * 1024
+}
