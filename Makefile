@@ -5,7 +5,7 @@ PKGS      := ./...
 FUZZTIME  ?= 60s
 STATICCHECK_VERSION ?= v0.7.0
 
-.PHONY: all build test test-fast demo bench lint fuzz clean
+.PHONY: all build test test-fast demo bench bench-quick bench-go lint fuzz clean
 
 all: build
 
@@ -18,6 +18,7 @@ test: build
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
+	cd bench/goka && $(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 # test-fast skips the race detector, for quick local iterations.
@@ -27,7 +28,20 @@ test-fast:
 demo: build
 	./$(BIN) demo
 
+# bench runs the standard benchmark (bench/README.md): segd against the Go-map
+# limit and the goka baseline in one run, then latency; under 10 minutes here.
 bench:
+	$(GO) run ./bench/cmd/segd-bench --label standard --customers 1000000 --events 2000000 \
+	  --latency-for 20s --cpuprofile bench/results/engine-cpu.pprof \
+	  --out bench/results/latest.json --markdown bench/results/latest.md
+
+# bench-quick is a one-minute subset of bench, written beside it.
+bench-quick:
+	$(GO) run ./bench/cmd/segd-bench --label quick --customers 100000 --events 300000 \
+	  --latency-for 10s --out bench/results/quick.json --markdown bench/results/quick.md
+
+# bench-go runs every package's Go benchmarks.
+bench-go:
 	$(GO) test -run='^$$' -bench=. -benchmem $(PKGS)
 
 lint:

@@ -358,12 +358,36 @@ func (p *Partition) DeleteOutbox(upTo uint64) error {
 	if upTo <= p.deletedTo.Load() {
 		return nil
 	}
-	if err := p.s.db.DeleteRange(outboxKey(nil, p.id, 0), outboxKey(nil, p.id, upTo+1), pebble.NoSync); err != nil {
+	from := p.deletedTo.Load() + 1
+	if upTo-from < outboxPointDeletes {
+		// A live publisher deletes a few entries many times a second.
+		// Range tombstones that frequent would pile up in the memtable
+		// and make every new iterator (the next ReadOutbox) re-fragment
+		// all of them; point tombstones below the reader's lower bound
+		// cost nothing.
+		b := p.s.db.NewBatch()
+		defer b.Close()
+		var k []byte
+		for seq := from; seq <= upTo; seq++ {
+			k = outboxKey(k[:0], p.id, seq)
+			if err := b.Delete(k, nil); err != nil {
+				return fmt.Errorf("delete outbox to %d: %w", upTo, err)
+			}
+		}
+		if err := b.Commit(pebble.NoSync); err != nil {
+			return fmt.Errorf("delete outbox to %d: %w", upTo, err)
+		}
+	} else if err := p.s.db.DeleteRange(outboxKey(nil, p.id, 0), outboxKey(nil, p.id, upTo+1), pebble.NoSync); err != nil {
 		return fmt.Errorf("delete outbox to %d: %w", upTo, err)
 	}
 	p.deletedTo.Store(upTo)
 	return nil
 }
+
+// outboxPointDeletes is the largest deletion DeleteOutbox writes as point
+// tombstones; larger ones (a replay's whole outbox) take one range
+// tombstone.
+const outboxPointDeletes = 4096
 
 // OutboxDepth is the number of committed entries not yet deleted. Safe to
 // call concurrently.

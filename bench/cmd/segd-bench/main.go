@@ -162,7 +162,12 @@ func run(o options) error {
 	var gokaBin string
 	if !o.skipGoka {
 		// Build the baseline first so its compile time is not measured.
-		gokaBin = filepath.Join(os.TempDir(), "segd-goka-baseline")
+		binDir, err := os.MkdirTemp("", "segd-goka-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(binDir)
+		gokaBin = filepath.Join(binDir, "goka-baseline")
 		cmd := exec.Command("go", "build", "-o", gokaBin, ".")
 		cmd.Dir = o.gokaDir
 		cmd.Stderr = os.Stderr
