@@ -109,6 +109,9 @@ type Results struct {
 	Digest        string  `json:"final_membership_digest"`
 	Agree         string  `json:"memberships_agree"`
 	StateBytes    int64   `json:"engine_only_state_bytes"`
+	CacheHits     float64 `json:"engine_only_cache_hits"`
+	CacheMisses   float64 `json:"engine_only_cache_misses"`
+	CacheBytes    float64 `json:"engine_only_cache_bytes"`
 	PeakHeapBytes uint64  `json:"engine_only_heap_bytes"`
 }
 
@@ -415,6 +418,20 @@ func engineOnly(o options, recs []record, end int64, res *Results) error {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	res.PeakHeapBytes = ms.HeapInuse
+	if mfs, err := eng.Registry().Gather(); err == nil {
+		for _, mf := range mfs {
+			for _, m := range mf.Metric {
+				switch mf.GetName() {
+				case "segd_cache_hits_total":
+					res.CacheHits += m.GetCounter().GetValue()
+				case "segd_cache_misses_total":
+					res.CacheMisses += m.GetCounter().GetValue()
+				case "segd_cache_bytes":
+					res.CacheBytes += m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
 	if err := l.Advance(0, end); err != nil {
 		return err
 	}
@@ -716,8 +733,9 @@ func markdown(r *Results) string {
 		fmt.Fprintf(&b, "\nEvent-to-change latency at %d events/s offered for %.0f s, commit.interval %s (%d changes): p50 %.2f ms, p99 %.2f ms, p999 %.2f ms.\n",
 			r.Latency.Rate, r.Latency.Seconds, r.Latency.CommitInterval, r.Latency.Samples, r.Latency.P50ms, r.Latency.P99ms, r.Latency.P999ms)
 	}
-	fmt.Fprintf(&b, "\nFinal memberships: %d (customer, segment) pairs, digest %s…, agree: %s. Engine-only state on disk: %.1f MiB; heap after the run: %.0f MiB.\n",
-		r.Members, r.Digest[:12], r.Agree, float64(r.StateBytes)/(1<<20), float64(r.PeakHeapBytes)/(1<<20))
+	fmt.Fprintf(&b, "\nFinal memberships: %d (customer, segment) pairs, digest %s…, agree: %s.\n", r.Members, r.Digest[:12], r.Agree)
+	fmt.Fprintf(&b, "\nEngine only: state on disk %.1f MiB (%.0f B per active customer); cache hit ratio %.3f (%.0f misses), %.0f MiB of decoded records cached; process heap after the run %.0f MiB (including the workload held in memory).\n",
+		float64(r.StateBytes)/(1<<20), float64(r.StateBytes)/float64(max(r.Active, 1)), r.CacheHits/max(r.CacheHits+r.CacheMisses, 1), r.CacheMisses, r.CacheBytes/(1<<20), float64(r.PeakHeapBytes)/(1<<20))
 	return b.String()
 }
 
