@@ -5,7 +5,7 @@ PKGS      := ./...
 FUZZTIME  ?= 60s
 STATICCHECK_VERSION ?= v0.7.0
 
-.PHONY: all build test test-fast demo bench bench-quick bench-go lint fuzz clean
+.PHONY: all build test test-fast demo bench bench-quick bench-scaling bench-go lint fuzz clean
 
 all: build
 
@@ -33,7 +33,15 @@ demo: build
 bench:
 	$(GO) run ./bench/cmd/segd-bench --label standard --customers 1000000 --events 2000000 \
 	  --latency-for 20s --cpuprofile bench/results/engine-cpu.pprof \
+	  --sweep 100000:300000:10,100000:300000:100,100000:300000:1000 \
 	  --out bench/results/latest.json --markdown bench/results/latest.md
+
+# bench-scaling sweeps the customer count (100k, 1M, 10M) with the standard
+# rules: throughput, memory, state size and restart time (about 10 minutes).
+bench-scaling:
+	$(GO) run ./bench/cmd/segd-bench --label scaling --customers 1000 --events 1000 --skip-goka --latency-for 0 \
+	  --sweep 100000:300000:20,1000000:2000000:20,10000000:6000000:20 \
+	  --out bench/results/scaling.json --markdown bench/results/scaling.md
 
 # bench-quick is a one-minute subset of bench, written beside it.
 bench-quick:

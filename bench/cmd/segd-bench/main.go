@@ -58,6 +58,7 @@ type options struct {
 	markdown   string
 	cpuProfile string
 	label      string
+	sweep      string
 }
 
 func main() {
@@ -76,6 +77,7 @@ func main() {
 	flag.StringVar(&o.markdown, "markdown", "", "write the results table as markdown here")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the engine-only run here")
 	flag.StringVar(&o.label, "label", "standard", "name of this run in the results")
+	flag.StringVar(&o.sweep, "sweep", "", "after the main run, measure the limit and segd engine only at these customers:events:segments points, comma-separated")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "segd-bench:", err)
@@ -112,7 +114,11 @@ type Results struct {
 	CacheHits     float64 `json:"engine_only_cache_hits"`
 	CacheMisses   float64 `json:"engine_only_cache_misses"`
 	CacheBytes    float64 `json:"engine_only_cache_bytes"`
-	PeakHeapBytes uint64  `json:"engine_only_heap_bytes"`
+	// RestartSeconds is the time to open the engine-only store again and
+	// be ready to resume.
+	RestartSeconds float64      `json:"engine_only_restart_seconds"`
+	Scaling        []ScalePoint `json:"scaling,omitempty"`
+	PeakHeapBytes  uint64       `json:"engine_only_heap_bytes"`
 }
 
 // Throughput is one system's run over the workload.
@@ -219,7 +225,16 @@ func run(o options) error {
 		}
 		logf("latency at %d events/s: p50 %.2f ms, p99 %.2f ms, p999 %.2f ms (%d samples)", o.rate, res.Latency.P50ms, res.Latency.P99ms, res.Latency.P999ms, res.Latency.Samples)
 	}
-	table := markdown(res)
+	if o.sweep != "" {
+		pts, err := parseSweep(o.sweep)
+		if err != nil {
+			return err
+		}
+		if err := sweep(o, pts, res); err != nil {
+			return err
+		}
+	}
+	table := markdown(res) + sweepMarkdown(res.Scaling)
 	fmt.Print(table)
 	if o.out != "" {
 		b, _ := json.MarshalIndent(res, "", "  ")
@@ -296,7 +311,7 @@ func mapLimit(rs *rules.RuleSet, recs []record, end int64, res *Results) (string
 	}
 	type entry struct {
 		s       *rules.State
-		members uint64
+		members []uint64 // bit per segment
 	}
 	m := make(map[string]*entry)
 	var e schemas.Event
@@ -315,7 +330,7 @@ func mapLimit(rs *rules.RuleSet, recs []record, end int64, res *Results) (string
 		clock = max(clock, e.Time)
 		c := m[e.CustomerID]
 		if c == nil {
-			c = &entry{s: rs.NewState()}
+			c = &entry{s: rs.NewState(), members: make([]uint64, (len(rs.Segments())+63)/64)}
 			m[strings.Clone(e.CustomerID)] = c
 		}
 		touched := rs.Apply(c.s, &e, clock)
@@ -326,9 +341,9 @@ func mapLimit(rs *rules.RuleSet, recs []record, end int64, res *Results) (string
 		}
 		out = rs.EvalSegments(c.s, clock, segs, out[:0])
 		for j, in := range out {
-			bit := uint64(1) << uint(segs[j])
-			if in != (c.members&bit != 0) {
-				c.members ^= bit
+			w, bit := segs[j]/64, uint64(1)<<uint(segs[j]%64)
+			if in != (c.members[w]&bit != 0) {
+				c.members[w] ^= bit
 				changes++
 			}
 		}
@@ -476,7 +491,20 @@ func engineOnly(o options, recs []record, end int64, res *Results) error {
 		return err
 	}
 	res.StateBytes = dirSize(dir)
-	return nil
+	// Restart: open the store and the partition again, ready to resume.
+	start = time.Now()
+	eng2, err := engine.New(cfg, engine.Options{Logger: zerolog.Nop()})
+	if err != nil {
+		return err
+	}
+	l2, err := eng2.OpenLocal(1)
+	if err != nil {
+		eng2.Close()
+		return err
+	}
+	res.RestartSeconds = time.Since(start).Seconds()
+	l2.Close()
+	return eng2.Close()
 }
 
 func dirSize(dir string) int64 {
