@@ -26,6 +26,7 @@ usage:
   segd gen --brokers HOST:PORT [--rate N] [--customers N] [--count N]
   segd replay --rules FILE --state-dir DIR --input FILE... (--output FILE | --dry-run)
   segd customers delete --brokers HOST:PORT ID...
+  segd state scrub --state-dir DIR
   segd rules validate FILE...
   segd rules explain FILE
   segd config check FILE
@@ -55,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runReplay(ctx, args[1:], stdout, stderr)
 	case "customers":
 		return runCustomers(ctx, args[1:], stdout, stderr)
+	case "state":
+		return runState(args[1:], stdout, stderr)
 	case "rules":
 		return runRules(args[1:], stdout, stderr)
 	case "config":

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -125,5 +126,65 @@ func TestReplayCommand(t *testing.T) {
 	if code := run([]string{"replay", "--rules", "../../examples/rules.yaml", "--state-dir", filepath.Join(dir, "state"),
 		"--retail", "../../internal/retail/testdata/small.csv", "--dry-run"}, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "not empty") {
 		t.Fatalf("second replay into the same dir: exit %d, %s", code, stderr.String())
+	}
+}
+
+// TestErasureLeavesNoTrace: a customer with history is deleted (a delete
+// record on the profile topic's stream), other customers keep going, and
+// after `segd state scrub` not one file of the state directory contains the
+// customer's id or any of their values.
+func TestErasureLeavesNoTrace(t *testing.T) {
+	dir := t.TempDir()
+	const secret = "cust-7f3a9e-erase-me"
+	var in strings.Builder
+	for i := 0; i < 50; i++ {
+		day := fmt.Sprintf("2024-01-%02dT10:00:00Z", 1+i%28)
+		fmt.Fprintf(&in, `{"type":"purchase","event_id":"s%d","customer_id":%q,"ts":%q,"amount":%d,"categories":["secret-category-q9"]}`+"\n", i, secret, day, 100+i)
+		fmt.Fprintf(&in, `{"type":"purchase","event_id":"o%d","customer_id":"other-%d","ts":%q,"amount":%d}`+"\n", i, i%7, day, 20+i)
+	}
+	fmt.Fprintf(&in, `{"type":"profile","event_id":"p1","customer_id":%q,"ts":"2024-01-29T00:00:00Z","attributes":{"country":"secret-country-z1"}}`+"\n", secret)
+	fmt.Fprintf(&in, `{"type":"profile","event_id":"d1","customer_id":%q,"ts":"2024-01-30T00:00:00Z","delete":true}`+"\n", secret)
+	fmt.Fprintf(&in, `{"type":"purchase","event_id":"o-last","customer_id":"other-1","ts":"2024-01-31T00:00:00Z","amount":5}`+"\n")
+	input := filepath.Join(dir, "events.jsonl")
+	if err := os.WriteFile(input, []byte(in.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stateDir := filepath.Join(dir, "state")
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"replay", "--rules", "../../examples/rules.yaml", "--state-dir", stateDir, "--input", input, "--dry-run"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("replay: exit %d: %s", code, stderr.String())
+	}
+	traces := func() []string {
+		var found []string
+		filepath.Walk(stateDir, func(path string, info os.FileInfo, err error) error {
+			if err != nil || info.IsDir() {
+				return err
+			}
+			b, _ := os.ReadFile(path)
+			for _, s := range []string{secret, "secret-category-q9", "secret-country-z1"} {
+				if bytes.Contains(b, []byte(s)) {
+					found = append(found, filepath.Base(path)+": "+s)
+				}
+			}
+			return nil
+		})
+		return found
+	}
+	if len(traces()) == 0 {
+		t.Fatal("the customer left no bytes before the scrub either: the test would prove nothing")
+	}
+	stdout.Reset()
+	if code := run([]string{"state", "scrub", "--state-dir", stateDir}, &stdout, &stderr); code != 0 {
+		t.Fatalf("scrub: exit %d: %s", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "scrubbed") {
+		t.Fatalf("scrub output %q", stdout.String())
+	}
+	if found := traces(); len(found) > 0 {
+		t.Fatalf("erased customer still in the state directory: %v", found)
+	}
+	// The other customers are intact: a second scrub still finds a store.
+	if code := run([]string{"state", "scrub", "--state-dir", filepath.Join(dir, "nope")}, &stdout, &stderr); code != 1 {
+		t.Fatalf("scrub of a missing dir: exit %d", code)
 	}
 }
