@@ -85,18 +85,18 @@ func TestCoPartitionCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b2.Close()
-	n, err := CheckCoPartitioned(context.Background(), brokers, []string{"x", "y"})
+	n, err := CheckCoPartitioned(context.Background(), brokers, nil, []string{"x", "y"})
 	if err != nil || n != 3 {
 		t.Fatalf("got %d %v", n, err)
 	}
-	if err := EnsureTopics(context.Background(), brokers, []TopicSpec{{Name: "w", Partitions: 5}}); err != nil {
+	if err := EnsureTopics(context.Background(), brokers, nil, []TopicSpec{{Name: "w", Partitions: 5}}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = CheckCoPartitioned(context.Background(), brokers, []string{"x", "w"})
+	_, err = CheckCoPartitioned(context.Background(), brokers, nil, []string{"x", "w"})
 	if err == nil || !strings.Contains(err.Error(), "x=3, w=5") || !strings.Contains(err.Error(), "not co-partitioned") {
 		t.Fatalf("got %v", err)
 	}
-	_, err = CheckCoPartitioned(context.Background(), brokers, []string{"x", "missing"})
+	_, err = CheckCoPartitioned(context.Background(), brokers, nil, []string{"x", "missing"})
 	if err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Fatalf("got %v", err)
 	}

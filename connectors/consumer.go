@@ -30,6 +30,8 @@ type PartitionConsumerOptions struct {
 	StopAtEnd bool
 	// FetchMaxWait bounds a broker fetch. Default 250ms.
 	FetchMaxWait time.Duration
+	// Security: TLS and SASL; nil is plaintext.
+	Security *Security
 }
 
 // PartitionConsumer reads one partition number of several topics and
@@ -80,7 +82,7 @@ func NewPartitionConsumer(opts PartitionConsumerOptions) (*PartitionConsumer, er
 	}
 	startCtx, startCancel := context.WithTimeout(ctx, 30*time.Second)
 	defer startCancel()
-	first, end, err := EndOffsets(startCtx, opts.Brokers, opts.Topics, opts.Partition)
+	first, end, err := EndOffsets(startCtx, opts.Brokers, opts.Security, opts.Topics, opts.Partition)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -108,6 +110,7 @@ func NewPartitionConsumer(opts PartitionConsumerOptions) (*PartitionConsumer, er
 			MaxBytes:        8 << 20,
 			MaxWait:         opts.FetchMaxWait,
 			ReadLagInterval: -1,
+			Dialer:          opts.Security.dialer(),
 		})
 		if err := r.SetOffset(start); err != nil {
 			r.Close()

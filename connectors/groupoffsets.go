@@ -19,9 +19,9 @@ type GroupOffsetCommitter struct {
 }
 
 // NewGroupOffsetCommitter returns a committer for group.
-func NewGroupOffsetCommitter(brokers []string, group string) *GroupOffsetCommitter {
+func NewGroupOffsetCommitter(brokers []string, group string, sec *Security) *GroupOffsetCommitter {
 	return &GroupOffsetCommitter{
-		client: &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second},
+		client: &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: sec.transport()},
 		group:  group,
 	}
 }

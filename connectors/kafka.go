@@ -56,6 +56,8 @@ type ProducerOptions struct {
 	BatchTimeout time.Duration
 	// WriteTimeout bounds one write. Default 30s.
 	WriteTimeout time.Duration
+	// Security: TLS and SASL; nil is plaintext.
+	Security *Security
 }
 
 // Producer writes records synchronously with acks=all, partitioning by key
@@ -85,6 +87,7 @@ func NewProducer(brokers []string, opts ProducerOptions) (*Producer, error) {
 		BatchSize:    1000,
 		WriteTimeout: opts.WriteTimeout,
 		MaxAttempts:  5,
+		Transport:    opts.Security.transport(),
 	}}, nil
 }
 
@@ -112,23 +115,23 @@ func (p *Producer) Close() error {
 }
 
 // dialAny connects to the first reachable broker.
-func dialAny(ctx context.Context, brokers []string) (*kafka.Conn, error) {
+func dialAny(ctx context.Context, brokers []string, sec *Security) (*kafka.Conn, error) {
 	var errs []string
 	for _, b := range brokers {
-		d := kafka.Dialer{Timeout: 10 * time.Second}
+		d := sec.dialer()
 		conn, err := d.DialContext(ctx, "tcp", b)
 		if err == nil {
 			return conn, nil
 		}
 		errs = append(errs, fmt.Sprintf("%s: %v", b, err))
 	}
-	return nil, fmt.Errorf("no broker reachable (%s)", strings.Join(errs, "; "))
+	return nil, fmt.Errorf("cannot connect to any broker (%s)", strings.Join(errs, "; "))
 }
 
 // PartitionCounts returns the number of partitions of each topic. A topic
 // that does not exist is an error naming it.
-func PartitionCounts(ctx context.Context, brokers []string, topics []string) (map[string]int, error) {
-	conn, err := dialAny(ctx, brokers)
+func PartitionCounts(ctx context.Context, brokers []string, sec *Security, topics []string) (map[string]int, error) {
+	conn, err := dialAny(ctx, brokers, sec)
 	if err != nil {
 		return nil, err
 	}
@@ -159,8 +162,8 @@ func PartitionCounts(ctx context.Context, brokers []string, topics []string) (ma
 // CheckCoPartitioned verifies that every topic has the same number of
 // partitions (customer state is owned per partition number, so a customer
 // must land on the same partition number in every input topic) and returns it.
-func CheckCoPartitioned(ctx context.Context, brokers []string, topics []string) (int, error) {
-	counts, err := PartitionCounts(ctx, brokers, topics)
+func CheckCoPartitioned(ctx context.Context, brokers []string, sec *Security, topics []string) (int, error) {
+	counts, err := PartitionCounts(ctx, brokers, sec, topics)
 	if err != nil {
 		return 0, err
 	}
@@ -191,8 +194,8 @@ type TopicSpec struct {
 
 // EnsureTopics creates the topics that do not exist yet. Existing topics
 // are left alone, whatever their settings.
-func EnsureTopics(ctx context.Context, brokers []string, specs []TopicSpec) error {
-	conn, err := dialAny(ctx, brokers)
+func EnsureTopics(ctx context.Context, brokers []string, sec *Security, specs []TopicSpec) error {
+	conn, err := dialAny(ctx, brokers, sec)
 	if err != nil {
 		return err
 	}
@@ -226,13 +229,12 @@ func EnsureTopics(ctx context.Context, brokers []string, specs []TopicSpec) erro
 
 // EndOffsets returns the first and end (high-water mark) offsets of one
 // partition of each topic.
-func EndOffsets(ctx context.Context, brokers []string, topics []string, partition int) (first, end map[string]int64, err error) {
+func EndOffsets(ctx context.Context, brokers []string, sec *Security, topics []string, partition int) (first, end map[string]int64, err error) {
 	first, end = map[string]int64{}, map[string]int64{}
 	for _, t := range topics {
 		var lastErr error
 		for _, b := range brokers {
-			d := kafka.Dialer{Timeout: 10 * time.Second}
-			conn, err := d.DialLeader(ctx, "tcp", b, t, partition)
+			conn, err := sec.dialer().DialLeader(ctx, "tcp", b, t, partition)
 			if err != nil {
 				lastErr = err
 				continue

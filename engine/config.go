@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/segd/segd/connectors"
 )
 
 // Config is the whole configuration of a segd process. Zero values mean
@@ -52,6 +54,42 @@ type KafkaConfig struct {
 	MaxTaskIdle time.Duration `yaml:"max_task_idle"`
 	// Topics names the input and output topics.
 	Topics TopicsConfig `yaml:"topics"`
+	// TLS encrypts every connection to Kafka.
+	TLS TLSConfig `yaml:"tls"`
+	// SASL authenticates segd to Kafka.
+	SASL SASLConfig `yaml:"sasl"`
+}
+
+// TLSConfig configures TLS to the brokers.
+type TLSConfig struct {
+	// Enabled turns TLS on. Default false.
+	Enabled bool `yaml:"enabled"`
+	// CAFile is a PEM bundle of the CAs to trust. Default: the system's.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are a PEM client certificate and key, for
+	// mutual TLS. Default none.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName overrides the name checked in the broker certificate.
+	ServerName string `yaml:"server_name"`
+	// InsecureSkipVerify skips the broker certificate check (tests only).
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+}
+
+// SASLConfig configures SASL authentication. The password comes from
+// exactly one of Password, PasswordFile and PasswordEnv; it never appears
+// in logs or error messages.
+type SASLConfig struct {
+	// Mechanism is plain, scram-sha-256 or scram-sha-512. Default none.
+	Mechanism string `yaml:"mechanism"`
+	Username  string `yaml:"username"`
+	// Password inline (prefer PasswordFile or PasswordEnv).
+	Password string `yaml:"password"`
+	// PasswordFile is a file holding the password (trailing newline
+	// ignored), e.g. a mounted Kubernetes secret.
+	PasswordFile string `yaml:"password_file"`
+	// PasswordEnv names an environment variable holding the password.
+	PasswordEnv string `yaml:"password_env"`
 }
 
 // TopicsConfig names segd's topics.
@@ -249,6 +287,33 @@ func (c *Config) Validate() error {
 		if !strings.Contains(b, ":") {
 			bad("kafka.brokers[%d] (%q) must be host:port", i, b)
 		}
+	}
+	if sa := c.Kafka.SASL; sa.Mechanism != "" {
+		switch strings.ToLower(sa.Mechanism) {
+		case "plain", "scram-sha-256", "scram-sha-512":
+		default:
+			bad("kafka.sasl.mechanism (%q) must be plain, scram-sha-256 or scram-sha-512", sa.Mechanism)
+		}
+		if sa.Username == "" {
+			bad("kafka.sasl.username is empty")
+		}
+		n := 0
+		for _, v := range []string{sa.Password, sa.PasswordFile, sa.PasswordEnv} {
+			if v != "" {
+				n++
+			}
+		}
+		if n != 1 {
+			bad("kafka.sasl: give exactly one of password, password_file and password_env (found %d)", n)
+		}
+		if sa.PasswordEnv != "" && os.Getenv(sa.PasswordEnv) == "" {
+			bad("kafka.sasl.password_env: environment variable %s is empty or unset", sa.PasswordEnv)
+		}
+	} else if c.Kafka.SASL.Username != "" {
+		bad("kafka.sasl.username is set but kafka.sasl.mechanism is empty")
+	}
+	if t := c.Kafka.TLS; !t.Enabled && (t.CAFile != "" || t.CertFile != "" || t.KeyFile != "") {
+		bad("kafka.tls files are set but kafka.tls.enabled is false")
 	}
 	if c.Kafka.StartFrom != "earliest" && c.Kafka.StartFrom != "latest" {
 		bad("kafka.start_from (%q) must be earliest or latest", c.Kafka.StartFrom)
@@ -462,4 +527,30 @@ func setFromString(v reflect.Value, s string) error {
 		return fmt.Errorf("unsupported kind %s", v.Kind())
 	}
 	return nil
+}
+
+// Security builds the Kafka connection security of the config, reading the
+// SASL password from wherever the config says. Errors never contain it.
+func (c *Config) Security() (*connectors.Security, error) {
+	sa := c.Kafka.SASL
+	password := sa.Password
+	switch {
+	case sa.PasswordFile != "":
+		b, err := os.ReadFile(sa.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("kafka.sasl.password_file: %w", err)
+		}
+		password = strings.TrimRight(string(b), "\r\n")
+	case sa.PasswordEnv != "":
+		password = os.Getenv(sa.PasswordEnv)
+	}
+	t := c.Kafka.TLS
+	sec, err := connectors.NewSecurity(connectors.SecurityOptions{
+		TLS: t.Enabled, CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify,
+		Mechanism: sa.Mechanism, Username: sa.Username, Password: password,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kafka security: %w", err)
+	}
+	return sec, nil
 }

@@ -153,9 +153,9 @@ func TestCrashRecoveryEffectivelyOnce(t *testing.T) {
 	// consumed reports whether the engine writing to topic has committed
 	// every input record (its consumer group's offsets reached the ends).
 	consumed := func(topic string) bool {
-		gc := connectors.NewGroupOffsetCommitter(brokers, "segd-"+topic)
+		gc := connectors.NewGroupOffsetCommitter(brokers, "segd-"+topic, nil)
 		for p := 0; p < partitions; p++ {
-			_, end, err := connectors.EndOffsets(context.Background(), brokers, inputs, p)
+			_, end, err := connectors.EndOffsets(context.Background(), brokers, nil, inputs, p)
 			if err != nil {
 				return false
 			}

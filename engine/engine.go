@@ -41,6 +41,7 @@ type Engine struct {
 	log zerolog.Logger
 	rs  atomic.Pointer[rules.RuleSet]
 	st  *state.Store
+	sec *connectors.Security // nil: plaintext
 	m   *metrics
 
 	mu            sync.Mutex
@@ -67,7 +68,11 @@ func New(cfg *Config, opt Options) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rules: %w", err)
 	}
-	e := &Engine{cfg: cfg, opt: opt, log: opt.Logger.With().Str("component", "engine").Logger(), m: newMetrics(), parts: map[int32]*runningPartition{}}
+	sec, err := cfg.Security()
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{cfg: cfg, opt: opt, sec: sec, log: opt.Logger.With().Str("component", "engine").Logger(), m: newMetrics(), parts: map[int32]*runningPartition{}}
 	e.rs.Store(rs)
 	st, err := state.Open(cfg.State.Dir, state.Options{
 		CacheBytes: cfg.State.CacheBytes,
@@ -144,7 +149,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		return errors.New("engine: Run after Close")
 	}
 	brokers := e.cfg.Kafka.Brokers
-	n, err := connectors.CheckCoPartitioned(ctx, brokers, e.inputTopics())
+	n, err := connectors.CheckCoPartitioned(ctx, brokers, e.sec, e.inputTopics())
 	if err != nil {
 		return fmt.Errorf("input topics: %w", err)
 	}
@@ -156,7 +161,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	prod, err := connectors.NewProducer(brokers, connectors.ProducerOptions{})
+	prod, err := connectors.NewProducer(brokers, connectors.ProducerOptions{Security: e.sec})
 	if err != nil {
 		return fmt.Errorf("producer: %w", err)
 	}
@@ -309,6 +314,7 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 		// The documented meaning of kafka.max_wait: a fetch waits at most
 		// this long for new records.
 		FetchMaxWait: e.cfg.Kafka.MaxWait,
+		Security:     e.sec,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("partition %d consumer: %w", p, err)
@@ -345,7 +351,7 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 // lag monitoring. Failures are logged, never fatal: the store's offsets are
 // the truth.
 func (e *Engine) commitGroupOffsets(ch <-chan partitionOffsets) {
-	gc := connectors.NewGroupOffsetCommitter(e.cfg.Kafka.Brokers, e.cfg.Kafka.Group)
+	gc := connectors.NewGroupOffsetCommitter(e.cfg.Kafka.Brokers, e.cfg.Kafka.Group, e.sec)
 	var lastWarn time.Time
 	for po := range ch {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

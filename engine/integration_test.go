@@ -205,7 +205,7 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 		return p.Events == 5 && p.DeadLetters == 1 && p.Enters == 6 && p.Exits == 4
 	})
 	// The consumer group sees the committed offsets (lag monitoring).
-	gc := connectors.NewGroupOffsetCommitter(brokers, cfg.Kafka.Group)
+	gc := connectors.NewGroupOffsetCommitter(brokers, cfg.Kafka.Group, nil)
 	waitFor(t, 10*time.Second, "group offsets", func() bool {
 		offs, err := gc.Committed(context.Background(), 0, []string{DefaultPurchasesTopic, DefaultEngagementsTopic, DefaultProfilesTopic})
 		return err == nil && offs[DefaultPurchasesTopic] == 4 && offs[DefaultEngagementsTopic] == 1 && offs[DefaultProfilesTopic] == 1

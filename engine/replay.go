@@ -287,7 +287,11 @@ func ReplayTopics(ctx context.Context, cfg *Config, out io.Writer, log zerolog.L
 	}
 	defer e.Close()
 	topics := e.inputTopics()
-	n, err := connectors.CheckCoPartitioned(ctx, cfg.Kafka.Brokers, topics)
+	sec, err := cfg.Security()
+	if err != nil {
+		return nil, err
+	}
+	n, err := connectors.CheckCoPartitioned(ctx, cfg.Kafka.Brokers, sec, topics)
 	if err != nil {
 		return nil, fmt.Errorf("input topics: %w", err)
 	}
@@ -315,7 +319,7 @@ func ReplayTopics(ctx context.Context, cfg *Config, out io.Writer, log zerolog.L
 			return nil, err
 		}
 		src, err := connectors.NewPartitionConsumer(connectors.PartitionConsumerOptions{
-			Brokers: cfg.Kafka.Brokers, Topics: topics, Partition: int(p), StopAtEnd: true, MaxIdle: 30 * time.Second,
+			Brokers: cfg.Kafka.Brokers, Topics: topics, Partition: int(p), StopAtEnd: true, MaxIdle: 30 * time.Second, Security: sec,
 		})
 		if err != nil {
 			return nil, err

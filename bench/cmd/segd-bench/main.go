@@ -526,7 +526,7 @@ func produceAll(brokers []string, partitions int, recs []record) error {
 	for _, t := range append(topicOf[1:], engine.DefaultChangesTopic, engine.DefaultDeadLetterTopic, "goka.changes") {
 		specs = append(specs, connectors.TopicSpec{Name: t, Partitions: partitions})
 	}
-	if err := connectors.EnsureTopics(ctx, brokers, specs); err != nil {
+	if err := connectors.EnsureTopics(ctx, brokers, nil, specs); err != nil {
 		return err
 	}
 	p, err := connectors.NewProducer(brokers, connectors.ProducerOptions{})
@@ -639,7 +639,7 @@ func latency(o options, recs []record, res *Results) error {
 	for _, t := range append(topicOf[1:], engine.DefaultChangesTopic, engine.DefaultDeadLetterTopic) {
 		specs = append(specs, connectors.TopicSpec{Name: t, Partitions: o.partitions})
 	}
-	if err := connectors.EnsureTopics(context.Background(), brokers, specs); err != nil {
+	if err := connectors.EnsureTopics(context.Background(), brokers, nil, specs); err != nil {
 		return err
 	}
 	dir, err := os.MkdirTemp("", "segd-bench-latency-")
