@@ -178,8 +178,10 @@ func (ts *traitState) findBucket(start int64) *bucket {
 	ts.buckets = append(ts.buckets, bucket{})
 	copy(ts.buckets[i+1:], ts.buckets[i:])
 	b := &ts.buckets[i]
-	vals := b.vals[:0]
-	*b = bucket{start: start, vals: vals}
+	// Not b.vals[:0]: after the shift, slot i still shares its value list
+	// with slot i+1, and appending to it would overwrite that bucket's
+	// values (a late event landing in an earlier bucket did exactly that).
+	*b = bucket{start: start}
 	return b
 }
 

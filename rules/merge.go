@@ -1,0 +1,94 @@
+package rules
+
+// Merge folds src's trait state into dst, as if dst had also seen every
+// event src saw: identity resolution, when an anonymous visitor (src)
+// turns out to be a known customer (dst). Counts and sums add, bucket by
+// bucket; min and max combine; distinct values unite (keeping the latest
+// bucket each was seen in); most_frequent tallies add; first keeps the
+// earlier value and last the later one (on equal times dst's stays);
+// profile attributes dst already has win, the others are copied. Windows
+// are pruned at now. src is not modified. It returns the traits that
+// changed, as Apply does.
+//
+// With the same events and no ties in time, Merge(dst, src) gives the same
+// trait values as applying all of them to one state (tested), except where
+// a per-bucket bound (distinct values per bucket, per trait) was reached.
+func (rs *RuleSet) Merge(dst, src *State, now int64) Touched {
+	dst.memoGen++
+	var touched Touched
+	for i, t := range rs.traits {
+		if i >= len(src.traits) || i >= len(dst.traits) {
+			break
+		}
+		st, dt := &src.traits[i], &dst.traits[i]
+		if st.empty() {
+			continue
+		}
+		touched |= traitBit(i)
+		switch t.agg {
+		case aggFirst, aggLast:
+			if !st.has {
+				continue
+			}
+			if !dt.has || (t.agg == aggFirst && st.at < dt.at) || (t.agg == aggLast && st.at > dt.at) {
+				dt.has, dt.at, dt.num, dt.str = true, st.at, st.num, st.str
+			}
+		case aggDistinct:
+			for _, sv := range st.seen {
+				dt.see(sv.v, sv.last)
+			}
+		default:
+			for j := range st.buckets {
+				sb := &st.buckets[j]
+				var b *bucket
+				if t.Window > 0 {
+					b = dt.findBucket(sb.start)
+				} else {
+					if len(dt.buckets) == 0 {
+						dt.buckets = append(dt.buckets, bucket{})
+					}
+					b = &dt.buckets[0]
+				}
+				if t.agg == aggMostFrequent {
+					for _, v := range sb.vals {
+						b.addValN(v.v, v.n)
+					}
+					continue
+				}
+				if sb.n == 0 {
+					continue
+				}
+				if b.n == 0 {
+					b.min, b.max = sb.min, sb.max
+				} else {
+					b.min = min(b.min, sb.min)
+					b.max = max(b.max, sb.max)
+				}
+				b.n += sb.n
+				b.sum += sb.sum
+			}
+		}
+		dt.prune(dst, t, now)
+	}
+	for _, a := range src.attrs {
+		if _, ok := dst.Attr(a.Name); !ok {
+			dst.setAttr(a)
+		}
+	}
+	return touched
+}
+
+// addValN adds n occurrences of v.
+func (b *bucket) addValN(v string, n uint32) {
+	for i := range b.vals {
+		if b.vals[i].v == v {
+			b.vals[i].n += n
+			return
+		}
+	}
+	if len(b.vals) >= maxDistinctPerBucket {
+		return
+	}
+	b.vals = append(b.vals, valCount{v: v, n: n})
+	b.n++
+}
