@@ -204,7 +204,7 @@ func EnsureTopics(ctx context.Context, brokers []string, sec *Security, specs []
 	if err != nil {
 		return fmt.Errorf("find controller: %w", err)
 	}
-	cc, err := kafka.DialContext(ctx, "tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port)))
+	cc, err := sec.dialer().DialContext(ctx, "tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port)))
 	if err != nil {
 		return fmt.Errorf("dial controller: %w", err)
 	}

@@ -102,6 +102,10 @@ type TopicsConfig struct {
 	Changes string `yaml:"changes"`
 	// DeadLetter receives records segd cannot use. Default segd.deadletter.
 	DeadLetter string `yaml:"dead_letter"`
+	// Merges carries identity merges between partitions (segd's own
+	// topic, created with the input topics' partition count). Default
+	// segd.merges.
+	Merges string `yaml:"merges"`
 }
 
 // InputTopic is one input topic and how its values are encoded.
@@ -203,6 +207,7 @@ const (
 	DefaultProfilesTopic    = "customer.profiles"
 	DefaultChangesTopic     = "segment.changes"
 	DefaultDeadLetterTopic  = "segd.deadletter"
+	DefaultMergesTopic      = "segd.merges"
 )
 
 // EnsureDefaults fills zero fields with their defaults.
@@ -231,6 +236,7 @@ func (c *Config) EnsureDefaults() {
 	}
 	def(&t.Changes, DefaultChangesTopic)
 	def(&t.DeadLetter, DefaultDeadLetterTopic)
+	def(&t.Merges, DefaultMergesTopic)
 	if c.Rules.WatchInterval == 0 {
 		c.Rules.WatchInterval = 2 * time.Second
 	}

@@ -93,6 +93,12 @@ func New(cfg *Config, opt Options) (*Engine, error) {
 // Registry exposes the engine's metrics (for tests and embedding).
 func (e *Engine) Registry() *prometheus.Registry { return e.m.reg }
 
+// consumedTopics are the input topics and the merges topic, which every
+// partition reads.
+func (e *Engine) consumedTopics() []string {
+	return append(e.inputTopics(), e.cfg.Kafka.Topics.Merges)
+}
+
 // inputTopics returns the input topics in a fixed order.
 func (e *Engine) inputTopics() []string {
 	t := e.cfg.Kafka.Topics
@@ -152,6 +158,13 @@ func (e *Engine) Run(ctx context.Context) error {
 	n, err := connectors.CheckCoPartitioned(ctx, brokers, e.sec, e.inputTopics())
 	if err != nil {
 		return fmt.Errorf("input topics: %w", err)
+	}
+	// segd's own merges topic follows the inputs' partition count.
+	if err := connectors.EnsureTopics(ctx, brokers, e.sec, []connectors.TopicSpec{{Name: e.cfg.Kafka.Topics.Merges, Partitions: n}}); err != nil {
+		return fmt.Errorf("merges topic: %w", err)
+	}
+	if _, err := connectors.CheckCoPartitioned(ctx, brokers, e.sec, e.consumedTopics()); err != nil {
+		return fmt.Errorf("merges topic %s: %w", e.cfg.Kafka.Topics.Merges, err)
 	}
 	inputs, err := e.inputs()
 	if err != nil {
@@ -290,6 +303,7 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 		encodeChange:    enc,
 		consentAttr:     e.cfg.Consent.Attribute,
 		dedupHorizon:    e.cfg.Input.DedupHorizon.Milliseconds(),
+		mergesTopic:     t.Merges,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("partition %d: %w", p, err)
@@ -299,14 +313,14 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 		return nil, fmt.Errorf("partition %d offsets: %w", p, err)
 	}
 	start := map[string]int64{}
-	for _, topic := range e.inputTopics() {
+	for _, topic := range e.consumedTopics() {
 		if off, ok := offs[topic]; ok {
 			start[topic] = off
 		}
 	}
 	src, err := connectors.NewPartitionConsumer(connectors.PartitionConsumerOptions{
 		Brokers:   e.cfg.Kafka.Brokers,
-		Topics:    e.inputTopics(),
+		Topics:    e.consumedTopics(),
 		Partition: int(p),
 		Offsets:   start,
 		Latest:    e.cfg.Kafka.StartFrom == "latest",

@@ -53,6 +53,7 @@ func (e *Engine) OpenLocal(partitions int) (*Local, error) {
 			encodeChange:    enc,
 			consentAttr:     e.cfg.Consent.Attribute,
 			dedupHorizon:    e.cfg.Input.DedupHorizon.Milliseconds(),
+			mergesTopic:     t.Merges,
 		})
 		if err != nil {
 			part.Close()

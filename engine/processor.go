@@ -30,6 +30,12 @@ type processorOptions struct {
 	consentAttr string
 	// dedupHorizon is in event-time milliseconds; 0 disables de-duplication.
 	dedupHorizon int64
+	// mergesTopic receives identity merges (see merge.go).
+	mergesTopic string
+	// deliverMerge, if set, hands a merge record for target straight to
+	// the partition that owns it (replays, where nothing is published)
+	// instead of the outbox.
+	deliverMerge func(target string, record []byte) error
 	// evalAll re-evaluates every segment of the event's type instead of
 	// only those reading a trait the event updated (tests compare both).
 	evalAll bool
@@ -42,6 +48,8 @@ type processorStats struct {
 	duplicates uint64
 	late       uint64 // applied with a time before the clock
 	deleted    uint64
+	merged     uint64 // customers folded into another (alias events)
+	mergedInto uint64 // merge records applied to their target
 	enters     uint64
 	exits      uint64
 	timers     uint64
@@ -72,7 +80,9 @@ type processor struct {
 	change  schemas.SegmentChange // scratch
 	buf     []byte                // scratch for encoded changes
 	env     []byte                // scratch for envelopes
-	stats   processorStats
+	// mergeSrc is scratch for a merge record's decoded state.
+	mergeSrc *rules.State
+	stats    processorStats
 }
 
 func newProcessor(rs *rules.RuleSet, part *state.Partition, opt processorOptions) (*processor, error) {
@@ -89,6 +99,7 @@ func newProcessor(rs *rules.RuleSet, part *state.Partition, opt processorOptions
 
 func (p *processor) setRules(rs *rules.RuleSet) {
 	p.rs = rs
+	p.mergeSrc = nil
 	p.timeSegs = p.timeSegs[:0]
 	p.profileSegs = p.profileSegs[:0]
 	p.allSegs = p.allSegs[:0]
@@ -175,6 +186,9 @@ func (p *processor) apply(e *schemas.Event) error {
 	id := e.CustomerID
 	if e.Type == schemas.EventProfile && e.Delete {
 		return p.erase(id, now)
+	}
+	if e.Type == schemas.EventProfile && e.AliasOf != "" {
+		return p.alias(e, now)
 	}
 	c, err := p.load(id)
 	if err != nil {

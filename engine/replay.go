@@ -100,6 +100,9 @@ func Replay(ctx context.Context, opt ReplayOptions) (*ReplaySummary, error) {
 				return schemas.AppendSegmentChangeJSON(dst, c), nil
 			},
 			consentAttr: "consent_marketing", dedupHorizon: time.Hour.Milliseconds(),
+			deliverMerge: func(target string, rec []byte) error {
+				return procs[connectors.PartitionFor([]byte(target), opt.Partitions)].merge(target, rec)
+			},
 		})
 		if err != nil {
 			return nil, err
@@ -302,22 +305,43 @@ func ReplayTopics(ctx context.Context, cfg *Config, out io.Writer, log zerolog.L
 	rs := e.rs.Load()
 	sum := &ReplaySummary{Enters: map[string]int64{}, Exits: map[string]int64{}, Sizes: map[string]int64{}}
 	start := time.Now()
-	var procs []*processor
-	for p := int32(0); p < int32(n); p++ {
-		part, err := e.st.Partition(p)
+	// Every partition's processor exists before any runs: an alias in one
+	// partition folds the customer straight into the target's partition
+	// (nothing is published during a replay).
+	procs := make([]*processor, n)
+	for p := range procs {
+		part, err := e.st.Partition(int32(p))
 		if err != nil {
 			return nil, err
 		}
-		proc, err := newProcessor(rs, part, processorOptions{
+		procs[p], err = newProcessor(rs, part, processorOptions{
 			changesTopic: cfg.Kafka.Topics.Changes, deadLetterTopic: cfg.Kafka.Topics.DeadLetter,
 			encodeChange: func(dst []byte, c *schemas.SegmentChange) ([]byte, error) {
 				return schemas.AppendSegmentChangeJSON(dst, c), nil
 			},
 			consentAttr: cfg.Consent.Attribute, dedupHorizon: cfg.Input.DedupHorizon.Milliseconds(),
+			deliverMerge: func(target string, rec []byte) error {
+				return procs[connectors.PartitionFor([]byte(target), n)].merge(target, rec)
+			},
 		})
 		if err != nil {
 			return nil, err
 		}
+	}
+	// Merges already in the merges topic came from the history being
+	// replayed: the live run that follows must not apply them again.
+	if err := connectors.EnsureTopics(ctx, cfg.Kafka.Brokers, sec, []connectors.TopicSpec{{Name: cfg.Kafka.Topics.Merges, Partitions: n}}); err != nil {
+		return nil, fmt.Errorf("merges topic: %w", err)
+	}
+	for p := range procs {
+		_, end, err := connectors.EndOffsets(ctx, cfg.Kafka.Brokers, sec, []string{cfg.Kafka.Topics.Merges}, p)
+		if err != nil {
+			return nil, fmt.Errorf("merges topic: %w", err)
+		}
+		procs[p].part.SetOffset(cfg.Kafka.Topics.Merges, end[cfg.Kafka.Topics.Merges])
+	}
+	for p := int32(0); p < int32(n); p++ {
+		part, proc := procs[p].part, procs[p]
 		src, err := connectors.NewPartitionConsumer(connectors.PartitionConsumerOptions{
 			Brokers: cfg.Kafka.Brokers, Topics: topics, Partition: int(p), StopAtEnd: true, MaxIdle: 30 * time.Second, Security: sec,
 		})
@@ -337,7 +361,6 @@ func ReplayTopics(ctx context.Context, cfg *Config, out io.Writer, log zerolog.L
 			sum.Events += int64(c)
 		}
 		sum.LastEventTime = max(sum.LastEventTime, proc.clock)
-		procs = append(procs, proc)
 		log.Info().Int32("partition", p).Int64("events", sum.Events).Msg("partition replayed")
 	}
 	for _, p := range procs {

@@ -160,6 +160,17 @@ func (t *task) maybeAdvanceIdle() error {
 func (t *task) handle(m *connectors.Message) error {
 	t.next[m.Topic] = m.Offset + 1
 	t.pending++
+	if m.Topic == t.proc.opt.mergesTopic && m.Topic != "" {
+		err := t.proc.merge(string(m.Key), m.Value)
+		if errors.Is(err, errBadMerge) {
+			t.proc.deadLetter(m.Topic, int32(m.Partition), m.Offset, m.Key, m.Value, "bad_merge", err)
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("partition %d: merge at %s offset %d: %w", t.id, m.Topic, m.Offset, err)
+		}
+		return nil
+	}
 	in, ok := t.opt.inputs[m.Topic]
 	if !ok {
 		t.proc.deadLetter(m.Topic, int32(m.Partition), m.Offset, m.Key, m.Value, "unknown_topic", fmt.Errorf("topic %q is not an input topic", m.Topic))

@@ -148,6 +148,7 @@ func fillEvent(e *Event, m map[string]any, reason Reason) error {
 		if d, ok := m["delete"].(bool); ok {
 			e.Delete = d
 		}
+		e.AliasOf = str("alias_of")
 		if attrs, ok := m["attributes"].(map[string]any); ok {
 			names := make([]string, 0, len(attrs))
 			for k := range attrs {
@@ -238,6 +239,11 @@ func (c *AvroCodec) AppendEncode(dst []byte, e *Event) ([]byte, error) {
 			attrs[a.Name] = unionValue(a.Value)
 		}
 		m["attributes"], m["delete"] = attrs, e.Delete
+		if e.AliasOf != "" {
+			m["alias_of"] = goavro.Union("string", e.AliasOf)
+		} else {
+			m["alias_of"] = nil
+		}
 	}
 	out, err := c.codec.BinaryFromNative(dst, m)
 	if err != nil {

@@ -23,7 +23,7 @@ func AppendSegmentChangeAvro(dst []byte, c *SegmentChange) ([]byte, error) {
 	if c.Kind != Enter && c.Kind != Exit {
 		return dst, fmt.Errorf("schemas: change kind %d", c.Kind)
 	}
-	if c.Cause < CauseEvent || c.Cause > CauseDeletion {
+	if c.Cause < CauseEvent || c.Cause > CauseMerge {
 		return dst, fmt.Errorf("schemas: change cause %d", c.Cause)
 	}
 	dst = appendAvroString(dst, c.ID)
@@ -176,7 +176,7 @@ func DecodeSegmentChangeAvro(data []byte, c *SegmentChange) error {
 	if r.err == nil && (kind < 0 || kind > 1) {
 		r.err = fmt.Errorf("kind index %d", kind)
 	}
-	if r.err == nil && (cause < 0 || cause > 3) {
+	if r.err == nil && (cause < 0 || cause > int64(CauseMerge)-1) {
 		r.err = fmt.Errorf("cause index %d", cause)
 	}
 	if r.err == nil && len(r.b) != 0 {

@@ -121,6 +121,9 @@ type Event struct {
 	// Profile fields.
 	Attributes []Attribute // attribute updates; a null value removes one
 	Delete     bool        // erase the customer (right to erasure)
+	// AliasOf, on a profile event, says this customer (e.g. an anonymous
+	// visitor id) is the customer AliasOf: segd merges the state into it.
+	AliasOf string
 }
 
 // Reset clears e for reuse, keeping the capacity of its slices.
@@ -157,6 +160,7 @@ const (
 	CauseTimer      CauseKind = 2 // time passed: a window moved or a since() threshold was crossed
 	CauseRuleChange CauseKind = 3 // the rules were reloaded
 	CauseDeletion   CauseKind = 4 // the customer was erased
+	CauseMerge      CauseKind = 5 // identity merge: an alias folded one customer into another
 )
 
 func (k CauseKind) String() string {
@@ -169,6 +173,8 @@ func (k CauseKind) String() string {
 		return "rule_change"
 	case CauseDeletion:
 		return "deletion"
+	case CauseMerge:
+		return "merge"
 	}
 	return fmt.Sprintf("CauseKind(%d)", uint8(k))
 }

@@ -16,7 +16,7 @@ var jsonFields = map[EventType]map[string]bool{
 	EventPurchase:   {"channel": true, "order_id": true, "amount": true, "currency": true, "quantity": true, "categories": true, "product_ids": true},
 	EventBrowse:     {"channel": true, "product_id": true, "category": true, "page": true, "session_id": true},
 	EventEngagement: {"channel": true, "action": true, "campaign_id": true},
-	EventProfile:    {"attributes": true, "delete": true},
+	EventProfile:    {"attributes": true, "delete": true, "alias_of": true},
 }
 
 // DecodeJSON decodes one JSON event into e. Unknown fields are errors, so
@@ -75,6 +75,7 @@ type jsonEvent struct {
 	CampaignID string         `json:"campaign_id,omitempty"`
 	Attributes map[string]any `json:"attributes,omitempty"`
 	Delete     bool           `json:"delete,omitempty"`
+	AliasOf    string         `json:"alias_of,omitempty"`
 }
 
 // FormatTime formats Unix ms as RFC 3339 UTC with milliseconds when needed.
@@ -113,7 +114,7 @@ func AppendJSON(dst []byte, e *Event) []byte {
 				j.Attributes[a.Name] = jsonValue(a.Value)
 			}
 		}
-		j.Delete = e.Delete
+		j.Delete, j.AliasOf = e.Delete, e.AliasOf
 	}
 	b, err := json.Marshal(j)
 	if err != nil {
@@ -136,7 +137,7 @@ type jsonChange struct {
 	Traits       map[string]any `json:"traits"`
 }
 
-var causeNames = map[CauseKind]string{CauseEvent: "EVENT", CauseTimer: "TIMER", CauseRuleChange: "RULE_CHANGE", CauseDeletion: "DELETION"}
+var causeNames = map[CauseKind]string{CauseEvent: "EVENT", CauseTimer: "TIMER", CauseRuleChange: "RULE_CHANGE", CauseDeletion: "DELETION", CauseMerge: "MERGE"}
 
 // AppendSegmentChangeJSON appends c as one JSON object with the Avro
 // schema's field names; kind and cause as their enum symbols, ts as RFC

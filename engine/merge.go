@@ -1,0 +1,143 @@
+package engine
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/segd/segd/schemas"
+)
+
+// Identity merge. A profile event with alias_of, keyed by the aliased id
+// (say an anonymous visitor), reaches the partition that owns that id.
+// There the customer EXITs every segment (cause MERGE) and is deleted, and
+// its trait state travels in a merge record to segd's merges topic, keyed
+// by the target id, so the partition that owns the target folds it in
+// (rules.Merge), re-evaluates every segment (cause MERGE) and reschedules
+// the target's timer. The record goes through the outbox, so it is sent
+// at least once and exactly when the alias is committed; the target
+// applies a merge id once (the recent-event-id set).
+
+// mergeRecordVersion is the first byte of a merge record.
+const mergeRecordVersion = 1
+
+// errBadMerge marks a merge record that cannot be used (dead-lettered).
+var errBadMerge = errors.New("bad merge record")
+
+// appendMergeRecord encodes: version, merge id, source id, time (varint),
+// then the source's trait state (rules encoding) to the end.
+func appendMergeRecord(dst []byte, id, from string, at int64, traits []byte) []byte {
+	dst = append(dst, mergeRecordVersion)
+	dst = binary.AppendUvarint(dst, uint64(len(id)))
+	dst = append(dst, id...)
+	dst = binary.AppendUvarint(dst, uint64(len(from)))
+	dst = append(dst, from...)
+	dst = binary.AppendVarint(dst, at)
+	return append(dst, traits...)
+}
+
+func decodeMergeRecord(b []byte) (id, from string, at int64, traits []byte, err error) {
+	if len(b) == 0 || b[0] != mergeRecordVersion {
+		return "", "", 0, nil, fmt.Errorf("%w: version", errBadMerge)
+	}
+	b = b[1:]
+	str := func() (string, bool) {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > uint64(len(b)-k) {
+			return "", false
+		}
+		s := string(b[k : k+int(n)])
+		b = b[k+int(n):]
+		return s, true
+	}
+	var ok bool
+	if id, ok = str(); !ok || id == "" {
+		return "", "", 0, nil, fmt.Errorf("%w: merge id", errBadMerge)
+	}
+	if from, ok = str(); !ok {
+		return "", "", 0, nil, fmt.Errorf("%w: source id", errBadMerge)
+	}
+	at, k := binary.Varint(b)
+	if k <= 0 {
+		return "", "", 0, nil, fmt.Errorf("%w: time", errBadMerge)
+	}
+	return id, from, at, b[k:], nil
+}
+
+// alias handles a profile event with alias_of: the event's customer is
+// folded into alias_of.
+func (p *processor) alias(e *schemas.Event, now int64) error {
+	from, to := e.CustomerID, e.AliasOf
+	if from == to {
+		return nil // nothing to merge; counted as an applied event
+	}
+	c, err := p.load(from)
+	if err != nil {
+		return err
+	}
+	// Attributes on the alias event travel with the state.
+	p.rs.Apply(c.traits, e, now)
+	id := e.EventID
+	if id == "" {
+		id = fmt.Sprintf("%s>%s@%d", from, to, e.Time)
+	}
+	rec := appendMergeRecord(nil, id, from, now, c.traits.AppendBinary(nil))
+	for i := range c.members {
+		if c.members[i].in() {
+			if err := p.emit(c, from, i, false, now, schemas.CauseMerge, id); err != nil {
+				return err
+			}
+		}
+	}
+	if c.timerAt != 0 {
+		p.part.MoveTimer(from, c.timerAt, 0)
+	}
+	p.part.Delete(from)
+	p.stats.merged++
+	if p.opt.deliverMerge != nil {
+		return p.opt.deliverMerge(to, rec)
+	}
+	p.env = appendEnvelope(p.env[:0], p.opt.mergesTopic, to, nil, rec)
+	p.part.AppendOutbox(p.env)
+	return nil
+}
+
+// merge folds a merge record into target. A bad record returns an error
+// wrapping errBadMerge (the caller dead-letters it); other errors are
+// state failures.
+func (p *processor) merge(target string, value []byte) error {
+	if target == "" {
+		return fmt.Errorf("%w: no target (key)", errBadMerge)
+	}
+	id, _, at, traits, err := decodeMergeRecord(value)
+	if err != nil {
+		return err
+	}
+	if p.mergeSrc == nil {
+		p.mergeSrc = p.rs.NewState()
+	}
+	if err := p.rs.DecodeState(traits, p.mergeSrc); err != nil {
+		return fmt.Errorf("%w: trait state: %v", errBadMerge, err)
+	}
+	if err := p.advance(at); err != nil {
+		return err
+	}
+	now := p.clock
+	c, err := p.load(target)
+	if err != nil {
+		return err
+	}
+	h := eventIDHash("merge\x00" + id)
+	if c.seen(h) {
+		p.stats.duplicates++
+		return nil
+	}
+	c.remember(h, now)
+	p.rs.Merge(c.traits, p.mergeSrc, now)
+	if err := p.evaluate(c, target, p.allSegs, now, schemas.CauseMerge, id); err != nil {
+		return err
+	}
+	p.part.MarkDirty(target, c)
+	p.stats.mergedInto++
+	return nil
+}
