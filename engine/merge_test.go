@@ -72,7 +72,9 @@ func TestIdentityMergeAcrossPartitions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer prod.Close()
-	day := func(d int) int64 { return time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC).UnixMilli() + int64(d)*86400_000 }
+	day := func(d int) int64 {
+		return time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC).UnixMilli() + int64(d)*86400_000
+	}
 	type ev struct {
 		topic int
 		who   string // "anon" or "known"
