@@ -21,6 +21,7 @@ type metrics struct {
 	deadLetters   *prometheus.CounterVec // reason
 	duplicates    prometheus.Counter
 	late          prometheus.Counter
+	tooLate       prometheus.Counter
 	deletions     prometheus.Counter
 	changes       *prometheus.CounterVec // kind
 	timers        prometheus.Counter
@@ -47,6 +48,9 @@ func newMetrics() *metrics {
 		}),
 		late: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "segd_late_events_total", Help: "Events older than their partition's watermark (applied at the watermark).",
+		}),
+		tooLate: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "segd_too_late_events_total", Help: "Behavioral events older than the longest window (plus a bucket) behind the watermark: counted and ignored.",
 		}),
 		deletions: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "segd_customer_deletions_total", Help: "Customers erased.",
@@ -78,7 +82,7 @@ func newMetrics() *metrics {
 			Name: "segd_outbox_depth", Help: "Committed outbox records not yet acknowledged by Kafka.",
 		}, []string{"partition"}),
 	}
-	reg.MustRegister(m.events, m.deadLetters, m.duplicates, m.late, m.deletions, m.changes, m.timers,
+	reg.MustRegister(m.events, m.deadLetters, m.duplicates, m.late, m.tooLate, m.deletions, m.changes, m.timers,
 		m.commitSeconds, m.published, m.publishSecs, m.corruptOutbox, m.watermark, m.outboxDepth,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -124,6 +128,7 @@ func (pm *partitionMetrics) report(p *processor, last *processorStats, commit ti
 	}
 	addDelta(pm.all.duplicates, s.duplicates, &last.duplicates)
 	addDelta(pm.all.late, s.late, &last.late)
+	addDelta(pm.all.tooLate, s.tooLate, &last.tooLate)
 	addDelta(pm.all.deletions, s.deleted, &last.deleted)
 	addDelta(pm.enter, s.enters, &last.enters)
 	addDelta(pm.exit, s.exits, &last.exits)

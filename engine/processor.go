@@ -47,6 +47,7 @@ type processorStats struct {
 	events     [schemas.NumEventTypes]uint64
 	duplicates uint64
 	late       uint64 // applied with a time before the clock
+	tooLate    uint64 // older than the longest window: counted, not applied
 	deleted    uint64
 	merged     uint64 // customers folded into another (alias events)
 	mergedInto uint64 // merge records applied to their target
@@ -67,6 +68,9 @@ type processor struct {
 	part *state.Partition
 
 	clock int64 // the watermark: the largest event time applied, Unix ms
+	// tooLate: behavioral events older than clock - tooLate are ignored
+	// (the longest window plus its bucket); 0 when no trait is windowed.
+	tooLate int64
 
 	allSegs  []int // every segment, for rule reloads
 	timeSegs []int // segments whose result can change with time alone
@@ -100,6 +104,12 @@ func newProcessor(rs *rules.RuleSet, part *state.Partition, opt processorOptions
 func (p *processor) setRules(rs *rules.RuleSet) {
 	p.rs = rs
 	p.mergeSrc = nil
+	p.tooLate = 0
+	for _, t := range rs.Traits() {
+		if t.Window > 0 {
+			p.tooLate = max(p.tooLate, t.Window+t.Bucket)
+		}
+	}
 	p.timeSegs = p.timeSegs[:0]
 	p.profileSegs = p.profileSegs[:0]
 	p.allSegs = p.allSegs[:0]
@@ -181,6 +191,13 @@ func (p *processor) apply(e *schemas.Event) error {
 	now := p.clock
 	if e.Time < now {
 		p.stats.late++
+		if p.tooLate > 0 && e.Type != schemas.EventProfile && e.Time < now-p.tooLate {
+			// Older than every window (plus a bucket): no windowed trait
+			// would take it, and lifetime ones must not see history
+			// arrive out of thin air. Counted, not applied.
+			p.stats.tooLate++
+			return nil
+		}
 	}
 	p.stats.events[e.Type]++
 	id := e.CustomerID

@@ -319,3 +319,23 @@ segments:
 		t.Fatalf("alice buyer seq %d, want 3 (ENTER, EXIT, ENTER)", got)
 	}
 }
+
+// An event older than the longest window (plus a bucket) behind the
+// watermark is counted and ignored; a profile update that old still
+// applies (attributes are not windowed).
+func TestProcessorTooLateEventIgnored(t *testing.T) {
+	h := newHarness(t, testRules)
+	h.apply(purchase("b1", "bob", "2024-06-10T00:00:00Z", 10))
+	h.expect("2024-06-10T00:00:00Z bob buyer ENTER event b1")
+	h.apply(purchase("a1", "alice", "2023-01-01T00:00:00Z", 2000))
+	h.expect()
+	if h.proc.stats.tooLate != 1 || h.proc.stats.events[schemas.EventPurchase] != 1 {
+		t.Fatalf("tooLate = %d, purchases applied = %d; want 1 and 1", h.proc.stats.tooLate, h.proc.stats.events[schemas.EventPurchase])
+	}
+	// Within the window, late is applied.
+	h.apply(purchase("a2", "alice", "2024-06-01T00:00:00Z", 2000))
+	h.expect(
+		"2024-06-10T00:00:00Z alice buyer ENTER event a2",
+		"2024-06-10T00:00:00Z alice vip ENTER event a2",
+	)
+}
