@@ -19,6 +19,7 @@ test: build
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
 	cd bench/goka && $(GO) vet ./...
+	cd deploy/validate && $(GO) test -count=1 ./...
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 # test-fast skips the race detector, for quick local iterations.
@@ -52,9 +53,13 @@ bench-quick:
 bench-go:
 	$(GO) test -run='^$$' -bench=. -benchmem $(PKGS)
 
+# lint: vet and staticcheck over every module, and deploy/ validated against
+# the Kubernetes API types (deploy/validate; no cluster needed).
 lint:
 	$(GO) vet $(PKGS)
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
+	cd bench/goka && $(GO) vet ./... && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	cd deploy/validate && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 # fuzz runs every fuzz target for FUZZTIME each.
 fuzz:

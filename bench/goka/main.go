@@ -147,8 +147,6 @@ type scratch struct {
 	c      customerState
 	e      schemas.Event
 	res    []bool
-	buf    []byte
-	out    []byte
 	change schemas.SegmentChange
 }
 

@@ -1,0 +1,92 @@
+package engine
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/segd/segd/rules"
+)
+
+// TestDashboardUsesRealMetrics: every metric the Grafana dashboard queries
+// is one the engine defines, so a renamed metric breaks this test, not a
+// dashboard in production.
+func TestDashboardUsesRealMetrics(t *testing.T) {
+	b, err := os.ReadFile("../deploy/grafana/segd-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Title  string `json:"title"`
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatalf("dashboard is not valid JSON: %v", err)
+	}
+	src, err := os.ReadFile("metrics.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defined := map[string]bool{}
+	for _, m := range regexp.MustCompile(`"(segd_[a-z_]+)"`).FindAllStringSubmatch(string(src), -1) {
+		defined[m[1]] = true
+	}
+	name := regexp.MustCompile(`segd_[a-z_]+`)
+	used := 0
+	for _, p := range dash.Panels {
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		for _, tg := range p.Targets {
+			for _, n := range name.FindAllString(tg.Expr, -1) {
+				base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(n, "_bucket"), "_sum"), "_count")
+				if !defined[base] {
+					t.Errorf("panel %q queries %s, which the engine does not define", p.Title, n)
+				}
+				used++
+			}
+		}
+	}
+	if len(dash.Panels) < 10 || used < 10 {
+		t.Fatalf("dashboard has %d panels and %d metric references", len(dash.Panels), used)
+	}
+}
+
+// TestDeployConfigsAreValid: the configs shipped in deploy/ pass segd's own
+// validation, and the rules in the Kubernetes ConfigMap compile.
+func TestDeployConfigsAreValid(t *testing.T) {
+	b, err := os.ReadFile("../deploy/k8s/configmap.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cm struct {
+		Data map[string]string `yaml:"data"`
+	}
+	if err := yaml.Unmarshal(b, &cm); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for name, path := range map[string]string{"k8s": filepath.Join(dir, "segd.yaml"), "compose": "../deploy/compose/segd.yaml"} {
+		if name == "k8s" {
+			if err := os.WriteFile(path, []byte(cm.Data["segd.yaml"]), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := LoadConfig(path, nil); err != nil {
+			t.Errorf("%s config: %v", name, err)
+		}
+	}
+	if _, err := rules.Compile("configmap rules.yaml", []byte(cm.Data["rules.yaml"])); err != nil {
+		t.Errorf("ConfigMap rules: %v", err)
+	}
+}
