@@ -337,6 +337,8 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 	pm := e.m.partition(p)
 	pm.outboxDepth.Set(float64(part.OutboxDepth()))
 	pub := newPublisher(part, out, log, pm)
+	pub.lat = &latencyTracker{}
+	proc.lat = pub.lat
 	tk := openTask(p, part, proc, src, pub, taskOptions{
 		inputs:         inputs,
 		commitInterval: e.cfg.Commit.Interval,

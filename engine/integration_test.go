@@ -204,6 +204,14 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 		p := eng.Progress()
 		return p.Events == 5 && p.DeadLetters == 1 && p.Enters == 6 && p.Exits == 4
 	})
+	// Six changes were caused by events; their records carry 2024 event
+	// times as Kafka timestamps, so only consume-to-change observes them.
+	waitFor(t, 5*time.Second, "latency histograms", func() bool {
+		return histogramCount(t, eng, "segd_consume_to_change_seconds") == 6
+	})
+	if n := histogramCount(t, eng, "segd_event_to_change_seconds"); n != 0 {
+		t.Errorf("event-to-change observed %d changes of records stamped in 2024", n)
+	}
 	// The consumer group sees the committed offsets (lag monitoring).
 	gc := connectors.NewGroupOffsetCommitter(brokers, cfg.Kafka.Group, nil)
 	waitFor(t, 10*time.Second, "group offsets", func() bool {

@@ -28,6 +28,8 @@ type metrics struct {
 	commitSeconds prometheus.Histogram
 	published     *prometheus.CounterVec // partition
 	publishSecs   prometheus.Histogram
+	eventToChange prometheus.Histogram
+	consumeToChg  prometheus.Histogram
 	corruptOutbox prometheus.Counter
 	watermark     *prometheus.GaugeVec // partition
 	outboxDepth   *prometheus.GaugeVec // partition
@@ -72,6 +74,14 @@ func newMetrics() *metrics {
 			Name: "segd_publish_seconds", Help: "Duration of one outbox publish round trip (read, write acks=all, delete).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
+		eventToChange: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "segd_event_to_change_seconds", Help: "From an input record's Kafka timestamp to Kafka's acknowledgement of a change it caused (records stamped over a day ago are left out).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18),
+		}),
+		consumeToChg: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "segd_consume_to_change_seconds", Help: "From segd reading an input record to Kafka's acknowledgement of a change it caused.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18),
+		}),
 		corruptOutbox: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "segd_outbox_corrupt_total", Help: "Outbox entries skipped because they could not be decoded.",
 		}),
@@ -83,34 +93,38 @@ func newMetrics() *metrics {
 		}, []string{"partition"}),
 	}
 	reg.MustRegister(m.events, m.deadLetters, m.duplicates, m.late, m.tooLate, m.deletions, m.changes, m.timers,
-		m.commitSeconds, m.published, m.publishSecs, m.corruptOutbox, m.watermark, m.outboxDepth,
+		m.commitSeconds, m.published, m.publishSecs, m.eventToChange, m.consumeToChg, m.corruptOutbox, m.watermark, m.outboxDepth,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 // partitionMetrics are a partition's labelled children, resolved once.
 type partitionMetrics struct {
-	all            *metrics
-	events         [schemas.NumEventTypes]prometheus.Counter
-	enter, exit    prometheus.Counter
-	published      prometheus.Counter
-	publishSeconds prometheus.Histogram
-	corruptOutbox  prometheus.Counter
-	watermark      prometheus.Gauge
-	outboxDepth    prometheus.Gauge
+	all             *metrics
+	events          [schemas.NumEventTypes]prometheus.Counter
+	enter, exit     prometheus.Counter
+	published       prometheus.Counter
+	publishSeconds  prometheus.Histogram
+	eventToChange   prometheus.Histogram
+	consumeToChange prometheus.Histogram
+	corruptOutbox   prometheus.Counter
+	watermark       prometheus.Gauge
+	outboxDepth     prometheus.Gauge
 }
 
 func (m *metrics) partition(p int32) *partitionMetrics {
 	label := strconv.Itoa(int(p))
 	pm := &partitionMetrics{
-		all:            m,
-		enter:          m.changes.WithLabelValues("ENTER"),
-		exit:           m.changes.WithLabelValues("EXIT"),
-		published:      m.published.WithLabelValues(label),
-		publishSeconds: m.publishSecs,
-		corruptOutbox:  m.corruptOutbox,
-		watermark:      m.watermark.WithLabelValues(label),
-		outboxDepth:    m.outboxDepth.WithLabelValues(label),
+		all:             m,
+		enter:           m.changes.WithLabelValues("ENTER"),
+		exit:            m.changes.WithLabelValues("EXIT"),
+		published:       m.published.WithLabelValues(label),
+		publishSeconds:  m.publishSecs,
+		eventToChange:   m.eventToChange,
+		consumeToChange: m.consumeToChg,
+		corruptOutbox:   m.corruptOutbox,
+		watermark:       m.watermark.WithLabelValues(label),
+		outboxDepth:     m.outboxDepth.WithLabelValues(label),
 	}
 	for t := 1; t < schemas.NumEventTypes; t++ {
 		pm.events[t] = m.events.WithLabelValues(schemas.EventType(t).String())

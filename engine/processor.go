@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/segd/segd/rules"
 	"github.com/segd/segd/schemas"
@@ -84,6 +85,10 @@ type processor struct {
 	change  schemas.SegmentChange // scratch
 	buf     []byte                // scratch for encoded changes
 	env     []byte                // scratch for envelopes
+	// lat, if set, learns which outbox entries the current input record
+	// caused (recordAt/readAt, set by the task around apply).
+	lat              *latencyTracker
+	recordAt, readAt time.Time
 	// mergeSrc is scratch for a merge record's decoded state.
 	mergeSrc *rules.State
 	stats    processorStats
@@ -340,7 +345,10 @@ func (p *processor) emit(c *customer, id string, seg int, in bool, at int64, cau
 		topic = s.Topic
 	}
 	p.env = appendEnvelope(p.env[:0], topic, id, nil, p.buf)
-	p.part.AppendOutbox(p.env)
+	seq := p.part.AppendOutbox(p.env)
+	if cause == schemas.CauseEvent {
+		p.lat.add(seq, p.recordAt, p.readAt)
+	}
 	p.part.SetMember(s.ID, id, in)
 	return nil
 }

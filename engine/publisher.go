@@ -28,6 +28,7 @@ type publisher struct {
 	after  uint64 // the highest sequence confirmed and deleted
 	msgs   []connectors.Message
 	m      *partitionMetrics
+	lat    *latencyTracker
 }
 
 func newPublisher(part *state.Partition, s sink, log zerolog.Logger, m *partitionMetrics) *publisher {
@@ -132,6 +133,7 @@ func (pb *publisher) drain(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	pb.after = last
+	pb.lat.ack(last, time.Now(), pb.m)
 	if pb.m != nil {
 		pb.m.outboxDepth.Set(float64(pb.part.OutboxDepth()))
 		pb.m.published.Add(float64(len(pb.msgs)))

@@ -165,6 +165,11 @@ func TestTLSAndSCRAM(t *testing.T) {
 	if got != 2 {
 		t.Fatalf("read %d changes back over TLS+SCRAM, want 2", got)
 	}
+	// The producer stamped the record when it sent it, so both changes
+	// count in the event-to-change latency histogram.
+	waitFor(t, 5*time.Second, "latency observations", func() bool {
+		return histogramCount(t, eng, "segd_event_to_change_seconds") == 2 && histogramCount(t, eng, "segd_consume_to_change_seconds") == 2
+	})
 	cancel()
 	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatal(err)
@@ -198,4 +203,23 @@ func TestTLSAndSCRAM(t *testing.T) {
 		t.Error("the wrong password was echoed")
 	}
 	t.Logf("wrong password: %v", err)
+}
+
+// histogramCount is the sample count of a histogram in the engine's registry.
+func histogramCount(t *testing.T, eng *Engine, name string) uint64 {
+	t.Helper()
+	mfs, err := eng.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			var n uint64
+			for _, m := range mf.Metric {
+				n += m.GetHistogram().GetSampleCount()
+			}
+			return n
+		}
+	}
+	return 0
 }

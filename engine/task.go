@@ -216,6 +216,10 @@ func (t *task) handle(m *connectors.Message) error {
 			return nil
 		}
 	}
+	if t.proc.lat != nil {
+		t.proc.recordAt, t.proc.readAt = m.Time, t.opt.now()
+		defer func() { t.proc.recordAt, t.proc.readAt = time.Time{}, time.Time{} }()
+	}
 	if err := t.proc.apply(e); err != nil {
 		return fmt.Errorf("partition %d: apply %s offset %d: %w", t.id, m.Topic, m.Offset, err)
 	}

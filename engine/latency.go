@@ -1,0 +1,58 @@
+package engine
+
+import (
+	"sync"
+	"time"
+)
+
+// latencyTracker connects a change in the outbox to the input record that
+// caused it, so that the publisher, once Kafka acknowledged the change,
+// can observe the event-to-change latency. The task adds, the publisher
+// acknowledges; entries are bounded and lost on restart (metrics only).
+type latencyTracker struct {
+	mu    sync.Mutex
+	marks []latencyMark // in outbox sequence order
+}
+
+type latencyMark struct {
+	seq      uint64
+	recordAt time.Time // the input record's Kafka timestamp
+	readAt   time.Time // when segd read it
+}
+
+// maxLatencyMarks bounds memory while the publisher is stuck.
+const maxLatencyMarks = 1 << 16
+
+func (l *latencyTracker) add(seq uint64, recordAt, readAt time.Time) {
+	if l == nil || readAt.IsZero() {
+		return
+	}
+	l.mu.Lock()
+	if len(l.marks) < maxLatencyMarks {
+		l.marks = append(l.marks, latencyMark{seq: seq, recordAt: recordAt, readAt: readAt})
+	}
+	l.mu.Unlock()
+}
+
+// ack observes every mark up to seq at now. Record timestamps more than
+// a day old (backfills, producers that stamp event time) are left out of
+// the event-to-change histogram; consume-to-change covers them.
+func (l *latencyTracker) ack(seq uint64, now time.Time, m *partitionMetrics) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	n := 0
+	for n < len(l.marks) && l.marks[n].seq <= seq {
+		mk := l.marks[n]
+		if m != nil {
+			m.consumeToChange.Observe(now.Sub(mk.readAt).Seconds())
+			if d := now.Sub(mk.recordAt); !mk.recordAt.IsZero() && d >= 0 && d < 24*time.Hour {
+				m.eventToChange.Observe(d.Seconds())
+			}
+		}
+		n++
+	}
+	l.marks = append(l.marks[:0], l.marks[n:]...)
+	l.mu.Unlock()
+}
