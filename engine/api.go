@@ -191,9 +191,11 @@ func (e *Engine) getSegments(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusServiceUnavailable, "state unavailable: "+err.Error())
 			return
 		}
+		e1, x1, e24, x24 := e.rates.counts(s.ID, e.opt.Now())
 		out = append(out, map[string]any{
 			"id": s.ID, "description": s.Description, "size": n, "when": s.When,
 			"time_dependent": s.TimeDependent, "requires_consent": s.RequiresConsent,
+			"enters_1h": e1, "exits_1h": x1, "enters_24h": e24, "exits_24h": x24,
 		})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"segments": out})

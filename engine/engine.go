@@ -42,7 +42,9 @@ type Engine struct {
 	rs  atomic.Pointer[rules.RuleSet]
 	st  *state.Store
 	sec *connectors.Security // nil: plaintext
-	m   *metrics
+	// rates counts changes per segment over the last hour and day.
+	rates segmentRates
+	m     *metrics
 
 	mu            sync.Mutex
 	parts         map[int32]*runningPartition
@@ -339,6 +341,7 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 	pub := newPublisher(part, out, log, pm)
 	pub.lat = &latencyTracker{}
 	proc.lat = pub.lat
+	proc.rates = &e.rates
 	tk := openTask(p, part, proc, src, pub, taskOptions{
 		inputs:         inputs,
 		commitInterval: e.cfg.Commit.Interval,

@@ -322,7 +322,14 @@ func testAPI(t *testing.T, eng *Engine) {
 				m := s.(map[string]any)
 				sizes[m["id"].(string)] = m["size"].(float64)
 			}
-			return sizes["vip"] == 1 && sizes["buyer"] == 1 && sizes["clicker"] == 0
+			rates := map[string][4]float64{}
+			for _, s := range b["segments"].([]any) {
+				m := s.(map[string]any)
+				rates[m["id"].(string)] = [4]float64{m["enters_1h"].(float64), m["exits_1h"].(float64), m["enters_24h"].(float64), m["exits_24h"].(float64)}
+			}
+			// buyer: alice, bob, erin entered; alice (timer) and erin (deletion) left.
+			return sizes["vip"] == 1 && sizes["buyer"] == 1 && sizes["clicker"] == 0 &&
+				rates["buyer"] == [4]float64{3, 2, 3, 2} && rates["clicker"] == [4]float64{1, 1, 1, 1}
 		}},
 		{"/v1/segments/buyer/members", true, 200, func(b map[string]any) bool {
 			m := b["members"].([]any)

@@ -88,6 +88,7 @@ type processor struct {
 	// lat, if set, learns which outbox entries the current input record
 	// caused (recordAt/readAt, set by the task around apply).
 	lat              *latencyTracker
+	rates            *segmentRates // per-segment ENTER/EXIT counts for the API
 	recordAt, readAt time.Time
 	// mergeSrc is scratch for a merge record's decoded state.
 	mergeSrc *rules.State
@@ -346,6 +347,9 @@ func (p *processor) emit(c *customer, id string, seg int, in bool, at int64, cau
 	}
 	p.env = appendEnvelope(p.env[:0], topic, id, nil, p.buf)
 	seq := p.part.AppendOutbox(p.env)
+	if p.rates != nil {
+		p.rates.add(s.ID, in, time.Now())
+	}
 	if cause == schemas.CauseEvent {
 		p.lat.add(seq, p.recordAt, p.readAt)
 	}
