@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"sort"
 	"strconv"
@@ -13,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/segd/segd/connectors"
-
+	"github.com/segd/segd/rules"
 	"github.com/segd/segd/schemas"
 )
 
@@ -38,6 +39,7 @@ func (e *Engine) Handler() http.Handler {
 	mux.Handle("GET /v1/customers/{id}", e.auth(http.HandlerFunc(e.getCustomer)))
 	mux.Handle("DELETE /v1/customers/{id}", e.auth(http.HandlerFunc(e.deleteCustomer)))
 	mux.Handle("GET /v1/segments", e.auth(http.HandlerFunc(e.getSegments)))
+	mux.Handle("POST /v1/rules/preview", e.auth(http.HandlerFunc(e.previewRules)))
 	mux.Handle("GET /v1/segments/{id}/members", e.auth(http.HandlerFunc(e.getMembers)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
@@ -70,6 +72,66 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+// maxPreviewRulesBytes bounds a preview request's rules file.
+const maxPreviewRulesBytes = 1 << 20
+
+// previewRules evaluates the rules file in the request body against every
+// customer's committed state and reports, per segment, the size now and
+// under the candidate, who would enter and exit. It changes nothing.
+func (e *Engine) previewRules(w http.ResponseWriter, r *http.Request) {
+	sample := 10
+	if v := r.URL.Query().Get("sample"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 100 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("sample (%q) must be an integer from 0 to 100", v))
+			return
+		}
+		sample = n
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxPreviewRulesBytes+1))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "read body: "+err.Error())
+		return
+	}
+	if len(body) > maxPreviewRulesBytes {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("rules file over %d bytes", maxPreviewRulesBytes))
+		return
+	}
+	if len(body) == 0 {
+		writeError(w, http.StatusBadRequest, "the request body must be a rules file (YAML, docs/rules.md)")
+		return
+	}
+	rs, err := rules.Compile("request.yaml", body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	segs, err := previewStore(e.st, rs, e.cfg.Consent.Attribute, sample)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "state unavailable: "+err.Error())
+		return
+	}
+	out := make([]map[string]any, 0, len(segs))
+	for _, s := range segs {
+		out = append(out, map[string]any{
+			"id": s.ID, "size_now": s.SizeNow, "size_new": s.SizeNew, "would_enter": s.WouldEnter, "would_exit": s.WouldExit,
+			"sample_enter": nonNil(s.SampleEnter), "sample_exit": nonNil(s.SampleExit),
+		})
+	}
+	var warnings []string
+	for _, w := range rs.Warnings() {
+		warnings = append(warnings, w.Error())
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"version": rs.Version(), "hash": rs.Hash(), "segments": out, "warnings": nonNil(warnings)})
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 func (e *Engine) getRules(w http.ResponseWriter, r *http.Request) {

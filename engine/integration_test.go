@@ -219,6 +219,7 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 		return err == nil && offs[DefaultPurchasesTopic] == 4 && offs[DefaultEngagementsTopic] == 1 && offs[DefaultProfilesTopic] == 1
 	})
 	testAPI(t, eng)
+	testPreviewHTTP(t, eng)
 	testReload(t, eng, rulesPath, brokers, len(want))
 	testDelete(t, eng, brokers)
 }
@@ -498,4 +499,59 @@ func startEngine(t *testing.T, cfg *Config) *Engine {
 		eng.Close()
 	})
 	return eng
+}
+
+// testPreviewHTTP: POST /v1/rules/preview over the live engine's state.
+func testPreviewHTTP(t *testing.T, eng *Engine) {
+	t.Helper()
+	post := func(query, body string, token bool) (int, map[string]any) {
+		req := httptest.NewRequest(http.MethodPost, "/v1/rules/preview"+query, strings.NewReader(body))
+		if token {
+			req.Header.Set("Authorization", "Bearer s3cret")
+		}
+		rec := httptest.NewRecorder()
+		eng.Handler().ServeHTTP(rec, req)
+		var out map[string]any
+		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+			t.Fatalf("preview response is not JSON: %q", rec.Body)
+		}
+		return rec.Code, out
+	}
+	candidate := strings.Replace(testRules, `when: "spend_90d >= 1000"`, `when: "spend_90d >= 2000"`, 1) +
+		"  small:\n    when: \"spend_90d > 0 and spend_90d < 100\"\n"
+	code, out := post("?sample=5", candidate, true)
+	if code != 200 {
+		t.Fatalf("preview: %d %v", code, out)
+	}
+	got := map[string]string{}
+	for _, s := range out["segments"].([]any) {
+		m := s.(map[string]any)
+		got[m["id"].(string)] = fmt.Sprintf("%v/%v +%v -%v %v %v", m["size_now"], m["size_new"], m["would_enter"], m["would_exit"], m["sample_enter"], m["sample_exit"])
+	}
+	want := map[string]string{
+		"vip":   "1/0 +0 -1 [] [alice]",
+		"small": "0/1 +1 -0 [bob] []",
+		"buyer": "1/1 +0 -0 [] []",
+	}
+	for id, w := range want {
+		if got[id] != w {
+			t.Errorf("preview of %s: %s, want %s", id, got[id], w)
+		}
+	}
+	if code, out := post("", "version: 1\nsegments:\n  x: { when: \"nope > 1\" }\n", true); code != 400 || !strings.Contains(fmt.Sprint(out["error"]), "request.yaml:3:") {
+		t.Errorf("bad candidate: %d %v", code, out)
+	}
+	if code, _ := post("?sample=1000", candidate, true); code != 400 {
+		t.Errorf("huge sample: %d", code)
+	}
+	if code, _ := post("", candidate, false); code != 401 {
+		t.Errorf("no token: %d", code)
+	}
+	if code, _ := post("", "", true); code != 400 {
+		t.Errorf("empty body: %d", code)
+	}
+	// Nothing changed: vip still has alice.
+	if n, _ := eng.st.CountMembers("vip"); n != 1 {
+		t.Errorf("preview changed the state: vip has %d members", n)
+	}
 }

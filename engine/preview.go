@@ -40,6 +40,13 @@ func Preview(stateDir, candidate string, sample int) ([]PreviewSegment, error) {
 		return nil, fmt.Errorf("open state %s: %w", stateDir, err)
 	}
 	defer st.Close()
+	return previewStore(st, rs, "consent_marketing", sample)
+}
+
+// previewStore evaluates candidate rules rs against every committed
+// customer of st, each at its partition's committed clock. It reads a
+// snapshot and writes nothing, so it runs beside a live engine.
+func previewStore(st *state.Store, rs *rules.RuleSet, consentAttr string, sample int) ([]PreviewSegment, error) {
 	parts, err := st.PartitionsWithCustomers()
 	if err != nil {
 		return nil, err
@@ -54,18 +61,18 @@ func Preview(stateDir, candidate string, sample int) ([]PreviewSegment, error) {
 	for _, s := range rs.Segments() {
 		get(s.ID)
 	}
+	consentOf := &processor{opt: processorOptions{consentAttr: consentAttr}}
 	for _, pn := range parts {
 		offs, err := st.CommittedOffsets(pn)
 		if err != nil {
 			return nil, err
 		}
 		clock := offs[clockOffsetKey]
-		part, err := st.Partition(pn)
-		if err != nil {
-			return nil, err
-		}
-		err = part.Range(func(id string, rec state.Record) error {
-			c := rec.(*customer)
+		err = st.RangeCommitted(pn, func(id string, data []byte) error {
+			c, err := decodeCustomer(rs, data)
+			if err != nil {
+				return fmt.Errorf("customer %s: %w", id, err)
+			}
 			for _, o := range c.orphans {
 				if o.m.in() {
 					ps := get(o.segment)
@@ -76,7 +83,7 @@ func Preview(stateDir, candidate string, sample int) ([]PreviewSegment, error) {
 					}
 				}
 			}
-			consent := (&processor{opt: processorOptions{consentAttr: "consent_marketing"}}).consent(c)
+			consent := consentOf.consent(c)
 			for i, s := range rs.Segments() {
 				ps := get(s.ID)
 				was := c.members[i].in()
@@ -102,7 +109,6 @@ func Preview(stateDir, candidate string, sample int) ([]PreviewSegment, error) {
 			}
 			return nil
 		})
-		part.Close()
 		if err != nil {
 			return nil, err
 		}

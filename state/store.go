@@ -499,3 +499,29 @@ func (s *Store) DiskUsage() (DiskUsage, error) {
 	}
 	return u, nil
 }
+
+// RangeCommitted calls fn with every committed customer record of
+// partition n, undecoded, in id order, from a consistent snapshot. Safe to
+// call from any goroutine while the partition's task runs (it sees the
+// last commit, not the cache). data is valid only during fn.
+func (s *Store) RangeCommitted(n int32, fn func(customerID string, data []byte) error) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	prefix := partPrefix(ksCustomer, n)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		data, err := openEnvelope(it.Value())
+		if err != nil {
+			return fmt.Errorf("customer %q: %w", it.Key()[len(prefix):], err)
+		}
+		if err := fn(string(it.Key()[len(prefix):]), data); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
