@@ -20,7 +20,8 @@ test: build
 	$(GO) vet $(PKGS)
 	cd bench/goka && $(GO) vet ./...
 	cd deploy/validate && $(GO) test -count=1 ./...
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	./scripts/install-chromium.sh
+	SEGD_UI_TEST=1 SEGD_ARTIFACTS=$(CURDIR)/artifacts $(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 # test-fast skips the race detector, for quick local iterations.
 test-fast:
@@ -70,4 +71,4 @@ fuzz:
 	done
 
 clean:
-	rm -rf bin
+	rm -rf bin artifacts

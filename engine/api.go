@@ -41,6 +41,12 @@ func (e *Engine) Handler() http.Handler {
 	mux.Handle("GET /v1/segments", e.auth(http.HandlerFunc(e.getSegments)))
 	mux.Handle("POST /v1/rules/preview", e.auth(http.HandlerFunc(e.previewRules)))
 	mux.Handle("GET /v1/segments/{id}/members", e.auth(http.HandlerFunc(e.getMembers)))
+	// The built-in page (engine/web, embedded): no external resources.
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write(webIndex)
+	})
+	mux.Handle("GET /ui/", http.StripPrefix("/ui/", http.FileServerFS(webFiles)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 	})

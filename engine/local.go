@@ -60,6 +60,7 @@ func (e *Engine) OpenLocal(partitions int) (*Local, error) {
 			l.Close()
 			return nil, fmt.Errorf("local: partition %d: %w", p, err)
 		}
+		proc.rates = &e.rates
 		l.tasks = append(l.tasks, openTask(p, part, proc, nil, nil, taskOptions{
 			inputs:         inputs,
 			commitInterval: e.cfg.Commit.Interval,

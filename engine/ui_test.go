@@ -1,0 +1,135 @@
+package engine
+
+import (
+	"context"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/segd/segd/internal/gen"
+	"github.com/segd/segd/schemas"
+)
+
+// chromium finds Debian's headless browser. `make test` installs it
+// (scripts/install-chromium.sh) and sets SEGD_UI_TEST=1, so there a
+// missing browser fails the test instead of skipping it.
+func chromium(t *testing.T) string {
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("SEGD_UI_TEST") != "" {
+		t.Fatal("chromium not found; scripts/install-chromium.sh installs it")
+	}
+	t.Skip("chromium not installed (make test installs it)")
+	return ""
+}
+
+// TestPageInHeadlessChromium loads the built-in page in a real headless
+// Chromium against an engine with state, checks that the segment table is
+// filled in by the page's JavaScript, and saves a screenshot.
+func TestPageInHeadlessChromium(t *testing.T) {
+	browser := chromium(t)
+	dir := t.TempDir()
+	cfg := &Config{}
+	cfg.Kafka.Brokers = []string{"127.0.0.1:1"} // never dialled
+	cfg.Rules.File = "../examples/rules.yaml"
+	cfg.State.Dir = filepath.Join(dir, "state")
+	cfg.EnsureDefaults()
+	eng, err := New(cfg, Options{Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	l, err := eng.OpenLocal(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := gen.New(gen.Config{Customers: 500, Duration: 3 * 86400_000, EventsPerHour: 300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	codecs, _ := schemas.NewCodecs()
+	topics := map[schemas.EventType]string{schemas.EventPurchase: DefaultPurchasesTopic, schemas.EventBrowse: DefaultBrowsesTopic,
+		schemas.EventEngagement: DefaultEngagementsTopic, schemas.EventProfile: DefaultProfilesTopic}
+	var e schemas.Event
+	var off int64
+	for g.Next(&e) {
+		v, err := codecs[e.Type].AppendEncode(nil, &e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Handle(0, topics[e.Type], off, []byte(e.CustomerID), v, time.UnixMilli(e.Time)); err != nil {
+			t.Fatal(err)
+		}
+		off++
+	}
+	if err := l.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(eng.Handler())
+	defer srv.Close()
+
+	run := func(args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
+			"--user-data-dir=" + filepath.Join(dir, "chrome"), "--virtual-time-budget=4000"}
+		out, err := exec.CommandContext(ctx, browser, append(append(base, args...), srv.URL+"/")...).Output()
+		if err != nil {
+			t.Fatalf("chromium %v: %v", args, err)
+		}
+		return string(out)
+	}
+	dom := run("--dump-dom")
+	rows := regexp.MustCompile(`<tr data-segment="([a-z_0-9]+)"><td>[a-z_0-9]+</td><td>[^<]*</td><td class="num">(\d+)</td>`).FindAllStringSubmatch(dom, -1)
+	if len(rows) != 12 {
+		t.Fatalf("the page shows %d segment rows, want 12 (examples/rules.yaml):\n%s", len(rows), dom)
+	}
+	nonEmpty := 0
+	for _, r := range rows {
+		if n, _ := eng.st.CountMembers(r[1]); r[2] != "0" {
+			nonEmpty++
+			if want := strings.TrimSpace(r[2]); want != itoa(n) {
+				t.Errorf("segment %s shows size %s, the store has %d", r[1], r[2], n)
+			}
+		}
+	}
+	if nonEmpty == 0 {
+		t.Fatal("every segment shows size 0: the page shows nothing real")
+	}
+	if !strings.Contains(dom, "<polyline") || !strings.Contains(dom, "rules: version 1") {
+		t.Error("the page lacks its sparklines or the rules line")
+	}
+	// The changes just produced show in the 1h columns.
+	e1, _, _, _ := eng.rates.counts("new_customer", time.Now())
+	if e1 == 0 || !strings.Contains(dom, `<td class="num">`+itoa(e1)+`</td>`) {
+		t.Errorf("new_customer entered %d times in the last hour; the page does not show it", e1)
+	}
+	shot := os.Getenv("SEGD_ARTIFACTS")
+	if shot == "" {
+		shot = filepath.Join(os.TempDir(), "segd-artifacts")
+	}
+	if err := os.MkdirAll(shot, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	png := filepath.Join(shot, "ui-segments.png")
+	run("--screenshot="+png, "--window-size=1280,900")
+	b, err := os.ReadFile(png)
+	if err != nil || len(b) < 1000 || string(b[1:4]) != "PNG" {
+		t.Fatalf("screenshot %s: %d bytes, %v", png, len(b), err)
+	}
+	t.Logf("screenshot: %s (%d bytes)", png, len(b))
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }

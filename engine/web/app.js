@@ -1,0 +1,78 @@
+// segd's built-in page: segments with sizes, enter/exit counts and a
+// size-over-time sparkline (kept in the page since it opened), and a
+// customer lookup. Plain JavaScript, no external resources.
+"use strict";
+const history = {}; // segment id -> recent sizes
+const maxPoints = 60;
+const tokenInput = document.getElementById("token");
+tokenInput.value = localStorage.getItem("segd-token") || "";
+tokenInput.addEventListener("change", () => { localStorage.setItem("segd-token", tokenInput.value); refresh(); });
+
+function api(path) {
+  const headers = {};
+  if (tokenInput.value) headers["Authorization"] = "Bearer " + tokenInput.value;
+  return fetch(path, { headers }).then(async r => {
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(body.error || (r.status + " " + r.statusText));
+    return body;
+  });
+}
+
+function cell(text, cls) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (cls) td.className = cls;
+  return td;
+}
+
+function sparkline(points) {
+  if (points.length === 1) points = [points[0], points[0]]; // a flat line, not an invisible dot
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("class", "spark");
+  svg.setAttribute("viewBox", "0 0 120 24");
+  const max = Math.max(1, ...points), min = Math.min(...points);
+  const span = Math.max(1, max - min);
+  const step = points.length > 1 ? 120 / (points.length - 1) : 0;
+  const line = document.createElementNS(ns, "polyline");
+  line.setAttribute("points", points.map((v, i) => (i * step).toFixed(1) + "," + (22 - 20 * (v - min) / span).toFixed(1)).join(" "));
+  svg.appendChild(line);
+  return svg;
+}
+
+function refresh() {
+  api("/v1/rules").then(r => {
+    document.getElementById("rules").textContent = "rules: version " + r.version + ", " + String(r.hash).slice(0, 12);
+  }).catch(() => {});
+  api("/v1/segments").then(data => {
+    const tbody = document.querySelector("#segments tbody");
+    tbody.replaceChildren();
+    for (const s of data.segments) {
+      const h = history[s.id] || (history[s.id] = []);
+      h.push(s.size);
+      if (h.length > maxPoints) h.shift();
+      const tr = document.createElement("tr");
+      tr.dataset.segment = s.id;
+      tr.append(cell(s.id), cell(s.description || ""), cell(s.size, "num"));
+      const spark = document.createElement("td");
+      spark.appendChild(sparkline(h));
+      tr.append(spark, cell(s.enters_1h, "num"), cell(s.exits_1h, "num"), cell(s.enters_24h, "num"), cell(s.exits_24h, "num"));
+      tbody.appendChild(tr);
+    }
+    document.getElementById("status").textContent = "updated " + new Date().toLocaleTimeString();
+  }).catch(err => {
+    document.getElementById("status").textContent = "cannot load segments: " + err.message;
+  });
+}
+
+document.getElementById("lookup").addEventListener("submit", ev => {
+  ev.preventDefault();
+  const id = document.getElementById("customer").value.trim();
+  const out = document.getElementById("customer-result");
+  api("/v1/customers/" + encodeURIComponent(id))
+    .then(c => { out.textContent = JSON.stringify(c, null, 2); })
+    .catch(err => { out.textContent = err.message; });
+});
+
+refresh();
+setInterval(refresh, 5000);
