@@ -181,13 +181,30 @@ func jsonValue(v schemas.Value) any {
 	return nil
 }
 
+// committedClock is partition p's clock as of its last commit: from its
+// processor when this process runs it, else from the store.
+func (e *Engine) committedClock(p int32) (int64, error) {
+	e.mu.Lock()
+	proc := e.procs[p]
+	e.mu.Unlock()
+	if proc != nil {
+		return proc.committedClock.Load(), nil
+	}
+	offs, err := e.st.CommittedOffsets(p)
+	if err != nil {
+		return 0, err
+	}
+	return offs[clockOffsetKey], nil
+}
+
 func (e *Engine) ownedPartitions() []int32 {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	ps := make([]int32, 0, len(e.parts))
+	ps := make([]int32, 0, len(e.parts)+len(e.localParts))
 	for p := range e.parts {
 		ps = append(ps, p)
 	}
+	ps = append(ps, e.localParts...)
 	sort.Slice(ps, func(i, j int) bool { return ps[i] < ps[j] })
 	return ps
 }
@@ -213,12 +230,11 @@ func (e *Engine) getCustomer(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusInternalServerError, "stored record cannot be decoded: "+err.Error())
 			return
 		}
-		offs, err := e.st.CommittedOffsets(p)
+		clock, err := e.committedClock(p)
 		if err != nil {
 			writeError(w, http.StatusServiceUnavailable, "state unavailable: "+err.Error())
 			return
 		}
-		clock := offs[clockOffsetKey]
 		var segs []map[string]any
 		for i, s := range rs.Segments() {
 			if m := c.members[i]; m.in() {

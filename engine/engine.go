@@ -42,6 +42,11 @@ type Engine struct {
 	rs  atomic.Pointer[rules.RuleSet]
 	st  *state.Store
 	sec *connectors.Security // nil: plaintext
+	// localParts are the partitions an open Local feeds (guarded by mu).
+	localParts []int32
+	// procs are the processors of the partitions this process runs, live
+	// or Local (guarded by mu), for API reads of their committed clock.
+	procs map[int32]*processor
 	// rates counts changes per segment over the last hour and day.
 	rates segmentRates
 	m     *metrics
@@ -285,6 +290,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			firstErr = fmt.Errorf("close partition %d: %w", id, err)
 		}
 		delete(e.parts, id)
+		delete(e.procs, id)
 	}
 	e.mu.Unlock()
 	if firstErr != nil {
@@ -361,6 +367,10 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 	rp := &runningPartition{task: tk, pub: pub}
 	e.mu.Lock()
 	e.parts[p] = rp
+	if e.procs == nil {
+		e.procs = map[int32]*processor{}
+	}
+	e.procs[p] = proc
 	e.mu.Unlock()
 	log.Info().Interface("offsets", start).Int64("watermark", proc.clock).Msg("partition assigned")
 	return rp, nil

@@ -71,6 +71,15 @@ func (e *Engine) OpenLocal(partitions int) (*Local, error) {
 			now:            e.opt.Now,
 		}, e.log, nil))
 	}
+	e.mu.Lock()
+	if e.procs == nil {
+		e.procs = map[int32]*processor{}
+	}
+	for _, t := range l.tasks {
+		e.localParts = append(e.localParts, t.id)
+		e.procs[t.id] = t.proc
+	}
+	e.mu.Unlock()
 	return l, nil
 }
 
@@ -156,6 +165,12 @@ func (l *Local) Close() error {
 		return nil
 	}
 	l.closed = true
+	l.e.mu.Lock()
+	for _, t := range l.tasks {
+		delete(l.e.procs, t.id)
+	}
+	l.e.localParts = nil
+	l.e.mu.Unlock()
 	var first error
 	for _, t := range l.tasks {
 		if err := t.commit(); err != nil && first == nil {

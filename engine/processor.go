@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/segd/segd/rules"
@@ -69,6 +70,9 @@ type processor struct {
 	part *state.Partition
 
 	clock int64 // the watermark: the largest event time applied, Unix ms
+	// committedClock is clock as of the last commit, for API readers on
+	// other goroutines.
+	committedClock atomic.Int64
 	// tooLate: behavioral events older than clock - tooLate are ignored
 	// (the longest window plus its bucket); 0 when no trait is windowed.
 	tooLate int64
@@ -104,6 +108,7 @@ func newProcessor(rs *rules.RuleSet, part *state.Partition, opt processorOptions
 		return nil, fmt.Errorf("read offsets: %w", err)
 	}
 	p.clock = offs[clockOffsetKey]
+	p.committedClock.Store(p.clock)
 	return p, nil
 }
 
@@ -395,5 +400,6 @@ func (p *processor) commit() error {
 	if err := p.part.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	p.committedClock.Store(p.clock)
 	return nil
 }
