@@ -92,6 +92,7 @@ func New(cfg *Config, opt Options) (*Engine, error) {
 	}
 	e.st = st
 	e.m.registerStore(st)
+	e.m.reg.MustRegister(segmentSizes{e})
 	e.log.Info().Int64("rules_version", rs.Version()).Str("rules_hash", rs.Hash()).
 		Int("segments", len(rs.Segments())).Int("traits", len(rs.Traits())).Str("state_dir", cfg.State.Dir).Msg("engine ready")
 	return e, nil

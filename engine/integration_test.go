@@ -212,6 +212,40 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 	if n := histogramCount(t, eng, "segd_event_to_change_seconds"); n != 0 {
 		t.Errorf("event-to-change observed %d changes of records stamped in 2024", n)
 	}
+	// Per-segment transitions, segment sizes, evaluations and consumer lag.
+	mfs, gerr := eng.Registry().Gather()
+	if gerr != nil {
+		t.Fatal(gerr)
+	}
+	mv := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.Metric {
+			key := mf.GetName()
+			for _, l := range m.Label {
+				key += "," + l.GetName() + "=" + l.GetValue()
+			}
+			switch {
+			case m.Counter != nil:
+				mv[key] = m.Counter.GetValue()
+			case m.Gauge != nil:
+				mv[key] = m.Gauge.GetValue()
+			}
+		}
+	}
+	for key, want := range map[string]float64{
+		"segd_segment_transitions_total,kind=ENTER,segment=buyer":      3,
+		"segd_segment_transitions_total,kind=EXIT,segment=buyer":       2,
+		"segd_segment_size,segment=vip":                                1,
+		"segd_segment_size,segment=buyer":                              1,
+		"segd_consumer_lag,partition=0,topic=" + DefaultPurchasesTopic: 0,
+	} {
+		if v, ok := mv[key]; !ok || v != want {
+			t.Errorf("metric %s = %v (present %v), want %v", key, v, ok, want)
+		}
+	}
+	if mv["segd_rule_evaluations_total"] < 5 {
+		t.Errorf("segd_rule_evaluations_total = %v", mv["segd_rule_evaluations_total"])
+	}
 	// The consumer group sees the committed offsets (lag monitoring).
 	gc := connectors.NewGroupOffsetCommitter(brokers, cfg.Kafka.Group, nil)
 	waitFor(t, 10*time.Second, "group offsets", func() bool {

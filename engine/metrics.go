@@ -33,6 +33,9 @@ type metrics struct {
 	corruptOutbox prometheus.Counter
 	watermark     *prometheus.GaugeVec // partition
 	outboxDepth   *prometheus.GaugeVec // partition
+	evaluations   prometheus.Counter
+	transitions   *prometheus.CounterVec // segment, kind
+	lag           *prometheus.GaugeVec   // topic, partition
 }
 
 func newMetrics() *metrics {
@@ -82,6 +85,15 @@ func newMetrics() *metrics {
 			Name: "segd_consume_to_change_seconds", Help: "From segd reading an input record to Kafka's acknowledgement of a change it caused.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18),
 		}),
+		evaluations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "segd_rule_evaluations_total", Help: "Segment conditions evaluated (only the segments an event can affect are).",
+		}),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "segd_segment_transitions_total", Help: "Segment changes by segment and kind (ENTER, EXIT).",
+		}, []string{"segment", "kind"}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "segd_consumer_lag", Help: "Records behind the end of each input topic partition, as of the last record read.",
+		}, []string{"topic", "partition"}),
 		corruptOutbox: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "segd_outbox_corrupt_total", Help: "Outbox entries skipped because they could not be decoded.",
 		}),
@@ -93,7 +105,7 @@ func newMetrics() *metrics {
 		}, []string{"partition"}),
 	}
 	reg.MustRegister(m.events, m.deadLetters, m.duplicates, m.late, m.tooLate, m.deletions, m.changes, m.timers,
-		m.commitSeconds, m.published, m.publishSecs, m.eventToChange, m.consumeToChg, m.corruptOutbox, m.watermark, m.outboxDepth,
+		m.commitSeconds, m.published, m.publishSecs, m.eventToChange, m.consumeToChg, m.corruptOutbox, m.evaluations, m.transitions, m.lag, m.watermark, m.outboxDepth,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -147,6 +159,20 @@ func (pm *partitionMetrics) report(p *processor, last *processorStats, commit ti
 	addDelta(pm.enter, s.enters, &last.enters)
 	addDelta(pm.exit, s.exits, &last.exits)
 	addDelta(pm.all.timers, s.timers, &last.timers)
+	addDelta(pm.all.evaluations, s.evaluations, &last.evaluations)
+	if last.segChanges == nil {
+		last.segChanges = map[string][2]uint64{}
+	}
+	for seg, n := range s.segChanges {
+		l := last.segChanges[seg]
+		if d := n[0] - l[0]; d > 0 {
+			pm.all.transitions.WithLabelValues(seg, "ENTER").Add(float64(d))
+		}
+		if d := n[1] - l[1]; d > 0 {
+			pm.all.transitions.WithLabelValues(seg, "EXIT").Add(float64(d))
+		}
+		last.segChanges[seg] = n
+	}
 	last.events = s.events
 	if last.deadLetter == nil {
 		last.deadLetter = map[string]uint64{}
@@ -187,4 +213,27 @@ func (m *metrics) registerStore(st *state.Store) {
 		counter("segd_state_compactions_total", "Pebble compactions.", func(x state.Metrics) float64 { return float64(x.Compactions) }),
 		gauge("segd_timers_pending", "Timers in the in-memory near-horizon heaps.", func(x state.Metrics) float64 { return float64(x.TimersPending) }),
 	)
+}
+
+// segmentSizes exports segd_segment_size{segment}, the committed member
+// count of each segment of the running rules, read when scraped (from the
+// per-partition counters: no record is decoded).
+type segmentSizes struct{ e *Engine }
+
+var segmentSizeDesc = prometheus.NewDesc("segd_segment_size", "Committed members of each segment of the running rules.", []string{"segment"}, nil)
+
+func (c segmentSizes) Describe(ch chan<- *prometheus.Desc) { ch <- segmentSizeDesc }
+
+func (c segmentSizes) Collect(ch chan<- prometheus.Metric) {
+	rs := c.e.rs.Load()
+	if rs == nil {
+		return
+	}
+	for _, s := range rs.Segments() {
+		n, err := c.e.st.CountMembers(s.ID)
+		if err != nil {
+			return // store closed: nothing to report
+		}
+		ch <- prometheus.MustNewConstMetric(segmentSizeDesc, prometheus.GaugeValue, float64(n), s.ID)
+	}
 }

@@ -46,17 +46,19 @@ type processorOptions struct {
 // processorStats counts what a processor did. Owned by the task goroutine;
 // the metrics collector reads copies.
 type processorStats struct {
-	events     [schemas.NumEventTypes]uint64
-	duplicates uint64
-	late       uint64 // applied with a time before the clock
-	tooLate    uint64 // older than the longest window: counted, not applied
-	deleted    uint64
-	merged     uint64 // customers folded into another (alias events)
-	mergedInto uint64 // merge records applied to their target
-	enters     uint64
-	exits      uint64
-	timers     uint64
-	deadLetter map[string]uint64 // by reason
+	events      [schemas.NumEventTypes]uint64
+	duplicates  uint64
+	late        uint64               // applied with a time before the clock
+	tooLate     uint64               // older than the longest window: counted, not applied
+	evaluations uint64               // segment conditions evaluated
+	segChanges  map[string][2]uint64 // per segment: ENTERs, EXITs
+	deleted     uint64
+	merged      uint64 // customers folded into another (alias events)
+	mergedInto  uint64 // merge records applied to their target
+	enters      uint64
+	exits       uint64
+	timers      uint64
+	deadLetter  map[string]uint64 // by reason
 }
 
 // processor is the deterministic heart of a task: it applies decoded events
@@ -276,6 +278,7 @@ func (p *processor) erase(id string, now int64) error {
 func (p *processor) evaluate(c *customer, id string, segs []int, now int64, cause schemas.CauseKind, causeEvent string) error {
 	consent := p.consent(c)
 	rsSegs := p.rs.Segments()
+	p.stats.evaluations += uint64(len(segs))
 	p.results = p.rs.EvalSegments(c.traits, now, segs, p.results[:0])
 	for k, i := range segs {
 		in := p.results[k]
@@ -355,6 +358,16 @@ func (p *processor) emit(c *customer, id string, seg int, in bool, at int64, cau
 	if p.rates != nil {
 		p.rates.add(s.ID, in, time.Now())
 	}
+	if p.stats.segChanges == nil {
+		p.stats.segChanges = map[string][2]uint64{}
+	}
+	sc := p.stats.segChanges[s.ID]
+	if in {
+		sc[0]++
+	} else {
+		sc[1]++
+	}
+	p.stats.segChanges[s.ID] = sc
 	if cause == schemas.CauseEvent {
 		p.lat.add(seq, p.recordAt, p.readAt)
 	}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/segd/segd/connectors"
@@ -67,6 +69,7 @@ type task struct {
 	done       chan struct{} // closed when run returns
 	pending    int           // records since the last commit
 	lastCommit time.Time
+	lag        map[string]prometheus.Gauge // consumer lag by topic
 	lastInput  time.Time
 	event      schemas.Event
 	buf        []connectors.Message
@@ -160,6 +163,17 @@ func (t *task) maybeAdvanceIdle() error {
 func (t *task) handle(m *connectors.Message) error {
 	t.next[m.Topic] = m.Offset + 1
 	t.pending++
+	if t.m != nil && m.HighWaterMark > 0 {
+		g := t.lag[m.Topic]
+		if g == nil {
+			if t.lag == nil {
+				t.lag = map[string]prometheus.Gauge{}
+			}
+			g = t.m.all.lag.WithLabelValues(m.Topic, strconv.Itoa(int(t.id)))
+			t.lag[m.Topic] = g
+		}
+		g.Set(float64(max(0, m.HighWaterMark-m.Offset-1)))
+	}
 	if m.Topic == t.proc.opt.mergesTopic && m.Topic != "" {
 		err := t.proc.merge(string(m.Key), m.Value)
 		if errors.Is(err, errBadMerge) {
