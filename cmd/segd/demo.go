@@ -34,6 +34,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	stateDir := fs.String("state-dir", "", "state directory (default: a fresh temporary one)")
 	logFormat := fs.String("log-format", "console", "json or console")
 	logLevel := fs.String("log-level", "warn", "engine log level")
+	apiAddr := fs.String("api", "127.0.0.1:8080", "HTTP API, metrics and the page (off: none)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -71,13 +72,16 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	addr := broker.Addrs()[0]
 	fmt.Fprintf(stdout, "segd demo: embedded Kafka broker on %s (topics %s, %d partitions)\n", addr, strings.Join(topics, ", "), *partitions)
 	fmt.Fprintf(stdout, "  watch it with any Kafka client, e.g.: kcat -b %s -C -t segment.changes -e\n", addr)
+	if *apiAddr != "off" {
+		fmt.Fprintf(stdout, "  page http://%s/  API http://%s/v1/segments  metrics http://%s/metrics\n", *apiAddr, *apiAddr, *apiAddr)
+	}
 	fmt.Fprintf(stdout, "  replaying %s of history (%d events, %d customers), then live traffic; Ctrl-C stops\n\n", *history, *historyEvents, *customers)
 
 	cfg := &engine.Config{}
 	cfg.Kafka.Brokers = []string{addr}
 	cfg.Rules.File = *rulesFile
 	cfg.State.Dir = dir
-	cfg.API.Addr = "off"
+	cfg.API.Addr = *apiAddr
 	cfg.EnsureDefaults()
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintln(stderr, "segd demo:", err)

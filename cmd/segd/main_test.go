@@ -81,7 +81,7 @@ func TestDemoPrintsChanges(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
-		done <- runDemo(ctx, []string{"--rules", "../../examples/rules.yaml", "--duration", "60s", "--customers", "2000", "--history-events", "20000"}, out, errb)
+		done <- runDemo(ctx, []string{"--rules", "../../examples/rules.yaml", "--duration", "60s", "--customers", "2000", "--history-events", "20000", "--api", "off"}, out, errb)
 	}()
 	enter := regexp.MustCompile(`(?m)^\S+ ENTER \S+ +c\d+ `)
 	exit := regexp.MustCompile(`(?m)^\S+ EXIT  \S+ +c\d+ `)
