@@ -90,3 +90,52 @@ func TestDeployConfigsAreValid(t *testing.T) {
 		t.Errorf("ConfigMap rules: %v", err)
 	}
 }
+
+// TestOpenAPIMatchesRoutes: docs/openapi.yaml parses and documents exactly
+// the routes the handler serves (method and path).
+func TestOpenAPIMatchesRoutes(t *testing.T) {
+	b, err := os.ReadFile("../docs/openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		OpenAPI string                            `yaml:"openapi"`
+		Paths   map[string]map[string]interface{} `yaml:"paths"`
+	}
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("openapi.yaml: %v", err)
+	}
+	documented := map[string]bool{}
+	for path, ops := range doc.Paths {
+		for method := range ops {
+			if method != "parameters" {
+				documented[strings.ToUpper(method)+" "+path] = true
+			}
+		}
+	}
+	src, err := os.ReadFile("api.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := map[string]bool{}
+	for _, m := range regexp.MustCompile(`mux\.Handle(?:Func)?\("((?:GET|POST|DELETE) [^"]+)"`).FindAllStringSubmatch(string(src), -1) {
+		route := strings.Replace(m[1], "/{$}", "/", 1)
+		if route == "GET /ui/" {
+			continue // the page's static files
+		}
+		served[route] = true
+	}
+	for r := range served {
+		if !documented[r] {
+			t.Errorf("%s is served but not in docs/openapi.yaml", r)
+		}
+	}
+	for r := range documented {
+		if !served[r] {
+			t.Errorf("%s is in docs/openapi.yaml but not served", r)
+		}
+	}
+	if len(served) < 10 {
+		t.Fatalf("found only %d routes in api.go", len(served))
+	}
+}
