@@ -31,6 +31,17 @@ func (e *Engine) Handler() http.Handler {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready: partitions not assigned yet"})
 			return
 		}
+		if limit := e.cfg.API.ReadyMaxLag; limit >= 0 {
+			e.mu.Lock()
+			for id, rp := range e.parts {
+				if lag := rp.task.maxLag.Load(); lag > limit {
+					e.mu.Unlock()
+					writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": fmt.Sprintf("not ready: partition %d is %d records behind (api.ready_max_lag %d)", id, lag, limit)})
+					return
+				}
+			}
+			e.mu.Unlock()
+		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 	mux.Handle("GET /metrics", e.auth(promhttp.HandlerFor(e.m.reg, promhttp.HandlerOpts{})))

@@ -191,6 +191,10 @@ type APIConfig struct {
 	// Token, if set, is required as a bearer token on everything but the
 	// health endpoints.
 	Token string `yaml:"token"`
+	// ReadyMaxLag: /readyz answers 503 while any partition is more than
+	// this many records behind the end of an input topic. Default 100000;
+	// negative: lag never affects readiness.
+	ReadyMaxLag int64 `yaml:"ready_max_lag"`
 }
 
 // LogConfig configures logging.
@@ -268,6 +272,9 @@ func (c *Config) EnsureDefaults() {
 	def(&c.Output.Format, "avro")
 	def(&c.Consent.Attribute, "consent_marketing")
 	def(&c.API.Addr, "127.0.0.1:8080")
+	if c.API.ReadyMaxLag == 0 {
+		c.API.ReadyMaxLag = 100000
+	}
 	def(&c.Log.Level, "info")
 	def(&c.Log.Format, "json")
 }

@@ -254,6 +254,23 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 	})
 	testAPI(t, eng)
 	testPreviewHTTP(t, eng)
+	// Readiness follows consumer lag (api.ready_max_lag, default 100000).
+	eng.mu.Lock()
+	tk := eng.parts[0].task
+	eng.mu.Unlock()
+	readyz := func() (int, string) {
+		rec := httptest.NewRecorder()
+		eng.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		return rec.Code, rec.Body.String()
+	}
+	tk.maxLag.Store(250000)
+	if code, body := readyz(); code != 503 || !strings.Contains(body, "250000 records behind") {
+		t.Errorf("readyz with a lagging partition: %d %s", code, body)
+	}
+	tk.maxLag.Store(0)
+	if code, body := readyz(); code != 200 {
+		t.Errorf("readyz caught up: %d %s", code, body)
+	}
 	testReload(t, eng, rulesPath, brokers, len(want))
 	testDelete(t, eng, brokers)
 }

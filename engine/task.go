@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,6 +71,8 @@ type task struct {
 	pending    int           // records since the last commit
 	lastCommit time.Time
 	lag        map[string]prometheus.Gauge // consumer lag by topic
+	lags       map[string]int64            // records behind, by topic
+	maxLag     atomic.Int64                // the worst of lags, for /readyz
 	lastInput  time.Time
 	event      schemas.Event
 	buf        []connectors.Message
@@ -173,6 +176,17 @@ func (t *task) handle(m *connectors.Message) error {
 			t.lag[m.Topic] = g
 		}
 		g.Set(float64(max(0, m.HighWaterMark-m.Offset-1)))
+	}
+	if m.HighWaterMark > 0 {
+		if t.lags == nil {
+			t.lags = map[string]int64{}
+		}
+		t.lags[m.Topic] = max(0, m.HighWaterMark-m.Offset-1)
+		var worst int64
+		for _, l := range t.lags {
+			worst = max(worst, l)
+		}
+		t.maxLag.Store(worst)
 	}
 	if m.Topic == t.proc.opt.mergesTopic && m.Topic != "" {
 		err := t.proc.merge(string(m.Key), m.Value)
