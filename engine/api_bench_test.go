@@ -3,16 +3,12 @@ package engine
 import (
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"sort"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/segd/segd/internal/gen"
-	"github.com/segd/segd/schemas"
 )
 
 // BenchmarkGetCustomer serves GET /v1/customers/{id} in process (the
@@ -20,46 +16,8 @@ import (
 // customers of 300k generated events, on every core, and reports requests/s and the p50/p99
 // latency of one request.
 func BenchmarkGetCustomer(b *testing.B) {
-	dir := b.TempDir()
-	cfg := &Config{}
-	cfg.Kafka.Brokers = []string{"127.0.0.1:1"}
-	cfg.Rules.File = "../bench/standard.yaml"
-	cfg.State.Dir = filepath.Join(dir, "state")
-	cfg.EnsureDefaults()
-	eng, err := New(cfg, Options{Logger: zerolog.Nop()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer eng.Close()
-	l, err := eng.OpenLocal(1)
-	if err != nil {
-		b.Fatal(err)
-	}
-	g, err := gen.New(gen.Config{Customers: 200_000, EventsPerHour: 5_000, Duration: 60 * 3600_000})
-	if err != nil {
-		b.Fatal(err)
-	}
-	codecs, _ := schemas.NewCodecs()
-	topics := map[schemas.EventType]string{schemas.EventPurchase: DefaultPurchasesTopic, schemas.EventBrowse: DefaultBrowsesTopic,
-		schemas.EventEngagement: DefaultEngagementsTopic, schemas.EventProfile: DefaultProfilesTopic}
-	seen := map[string]bool{}
-	var ids []string
-	var e schemas.Event
-	var off int64
-	for g.Next(&e) {
-		v, _ := codecs[e.Type].AppendEncode(nil, &e)
-		if err := l.Handle(0, topics[e.Type], off, []byte(e.CustomerID), v, time.UnixMilli(e.Time)); err != nil {
-			b.Fatal(err)
-		}
-		off++
-		if !seen[e.CustomerID] {
-			seen[e.CustomerID] = true
-			ids = append(ids, e.CustomerID)
-		}
-	}
-	if err := l.Commit(); err != nil {
-		b.Fatal(err)
-	}
+	eng, l := localEngine(b, "../bench/standard.yaml")
+	ids := feedGenerated(b, l, gen.Config{Customers: 200_000, EventsPerHour: 5_000, Duration: 60 * 3600_000})
 	h := eng.Handler()
 	var mu sync.Mutex
 	var lat []time.Duration

@@ -300,20 +300,26 @@ func (e *Engine) Run(ctx context.Context) error {
 	return ctx.Err()
 }
 
-func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]topicInput, enc changeEncoder, out sink) (*runningPartition, error) {
-	part, err := e.st.Partition(p)
-	if err != nil {
-		return nil, fmt.Errorf("open partition %d: %w", p, err)
-	}
+// processorOptions are the config's processor settings, for live and
+// Local partitions alike.
+func (e *Engine) processorOptions(enc changeEncoder) processorOptions {
 	t := e.cfg.Kafka.Topics
-	proc, err := newProcessor(e.rs.Load(), part, processorOptions{
+	return processorOptions{
 		changesTopic:    t.Changes,
 		deadLetterTopic: t.DeadLetter,
 		encodeChange:    enc,
 		consentAttr:     e.cfg.Consent.Attribute,
 		dedupHorizon:    e.cfg.Input.DedupHorizon.Milliseconds(),
 		mergesTopic:     t.Merges,
-	})
+	}
+}
+
+func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]topicInput, enc changeEncoder, out sink) (*runningPartition, error) {
+	part, err := e.st.Partition(p)
+	if err != nil {
+		return nil, fmt.Errorf("open partition %d: %w", p, err)
+	}
+	proc, err := newProcessor(e.rs.Load(), part, e.processorOptions(enc))
 	if err != nil {
 		return nil, fmt.Errorf("partition %d: %w", p, err)
 	}

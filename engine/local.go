@@ -40,21 +40,13 @@ func (e *Engine) OpenLocal(partitions int) (*Local, error) {
 		return nil, err
 	}
 	l := &Local{e: e}
-	t := e.cfg.Kafka.Topics
 	for p := int32(0); p < int32(partitions); p++ {
 		part, err := e.st.Partition(p)
 		if err != nil {
 			l.Close()
 			return nil, fmt.Errorf("local: open partition %d: %w", p, err)
 		}
-		proc, err := newProcessor(e.rs.Load(), part, processorOptions{
-			changesTopic:    t.Changes,
-			deadLetterTopic: t.DeadLetter,
-			encodeChange:    enc,
-			consentAttr:     e.cfg.Consent.Attribute,
-			dedupHorizon:    e.cfg.Input.DedupHorizon.Milliseconds(),
-			mergesTopic:     t.Merges,
-		})
+		proc, err := newProcessor(e.rs.Load(), part, e.processorOptions(enc))
 		if err != nil {
 			part.Close()
 			l.Close()

@@ -12,10 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/segd/segd/internal/gen"
-	"github.com/segd/segd/schemas"
 )
 
 // chromium finds Debian's headless browser. `make test` installs it
@@ -40,42 +37,8 @@ func chromium(t *testing.T) string {
 func TestPageInHeadlessChromium(t *testing.T) {
 	browser := chromium(t)
 	dir := t.TempDir()
-	cfg := &Config{}
-	cfg.Kafka.Brokers = []string{"127.0.0.1:1"} // never dialled
-	cfg.Rules.File = "../examples/rules.yaml"
-	cfg.State.Dir = filepath.Join(dir, "state")
-	cfg.EnsureDefaults()
-	eng, err := New(cfg, Options{Logger: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Close()
-	l, err := eng.OpenLocal(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := gen.New(gen.Config{Customers: 500, Duration: 3 * 86400_000, EventsPerHour: 300})
-	if err != nil {
-		t.Fatal(err)
-	}
-	codecs, _ := schemas.NewCodecs()
-	topics := map[schemas.EventType]string{schemas.EventPurchase: DefaultPurchasesTopic, schemas.EventBrowse: DefaultBrowsesTopic,
-		schemas.EventEngagement: DefaultEngagementsTopic, schemas.EventProfile: DefaultProfilesTopic}
-	var e schemas.Event
-	var off int64
-	for g.Next(&e) {
-		v, err := codecs[e.Type].AppendEncode(nil, &e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := l.Handle(0, topics[e.Type], off, []byte(e.CustomerID), v, time.UnixMilli(e.Time)); err != nil {
-			t.Fatal(err)
-		}
-		off++
-	}
-	if err := l.Commit(); err != nil {
-		t.Fatal(err)
-	}
+	eng, l := localEngine(t, "../examples/rules.yaml")
+	feedGenerated(t, l, gen.Config{Customers: 500, Duration: 3 * 86400_000, EventsPerHour: 300})
 	srv := httptest.NewServer(eng.Handler())
 	defer srv.Close()
 

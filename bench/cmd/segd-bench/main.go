@@ -518,15 +518,20 @@ func dirSize(dir string) int64 {
 	return n
 }
 
-// produceAll writes the records to the input topics, keyed by customer.
-func produceAll(brokers []string, partitions int, recs []record) error {
-	ctx := context.Background()
+// createTopics creates segd's input and output topics, and the goka
+// baseline's output topic (goka creates only its table).
+func createTopics(brokers []string, partitions int) error {
 	var specs []connectors.TopicSpec
-	// The goka baseline's output topic too: goka creates only its table.
 	for _, t := range append(topicOf[1:], engine.DefaultChangesTopic, engine.DefaultDeadLetterTopic, "goka.changes") {
 		specs = append(specs, connectors.TopicSpec{Name: t, Partitions: partitions})
 	}
-	if err := connectors.EnsureTopics(ctx, brokers, nil, specs); err != nil {
+	return connectors.EnsureTopics(context.Background(), brokers, nil, specs)
+}
+
+// produceAll writes the records to the input topics, keyed by customer.
+func produceAll(brokers []string, partitions int, recs []record) error {
+	ctx := context.Background()
+	if err := createTopics(brokers, partitions); err != nil {
 		return err
 	}
 	p, err := connectors.NewProducer(brokers, connectors.ProducerOptions{})
@@ -635,11 +640,7 @@ func latency(o options, recs []record, res *Results) error {
 	}
 	defer broker.Close()
 	brokers := broker.Addrs()
-	var specs []connectors.TopicSpec
-	for _, t := range append(topicOf[1:], engine.DefaultChangesTopic, engine.DefaultDeadLetterTopic) {
-		specs = append(specs, connectors.TopicSpec{Name: t, Partitions: o.partitions})
-	}
-	if err := connectors.EnsureTopics(context.Background(), brokers, nil, specs); err != nil {
+	if err := createTopics(brokers, o.partitions); err != nil {
 		return err
 	}
 	dir, err := os.MkdirTemp("", "segd-bench-latency-")
