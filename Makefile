@@ -5,7 +5,7 @@ PKGS      := ./...
 FUZZTIME  ?= 60s
 STATICCHECK_VERSION ?= v0.7.0
 
-.PHONY: all build test test-fast demo bench bench-quick bench-scaling bench-go lint fuzz clean
+.PHONY: all build test test-kafka test-fast demo bench bench-quick bench-scaling bench-go lint fuzz clean
 
 all: build
 
@@ -22,6 +22,13 @@ test: build
 	cd deploy/validate && $(GO) test -count=1 ./...
 	./scripts/install-chromium.sh
 	SEGD_UI_TEST=1 SEGD_ARTIFACTS=$(CURDIR)/artifacts $(GO) test -race -count=1 -timeout 20m $(PKGS)
+	$(MAKE) test-kafka
+
+# test-kafka starts real Apache Kafka brokers (3.9.1 and 4.1.0, KRaft, jars
+# from Maven Central cached in ~/.cache/segd) one after the other and runs
+# the real-broker tests against each (deploy/kafka/).
+test-kafka:
+	GO=$(GO) ./deploy/kafka/test-kafka.sh
 
 # test-fast skips the race detector, for quick local iterations.
 test-fast:
