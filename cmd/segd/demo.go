@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -73,6 +74,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "segd demo: embedded Kafka broker on %s (topics %s, %d partitions)\n", addr, strings.Join(topics, ", "), *partitions)
 	fmt.Fprintf(stdout, "  watch it with any Kafka client, e.g.: kcat -b %s -C -t segment.changes -e\n", addr)
 	if *apiAddr != "off" {
+		*apiAddr = freeAddr(*apiAddr)
 		fmt.Fprintf(stdout, "  page http://%s/  API http://%s/v1/segments  metrics http://%s/metrics\n", *apiAddr, *apiAddr, *apiAddr)
 	}
 	fmt.Fprintf(stdout, "  replaying %s of history (%d events, %d customers), then live traffic; Ctrl-C stops\n\n", *history, *historyEvents, *customers)
@@ -228,4 +230,20 @@ func (p *changePrinter) published(topic string, key, value []byte) {
 		cause += " " + c.CauseEventID
 	}
 	fmt.Fprintf(p.w, "%s %-5s %-15s %s  (%s) %s\n", schemas.FormatTime(c.Time), c.Kind, c.SegmentID, c.CustomerID, cause, strings.Join(traits, " "))
+}
+
+// freeAddr returns addr when it can be listened on, else a free loopback
+// port, so that `make demo` works next to whatever already holds 8080.
+func freeAddr(addr string) string {
+	ln, err := net.Listen("tcp", addr)
+	if err == nil {
+		ln.Close()
+		return addr
+	}
+	ln, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return addr // let the engine report the error
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
