@@ -176,30 +176,15 @@ func TestDirtyInputDeadLettersExactlyTheBadOnes(t *testing.T) {
 		t.Fatal(err)
 	}
 	run := func(name string, ts topicSet, records int) *Engine {
-		cfg := &Config{}
-		cfg.Kafka.Brokers = brokers
-		cfg.Kafka.Group = name
+		cfg := topicSetConfig(t, brokers, ts, name, rulesPath)
 		cfg.Kafka.SchemaRegistryURL = registry.URL
-		cfg.Kafka.MaxWait = 50 * time.Millisecond
-		for i, in := range []*InputTopic{&cfg.Kafka.Topics.Purchases, &cfg.Kafka.Topics.Browses, &cfg.Kafka.Topics.Engagements, &cfg.Kafka.Topics.Profiles} {
-			in.Name = ts[i]
-		}
 		cfg.Kafka.Topics.Purchases.Format = "confluent"
 		cfg.Kafka.Topics.Engagements.Format = "json"
-		cfg.Kafka.Topics.Changes = ts[4]
-		cfg.Kafka.Topics.DeadLetter = ts[5]
-		cfg.Rules.File = rulesPath
-		cfg.State.Dir = filepath.Join(dir, name)
 		cfg.Input.MaxRecordBytes = 4096
 		// The wall clock is checked for future timestamps, but an idle
 		// partition's watermark never follows it within the test.
 		cfg.Clock.IdleAfter = time.Hour
-		cfg.API.Addr = "off"
-		cfg.EnsureDefaults()
-		if err := cfg.Validate(); err != nil {
-			t.Fatal(err)
-		}
-		eng := startEngine(t, cfg)
+		eng := startTopicSetEngine(t, cfg)
 		waitFor(t, 60*time.Second, name+" to apply everything", func() bool {
 			p := eng.Progress()
 			return int(p.Events+p.DeadLetters) == records && p.OutboxDepth == 0
@@ -262,6 +247,36 @@ func TestDirtyInputDeadLettersExactlyTheBadOnes(t *testing.T) {
 // topicSet names purchases, browses, engagements, profiles, changes and
 // dead letters.
 type topicSet [6]string
+
+// topicSetConfig is a test engine's config over the topics of ts with its
+// own group, merges topic and state dir, in event time only, without the
+// API; the caller adjusts it and calls startTopicSetEngine.
+func topicSetConfig(t *testing.T, brokers []string, ts topicSet, name, rulesFile string) *Config {
+	cfg := &Config{}
+	cfg.Kafka.Brokers = brokers
+	cfg.Kafka.Group = name
+	cfg.Kafka.MaxWait = 50 * time.Millisecond
+	for i, in := range []*InputTopic{&cfg.Kafka.Topics.Purchases, &cfg.Kafka.Topics.Browses, &cfg.Kafka.Topics.Engagements, &cfg.Kafka.Topics.Profiles} {
+		in.Name = ts[i]
+	}
+	cfg.Kafka.Topics.Changes, cfg.Kafka.Topics.DeadLetter, cfg.Kafka.Topics.Merges = ts[4], ts[5], name+".merges"
+	cfg.Rules.File = rulesFile
+	cfg.State.Dir = filepath.Join(t.TempDir(), name)
+	cfg.Clock.IdleAfter = -1
+	cfg.API.Addr = "off"
+	return cfg
+}
+
+// startTopicSetEngine validates cfg and runs an engine on it until the
+// test ends.
+func startTopicSetEngine(t *testing.T, cfg *Config) *Engine {
+	t.Helper()
+	cfg.EnsureDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return startEngine(t, cfg)
+}
 
 func allMembers(t *testing.T, eng *Engine, segment string) []string {
 	t.Helper()

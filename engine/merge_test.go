@@ -117,24 +117,12 @@ func TestIdentityMergeAcrossPartitions(t *testing.T) {
 	}
 
 	run := func(name string, ts topicSet) *Engine {
-		cfg := &Config{}
-		cfg.Kafka.Brokers = brokers
-		cfg.Kafka.Group = name
-		cfg.Kafka.MaxWait = 50 * time.Millisecond
-		for i, in := range []*InputTopic{&cfg.Kafka.Topics.Purchases, &cfg.Kafka.Topics.Browses, &cfg.Kafka.Topics.Engagements, &cfg.Kafka.Topics.Profiles} {
-			in.Name, in.Format = ts[i], "json"
+		cfg := topicSetConfig(t, brokers, ts, name, rulesPath)
+		for _, in := range []*InputTopic{&cfg.Kafka.Topics.Purchases, &cfg.Kafka.Topics.Browses, &cfg.Kafka.Topics.Engagements, &cfg.Kafka.Topics.Profiles} {
+			in.Format = "json"
 		}
-		cfg.Kafka.Topics.Changes, cfg.Kafka.Topics.DeadLetter, cfg.Kafka.Topics.Merges = ts[4], ts[5], name+".merges"
-		cfg.Rules.File = rulesPath
-		cfg.State.Dir = filepath.Join(t.TempDir(), name)
 		cfg.Commit.Interval = 10 * time.Millisecond
-		cfg.Clock.IdleAfter = -1
-		cfg.API.Addr = "off"
-		cfg.EnsureDefaults()
-		if err := cfg.Validate(); err != nil {
-			t.Fatal(err)
-		}
-		return startEngine(t, cfg)
+		return startTopicSetEngine(t, cfg)
 	}
 	mergedEng := run("merged", merged)
 	refEng := run("ref", ref)

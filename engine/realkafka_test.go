@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -65,23 +64,7 @@ func TestRealKafkaMatchesEmbedded(t *testing.T) {
 		if err := prod.Write(ctx, msgs...); err != nil {
 			t.Fatalf("%s: produce: %v", name, err)
 		}
-		cfg := &Config{}
-		cfg.Kafka.Brokers = brokers
-		cfg.Kafka.Group = prefix + name
-		cfg.Kafka.MaxWait = 50 * time.Millisecond
-		for i, in := range []*InputTopic{&cfg.Kafka.Topics.Purchases, &cfg.Kafka.Topics.Browses, &cfg.Kafka.Topics.Engagements, &cfg.Kafka.Topics.Profiles} {
-			in.Name = ts[i]
-		}
-		cfg.Kafka.Topics.Changes, cfg.Kafka.Topics.DeadLetter, cfg.Kafka.Topics.Merges = ts[4], ts[5], prefix+"merges"
-		cfg.Rules.File = "../examples/rules.yaml"
-		cfg.State.Dir = filepath.Join(t.TempDir(), name)
-		cfg.Clock.IdleAfter = -1
-		cfg.API.Addr = "off"
-		cfg.EnsureDefaults()
-		if err := cfg.Validate(); err != nil {
-			t.Fatal(err)
-		}
-		eng := startEngine(t, cfg)
+		eng := startTopicSetEngine(t, topicSetConfig(t, brokers, ts, prefix+name, "../examples/rules.yaml"))
 		waitFor(t, 90*time.Second, name+" to apply and publish everything", func() bool {
 			p := eng.Progress()
 			return int(p.Events+p.DeadLetters) == len(msgs) && p.OutboxDepth == 0 && p.Published == p.Enters+p.Exits
