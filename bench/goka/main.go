@@ -25,9 +25,7 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -36,7 +34,6 @@ import (
 	"log"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,6 +45,7 @@ import (
 	"github.com/lovoo/goka/codec"
 	"github.com/lovoo/goka/storage"
 
+	"github.com/segd/segd/bench/membership"
 	"github.com/segd/segd/connectors"
 	"github.com/segd/segd/rules"
 	"github.com/segd/segd/schemas"
@@ -307,7 +305,7 @@ func run(brokers, rulesFile, group string, topics []string, changesTopic, dir st
 		for i, in := range sc.res {
 			if in {
 				res.Sizes[segs[i].ID]++
-				pairs = append(pairs, key+"\x00"+segs[i].ID)
+				pairs = append(pairs, membership.Pair(key, segs[i].ID))
 			}
 		}
 		return nil
@@ -315,7 +313,7 @@ func run(brokers, rulesFile, group string, topics []string, changesTopic, dir st
 	if err != nil {
 		return nil, err
 	}
-	res.Digest = digest(pairs)
+	res.Digest = membership.Digest(pairs)
 	return res, nil
 }
 
@@ -369,16 +367,4 @@ func forEachStored(dir, table string, fn func(key string, value []byte) error) e
 		}
 	}
 	return nil
-}
-
-// digest is a SHA-256 over the sorted customer/segment pairs, the same
-// function the driver applies to segd's memberships.
-func digest(pairs []string) string {
-	sort.Strings(pairs)
-	h := sha256.New()
-	for _, p := range pairs {
-		h.Write([]byte(p))
-		h.Write([]byte{'\n'})
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }

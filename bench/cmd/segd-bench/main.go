@@ -17,8 +17,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -36,6 +34,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/segd/segd/bench/membership"
 	"github.com/segd/segd/connectors"
 	"github.com/segd/segd/engine"
 	"github.com/segd/segd/internal/gen"
@@ -285,18 +284,6 @@ func workload(o options) ([]record, int64, int, error) {
 	return recs, end, len(seen), nil
 }
 
-// digest is SHA-256 over the sorted "customer\x00segment" pairs, the same
-// function bench/goka applies.
-func digest(pairs []string) string {
-	sort.Strings(pairs)
-	h := sha256.New()
-	for _, p := range pairs {
-		h.Write([]byte(p))
-		h.Write([]byte{'\n'})
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
 // mapLimit is the pipeline with state in a Go map and no persistence:
 // decode, read-modify-write of the customer's trait state, the rules
 // (apply, then the segments the event touched), membership bits.
@@ -359,16 +346,21 @@ func mapLimit(rs *rules.RuleSet, recs []record, end int64, res *Results) (string
 		out = rs.EvalSegments(c.s, end, all, out[:0])
 		for j, in := range out {
 			if in {
-				pairs = append(pairs, id+"\x00"+rs.Segments()[j].ID)
+				pairs = append(pairs, membership.Pair(id, rs.Segments()[j].ID))
 			}
 		}
 	}
-	return digest(pairs), nil
+	return membership.Digest(pairs), nil
 }
 
 // engineConfig is a segd config for the benchmark's runs.
-func engineConfig(o options, dir string, brokers []string) (*engine.Config, error) {
-	cfg := &engine.Config{}
+func engineConfig(o options, name string, brokers []string) (cfg *engine.Config, cleanup func(), err error) {
+	dir, err := os.MkdirTemp("", "segd-bench-"+name+"-")
+	if err != nil {
+		return nil, nil, err
+	}
+	cleanup = func() { os.RemoveAll(dir) }
+	cfg = &engine.Config{}
 	cfg.Kafka.Brokers = brokers
 	cfg.Rules.File = o.rules
 	cfg.State.Dir = dir
@@ -376,23 +368,20 @@ func engineConfig(o options, dir string, brokers []string) (*engine.Config, erro
 	cfg.Clock.IdleAfter = -1 // event time only: the workload's clock is simulated
 	cfg.EnsureDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		cleanup()
+		return nil, nil, err
 	}
-	return cfg, nil
+	return cfg, cleanup, nil
 }
 
 // engineOnly feeds the records to engine.Local on one partition (one
 // core's worth of work) and reads the final memberships back.
 func engineOnly(o options, recs []record, end int64, res *Results) error {
-	dir, err := os.MkdirTemp("", "segd-bench-engine-")
+	cfg, cleanup, err := engineConfig(o, "engine", []string{"127.0.0.1:1"})
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	cfg, err := engineConfig(o, dir, []string{"127.0.0.1:1"})
-	if err != nil {
-		return err
-	}
+	defer cleanup()
 	eng, err := engine.New(cfg, engine.Options{Logger: zerolog.Nop()})
 	if err != nil {
 		return err
@@ -479,18 +468,18 @@ func engineOnly(o options, recs []record, end int64, res *Results) error {
 			return err
 		}
 		for _, id := range ids {
-			pairs = append(pairs, id+"\x00"+s.ID)
+			pairs = append(pairs, membership.Pair(id, s.ID))
 		}
 	}
 	res.Members = len(pairs)
-	res.Digest = digest(pairs)
+	res.Digest = membership.Digest(pairs)
 	if err := l.Close(); err != nil {
 		return err
 	}
 	if err := eng.Close(); err != nil {
 		return err
 	}
-	res.StateBytes = dirSize(dir)
+	res.StateBytes = dirSize(cfg.State.Dir)
 	// Restart: open the store and the partition again, ready to resume.
 	start = time.Now()
 	eng2, err := engine.New(cfg, engine.Options{Logger: zerolog.Nop()})
@@ -558,15 +547,11 @@ func produceAll(brokers []string, partitions int, recs []record) error {
 // endToEnd runs a segd engine against the broker from a fresh state until
 // it applied every record and Kafka acknowledged every change.
 func endToEnd(o options, brokers []string, n int, res *Results) error {
-	dir, err := os.MkdirTemp("", "segd-bench-e2e-")
+	cfg, cleanup, err := engineConfig(o, "e2e", brokers)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	cfg, err := engineConfig(o, dir, brokers)
-	if err != nil {
-		return err
-	}
+	defer cleanup()
 	eng, err := engine.New(cfg, engine.Options{Logger: zerolog.Nop()})
 	if err != nil {
 		return err
@@ -643,25 +628,14 @@ func latency(o options, recs []record, res *Results) error {
 	if err := createTopics(brokers, o.partitions); err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "segd-bench-latency-")
+	cfg, cleanup, err := engineConfig(o, "latency", brokers)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	cfg, err := engineConfig(o, dir, brokers)
-	if err != nil {
-		return err
-	}
+	defer cleanup()
 	// Changes are published after the commit that holds them: the commit
 	// interval is the latency knob.
 	cfg.Commit.Interval = o.latCommit
-	if v := os.Getenv("SEGD_BENCH_MAX_TASK_IDLE"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return err
-		}
-		cfg.Kafka.MaxTaskIdle = d
-	}
 	var mu sync.Mutex
 	sent := map[string]time.Time{}
 	var samples []time.Duration
