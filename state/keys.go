@@ -15,6 +15,9 @@ import (
 //	's' p                    next outbox sequence (8 bytes BE)
 //	'n' p segment            committed member count of a segment (8 bytes BE)
 //	'm' len(seg) seg id      membership index (empty value)
+//	'l' p seq(8 BE)          pending changelog entry (Options.Changelog)
+//	'k' p                    next changelog entry sequence (8 bytes BE)
+//	'K' p                    changelog end offset the partition reflects (8 bytes BE)
 //	'\x00' "format"          store format version
 const (
 	ksCustomer  = 'c'
@@ -24,6 +27,10 @@ const (
 	ksOutboxSeq = 's'
 	ksCount     = 'n'
 	ksMember    = 'm'
+
+	ksChangelog    = 'l'
+	ksChangelogSeq = 'k'
+	ksChangelogEnd = 'K'
 )
 
 var formatKey = []byte("\x00format")

@@ -55,6 +55,14 @@ type Partition struct {
 	// Membership counts: committed value plus staged delta per segment.
 	counts map[string]*segCount
 
+	// Changelog (changelog.go): next entry sequence (task-owned), the
+	// committed and confirmed ones, and how far outbox deletes are logged.
+	clNext          uint64
+	clCommitted     atomic.Uint64
+	clDeletedTo     atomic.Uint64
+	outboxLoggedTo  uint64
+	clLoggedPending uint64
+
 	heapLen   atomic.Int64
 	refillErr error  // a failed timer index read, reported by the next Commit
 	last      *entry // the entry Get returned last: MarkDirty usually follows
@@ -104,6 +112,11 @@ func openPartition(s *Store, n int32) (*Partition, error) {
 		p.deletedTo.Store(p.nextSeq - 1)
 	} else {
 		p.deletedTo.Store(first - 1)
+	}
+	if s.opts.Changelog {
+		if err := p.initChangelog(); err != nil {
+			return nil, fmt.Errorf("changelog: %w", err)
+		}
 	}
 	return p, nil
 }
@@ -281,6 +294,9 @@ func (p *Partition) evict() {
 // NeedsCommit reports whether dirty records hold over half the cache
 // budget: the caller should commit soon so they become evictable.
 func (p *Partition) NeedsCommit() bool {
+	if p.s.opts.Changelog && p.ChangelogBytes() > p.s.opts.ChangelogCommitBytes {
+		return true
+	}
 	return p.dirtyBytes > p.budget.Load()/2
 }
 
@@ -459,6 +475,9 @@ func (p *Partition) Commit() error {
 	if committedSeq > p.committed.Load() {
 		b.Set(partPrefix(ksOutboxSeq, p.id), be64(p.nextSeq), nil)
 	}
+	if p.s.opts.Changelog {
+		p.stageChangelog(b)
+	}
 	if !b.Empty() {
 		if err := b.Commit(p.s.wo); err != nil {
 			return fmt.Errorf("commit partition %d: %w", p.id, err)
@@ -478,6 +497,9 @@ func (p *Partition) Commit() error {
 		c.delta = 0
 	}
 	p.committed.Store(committedSeq)
+	if p.s.opts.Changelog {
+		p.changelogCommitted()
+	}
 	p.timers.committed()
 	p.evict()
 	return nil

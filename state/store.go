@@ -69,6 +69,14 @@ type Options struct {
 	// DisableWAL turns Pebble's write-ahead log off. Default false: see
 	// docs/state.md for why the WAL stays on.
 	DisableWAL bool
+	// Changelog makes every commit also keep a copy of what it wrote as a
+	// pending changelog entry, for a publisher to send to Kafka (see
+	// changelog.go). Default false.
+	Changelog bool
+	// ChangelogCommitBytes: with Changelog, NeedsCommit asks for a commit
+	// once the staged changes reach this size, so every entry fits in
+	// one Kafka record batch. Default 1 MiB.
+	ChangelogCommitBytes int64
 	// Decode builds a record from its stored bytes; data is nil for a
 	// customer not in the store. Required. It must not retain data.
 	Decode func(customerID string, data []byte) (Record, error)
@@ -91,6 +99,9 @@ func (o *Options) EnsureDefaults() {
 	if o.Sync == 0 {
 		o.Sync = SyncNone
 	}
+	if o.ChangelogCommitBytes == 0 {
+		o.ChangelogCommitBytes = 1 << 20
+	}
 }
 
 // Validate reports every invalid field.
@@ -107,6 +118,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Sync != SyncNone && o.Sync != SyncCommit {
 		p = append(p, fmt.Sprintf("Sync (%d) must be SyncNone or SyncCommit", o.Sync))
+	}
+	if o.ChangelogCommitBytes < 4096 {
+		p = append(p, fmt.Sprintf("ChangelogCommitBytes (%d) must be >= 4096", o.ChangelogCommitBytes))
 	}
 	if o.Decode == nil {
 		p = append(p, "Decode is nil: the store needs the record decoder")
@@ -222,6 +236,9 @@ func (s *Store) rebudgetLocked() {
 	}
 	per := s.opts.CacheBytes / int64(len(s.parts))
 	for _, p := range s.parts {
+		if p == nil {
+			continue // reserved by a Restorer
+		}
 		p.budget.Store(per)
 	}
 }
@@ -245,7 +262,9 @@ func (s *Store) Close() error {
 	s.closed = true
 	parts := make([]*Partition, 0, len(s.parts))
 	for _, p := range s.parts {
-		parts = append(parts, p)
+		if p != nil {
+			parts = append(parts, p)
+		}
 	}
 	s.mu.Unlock()
 	for _, p := range parts {

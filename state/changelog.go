@@ -1,0 +1,384 @@
+package state
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/batchrepr"
+)
+
+// Changelog support (Options.Changelog).
+//
+// Every Partition.Commit also stores, in the same atomic batch, a copy of
+// what it wrote (the batch's own representation) as one pending changelog
+// entry ('l' p seq). A publisher outside this package sends each entry to
+// the partition's changelog topic as ONE Kafka record batch, so a reader of
+// the changelog sees whole commits or nothing, then deletes the entry and
+// records the changelog's end offset after it ('K' p). A partition that
+// moves to another process is rebuilt there from the changelog (Restorer);
+// the end offset tells whether a local copy is still the changelog's
+// latest state (see docs/operations.md).
+//
+// Published outbox entries are deleted outside Commit (DeleteOutbox); the
+// next commit repeats those deletes as point tombstones so the changelog's
+// copy of the outbox shrinks too.
+
+// ErrChangelogKey marks a changelog record that is not a key of the
+// partition being restored.
+var ErrChangelogKey = errors.New("state: changelog record is not a key of this partition")
+
+func changelogKey(dst []byte, p int32, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(appendPartKey(dst, ksChangelog, p), seq)
+}
+
+// initChangelog loads the pending changelog's bounds.
+func (p *Partition) initChangelog() error {
+	v, closer, err := p.s.db.Get(partPrefix(ksChangelogSeq, p.id))
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		p.clNext = 1
+	case err != nil:
+		return err
+	default:
+		if len(v) != 8 {
+			closer.Close()
+			return fmt.Errorf("%w: changelog sequence is %d bytes", ErrCorrupt, len(v))
+		}
+		p.clNext = binary.BigEndian.Uint64(v)
+		closer.Close()
+	}
+	p.clCommitted.Store(p.clNext - 1)
+	prefix := partPrefix(ksChangelog, p.id)
+	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	if it.First() {
+		p.clDeletedTo.Store(binary.BigEndian.Uint64(it.Key()[5:]) - 1)
+	} else {
+		p.clDeletedTo.Store(p.clNext - 1)
+	}
+	p.outboxLoggedTo = p.deletedTo.Load()
+	return it.Error()
+}
+
+// stageChangelog adds the outbox deletes since the last commit to b and
+// then b's copy as the next pending changelog entry. It reports whether b
+// holds anything to log.
+func (p *Partition) stageChangelog(b *pebble.Batch) {
+	if to := p.deletedTo.Load(); to > p.outboxLoggedTo {
+		for seq := p.outboxLoggedTo + 1; seq <= to; seq++ {
+			p.keyBuf = outboxKey(p.keyBuf[:0], p.id, seq)
+			b.Delete(p.keyBuf, nil)
+		}
+		p.clLoggedPending = to
+	}
+	if b.Empty() {
+		return
+	}
+	entry := append([]byte(nil), b.Repr()...)
+	seq := p.clNext
+	p.clNext++
+	b.Set(changelogKey(nil, p.id, seq), entry, nil)
+	b.Set(partPrefix(ksChangelogSeq, p.id), be64(p.clNext), nil)
+}
+
+// changelogCommitted publishes the effects of a durable commit.
+func (p *Partition) changelogCommitted() {
+	if p.clLoggedPending > p.outboxLoggedTo {
+		p.outboxLoggedTo = p.clLoggedPending
+	}
+	p.clCommitted.Store(p.clNext - 1)
+}
+
+// ChangelogBytes estimates the bytes the next commit would log: what is
+// staged plus the dirty records. The task commits before it passes
+// Options.ChangelogCommitBytes (see NeedsCommit) so that one commit fits
+// in one Kafka record batch.
+func (p *Partition) ChangelogBytes() int64 {
+	return int64(p.staged.Len()) + p.dirtyBytes
+}
+
+// ReadChangelog calls fn for up to limit committed pending changelog
+// entries with a sequence above after, in order. entry is valid only
+// during fn. Safe to call concurrently with the task.
+func (p *Partition) ReadChangelog(after uint64, limit int, fn func(seq uint64, entry []byte) error) error {
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	if d := p.clDeletedTo.Load(); after < d {
+		after = d
+	}
+	hi := p.clCommitted.Load()
+	if after >= hi {
+		return nil
+	}
+	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: changelogKey(nil, p.id, after+1), UpperBound: changelogKey(nil, p.id, hi+1)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	n := 0
+	for it.First(); it.Valid() && n < limit; it.Next() {
+		if err := fn(binary.BigEndian.Uint64(it.Key()[5:]), it.Value()); err != nil {
+			return err
+		}
+		n++
+	}
+	return it.Error()
+}
+
+// ChangelogDepth is the number of committed changelog entries not yet
+// confirmed by Kafka. Safe to call concurrently.
+func (p *Partition) ChangelogDepth() int64 {
+	return int64(p.clCommitted.Load() - p.clDeletedTo.Load())
+}
+
+// ChangelogSent records that every pending entry up to upTo is in the
+// changelog topic, which now ends at offset end: the entries are deleted
+// and end is remembered (SyncedEnd). Safe to call concurrently with the
+// task.
+func (p *Partition) ChangelogSent(upTo uint64, end int64) error {
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	p.outMu.Lock()
+	defer p.outMu.Unlock()
+	b := p.s.db.NewBatch()
+	defer b.Close()
+	if upTo > p.clDeletedTo.Load() {
+		var k []byte
+		for seq := p.clDeletedTo.Load() + 1; seq <= upTo; seq++ {
+			k = changelogKey(k[:0], p.id, seq)
+			b.Delete(k, nil)
+		}
+	}
+	b.Set(partPrefix(ksChangelogEnd, p.id), be64(uint64(end)), nil)
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("partition %d: record changelog end %d: %w", p.id, end, err)
+	}
+	if upTo > p.clDeletedTo.Load() {
+		p.clDeletedTo.Store(upTo)
+	}
+	return nil
+}
+
+// SyncedEnd returns the changelog end offset recorded by the last
+// ChangelogSent (or Restorer.Finish) of partition n; ok is false if there
+// is none. Safe for concurrent use.
+func (s *Store) SyncedEnd(n int32) (end int64, ok bool, err error) {
+	if s.isClosed() {
+		return 0, false, ErrClosed
+	}
+	v, closer, err := s.db.Get(partPrefix(ksChangelogEnd, n))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, false, fmt.Errorf("%w: changelog end is %d bytes", ErrCorrupt, len(v))
+	}
+	return int64(binary.BigEndian.Uint64(v)), true, nil
+}
+
+// ChangelogOp is one write of a changelog entry: a key of the partition and
+// its new value, or its deletion.
+type ChangelogOp struct {
+	Key, Value []byte
+	Deleted    bool
+}
+
+// ForEachChangelogOp calls fn for every write of a changelog entry, in the
+// order the commit made them. The slices alias entry.
+func ForEachChangelogOp(entry []byte, fn func(op ChangelogOp) error) error {
+	if _, ok := batchrepr.ReadHeader(entry); !ok {
+		return fmt.Errorf("%w: changelog entry of %d bytes has no batch header", ErrCorrupt, len(entry))
+	}
+	r := batchrepr.Read(entry)
+	for {
+		kind, k, v, ok, err := r.Next()
+		if err != nil {
+			return fmt.Errorf("%w: changelog entry: %v", ErrCorrupt, err)
+		}
+		if !ok {
+			return nil
+		}
+		var op ChangelogOp
+		switch kind {
+		case pebble.InternalKeyKindSet:
+			op = ChangelogOp{Key: k, Value: v}
+		case pebble.InternalKeyKindDelete, pebble.InternalKeyKindSingleDelete:
+			op = ChangelogOp{Key: k, Deleted: true}
+		default:
+			return fmt.Errorf("%w: changelog entry holds a write of kind %v", ErrCorrupt, kind)
+		}
+		if err := fn(op); err != nil {
+			return err
+		}
+	}
+}
+
+// partitionKeyspaces are the keyspaces that carry the partition number.
+var partitionKeyspaces = []byte{ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount, ksChangelog, ksChangelogSeq, ksChangelogEnd}
+
+// Restorer rebuilds one partition from its changelog: Store.Restore wipes
+// the partition, Apply writes each changelog record, Finish makes it
+// durable. The partition must not be open meanwhile.
+type Restorer struct {
+	s       *Store
+	n       int32
+	b       *pebble.Batch
+	applied int64
+	done    bool
+}
+
+// restoreBatchBytes is how much a Restorer buffers before writing.
+const restoreBatchBytes = 4 << 20
+
+// Restore wipes partition n (every key of it, its membership index
+// entries included) and returns a Restorer to rebuild it. The partition
+// must not be open.
+func (s *Store) Restore(n int32) (*Restorer, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if _, open := s.parts[n]; open {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("state: restore partition %d: it is open", n)
+	}
+	// Hold the slot so nobody opens the partition while it is rebuilt.
+	s.parts[n] = nil
+	s.mu.Unlock()
+	if err := s.wipe(n); err != nil {
+		s.unreserve(n)
+		return nil, fmt.Errorf("restore partition %d: wipe: %w", n, err)
+	}
+	return &Restorer{s: s, n: n, b: s.db.NewBatch()}, nil
+}
+
+func (s *Store) unreserve(n int32) {
+	s.mu.Lock()
+	if p, ok := s.parts[n]; ok && p == nil {
+		delete(s.parts, n)
+	}
+	s.mu.Unlock()
+}
+
+// wipe deletes every key of partition n.
+func (s *Store) wipe(n int32) error {
+	// The membership index is keyed by segment, not partition: find the
+	// partition's customers first, then their index entries.
+	ids := map[string]struct{}{}
+	prefix := partPrefix(ksCustomer, n)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		ids[string(it.Key()[len(prefix):])] = struct{}{}
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return err
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	if len(ids) > 0 {
+		mit, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{ksMember}, UpperBound: []byte{ksMember + 1}})
+		if err != nil {
+			return err
+		}
+		for mit.First(); mit.Valid(); mit.Next() {
+			k := mit.Key()
+			l, w := binary.Uvarint(k[1:])
+			if w <= 0 || 1+w+int(l) > len(k) {
+				continue
+			}
+			if _, ok := ids[string(k[1+w+int(l):])]; ok {
+				b.Delete(k, nil)
+			}
+		}
+		if err := errors.Join(mit.Error(), mit.Close()); err != nil {
+			return err
+		}
+	}
+	for _, ks := range partitionKeyspaces {
+		p := partPrefix(ks, n)
+		b.DeleteRange(p, prefixEnd(p), nil)
+	}
+	return b.Commit(s.wo)
+}
+
+// Apply writes one changelog record. A key that is not partition n's is
+// an error wrapping ErrChangelogKey.
+func (r *Restorer) Apply(key, value []byte, deleted bool) error {
+	if r.done {
+		return ErrClosed
+	}
+	if err := r.checkKey(key); err != nil {
+		return err
+	}
+	if deleted {
+		r.b.Delete(key, nil)
+	} else {
+		r.b.Set(key, value, nil)
+	}
+	r.applied++
+	if r.b.Len() >= restoreBatchBytes {
+		if err := r.b.Commit(pebble.NoSync); err != nil {
+			return fmt.Errorf("restore partition %d: %w", r.n, err)
+		}
+		r.b.Reset()
+	}
+	return nil
+}
+
+func (r *Restorer) checkKey(key []byte) error {
+	if len(key) > 0 && key[0] == ksMember {
+		return nil
+	}
+	if len(key) >= 5 && int32(binary.BigEndian.Uint32(key[1:5])) == r.n {
+		switch key[0] {
+		case ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount:
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %q for partition %d", ErrChangelogKey, key, r.n)
+}
+
+// Applied is the number of records applied so far.
+func (r *Restorer) Applied() int64 { return r.applied }
+
+// Finish writes what is buffered and records end as the changelog end
+// offset the partition now reflects, durably, and releases the partition.
+func (r *Restorer) Finish(end int64) error {
+	if r.done {
+		return ErrClosed
+	}
+	r.done = true
+	defer r.s.unreserve(r.n)
+	defer r.b.Close()
+	r.b.Set(partPrefix(ksChangelogEnd, r.n), be64(uint64(end)), nil)
+	if err := r.b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("restore partition %d: %w", r.n, err)
+	}
+	return nil
+}
+
+// Abort drops what is buffered and releases the partition, which is left
+// partly restored: restore it again before use. Safe after Finish.
+func (r *Restorer) Abort() {
+	if r.done {
+		return
+	}
+	r.done = true
+	r.b.Close()
+	r.s.unreserve(r.n)
+}

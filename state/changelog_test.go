@@ -1,0 +1,273 @@
+package state
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand"
+	"sort"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// dumpPartition returns every key of partition n that a restore must
+// reproduce (the changelog bookkeeping aside) and the membership index
+// entries of its customers, as "key=value" lines.
+func dumpPartition(t *testing.T, s *Store, n int32) []string {
+	t.Helper()
+	var out []string
+	ids := map[string]bool{}
+	for _, ks := range []byte{ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount} {
+		p := partPrefix(ks, n)
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for it.First(); it.Valid(); it.Next() {
+			out = append(out, fmt.Sprintf("%q=%x", it.Key(), it.Value()))
+			if ks == ksCustomer {
+				ids[string(it.Key()[5:])] = true
+			}
+		}
+		it.Close()
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{ksMember}, UpperBound: []byte{ksMember + 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		for id := range ids {
+			if bytes.HasSuffix(k, []byte(id)) {
+				out = append(out, fmt.Sprintf("%q", k))
+				break
+			}
+		}
+	}
+	it.Close()
+	sort.Strings(out)
+	return out
+}
+
+// TestChangelogRestoreEqualsSource drives a partition through random
+// commits (records, deletes, timers, outbox appends and publisher deletes,
+// memberships, offsets), ships every pending changelog entry the way the
+// engine does, and restores another store's copy of the partition from
+// those records: the two must hold the same keys and values. The other
+// store starts with stale data of the same partition (wiped by the
+// restore) and data of another partition (left alone).
+func TestChangelogRestoreEqualsSource(t *testing.T) {
+	src := openMem(t, vfs.NewMem(), Options{Changelog: true})
+	defer src.Close()
+	dst := openMem(t, vfs.NewMem(), Options{Changelog: true})
+	defer dst.Close()
+
+	// Stale partition 0 and a live partition 1 in dst.
+	for _, n := range []int32{0, 1} {
+		p, err := dst.Partition(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 50; i++ {
+			id := fmt.Sprintf("p%d-stale-%d", n, i)
+			p.MarkDirty(id, &testRecord{n: 1, data: []byte("old")})
+			p.SetMember("vip", id, true)
+			p.MoveTimer(id, 0, 99)
+		}
+		p.SetOffset("in", 7)
+		p.AppendOutbox([]byte("old change"))
+		if err := p.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		p.Close()
+	}
+	other := dumpPartition(t, dst, 1)
+
+	type record struct {
+		key, value []byte
+		deleted    bool
+	}
+	var topic []record
+	ship := func(p *Partition, after uint64) uint64 {
+		err := p.ReadChangelog(after, 1000, func(seq uint64, entry []byte) error {
+			after = seq
+			return ForEachChangelogOp(entry, func(op ChangelogOp) error {
+				topic = append(topic, record{append([]byte(nil), op.Key...), append([]byte(nil), op.Value...), op.Deleted})
+				return nil
+			})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.ChangelogSent(after, int64(len(topic))); err != nil {
+			t.Fatal(err)
+		}
+		return after
+	}
+
+	p, err := src.Partition(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewSource(3))
+	timers := map[string]int64{}
+	members := map[string]bool{}
+	var shipped uint64
+	for c := 0; c < 200; c++ {
+		for i := 0; i < 20; i++ {
+			id := fmt.Sprintf("c%03d", rng.Intn(300))
+			switch r := rng.Intn(10); {
+			case r < 6:
+				rec, err := p.Get(id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tr := rec.(*testRecord)
+				p.MarkDirty(id, &testRecord{n: tr.n + 1, data: append(tr.data, byte(r))})
+				at := int64(rng.Intn(1000) + 1)
+				p.MoveTimer(id, timers[id], at)
+				timers[id] = at
+				if m := rng.Intn(2) == 0; m != members[id] {
+					p.SetMember("vip", id, m)
+					members[id] = m
+				}
+			case r < 7:
+				p.Delete(id)
+				p.MoveTimer(id, timers[id], 0)
+				delete(timers, id)
+				if members[id] {
+					p.SetMember("vip", id, false)
+					delete(members, id)
+				}
+			default:
+				p.AppendOutbox([]byte(fmt.Sprintf("change %d/%d", c, i)))
+			}
+		}
+		p.SetOffset("in", int64(c*20))
+		if err := p.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		// The publisher confirms some of the outbox now and then.
+		if c%3 == 0 && p.OutboxDepth() > 0 {
+			if err := p.DeleteOutbox(p.committed.Load() - uint64(rng.Intn(int(p.OutboxDepth())))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if c%7 == 0 {
+			shipped = ship(p, shipped)
+		}
+	}
+	// A commit with nothing but the publisher's deletes is logged too.
+	if err := p.DeleteOutbox(p.committed.Load()); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	ship(p, shipped)
+	if d := p.ChangelogDepth(); d != 0 {
+		t.Fatalf("changelog depth after shipping everything: %d", d)
+	}
+	if end, ok, err := src.SyncedEnd(0); err != nil || !ok || end != int64(len(topic)) {
+		t.Fatalf("SyncedEnd = %d %v %v, want %d", end, ok, err, len(topic))
+	}
+	want := dumpPartition(t, src, 0)
+	if len(want) < 100 {
+		t.Fatalf("the source holds only %d keys: the test did not exercise much", len(want))
+	}
+
+	if _, err := dst.Restore(0); err != nil {
+		t.Fatal(err)
+	}
+	// A second restore of the same partition while one runs is refused.
+	if _, err := dst.Restore(0); err == nil {
+		t.Fatal("second concurrent Restore of partition 0 accepted")
+	}
+	dst.unreserve(0)
+	r, err := dst.Restore(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dst.Partition(0); err == nil {
+		t.Fatal("Partition opened a partition being restored")
+	}
+	for _, rec := range topic {
+		if err := r.Apply(rec.key, rec.value, rec.deleted); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Finish(int64(len(topic))); err != nil {
+		t.Fatal(err)
+	}
+	got := dumpPartition(t, dst, 0)
+	if len(got) != len(want) {
+		t.Fatalf("restored %d keys, source has %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("key %d: restored %s, source %s", i, got[i], want[i])
+		}
+	}
+	if o := dumpPartition(t, dst, 1); fmt.Sprint(o) != fmt.Sprint(other) {
+		t.Fatal("restoring partition 0 changed partition 1")
+	}
+	if end, ok, err := dst.SyncedEnd(0); err != nil || !ok || end != int64(len(topic)) {
+		t.Fatalf("restored SyncedEnd = %d %v %v", end, ok, err)
+	}
+	// The restored partition opens and counts its members.
+	rp, err := dst.Partition(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rp.Close()
+	n := 0
+	for _, m := range members {
+		if m {
+			n++
+		}
+	}
+	if c, err := dst.CountMembers("vip"); err != nil || c != int64(n+50) {
+		t.Fatalf("CountMembers after restore = %d %v, want %d (partition 0) + 50 (partition 1)", c, err, n)
+	}
+}
+
+// TestRestoreRefusesForeignKeys: a changelog record of another partition
+// (a misconfigured changelog topic) is an error, not silent damage.
+func TestRestoreRefusesForeignKeys(t *testing.T) {
+	s := openMem(t, vfs.NewMem(), Options{Changelog: true})
+	defer s.Close()
+	r, err := s.Restore(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Abort()
+	for _, k := range [][]byte{customerKey(nil, 3, "x"), []byte("zzz"), nil, partPrefix(ksChangelog, 2)} {
+		if err := r.Apply(k, []byte("v"), false); !errors.Is(err, ErrChangelogKey) {
+			t.Errorf("Apply(%q) = %v, want ErrChangelogKey", k, err)
+		}
+	}
+	if err := r.Apply(customerKey(nil, 2, "x"), []byte("v"), false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func FuzzForEachChangelogOp(f *testing.F) {
+	f.Add([]byte{})
+	s := openMem(f, vfs.NewMem(), Options{})
+	defer s.Close()
+	bb := s.db.NewBatch()
+	bb.Set([]byte("k"), []byte("v"), nil)
+	bb.Delete([]byte("d"), nil)
+	f.Add(append([]byte(nil), bb.Repr()...))
+	bb.Close()
+	f.Fuzz(func(t *testing.T, entry []byte) {
+		_ = ForEachChangelogOp(entry, func(op ChangelogOp) error {
+			if op.Deleted && op.Value != nil {
+				t.Fatal("a delete with a value")
+			}
+			return nil
+		})
+	})
+}
