@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/cockroachdb/pebble/v2/batchrepr"
 )
 
 // Changelog support (Options.Changelog).
@@ -195,33 +194,58 @@ type ChangelogOp struct {
 }
 
 // ForEachChangelogOp calls fn for every write of a changelog entry, in the
-// order the commit made them. The slices alias entry.
+// order the commit made them. The slices alias entry. A malformed entry
+// is an error wrapping ErrCorrupt (Pebble's own batch reader trusts its
+// input; this one does not).
 func ForEachChangelogOp(entry []byte, fn func(op ChangelogOp) error) error {
-	if _, ok := batchrepr.ReadHeader(entry); !ok {
+	// Pebble's batch representation: an 8-byte sequence number, a 4-byte
+	// count, then per write a kind byte, a varint-prefixed key and, for
+	// a set, a varint-prefixed value.
+	const header = 12
+	if len(entry) < header {
 		return fmt.Errorf("%w: changelog entry of %d bytes has no batch header", ErrCorrupt, len(entry))
 	}
-	r := batchrepr.Read(entry)
-	for {
-		kind, k, v, ok, err := r.Next()
-		if err != nil {
-			return fmt.Errorf("%w: changelog entry: %v", ErrCorrupt, err)
+	count := binary.LittleEndian.Uint32(entry[8:header])
+	rest := entry[header:]
+	str := func() ([]byte, bool) {
+		l, w := binary.Uvarint(rest)
+		if w <= 0 || l > uint64(len(rest)-w) {
+			return nil, false
 		}
+		s := rest[w : w+int(l)]
+		rest = rest[w+int(l):]
+		return s, true
+	}
+	var n uint32
+	for len(rest) > 0 {
+		kind := pebble.InternalKeyKind(rest[0])
+		rest = rest[1:]
+		k, ok := str()
 		if !ok {
-			return nil
+			return fmt.Errorf("%w: changelog entry: truncated key of write %d", ErrCorrupt, n)
 		}
 		var op ChangelogOp
 		switch kind {
 		case pebble.InternalKeyKindSet:
+			v, ok := str()
+			if !ok {
+				return fmt.Errorf("%w: changelog entry: truncated value of write %d", ErrCorrupt, n)
+			}
 			op = ChangelogOp{Key: k, Value: v}
 		case pebble.InternalKeyKindDelete, pebble.InternalKeyKindSingleDelete:
 			op = ChangelogOp{Key: k, Deleted: true}
 		default:
-			return fmt.Errorf("%w: changelog entry holds a write of kind %v", ErrCorrupt, kind)
+			return fmt.Errorf("%w: changelog entry: write %d has kind %d", ErrCorrupt, n, kind)
 		}
+		n++
 		if err := fn(op); err != nil {
 			return err
 		}
 	}
+	if n != count {
+		return fmt.Errorf("%w: changelog entry holds %d writes, its header says %d", ErrCorrupt, n, count)
+	}
+	return nil
 }
 
 // partitionKeyspaces are the keyspaces that carry the partition number.
