@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -188,8 +189,11 @@ type TopicSpec struct {
 	Partitions int
 	// Replication defaults to 1.
 	Replication int
-	// Compacted sets cleanup.policy=compact (the profile topic).
+	// Compacted sets cleanup.policy=compact (the profile topic, the
+	// changelog).
 	Compacted bool
+	// Configs are further topic configs (e.g. max.message.bytes).
+	Configs map[string]string
 }
 
 // EnsureTopics creates the topics that do not exist yet. Existing topics
@@ -219,12 +223,34 @@ func EnsureTopics(ctx context.Context, brokers []string, sec *Security, specs []
 		if s.Compacted {
 			tc.ConfigEntries = []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}}
 		}
+		names := make([]string, 0, len(s.Configs))
+		for k := range s.Configs {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		for _, k := range names {
+			tc.ConfigEntries = append(tc.ConfigEntries, kafka.ConfigEntry{ConfigName: k, ConfigValue: s.Configs[k]})
+		}
 		cfgs = append(cfgs, tc)
 	}
 	if err := cc.CreateTopics(cfgs...); err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
 		return fmt.Errorf("create topics: %w", err)
 	}
 	return nil
+}
+
+// BrokerCount returns the number of brokers in the cluster's metadata.
+func BrokerCount(ctx context.Context, brokers []string, sec *Security) (int, error) {
+	conn, err := dialAny(ctx, brokers, sec)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	bs, err := conn.Brokers()
+	if err != nil {
+		return 0, fmt.Errorf("list brokers: %w", err)
+	}
+	return len(bs), nil
 }
 
 // EndOffsets returns the first and end (high-water mark) offsets of one

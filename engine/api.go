@@ -281,7 +281,7 @@ func (e *Engine) getSegments(w http.ResponseWriter, r *http.Request) {
 	rs := e.rs.Load()
 	out := make([]map[string]any, 0, len(rs.Segments()))
 	for _, s := range rs.Segments() {
-		n, err := e.st.CountMembers(s.ID)
+		n, err := e.countMembers(s.ID)
 		if err != nil {
 			writeError(w, http.StatusServiceUnavailable, "state unavailable: "+err.Error())
 			return

@@ -36,10 +36,31 @@ type Config struct {
 type KafkaConfig struct {
 	// Brokers is the bootstrap list. Required.
 	Brokers []string `yaml:"brokers"`
-	// Group is the consumer group, used for partition assignment and for
-	// committing offsets (for lag monitoring only: the store's offsets are
-	// the truth). Default "segd".
+	// Group is the consumer group: instances with the same group share
+	// the partitions (Assignment "group"), and offsets are committed to
+	// it for lag monitoring (the store's offsets are the truth). Default
+	// "segd".
 	Group string `yaml:"group"`
+	// Assignment is how this process gets its partitions: "group"
+	// (default) joins Group with the range assignor, so several
+	// instances share the partitions and take over each other's when one
+	// leaves or dies; "all" owns every partition without joining (one
+	// instance per group; no rebalances).
+	Assignment string `yaml:"assignment"`
+	// SessionTimeout: an instance that sends no heartbeat for this long
+	// is dropped from the group and its partitions move (the failover
+	// time after a crash). Default 10s; 6s..5m (the broker's
+	// group.min/max.session.timeout.ms bound it too).
+	SessionTimeout time.Duration `yaml:"session_timeout"`
+	// RebalanceTimeout bounds how long an instance may take to hand its
+	// partitions over in a rebalance (commit, publish, flush the
+	// changelog). Default 60s.
+	RebalanceTimeout time.Duration `yaml:"rebalance_timeout"`
+	// HeartbeatInterval. Default 1s; below SessionTimeout/3.
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	// ChangelogReplication is the replication factor segd creates the
+	// changelog topic with. Default: 3, or the number of brokers if fewer.
+	ChangelogReplication int `yaml:"changelog_replication"`
 	// SchemaRegistryURL is a Confluent-compatible schema registry, needed
 	// when an input topic's format is "confluent". Default none.
 	SchemaRegistryURL string `yaml:"schema_registry_url"`
@@ -106,6 +127,11 @@ type TopicsConfig struct {
 	// topic, created with the input topics' partition count). Default
 	// segd.merges.
 	Merges string `yaml:"merges"`
+	// Changelog receives every committed state change (state.changelog),
+	// so a partition can be rebuilt on another instance. segd creates it
+	// compacted, with the input topics' partition count. Default
+	// "<group>-changelog".
+	Changelog string `yaml:"changelog"`
 }
 
 // InputTopic is one input topic and how its values are encoded.
@@ -136,6 +162,11 @@ type StateConfig struct {
 	// CacheBytes bounds the in-memory write-back cache of customer records.
 	// Default 256 MiB.
 	CacheBytes int64 `yaml:"cache_bytes"`
+	// Changelog is "on" (default) or "off". On, every commit is also sent
+	// to kafka.topics.changelog, and a partition whose local state is
+	// missing or behind is restored from it before it runs. Off, a
+	// partition that moves starts over from its input topics' retention.
+	Changelog string `yaml:"changelog"`
 }
 
 // CommitConfig says how often a task commits state, offsets and outbox in
@@ -224,6 +255,16 @@ func (c *Config) EnsureDefaults() {
 	k := &c.Kafka
 	def(&k.Group, "segd")
 	def(&k.StartFrom, "earliest")
+	def(&k.Assignment, "group")
+	if k.SessionTimeout == 0 {
+		k.SessionTimeout = 10 * time.Second
+	}
+	if k.RebalanceTimeout == 0 {
+		k.RebalanceTimeout = 60 * time.Second
+	}
+	if k.HeartbeatInterval == 0 {
+		k.HeartbeatInterval = time.Second
+	}
 	if k.MaxWait == 0 {
 		k.MaxWait = 250 * time.Millisecond
 	}
@@ -241,10 +282,12 @@ func (c *Config) EnsureDefaults() {
 	def(&t.Changes, DefaultChangesTopic)
 	def(&t.DeadLetter, DefaultDeadLetterTopic)
 	def(&t.Merges, DefaultMergesTopic)
+	def(&t.Changelog, k.Group+"-changelog")
 	if c.Rules.WatchInterval == 0 {
 		c.Rules.WatchInterval = 2 * time.Second
 	}
 	def(&c.State.Dir, "segd-data")
+	def(&c.State.Changelog, "on")
 	if c.State.CacheBytes == 0 {
 		c.State.CacheBytes = 256 << 20
 	}
@@ -337,6 +380,24 @@ func (c *Config) Validate() error {
 	if c.Kafka.MaxTaskIdle < 0 || c.Kafka.MaxTaskIdle > time.Hour {
 		bad("kafka.max_task_idle (%s) must be between 0 and 1h", c.Kafka.MaxTaskIdle)
 	}
+	if c.Kafka.Assignment != "group" && c.Kafka.Assignment != "all" {
+		bad("kafka.assignment (%q) must be group or all", c.Kafka.Assignment)
+	}
+	if c.Kafka.SessionTimeout < 6*time.Second || c.Kafka.SessionTimeout > 5*time.Minute {
+		bad("kafka.session_timeout (%s) must be between 6s and 5m", c.Kafka.SessionTimeout)
+	}
+	if c.Kafka.RebalanceTimeout < time.Second || c.Kafka.RebalanceTimeout > 30*time.Minute {
+		bad("kafka.rebalance_timeout (%s) must be between 1s and 30m", c.Kafka.RebalanceTimeout)
+	}
+	if c.Kafka.HeartbeatInterval < 100*time.Millisecond || c.Kafka.HeartbeatInterval > c.Kafka.SessionTimeout/3 {
+		bad("kafka.heartbeat_interval (%s) must be between 100ms and a third of kafka.session_timeout (%s)", c.Kafka.HeartbeatInterval, c.Kafka.SessionTimeout)
+	}
+	if c.Kafka.ChangelogReplication < 0 || c.Kafka.ChangelogReplication > 7 {
+		bad("kafka.changelog_replication (%d) must be between 1 and 7, or 0 for the default", c.Kafka.ChangelogReplication)
+	}
+	if c.State.Changelog != "on" && c.State.Changelog != "off" {
+		bad("state.changelog (%q) must be on or off", c.State.Changelog)
+	}
 	t := c.Kafka.Topics
 	seen := map[string]string{}
 	for _, in := range []struct {
@@ -365,6 +426,9 @@ func (c *Config) Validate() error {
 	}
 	if _, dup := seen[t.DeadLetter]; dup {
 		bad("kafka.topics.dead_letter (%q) is also an input topic", t.DeadLetter)
+	}
+	if _, dup := seen[t.Changelog]; dup || t.Changelog == t.Changes || t.Changelog == t.DeadLetter || t.Changelog == t.Merges {
+		bad("kafka.topics.changelog (%q) is also another of segd's topics: it must be its own", t.Changelog)
 	}
 	if c.Rules.File == "" {
 		bad("rules.file is empty: name a rules file")

@@ -54,6 +54,8 @@ func TestReplayTopicsThenRunIsACutOver(t *testing.T) {
 		cfg.Kafka.MaxWait = 50 * time.Millisecond
 		cfg.Kafka.MaxTaskIdle = 10 * time.Second
 		cfg.Kafka.Topics.Changes = changes
+		// Each pipeline is its own group, with its own changelog.
+		cfg.Kafka.Group = changes
 		cfg.Rules.File = "../examples/rules.yaml"
 		cfg.State.Dir = filepath.Join(dir, "state")
 		cfg.Commit.Interval = 20 * time.Millisecond

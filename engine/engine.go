@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,11 +59,17 @@ type Engine struct {
 	reloadMu      sync.Mutex
 	ready         atomic.Bool
 	closed        atomic.Bool
+	// gen is the consumer group generation running now (group
+	// assignment), for committing group offsets.
+	gen atomic.Pointer[connectors.Generation]
+	// stoppedAt is when the partitions last stopped for a rebalance.
+	stoppedAt atomic.Pointer[time.Time]
 }
 
 type runningPartition struct {
 	task *task
 	pub  *publisher
+	cl   *changelogPublisher // nil without a changelog
 }
 
 // New compiles the rules and opens the state store. It does not touch Kafka
@@ -174,6 +181,11 @@ func (e *Engine) Run(ctx context.Context) error {
 	if _, err := connectors.CheckCoPartitioned(ctx, brokers, e.sec, e.consumedTopics()); err != nil {
 		return fmt.Errorf("merges topic %s: %w", e.cfg.Kafka.Topics.Merges, err)
 	}
+	if e.changelogOn() {
+		if err := e.ensureChangelog(ctx, n); err != nil {
+			return err
+		}
+	}
 	inputs, err := e.inputs()
 	if err != nil {
 		return err
@@ -230,6 +242,101 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.commitGroupOffsets(groupCh)
 	}()
 	defer func() { close(groupCh); <-groupDone }()
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		e.watchRules(runCtx)
+	}()
+	defer func() { <-watchDone }()
+	rt := &partitionRuntime{inputs: inputs, enc: enc, out: out, groupOut: groupCh}
+	if e.changelogOn() {
+		rt.changelog = func() *connectors.ChangelogWriter {
+			return connectors.NewChangelogWriter(brokers, e.sec, e.cfg.Kafka.Topics.Changelog)
+		}
+	}
+
+	if e.cfg.Kafka.Assignment == "all" {
+		parts := make([]int32, n)
+		for i := range parts {
+			parts[i] = int32(i)
+		}
+		e.log.Info().Int("partitions", n).Strs("brokers", brokers).Msg("running every partition (kafka.assignment all)")
+		if err := e.runPartitions(runCtx, parts, rt); err != nil {
+			return err
+		}
+		return ctx.Err()
+	}
+	group, err := connectors.JoinGroup(connectors.GroupOptions{
+		Brokers:           brokers,
+		Group:             e.cfg.Kafka.Group,
+		Topics:            e.consumedTopics(),
+		SessionTimeout:    e.cfg.Kafka.SessionTimeout,
+		RebalanceTimeout:  e.cfg.Kafka.RebalanceTimeout,
+		HeartbeatInterval: e.cfg.Kafka.HeartbeatInterval,
+		Security:          e.sec,
+		Logf: func(format string, args ...any) {
+			e.log.Debug().Str("component", "group").Msgf(format, args...)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer group.Close()
+	e.log.Info().Str("group", e.cfg.Kafka.Group).Int("partitions", n).Strs("brokers", brokers).Msg("joining consumer group")
+	for {
+		gen, err := group.Next(runCtx)
+		if runCtx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			return fmt.Errorf("consumer group %s: %w", e.cfg.Kafka.Group, err)
+		}
+		e.m.rebalances.Inc()
+		parts := make([]int32, len(gen.Partitions))
+		for i, p := range gen.Partitions {
+			parts[i] = int32(p)
+		}
+		e.log.Info().Int32("generation", gen.ID).Str("member", gen.MemberID).Ints("partitions", gen.Partitions).Msg("partitions assigned")
+		e.gen.Store(gen)
+		var runErr error
+		gen.Run(func(gctx context.Context) {
+			c, stop := context.WithCancel(runCtx)
+			defer stop()
+			defer context.AfterFunc(gctx, stop)()
+			runErr = e.runPartitions(c, parts, rt)
+		})
+		e.gen.Store(nil)
+		if runErr != nil {
+			return runErr
+		}
+		if runCtx.Err() != nil {
+			return ctx.Err()
+		}
+		e.log.Info().Int32("generation", gen.ID).Msg("rebalance: partitions handed back")
+	}
+}
+
+// partitionRuntime is what every partition of a Run shares.
+type partitionRuntime struct {
+	inputs   map[string]topicInput
+	enc      changeEncoder
+	out      sink
+	groupOut chan<- partitionOffsets
+	// changelog, if set, makes a changelog writer per partition.
+	changelog func() *connectors.ChangelogWriter
+}
+
+func (e *Engine) changelogOn() bool { return e.cfg.State.Changelog == "on" }
+
+// runPartitions runs the given partitions until ctx is done (a rebalance or
+// shutdown) or one of them fails: each is first restored from the changelog
+// if its local state is missing or behind, then its task, outbox publisher
+// and changelog publisher run. On return every task has committed, the
+// publishers have sent what they could within a bound, and the partitions
+// are closed. It returns the first failure, or nil when ctx ended.
+func (e *Engine) runPartitions(ctx context.Context, parts []int32, rt *partitionRuntime) error {
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var (
 		taskWG, pubWG sync.WaitGroup
 		errOnce       sync.Once
@@ -241,13 +348,37 @@ func (e *Engine) Run(ctx context.Context) error {
 	pubCtx, pubCancel := context.WithCancel(context.Background())
 	defer pubCancel()
 
-	for p := int32(0); p < int32(n); p++ {
-		rp, err := e.startPartition(runCtx, p, inputs, enc, out)
+	// Reloads wait while partitions start, so each starts with the
+	// rules every other one runs.
+	e.reloadMu.Lock()
+	for _, p := range parts {
+		if rt.changelog != nil {
+			if err := e.prepareState(runCtx, p); err != nil {
+				if runCtx.Err() == nil {
+					fail(err)
+				}
+				break
+			}
+		}
+		rp, err := e.startPartition(runCtx, p, rt.inputs, rt.enc, rt.out)
 		if err != nil {
 			fail(err)
 			break
 		}
-		rp.task.groupOut = groupCh
+		rp.task.groupOut = rt.groupOut
+		if rt.changelog != nil {
+			if err := rp.task.proc.part.EnableChangelog(); err != nil {
+				fail(err)
+				break
+			}
+			rp.cl = newChangelogPublisher(rp.task.proc.part, rt.changelog(), rp.task.log, rp.task.m)
+			rp.task.cl = rp.cl
+			pubWG.Add(1)
+			go func() {
+				defer pubWG.Done()
+				rp.cl.run(pubCtx)
+			}()
+		}
 		pubWG.Add(1)
 		go func() {
 			defer pubWG.Done()
@@ -261,43 +392,56 @@ func (e *Engine) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	e.ready.Store(true)
-	watchDone := make(chan struct{})
-	go func() {
-		defer close(watchDone)
-		e.watchRules(runCtx)
-	}()
-	defer func() { <-watchDone }()
-	e.log.Info().Int("partitions", n).Strs("brokers", brokers).Msg("running")
+	e.reloadMu.Unlock()
+	if runCtx.Err() == nil {
+		e.m.owned.Set(float64(len(parts)))
+		if at := e.stoppedAt.Swap(nil); at != nil {
+			e.m.rebalancePause.Observe(time.Since(*at).Seconds())
+		}
+		e.ready.Store(true)
+		e.log.Info().Int("partitions", len(parts)).Msg("running")
+	}
 	<-runCtx.Done()
 	e.ready.Store(false)
+	stopped := time.Now()
+	e.stoppedAt.Store(&stopped)
 	taskWG.Wait()
 
 	// Tasks have committed; give the publishers a bounded time to send what
-	// is committed. Whatever is left stays in the outbox for the next start.
+	// is committed. Whatever is left stays in the store: the outbox for
+	// whoever runs the partition next from this store, the changelog
+	// entries likewise (another instance restores from the changelog as
+	// far as it goes and re-derives the rest from the input).
 	flushCtx, flushCancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer flushCancel()
 	pubCancel()
 	pubWG.Wait()
 	e.mu.Lock()
-	for id, rp := range e.parts {
+	defer e.mu.Unlock()
+	for _, p := range parts {
+		rp := e.parts[p]
+		if rp == nil {
+			continue
+		}
 		if err := rp.pub.flush(flushCtx); err != nil {
-			e.log.Warn().Err(err).Int32("partition", id).Msg("outbox not fully published at shutdown; it will be sent on restart")
+			e.log.Warn().Err(err).Int32("partition", p).Msg("outbox not fully published at hand-over; it will be sent when this store runs the partition again")
+		}
+		if rp.cl != nil {
+			if err := rp.cl.flush(flushCtx); err != nil {
+				e.log.Warn().Err(err).Int32("partition", p).Msg("changelog not fully written at hand-over")
+			}
 		}
 		if err := rp.task.src.Close(); err != nil {
-			e.log.Warn().Err(err).Int32("partition", id).Msg("close consumer")
+			e.log.Warn().Err(err).Int32("partition", p).Msg("close consumer")
 		}
 		if err := rp.task.proc.part.Close(); err != nil && firstErr == nil {
-			firstErr = fmt.Errorf("close partition %d: %w", id, err)
+			firstErr = fmt.Errorf("close partition %d: %w", p, err)
 		}
-		delete(e.parts, id)
-		delete(e.procs, id)
+		delete(e.parts, p)
+		delete(e.procs, p)
 	}
-	e.mu.Unlock()
-	if firstErr != nil {
-		return firstErr
-	}
-	return ctx.Err()
+	e.m.owned.Set(0)
+	return firstErr
 }
 
 // processorOptions are the config's processor settings, for live and
@@ -383,21 +527,69 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 	return rp, nil
 }
 
+// ensureChangelog creates the changelog topic (compacted, one partition
+// per input partition) or checks the one that exists.
+func (e *Engine) ensureChangelog(ctx context.Context, n int) error {
+	topic := e.cfg.Kafka.Topics.Changelog
+	rf := e.cfg.Kafka.ChangelogReplication
+	if rf == 0 {
+		brokers, err := connectors.BrokerCount(ctx, e.cfg.Kafka.Brokers, e.sec)
+		if err != nil {
+			return fmt.Errorf("changelog topic %s: %w", topic, err)
+		}
+		rf = min(3, max(1, brokers))
+	}
+	spec := connectors.TopicSpec{Name: topic, Partitions: n, Replication: rf, Compacted: true,
+		Configs: map[string]string{"max.message.bytes": strconv.Itoa(changelogMaxMessage)}}
+	if err := connectors.EnsureTopics(ctx, e.cfg.Kafka.Brokers, e.sec, []connectors.TopicSpec{spec}); err != nil {
+		return fmt.Errorf("changelog topic %s: %w", topic, err)
+	}
+	counts, err := connectors.PartitionCounts(ctx, e.cfg.Kafka.Brokers, e.sec, []string{topic})
+	if err != nil {
+		return fmt.Errorf("changelog topic %s: %w", topic, err)
+	}
+	if counts[topic] != n {
+		return fmt.Errorf("changelog topic %s has %d partitions, the input topics %d: a changelog partition holds one input partition's state, so they must match (delete the changelog or name another in kafka.topics.changelog)", topic, counts[topic], n)
+	}
+	return nil
+}
+
 // commitGroupOffsets commits what tasks report to the consumer group, for
-// lag monitoring. Failures are logged, never fatal: the store's offsets are
-// the truth.
+// lag monitoring: through the current generation when this process is a
+// member, else as a non-member. Failures are logged, never fatal: the
+// store's offsets are the truth.
 func (e *Engine) commitGroupOffsets(ch <-chan partitionOffsets) {
 	gc := connectors.NewGroupOffsetCommitter(e.cfg.Kafka.Brokers, e.cfg.Kafka.Group, e.sec)
 	var lastWarn time.Time
 	for po := range ch {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := gc.Commit(ctx, po.partition, po.next)
-		cancel()
+		var err error
+		if e.cfg.Kafka.Assignment == "group" {
+			gen := e.gen.Load()
+			if gen == nil {
+				continue // between generations: the next report will do
+			}
+			err = gen.CommitOffsets(po.partition, po.next)
+		} else {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err = gc.Commit(ctx, po.partition, po.next)
+			cancel()
+		}
 		if err != nil && time.Since(lastWarn) > time.Minute {
 			lastWarn = time.Now()
 			e.log.Warn().Err(err).Str("group", e.cfg.Kafka.Group).Msg("cannot commit consumer group offsets (lag monitoring only)")
 		}
 	}
+}
+
+// countMembers counts a segment's committed members in the partitions this
+// process runs: the store may also hold partitions it ran before a
+// rebalance moved them, which are someone else's now.
+func (e *Engine) countMembers(segment string) (int64, error) {
+	owned := map[int32]bool{}
+	for _, p := range e.ownedPartitions() {
+		owned[p] = true
+	}
+	return e.st.CountMembersOf(segment, func(p int32) bool { return owned[p] })
 }
 
 // Close closes the store. Safe to call twice.

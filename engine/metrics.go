@@ -36,6 +36,16 @@ type metrics struct {
 	evaluations   prometheus.Counter
 	transitions   *prometheus.CounterVec // segment, kind
 	lag           *prometheus.GaugeVec   // topic, partition
+
+	changelogRecords *prometheus.CounterVec // partition
+	changelogSecs    prometheus.Histogram
+	changelogDepth   *prometheus.GaugeVec // partition
+	restoring        prometheus.Gauge
+	restoreRecords   prometheus.Counter
+	restoreSeconds   prometheus.Histogram
+	rebalances       prometheus.Counter
+	owned            prometheus.Gauge
+	rebalancePause   prometheus.Histogram
 }
 
 func newMetrics() *metrics {
@@ -103,7 +113,38 @@ func newMetrics() *metrics {
 		outboxDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "segd_outbox_depth", Help: "Committed outbox records not yet acknowledged by Kafka.",
 		}, []string{"partition"}),
+		changelogRecords: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "segd_changelog_records_total", Help: "State changelog records acknowledged by Kafka, by partition.",
+		}, []string{"partition"}),
+		changelogSecs: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "segd_changelog_write_seconds", Help: "Duration of one changelog write (read pending entries, produce acks=all, delete).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		changelogDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "segd_changelog_depth", Help: "Committed changelog entries (one per commit) not yet acknowledged by Kafka.",
+		}, []string{"partition"}),
+		restoring: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "segd_restoring_partitions", Help: "Partitions being restored from the changelog now (/readyz is false meanwhile).",
+		}),
+		restoreRecords: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "segd_restore_records_total", Help: "Changelog records applied while restoring partitions.",
+		}),
+		restoreSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "segd_restore_seconds", Help: "Duration of one partition's restore from the changelog.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 16),
+		}),
+		rebalances: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "segd_rebalances_total", Help: "Consumer group generations this instance joined.",
+		}),
+		owned: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "segd_owned_partitions", Help: "Partitions this instance runs now.",
+		}),
+		rebalancePause: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "segd_rebalance_pause_seconds", Help: "From this instance's partitions stopping for a rebalance to all of its new ones running (restores included).",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 16),
+		}),
 	}
+	reg.MustRegister(m.changelogRecords, m.changelogSecs, m.changelogDepth, m.restoring, m.restoreRecords, m.restoreSeconds, m.rebalances, m.owned, m.rebalancePause)
 	reg.MustRegister(m.events, m.deadLetters, m.duplicates, m.late, m.tooLate, m.deletions, m.changes, m.timers,
 		m.commitSeconds, m.published, m.publishSecs, m.eventToChange, m.consumeToChg, m.corruptOutbox, m.evaluations, m.transitions, m.lag, m.watermark, m.outboxDepth,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -122,6 +163,10 @@ type partitionMetrics struct {
 	corruptOutbox   prometheus.Counter
 	watermark       prometheus.Gauge
 	outboxDepth     prometheus.Gauge
+
+	changelogRecords prometheus.Counter
+	changelogSeconds prometheus.Histogram
+	changelogDepth   prometheus.Gauge
 }
 
 func (m *metrics) partition(p int32) *partitionMetrics {
@@ -137,6 +182,10 @@ func (m *metrics) partition(p int32) *partitionMetrics {
 		corruptOutbox:   m.corruptOutbox,
 		watermark:       m.watermark.WithLabelValues(label),
 		outboxDepth:     m.outboxDepth.WithLabelValues(label),
+
+		changelogRecords: m.changelogRecords.WithLabelValues(label),
+		changelogSeconds: m.changelogSecs,
+		changelogDepth:   m.changelogDepth.WithLabelValues(label),
 	}
 	for t := 1; t < schemas.NumEventTypes; t++ {
 		pm.events[t] = m.events.WithLabelValues(schemas.EventType(t).String())
@@ -230,7 +279,7 @@ func (c segmentSizes) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	for _, s := range rs.Segments() {
-		n, err := c.e.st.CountMembers(s.ID)
+		n, err := c.e.countMembers(s.ID)
 		if err != nil {
 			return // store closed: nothing to report
 		}

@@ -59,6 +59,7 @@ type task struct {
 	proc *processor
 	src  source
 	pub  *publisher
+	cl   *changelogPublisher // nil without a changelog
 	log  zerolog.Logger
 	m    *partitionMetrics
 
@@ -286,6 +287,9 @@ func (t *task) commit() error {
 	}
 	if t.pub != nil {
 		t.pub.poke()
+	}
+	if t.cl != nil {
+		t.cl.poke()
 	}
 	return nil
 }

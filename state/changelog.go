@@ -8,7 +8,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 )
 
-// Changelog support (Options.Changelog).
+// Changelog support (Partition.EnableChangelog).
 //
 // Every Partition.Commit also stores, in the same atomic batch, a copy of
 // what it wrote (the batch's own representation) as one pending changelog
@@ -30,6 +30,17 @@ var ErrChangelogKey = errors.New("state: changelog record is not a key of this p
 
 func changelogKey(dst []byte, p int32, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(appendPartKey(dst, ksChangelog, p), seq)
+}
+
+// EnableChangelog makes every later Commit of the partition also keep a
+// pending changelog entry. Call it right after Store.Partition, before
+// the first commit.
+func (p *Partition) EnableChangelog() error {
+	if err := p.initChangelog(); err != nil {
+		return fmt.Errorf("partition %d: changelog: %w", p.id, err)
+	}
+	p.changelog = true
+	return nil
 }
 
 // initChangelog loads the pending changelog's bounds.
@@ -274,12 +285,15 @@ func (s *Store) Restore(n int32) (*Restorer, error) {
 		s.mu.Unlock()
 		return nil, ErrClosed
 	}
-	if _, open := s.parts[n]; open {
+	if _, open := s.parts[n]; open || s.restoring[n] {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("state: restore partition %d: it is open", n)
+		return nil, fmt.Errorf("state: restore partition %d: it is open or being restored", n)
 	}
-	// Hold the slot so nobody opens the partition while it is rebuilt.
-	s.parts[n] = nil
+	// Hold the partition so nobody opens it while it is rebuilt.
+	if s.restoring == nil {
+		s.restoring = map[int32]bool{}
+	}
+	s.restoring[n] = true
 	s.mu.Unlock()
 	if err := s.wipe(n); err != nil {
 		s.unreserve(n)
@@ -290,9 +304,7 @@ func (s *Store) Restore(n int32) (*Restorer, error) {
 
 func (s *Store) unreserve(n int32) {
 	s.mu.Lock()
-	if p, ok := s.parts[n]; ok && p == nil {
-		delete(s.parts, n)
-	}
+	delete(s.restoring, n)
 	s.mu.Unlock()
 }
 

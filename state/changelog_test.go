@@ -59,9 +59,9 @@ func dumpPartition(t *testing.T, s *Store, n int32) []string {
 // store starts with stale data of the same partition (wiped by the
 // restore) and data of another partition (left alone).
 func TestChangelogRestoreEqualsSource(t *testing.T) {
-	src := openMem(t, vfs.NewMem(), Options{Changelog: true})
+	src := openMem(t, vfs.NewMem(), Options{})
 	defer src.Close()
-	dst := openMem(t, vfs.NewMem(), Options{Changelog: true})
+	dst := openMem(t, vfs.NewMem(), Options{})
 	defer dst.Close()
 
 	// Stale partition 0 and a live partition 1 in dst.
@@ -109,6 +109,9 @@ func TestChangelogRestoreEqualsSource(t *testing.T) {
 
 	p, err := src.Partition(0)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.EnableChangelog(); err != nil {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewSource(3))
@@ -236,7 +239,7 @@ func TestChangelogRestoreEqualsSource(t *testing.T) {
 // TestRestoreRefusesForeignKeys: a changelog record of another partition
 // (a misconfigured changelog topic) is an error, not silent damage.
 func TestRestoreRefusesForeignKeys(t *testing.T) {
-	s := openMem(t, vfs.NewMem(), Options{Changelog: true})
+	s := openMem(t, vfs.NewMem(), Options{})
 	defer s.Close()
 	r, err := s.Restore(2)
 	if err != nil {

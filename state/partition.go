@@ -57,6 +57,7 @@ type Partition struct {
 
 	// Changelog (changelog.go): next entry sequence (task-owned), the
 	// committed and confirmed ones, and how far outbox deletes are logged.
+	changelog       bool
 	clNext          uint64
 	clCommitted     atomic.Uint64
 	clDeletedTo     atomic.Uint64
@@ -112,11 +113,6 @@ func openPartition(s *Store, n int32) (*Partition, error) {
 		p.deletedTo.Store(p.nextSeq - 1)
 	} else {
 		p.deletedTo.Store(first - 1)
-	}
-	if s.opts.Changelog {
-		if err := p.initChangelog(); err != nil {
-			return nil, fmt.Errorf("changelog: %w", err)
-		}
 	}
 	return p, nil
 }
@@ -294,7 +290,7 @@ func (p *Partition) evict() {
 // NeedsCommit reports whether dirty records hold over half the cache
 // budget: the caller should commit soon so they become evictable.
 func (p *Partition) NeedsCommit() bool {
-	if p.s.opts.Changelog && p.ChangelogBytes() > p.s.opts.ChangelogCommitBytes {
+	if p.changelog && p.ChangelogBytes() > p.s.opts.ChangelogCommitBytes {
 		return true
 	}
 	return p.dirtyBytes > p.budget.Load()/2
@@ -475,7 +471,7 @@ func (p *Partition) Commit() error {
 	if committedSeq > p.committed.Load() {
 		b.Set(partPrefix(ksOutboxSeq, p.id), be64(p.nextSeq), nil)
 	}
-	if p.s.opts.Changelog {
+	if p.changelog {
 		p.stageChangelog(b)
 	}
 	if !b.Empty() {
@@ -497,7 +493,7 @@ func (p *Partition) Commit() error {
 		c.delta = 0
 	}
 	p.committed.Store(committedSeq)
-	if p.s.opts.Changelog {
+	if p.changelog {
 		p.changelogCommitted()
 	}
 	p.timers.committed()

@@ -69,11 +69,8 @@ type Options struct {
 	// DisableWAL turns Pebble's write-ahead log off. Default false: see
 	// docs/state.md for why the WAL stays on.
 	DisableWAL bool
-	// Changelog makes every commit also keep a copy of what it wrote as a
-	// pending changelog entry, for a publisher to send to Kafka (see
-	// changelog.go). Default false.
-	Changelog bool
-	// ChangelogCommitBytes: with Changelog, NeedsCommit asks for a commit
+	// ChangelogCommitBytes: on a partition with its changelog enabled
+	// (Partition.EnableChangelog), NeedsCommit asks for a commit
 	// once the staged changes reach this size, so every entry fits in
 	// one Kafka record batch. Default 1 MiB.
 	ChangelogCommitBytes int64
@@ -138,9 +135,10 @@ type Store struct {
 	db   *pebble.DB
 	wo   *pebble.WriteOptions
 
-	mu     sync.Mutex
-	parts  map[int32]*Partition
-	closed bool
+	mu        sync.Mutex
+	parts     map[int32]*Partition
+	restoring map[int32]bool // partitions a Restorer holds
+	closed    bool
 }
 
 // Open opens (creating if needed) the store in dir.
@@ -220,6 +218,9 @@ func (s *Store) Partition(n int32) (*Partition, error) {
 	if _, ok := s.parts[n]; ok {
 		return nil, fmt.Errorf("state: partition %d is already open", n)
 	}
+	if s.restoring[n] {
+		return nil, fmt.Errorf("state: partition %d is being restored", n)
+	}
 	p, err := openPartition(s, n)
 	if err != nil {
 		return nil, fmt.Errorf("open partition %d: %w", n, err)
@@ -236,9 +237,6 @@ func (s *Store) rebudgetLocked() {
 	}
 	per := s.opts.CacheBytes / int64(len(s.parts))
 	for _, p := range s.parts {
-		if p == nil {
-			continue // reserved by a Restorer
-		}
 		p.budget.Store(per)
 	}
 }
@@ -262,9 +260,7 @@ func (s *Store) Close() error {
 	s.closed = true
 	parts := make([]*Partition, 0, len(s.parts))
 	for _, p := range s.parts {
-		if p != nil {
-			parts = append(parts, p)
-		}
+		parts = append(parts, p)
 	}
 	s.mu.Unlock()
 	for _, p := range parts {
@@ -286,6 +282,14 @@ func (s *Store) isClosed() bool {
 // every partition in the store, from the per-partition counters (no record
 // is decoded).
 func (s *Store) CountMembers(segment string) (int64, error) {
+	return s.CountMembersOf(segment, nil)
+}
+
+// CountMembersOf is CountMembers over the partitions for which include
+// returns true (all when include is nil): a process sharing partitions
+// with others keeps the state of partitions it ran before, which it must
+// not count.
+func (s *Store) CountMembersOf(segment string, include func(partition int32) bool) (int64, error) {
 	if s.isClosed() {
 		return 0, ErrClosed
 	}
@@ -298,6 +302,9 @@ func (s *Store) CountMembers(segment string) (int64, error) {
 	for it.First(); it.Valid(); it.Next() {
 		k := it.Key()
 		if len(k) < 5 || string(k[5:]) != segment {
+			continue
+		}
+		if include != nil && !include(int32(binary.BigEndian.Uint32(k[1:5]))) {
 			continue
 		}
 		v := it.Value()
@@ -441,6 +448,25 @@ func (s *Store) CommittedOffsets(n int32) (map[string]int64, error) {
 	}
 	p := &Partition{s: s, id: n}
 	return p.Offsets()
+}
+
+// CountCustomers returns the number of committed customer records of
+// partition n.
+func (s *Store) CountCustomers(n int32) (int64, error) {
+	if s.isClosed() {
+		return 0, ErrClosed
+	}
+	prefix := partPrefix(ksCustomer, n)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	var c int64
+	for it.First(); it.Valid(); it.Next() {
+		c++
+	}
+	return c, it.Error()
 }
 
 // PartitionsWithCustomers lists the partitions that hold customer records.

@@ -12,7 +12,7 @@ cmd=${1:-}
 cache=${SEGD_KAFKA_CACHE:-$HOME/.cache/segd}
 
 fetch() {
-  local version=$1 libs="$cache/kafka-$version"
+  local version=$1; local libs="$cache/kafka-$version"
   if [ -f "$libs/.complete" ]; then echo "$libs"; return; fi
   mkdir -p "$libs"
   local pom; pom=$(mktemp -d)/pom.xml

@@ -1,0 +1,133 @@
+package connectors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// ChangelogRecord is one record of a state changelog: a state key and its
+// new value (possibly empty), or its deletion.
+type ChangelogRecord struct {
+	Key, Value []byte
+	Deleted    bool
+}
+
+// changelogValueV1 starts every changelog value that is not a tombstone.
+// Many state values are empty (index entries), and an empty value must not
+// read back as a deletion; the byte also versions the format.
+const changelogValueV1 = 1
+
+// ChangelogWriter appends to a compacted changelog topic. Each Write is one
+// produce request holding one record batch, which Kafka appends whole or
+// not at all: a reader never sees half of a commit. Safe for concurrent
+// use.
+type ChangelogWriter struct {
+	client *kafka.Client
+	topic  string
+	recs   []kafka.Record
+}
+
+// NewChangelogWriter returns a writer to topic.
+func NewChangelogWriter(brokers []string, sec *Security, topic string) *ChangelogWriter {
+	return &ChangelogWriter{
+		client: &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 30 * time.Second, Transport: sec.transport()},
+		topic:  topic,
+	}
+}
+
+// Write appends recs to partition with acks=all and returns the
+// partition's end offset after them. Not for concurrent calls on the same
+// writer (it reuses a buffer); use one writer per partition.
+func (w *ChangelogWriter) Write(ctx context.Context, partition int, recs []ChangelogRecord) (end int64, err error) {
+	if len(recs) == 0 {
+		return 0, errors.New("connectors: changelog write of no records")
+	}
+	w.recs = w.recs[:0]
+	now := time.Now()
+	for i := range recs {
+		r := kafka.Record{Time: now, Key: kafka.NewBytes(recs[i].Key)}
+		if !recs[i].Deleted {
+			v := make([]byte, 0, 1+len(recs[i].Value))
+			r.Value = kafka.NewBytes(append(append(v, changelogValueV1), recs[i].Value...))
+		}
+		w.recs = append(w.recs, r)
+	}
+	resp, err := w.client.Produce(ctx, &kafka.ProduceRequest{
+		Topic:        w.topic,
+		Partition:    partition,
+		RequiredAcks: kafka.RequireAll,
+		Records:      kafka.NewRecordReader(w.recs...),
+	})
+	if err != nil {
+		return 0, fmt.Errorf("changelog %s/%d: produce %d records: %w", w.topic, partition, len(recs), err)
+	}
+	if resp.Error != nil {
+		return 0, fmt.Errorf("changelog %s/%d: produce %d records: %w", w.topic, partition, len(recs), resp.Error)
+	}
+	return resp.BaseOffset + int64(len(recs)), nil
+}
+
+// ChangelogEnd returns the end offset (high-water mark) of one partition
+// of a changelog topic.
+func ChangelogEnd(ctx context.Context, brokers []string, sec *Security, topic string, partition int) (int64, error) {
+	_, end, err := EndOffsets(ctx, brokers, sec, []string{topic}, partition)
+	if err != nil {
+		return 0, err
+	}
+	return end[topic], nil
+}
+
+// ReadChangelog reads one partition of a changelog topic from its first
+// record up to end (exclusive; see ChangelogEnd) and calls fn for each
+// record in order; deleted is true for a tombstone. The slices are valid
+// only during fn. A value in an unknown format is an error.
+func ReadChangelog(ctx context.Context, brokers []string, sec *Security, topic string, partition int, end int64, fn func(key, value []byte, deleted bool) error) error {
+	first, _, err := EndOffsets(ctx, brokers, sec, []string{topic}, partition)
+	if err != nil {
+		return err
+	}
+	if first[topic] >= end {
+		return nil
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:         brokers,
+		Topic:           topic,
+		Partition:       partition,
+		MinBytes:        1,
+		MaxBytes:        16 << 20,
+		MaxWait:         250 * time.Millisecond,
+		ReadLagInterval: -1,
+		Dialer:          sec.dialer(),
+	})
+	defer r.Close()
+	if err := r.SetOffset(first[topic]); err != nil {
+		return fmt.Errorf("changelog %s/%d: seek to %d: %w", topic, partition, first[topic], err)
+	}
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			return fmt.Errorf("changelog %s/%d: read: %w", topic, partition, err)
+		}
+		if m.Offset >= end {
+			return nil
+		}
+		var v []byte
+		deleted := len(m.Value) == 0
+		if !deleted {
+			if m.Value[0] != changelogValueV1 {
+				return fmt.Errorf("changelog %s/%d offset %d: value format %d is not one this segd reads", topic, partition, m.Offset, m.Value[0])
+			}
+			v = m.Value[1:]
+		}
+		if err := fn(m.Key, v, deleted); err != nil {
+			return fmt.Errorf("changelog %s/%d offset %d: %w", topic, partition, m.Offset, err)
+		}
+		if m.Offset == end-1 {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,254 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/segd/segd/connectors"
+	"github.com/segd/segd/state"
+)
+
+// changelogMaxRequest bounds one changelog produce request. The topic is
+// created with max.message.bytes of changelogMaxMessage; commits are cut
+// at state.Options.ChangelogCommitBytes (1 MiB) so an entry fits.
+const (
+	changelogMaxRequest = 1 << 20
+	changelogMaxMessage = 8 << 20
+)
+
+// changelogPublisher sends one partition's pending changelog entries to
+// its changelog partition, in order, each request one Kafka record batch,
+// and deletes them once acknowledged. It runs beside the partition's task
+// like the outbox publisher.
+type changelogPublisher struct {
+	part   *state.Partition
+	w      *connectors.ChangelogWriter
+	id     int
+	log    zerolog.Logger
+	notify chan struct{}
+	after  uint64
+	recs   []connectors.ChangelogRecord
+	m      *partitionMetrics
+}
+
+func newChangelogPublisher(part *state.Partition, w *connectors.ChangelogWriter, log zerolog.Logger, m *partitionMetrics) *changelogPublisher {
+	return &changelogPublisher{part: part, w: w, id: int(part.ID()), log: log, notify: make(chan struct{}, 1), m: m}
+}
+
+func (c *changelogPublisher) poke() {
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+}
+
+// run sends until ctx is done, retrying failures with backoff.
+func (c *changelogPublisher) run(ctx context.Context) {
+	backoff := 50 * time.Millisecond
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		n, err := c.drain(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			c.log.Warn().Err(err).Dur("backoff", backoff).Msg("changelog write failed; retrying")
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		if n > 0 {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.notify:
+		case <-tick.C:
+		}
+	}
+}
+
+// flush sends everything committed so far (a partition being handed over).
+func (c *changelogPublisher) flush(ctx context.Context) error {
+	for {
+		n, err := c.drain(ctx)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+	}
+}
+
+// drain sends the next pending entries, as many as fit in one request
+// (at least one), and returns how many it confirmed.
+func (c *changelogPublisher) drain(ctx context.Context) (int, error) {
+	c.recs = c.recs[:0]
+	var last uint64
+	n, size := 0, 0
+	errFull := errors.New("full")
+	err := c.part.ReadChangelog(c.after, 64, func(seq uint64, entry []byte) error {
+		if n > 0 && size+len(entry) > changelogMaxRequest {
+			return errFull
+		}
+		err := state.ForEachChangelogOp(entry, func(op state.ChangelogOp) error {
+			// The entry's bytes are valid only during the callback.
+			c.recs = append(c.recs, connectors.ChangelogRecord{Key: clone(op.Key), Value: clone(op.Value), Deleted: op.Deleted})
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("changelog entry %d: %w", seq, err)
+		}
+		last, size = seq, size+len(entry)
+		n++
+		return nil
+	})
+	if err != nil && !errors.Is(err, errFull) {
+		return 0, err
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	start := time.Now()
+	end, err := c.writeAll(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if err := c.part.ChangelogSent(last, end); err != nil {
+		return 0, err
+	}
+	c.after = last
+	if c.m != nil {
+		c.m.changelogRecords.Add(float64(len(c.recs)))
+		c.m.changelogSeconds.Observe(time.Since(start).Seconds())
+		c.m.changelogDepth.Set(float64(c.part.ChangelogDepth()))
+	}
+	return n, nil
+}
+
+// writeAll writes c.recs in one request, or, for a single commit larger
+// than a record batch may be, in several (logged: a reader could then see
+// part of that commit).
+func (c *changelogPublisher) writeAll(ctx context.Context) (int64, error) {
+	size := 0
+	for i := range c.recs {
+		size += len(c.recs[i].Key) + len(c.recs[i].Value) + 32
+	}
+	if size <= changelogMaxMessage*3/4 {
+		return c.w.Write(ctx, c.id, c.recs)
+	}
+	c.log.Warn().Int("bytes", size).Msg("one commit outgrew a changelog record batch; writing it in parts")
+	var end int64
+	for from := 0; from < len(c.recs); {
+		to, sz := from, 0
+		for to < len(c.recs) && (to == from || sz < changelogMaxMessage/2) {
+			sz += len(c.recs[to].Key) + len(c.recs[to].Value) + 32
+			to++
+		}
+		e, err := c.w.Write(ctx, c.id, c.recs[from:to])
+		if err != nil {
+			return 0, err
+		}
+		end, from = e, to
+	}
+	return end, nil
+}
+
+// restoreDecision says what to do with a partition's local state.
+type restoreDecision int
+
+const (
+	keepLocal restoreDecision = iota + 1
+	restoreFromChangelog
+)
+
+// decideRestore compares what the local store last synced with the
+// changelog's end: equal means nobody wrote to the changelog since this
+// store did, so the local state (plus its unsent entries) is the latest.
+func decideRestore(synced int64, haveSynced bool, end int64) (restoreDecision, string) {
+	switch {
+	case haveSynced && synced == end:
+		return keepLocal, "local state is the changelog's latest"
+	case !haveSynced && end == 0:
+		return keepLocal, "changelog is empty"
+	case haveSynced && synced > end:
+		return keepLocal, fmt.Sprintf("changelog ends at %d, before the %d this store wrote: was it deleted or truncated? keeping the local state", end, synced)
+	case !haveSynced:
+		return restoreFromChangelog, "no local state for this partition"
+	default:
+		return restoreFromChangelog, fmt.Sprintf("local state is behind the changelog (synced to %d, changelog ends at %d)", synced, end)
+	}
+}
+
+// prepareState makes partition p's local state the latest known before its
+// task starts: kept, or restored from the changelog.
+func (e *Engine) prepareState(ctx context.Context, p int32) error {
+	topic := e.cfg.Kafka.Topics.Changelog
+	end, err := connectors.ChangelogEnd(ctx, e.cfg.Kafka.Brokers, e.sec, topic, int(p))
+	if err != nil {
+		return fmt.Errorf("partition %d: changelog end: %w", p, err)
+	}
+	synced, ok, err := e.st.SyncedEnd(p)
+	if err != nil {
+		return fmt.Errorf("partition %d: %w", p, err)
+	}
+	log := e.log.With().Int32("partition", p).Str("changelog", topic).Int64("changelog_end", end).Logger()
+	decision, why := decideRestore(synced, ok, end)
+	if decision == keepLocal {
+		if ok && synced > end {
+			log.Error().Msg(why)
+		} else {
+			log.Info().Msg(why)
+		}
+		return nil
+	}
+	log.Info().Str("reason", why).Msg("restoring partition from the changelog")
+	e.m.restoring.Inc()
+	defer e.m.restoring.Dec()
+	start := time.Now()
+	r, err := e.st.Restore(p)
+	if err != nil {
+		return err
+	}
+	lastLog := start
+	err = connectors.ReadChangelog(ctx, e.cfg.Kafka.Brokers, e.sec, topic, int(p), end, func(key, value []byte, deleted bool) error {
+		if err := r.Apply(key, value, deleted); err != nil {
+			return err
+		}
+		e.m.restoreRecords.Inc()
+		if now := time.Now(); now.Sub(lastLog) >= 5*time.Second {
+			lastLog = now
+			log.Info().Int64("records", r.Applied()).Dur("elapsed", now.Sub(start)).Msg("restoring")
+		}
+		return nil
+	})
+	if err != nil {
+		r.Abort()
+		return fmt.Errorf("partition %d: restore from %s: %w", p, topic, err)
+	}
+	if err := r.Finish(end); err != nil {
+		return err
+	}
+	took := time.Since(start)
+	customers, err := e.st.CountCustomers(p)
+	if err != nil {
+		return fmt.Errorf("partition %d: %w", p, err)
+	}
+	e.m.restoreSeconds.Observe(took.Seconds())
+	rate := float64(customers) / max(took.Seconds(), 1e-9)
+	log.Info().Int64("records", r.Applied()).Int64("customers", customers).Dur("took", took).
+		Float64("customers_per_second", rate).Msg("partition restored")
+	return nil
+}
