@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+
 	"github.com/segd/segd/schemas"
 )
 
@@ -146,6 +148,45 @@ func TestConfluentDecoderWithRegistry(t *testing.T) {
 		var de *schemas.DecodeError
 		if err := dec.Decode(c.value, &schemas.Event{}); !errors.As(err, &de) || de.Reason != c.reason {
 			t.Errorf("got %v, want %s", err, c.reason)
+		}
+	}
+}
+
+// TestCoPartitionBalancer: whatever order the metadata lists partitions
+// in, every member gets the same partition numbers of every topic, and
+// every partition goes to exactly one member.
+func TestCoPartitionBalancer(t *testing.T) {
+	topics := []string{"a", "b", "c"}
+	for _, tc := range []struct{ members, partitions int }{{1, 4}, {2, 4}, {3, 4}, {3, 7}, {5, 3}} {
+		var parts []kafka.Partition
+		for _, topic := range topics {
+			for i := tc.partitions - 1; i >= 0; i-- { // unsorted on purpose
+				parts = append(parts, kafka.Partition{Topic: topic, ID: i})
+			}
+		}
+		var members []kafka.GroupMember
+		for i := tc.members; i > 0; i-- {
+			members = append(members, kafka.GroupMember{ID: fmt.Sprintf("m%d", i), Topics: topics})
+		}
+		got := coPartitionBalancer{}.AssignGroups(members, parts)
+		owner := map[string]string{}
+		for m, byTopic := range got {
+			ref := fmt.Sprint(byTopic["a"])
+			for _, topic := range topics {
+				if fmt.Sprint(byTopic[topic]) != ref {
+					t.Fatalf("%+v: member %s got %s of a but %v of %s", tc, m, ref, byTopic[topic], topic)
+				}
+				for _, n := range byTopic[topic] {
+					k := fmt.Sprintf("%s/%d", topic, n)
+					if prev, dup := owner[k]; dup {
+						t.Fatalf("%+v: %s assigned to %s and %s", tc, k, prev, m)
+					}
+					owner[k] = m
+				}
+			}
+		}
+		if len(owner) != len(topics)*tc.partitions {
+			t.Fatalf("%+v: %d of %d partitions assigned", tc, len(owner), len(topics)*tc.partitions)
 		}
 	}
 }

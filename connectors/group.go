@@ -34,9 +34,9 @@ type GroupOptions struct {
 	Logf func(format string, args ...any)
 }
 
-// Group is this process's membership of a consumer group. The range
-// assignment gives a member the same partition numbers of every topic, so
-// a member owns whole partition numbers (Generation.Partitions).
+// Group is this process's membership of a consumer group. Its assignor
+// (coPartitionBalancer) gives a member the same partition numbers of every
+// topic, so a member owns whole partition numbers (Generation.Partitions).
 type Group struct {
 	cg     *kafka.ConsumerGroup
 	topics []string
@@ -62,7 +62,7 @@ func JoinGroup(opts GroupOptions) (*Group, error) {
 		Brokers:           opts.Brokers,
 		Dialer:            opts.Security.dialer(),
 		Topics:            opts.Topics,
-		GroupBalancers:    []kafka.GroupBalancer{kafka.RangeGroupBalancer{}},
+		GroupBalancers:    []kafka.GroupBalancer{coPartitionBalancer{}},
 		HeartbeatInterval: opts.HeartbeatInterval,
 		SessionTimeout:    opts.SessionTimeout,
 		RebalanceTimeout:  opts.RebalanceTimeout,

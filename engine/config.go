@@ -58,8 +58,9 @@ type KafkaConfig struct {
 	RebalanceTimeout time.Duration `yaml:"rebalance_timeout"`
 	// HeartbeatInterval. Default 1s; below SessionTimeout/3.
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
-	// ChangelogReplication is the replication factor segd creates the
-	// changelog topic with. Default: 3, or the number of brokers if fewer.
+	// ChangelogReplication is the replication factor segd creates its own
+	// topics with (changelog, merges). Default: 3, or the number of
+	// brokers if fewer.
 	ChangelogReplication int `yaml:"changelog_replication"`
 	// SchemaRegistryURL is a Confluent-compatible schema registry, needed
 	// when an input topic's format is "confluent". Default none.

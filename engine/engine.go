@@ -175,14 +175,18 @@ func (e *Engine) Run(ctx context.Context) error {
 		return fmt.Errorf("input topics: %w", err)
 	}
 	// segd's own merges topic follows the inputs' partition count.
-	if err := connectors.EnsureTopics(ctx, brokers, e.sec, []connectors.TopicSpec{{Name: e.cfg.Kafka.Topics.Merges, Partitions: n}}); err != nil {
+	rf, err := e.replication(ctx)
+	if err != nil {
+		return err
+	}
+	if err := connectors.EnsureTopics(ctx, brokers, e.sec, []connectors.TopicSpec{{Name: e.cfg.Kafka.Topics.Merges, Partitions: n, Replication: rf}}); err != nil {
 		return fmt.Errorf("merges topic: %w", err)
 	}
 	if _, err := connectors.CheckCoPartitioned(ctx, brokers, e.sec, e.consumedTopics()); err != nil {
 		return fmt.Errorf("merges topic %s: %w", e.cfg.Kafka.Topics.Merges, err)
 	}
 	if e.changelogOn() {
-		if err := e.ensureChangelog(ctx, n); err != nil {
+		if err := e.ensureChangelog(ctx, n, rf); err != nil {
 			return err
 		}
 	}
@@ -527,18 +531,24 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 	return rp, nil
 }
 
+// replication is the replication factor of the topics segd creates
+// (merges, changelog): kafka.changelog_replication, else 3 or the number
+// of brokers if fewer.
+func (e *Engine) replication(ctx context.Context) (int, error) {
+	if rf := e.cfg.Kafka.ChangelogReplication; rf > 0 {
+		return rf, nil
+	}
+	n, err := connectors.BrokerCount(ctx, e.cfg.Kafka.Brokers, e.sec)
+	if err != nil {
+		return 0, fmt.Errorf("count brokers: %w", err)
+	}
+	return min(3, max(1, n)), nil
+}
+
 // ensureChangelog creates the changelog topic (compacted, one partition
 // per input partition) or checks the one that exists.
-func (e *Engine) ensureChangelog(ctx context.Context, n int) error {
+func (e *Engine) ensureChangelog(ctx context.Context, n, rf int) error {
 	topic := e.cfg.Kafka.Topics.Changelog
-	rf := e.cfg.Kafka.ChangelogReplication
-	if rf == 0 {
-		brokers, err := connectors.BrokerCount(ctx, e.cfg.Kafka.Brokers, e.sec)
-		if err != nil {
-			return fmt.Errorf("changelog topic %s: %w", topic, err)
-		}
-		rf = min(3, max(1, brokers))
-	}
 	spec := connectors.TopicSpec{Name: topic, Partitions: n, Replication: rf, Compacted: true,
 		Configs: map[string]string{"max.message.bytes": strconv.Itoa(changelogMaxMessage)}}
 	if err := connectors.EnsureTopics(ctx, e.cfg.Kafka.Brokers, e.sec, []connectors.TopicSpec{spec}); err != nil {
