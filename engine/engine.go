@@ -293,7 +293,19 @@ func (e *Engine) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		if err != nil {
-			return fmt.Errorf("consumer group %s: %w", e.cfg.Kafka.Group, err)
+			if gen != nil {
+				// The assignment itself is wrong: no retry fixes it.
+				return fmt.Errorf("consumer group %s: %w", e.cfg.Kafka.Group, err)
+			}
+			// The group client keeps trying (a coordinator not there
+			// yet, moving after a broker failure): so do we.
+			e.log.Warn().Err(err).Str("group", e.cfg.Kafka.Group).Msg("consumer group not joined yet; retrying")
+			select {
+			case <-runCtx.Done():
+				return ctx.Err()
+			case <-time.After(time.Second):
+			}
+			continue
 		}
 		e.m.rebalances.Inc()
 		parts := make([]int32, len(gen.Partitions))
@@ -550,7 +562,13 @@ func (e *Engine) replication(ctx context.Context) (int, error) {
 func (e *Engine) ensureChangelog(ctx context.Context, n, rf int) error {
 	topic := e.cfg.Kafka.Topics.Changelog
 	spec := connectors.TopicSpec{Name: topic, Partitions: n, Replication: rf, Compacted: true,
-		Configs: map[string]string{"max.message.bytes": strconv.Itoa(changelogMaxMessage)}}
+		Configs: map[string]string{
+			"max.message.bytes": strconv.Itoa(changelogMaxMessage),
+			// Kafka never compacts the active segment: rolling it hourly
+			// lets old versions of a customer go, so a restore reads
+			// about one record per customer rather than every commit.
+			"segment.ms": "3600000",
+		}}
 	if err := connectors.EnsureTopics(ctx, e.cfg.Kafka.Brokers, e.sec, []connectors.TopicSpec{spec}); err != nil {
 		return fmt.Errorf("changelog topic %s: %w", topic, err)
 	}

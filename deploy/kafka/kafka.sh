@@ -122,6 +122,14 @@ launch() {
   echo $! > "$dir/pid"
 }
 
+# alive PID: the process exists and has not exited. kill -0 alone is not enough: a dead JVM
+# stays a zombie until init reaps it (its launching shell is gone), which can take seconds.
+# A zombie still marked multi-threaded (Zl) has threads exiting, maybe still holding its ports.
+alive() {
+  local st; st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  case "$st" in Z*l*) return 0 ;; Z*) return 1 ;; *) return 0 ;; esac
+}
+
 # await LABEL DIR PORT SECONDS [LOGPOS]: waits until the node in DIR accepts connections on
 # PORT and, given LOGPOS, until its broker.log past byte LOGPOS says "Kafka Server started".
 # A listening port alone only means the sockets are bound: in a cluster the broker is not
@@ -136,7 +144,7 @@ await() {
        { [ -z "$logpos" ] || tail -c +$(( logpos + 1 )) "$dir/broker.log" | grep 'Kafka Server started' >/dev/null; }; then
       return 0
     fi
-    if ! kill -0 "$pid" 2>/dev/null; then
+    if ! alive "$pid"; then
       echo "$label exited; its log:" >&2; tail -50 "$dir/broker.log" >&2; return 1
     fi
     sleep 0.5
@@ -171,9 +179,9 @@ stop_nodes() {
   [ ${#pids[@]} -gt 0 ] || return 0
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for _ in $(seq 1 40); do
-    local alive=0
-    for pid in "${pids[@]}"; do if kill -0 "$pid" 2>/dev/null; then alive=1; fi; done
-    [ "$alive" = 1 ] || break
+    local up=0
+    for pid in "${pids[@]}"; do if alive "$pid"; then up=1; fi; done
+    [ "$up" = 1 ] || break
     sleep 0.25
   done
   for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
@@ -194,7 +202,7 @@ node_dir() {
 }
 
 # running DIR: whether the node in DIR has a pid file and that process is alive.
-running() { [ -f "$1/pid" ] && kill -0 "$(cat "$1/pid")" 2>/dev/null; }
+running() { [ -f "$1/pid" ] && alive "$(cat "$1/pid")"; }
 
 cluster_start() {
   local version=$1 dir=$2 base=$3 i d
@@ -246,7 +254,7 @@ node_kill() {
   local pid; pid=$(cat "$d/pid")
   kill -9 "$pid" 2>/dev/null || true
   # Gone before returning, so its ports are free for node-start.
-  for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+  for _ in $(seq 1 40); do alive "$pid" || break; sleep 0.25; done
   rm -f "$d/pid"
 }
 
