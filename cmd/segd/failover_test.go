@@ -84,6 +84,9 @@ func TestFailoverKillInstanceAndLoseState(t *testing.T) {
 	for _, l := range b.logLines("partition restored") {
 		t.Logf("B: %s", l)
 	}
+	if n := b.metric("segd_rebalance_pause_seconds_count"); n > 0 {
+		t.Logf("B: %0.f rebalances, mean pause %.3fs (partitions stopped to all running again, restores included)", n, b.metric("segd_rebalance_pause_seconds_sum")/n)
+	}
 
 	// (b) B loses its disk; A comes back with an old one.
 	b.stop(t)

@@ -201,6 +201,16 @@ node_dir() {
   esac
 }
 
+# ports_free PORT...: fails, naming it, on the first port something listens on.
+ports_free() {
+  local p
+  for p in "$@"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "kafka: 127.0.0.1:$p is already in use" >&2; return 1
+    fi
+  done
+}
+
 # running DIR: whether the node in DIR has a pid file and that process is alive.
 running() { [ -f "$1/pid" ] && alive "$(cat "$1/pid")"; }
 
@@ -209,6 +219,11 @@ cluster_start() {
   local libs; libs=$(fetch "$version")
   for i in 1 2 3; do
     if running "$dir/node-$i"; then echo "kafka: node $i in $dir is already running" >&2; return 1; fi
+  done
+  # A port taken by another broker would only show up later, as a bind error or, if it is a
+  # controller port, as INCONSISTENT_CLUSTER_ID errors from a quorum with a stranger.
+  for i in 1 2 3; do
+    ports_free "$(node_port "$base" "$i")" "$(( $(node_port "$base" "$i") + 1 ))"
   done
   local voters="" brokers=""
   for i in 1 2 3; do
@@ -268,6 +283,7 @@ node_start() {
   local version; version=$(cat "$dir/version")
   local libs; libs=$(fetch "$version")
   local port; port=$(sed -n 's|^advertised.listeners=PLAINTEXT://127.0.0.1:||p' "$d/node.properties")
+  ports_free "$port" "$(( port + 1 ))"
   # Only the log written after this point counts: the earlier life's "started" line is there too.
   local logpos; logpos=$(wc -c < "$d/broker.log")
   launch "$version" "$libs" "$d" 128m 384m
