@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segd/segd/connectors"
 	"github.com/segd/segd/internal/gen"
 )
 
@@ -20,12 +20,24 @@ func failoverBrokers(t *testing.T, partitions int) (brokers []string, kind strin
 	if b := os.Getenv("SEGD_KAFKA_BROKERS"); b != "" {
 		return strings.Split(b, ","), "Apache Kafka " + os.Getenv("SEGD_KAFKA_VERSION")
 	}
-	eb, err := connectors.StartEmbeddedBroker(0, int32(partitions))
+	// The embedded broker runs as its own process (`segd broker`), so
+	// that it runs at full speed while this test binary has the race
+	// detector on.
+	cmd := exec.Command(segdBinary(t), "broker")
+	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { eb.Close() })
-	return eb.Addrs(), "embedded broker"
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("segd broker: %v", err)
+	}
+	return []string{strings.TrimSpace(line)}, "embedded broker (segd broker)"
 }
 
 func newPipeline(brokers []string, name string, partitions int) pipeline {

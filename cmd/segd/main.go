@@ -30,6 +30,7 @@ usage:
   segd rules validate FILE...
   segd rules explain FILE
   segd config check FILE
+  segd broker [--port N]      in-memory Kafka-protocol broker for development
 
 Run 'segd <command> -h' for a command's flags. Docs: README.md and docs/.
 `
@@ -62,6 +63,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runRules(args[1:], stdout, stderr)
 	case "config":
 		return runConfig(args[1:], stdout, stderr)
+	case "broker":
+		return runBroker(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
