@@ -28,7 +28,11 @@ func (e *Engine) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !e.ready.Load() {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready: partitions not assigned yet"})
+			msg := "not ready: partitions not assigned yet (joining the consumer group or rebalancing)"
+			if n := e.restoringNow.Load(); n > 0 {
+				msg = fmt.Sprintf("not ready: restoring partition %d from the changelog", n-1)
+			}
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": msg})
 			return
 		}
 		if limit := e.cfg.API.ReadyMaxLag; limit >= 0 {

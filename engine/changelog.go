@@ -216,7 +216,11 @@ func (e *Engine) prepareState(ctx context.Context, p int32) error {
 	}
 	log.Info().Str("reason", why).Msg("restoring partition from the changelog")
 	e.m.restoring.Inc()
-	defer e.m.restoring.Dec()
+	e.restoringNow.Store(int64(p) + 1)
+	defer func() {
+		e.m.restoring.Dec()
+		e.restoringNow.Store(0)
+	}()
 	start := time.Now()
 	r, err := e.st.Restore(p)
 	if err != nil {

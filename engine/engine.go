@@ -62,6 +62,8 @@ type Engine struct {
 	// gen is the consumer group generation running now (group
 	// assignment), for committing group offsets.
 	gen atomic.Pointer[connectors.Generation]
+	// restoringNow is 1 + the partition being restored, 0 when none.
+	restoringNow atomic.Int64
 	// stoppedAt is when the partitions last stopped for a rebalance.
 	stoppedAt atomic.Pointer[time.Time]
 }
