@@ -32,6 +32,9 @@ type PartitionConsumerOptions struct {
 	FetchMaxWait time.Duration
 	// Security: TLS and SASL; nil is plaintext.
 	Security *Security
+	// OnFetchError, if set, hears of every failed fetch; the consumer
+	// retries them itself. It runs on the consumer's goroutines.
+	OnFetchError func(topic string, err error)
 }
 
 // PartitionConsumer reads one partition number of several topics and
@@ -43,7 +46,6 @@ type PartitionConsumerOptions struct {
 // Close may be called from any.
 type PartitionConsumer struct {
 	opts    PartitionConsumerOptions
-	readers []*kafka.Reader
 	in      chan fetched
 	queues  [][]Message
 	caught  []bool
@@ -102,42 +104,71 @@ func NewPartitionConsumer(opts PartitionConsumerOptions) (*PartitionConsumer, er
 		c.next[i] = start
 		c.end[i] = end[t]
 		c.caught[i] = start >= end[t]
-		r := kafka.NewReader(kafka.ReaderConfig{
-			Brokers:         opts.Brokers,
-			Topic:           t,
-			Partition:       opts.Partition,
-			MinBytes:        1,
-			MaxBytes:        8 << 20,
-			MaxWait:         opts.FetchMaxWait,
-			ReadLagInterval: -1,
-			Dialer:          opts.Security.dialer(),
-		})
-		if err := r.SetOffset(start); err != nil {
-			r.Close()
+		r, err := c.newReader(t, start)
+		if err != nil {
 			c.Close()
-			return nil, fmt.Errorf("seek %s/%d to %d: %w", t, opts.Partition, start, err)
+			return nil, err
 		}
-		c.readers = append(c.readers, r)
 		c.wg.Add(1)
-		go c.fetch(i, r)
+		go c.fetch(i, r, start)
 	}
 	return c, nil
 }
 
-func (c *PartitionConsumer) fetch(i int, r *kafka.Reader) {
+func (c *PartitionConsumer) newReader(topic string, offset int64) (*kafka.Reader, error) {
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:         c.opts.Brokers,
+		Topic:           topic,
+		Partition:       c.opts.Partition,
+		MinBytes:        1,
+		MaxBytes:        8 << 20,
+		MaxWait:         c.opts.FetchMaxWait,
+		ReadLagInterval: -1,
+		Dialer:          c.opts.Security.dialer(),
+	})
+	if err := r.SetOffset(offset); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("seek %s/%d to %d: %w", topic, c.opts.Partition, offset, err)
+	}
+	return r, nil
+}
+
+// fetch reads topic i into c.in until the consumer closes. A failed fetch
+// (a broker down, a leader moving) is reported to OnFetchError and retried
+// from the next offset with a new reader, with backoff: losing a broker
+// must not stop the partition.
+func (c *PartitionConsumer) fetch(i int, r *kafka.Reader, next int64) {
 	defer c.wg.Done()
+	defer func() { r.Close() }()
+	backoff := 100 * time.Millisecond
 	for {
 		m, err := r.FetchMessage(c.ctx)
 		if err != nil {
 			if c.ctx.Err() != nil {
 				return
 			}
-			select {
-			case c.in <- fetched{topic: i, err: err}:
-			case <-c.ctx.Done():
+			if c.opts.OnFetchError != nil {
+				c.opts.OnFetchError(c.opts.Topics[i], err)
 			}
-			return
+			r.Close()
+			for {
+				select {
+				case <-c.ctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+				backoff = min(2*backoff, 5*time.Second)
+				if r, err = c.newReader(c.opts.Topics[i], next); err == nil {
+					break
+				}
+				if c.opts.OnFetchError != nil {
+					c.opts.OnFetchError(c.opts.Topics[i], err)
+				}
+			}
+			continue
 		}
+		backoff = 100 * time.Millisecond
+		next = m.Offset + 1
 		select {
 		case c.in <- fetched{topic: i, msg: m}:
 		case <-c.ctx.Done():
@@ -272,12 +303,8 @@ func (c *PartitionConsumer) Poll(ctx context.Context, dst []Message, maxWait tim
 func (c *PartitionConsumer) Close() error {
 	var err error
 	c.once.Do(func() {
+		// Each fetch goroutine closes its own reader as it returns.
 		c.cancel()
-		for _, r := range c.readers {
-			if cerr := r.Close(); cerr != nil && err == nil {
-				err = cerr
-			}
-		}
 		c.wg.Wait()
 	})
 	return err

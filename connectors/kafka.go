@@ -254,8 +254,27 @@ func BrokerCount(ctx context.Context, brokers []string, sec *Security) (int, err
 }
 
 // EndOffsets returns the first and end (high-water mark) offsets of one
-// partition of each topic.
+// partition of each topic. While a partition has no reachable leader (a
+// broker just died, an election is under way) it retries for up to a
+// minute, or until ctx ends.
 func EndOffsets(ctx context.Context, brokers []string, sec *Security, topics []string, partition int) (first, end map[string]int64, err error) {
+	backoff := 200 * time.Millisecond
+	giveUp := time.Now().Add(time.Minute)
+	for {
+		first, end, err = endOffsetsOnce(ctx, brokers, sec, topics, partition)
+		if err == nil || ctx.Err() != nil || time.Now().After(giveUp) {
+			return first, end, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+func endOffsetsOnce(ctx context.Context, brokers []string, sec *Security, topics []string, partition int) (first, end map[string]int64, err error) {
 	first, end = map[string]int64{}, map[string]int64{}
 	for _, t := range topics {
 		var lastErr error

@@ -506,6 +506,10 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 		// this long for new records.
 		FetchMaxWait: e.cfg.Kafka.MaxWait,
 		Security:     e.sec,
+		OnFetchError: func(topic string, err error) {
+			e.m.fetchErrors.Inc()
+			e.log.Warn().Err(err).Int32("partition", p).Str("topic", topic).Msg("fetch failed; retrying")
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("partition %d consumer: %w", p, err)

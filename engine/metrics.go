@@ -46,6 +46,7 @@ type metrics struct {
 	rebalances       prometheus.Counter
 	owned            prometheus.Gauge
 	rebalancePause   prometheus.Histogram
+	fetchErrors      prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -143,7 +144,11 @@ func newMetrics() *metrics {
 			Name: "segd_rebalance_pause_seconds", Help: "From this instance's partitions stopping for a rebalance to all of its new ones running (restores included).",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 16),
 		}),
+		fetchErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "segd_fetch_errors_total", Help: "Failed input fetches (a broker down, a leader moving); each is retried.",
+		}),
 	}
+	reg.MustRegister(m.fetchErrors)
 	reg.MustRegister(m.changelogRecords, m.changelogSecs, m.changelogDepth, m.restoring, m.restoreRecords, m.restoreSeconds, m.rebalances, m.owned, m.rebalancePause)
 	reg.MustRegister(m.events, m.deadLetters, m.duplicates, m.late, m.tooLate, m.deletions, m.changes, m.timers,
 		m.commitSeconds, m.published, m.publishSecs, m.eventToChange, m.consumeToChg, m.corruptOutbox, m.evaluations, m.transitions, m.lag, m.watermark, m.outboxDepth,

@@ -331,7 +331,15 @@ func freeLoopback(t *testing.T) string {
 func startInstance(t *testing.T, p pipeline, name, stateDir string) *instance {
 	t.Helper()
 	in := &instance{t: t, name: name, stateDir: stateDir, api: freeLoopback(t), done: make(chan struct{})}
-	in.logPath = filepath.Join(t.TempDir(), name+".log")
+	// With SEGD_ARTIFACTS (make test sets it) the logs outlive the test.
+	logDir := t.TempDir()
+	if a := os.Getenv("SEGD_ARTIFACTS"); a != "" {
+		logDir = filepath.Join(a, "failover", t.Name())
+		if err := os.MkdirAll(logDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in.logPath = filepath.Join(logDir, name+".log")
 	logf, err := os.Create(in.logPath)
 	if err != nil {
 		t.Fatal(err)

@@ -135,8 +135,8 @@ func TestFailoverKillInstanceAndLoseState(t *testing.T) {
 
 // TestFailoverBrokerKilled kills one broker of a 3-broker Apache Kafka
 // cluster (replication factor 3, min.insync.replicas 2) while two segd
-// instances run, and restarts it later: the output must still equal an
-// uninterrupted run's. It needs the cluster that make test-kafka starts
+// instances run mid-stream: the output must still equal an uninterrupted
+// run's. It needs the cluster that make test-kafka starts
 // (SEGD_KAFKA_CLUSTER_DIR, SEGD_KAFKA_CLUSTER_BROKERS).
 func TestFailoverBrokerKilled(t *testing.T) {
 	dir, bootstrap := os.Getenv("SEGD_KAFKA_CLUSTER_DIR"), os.Getenv("SEGD_KAFKA_CLUSTER_BROKERS")
@@ -150,7 +150,8 @@ func TestFailoverBrokerKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.produce(t, g, 60000)
+	const events = 300000
+	p.produce(t, g, events)
 	end := p.endOffsets(t)
 	script := filepath.Join("..", "..", "deploy", "kafka", "kafka.sh")
 	node := func(verb string, n int) {
@@ -159,6 +160,8 @@ func TestFailoverBrokerKilled(t *testing.T) {
 			t.Fatalf("kafka.sh %s %d: %v\n%s", verb, n, err, out)
 		}
 	}
+	// Bring the broker back for whatever runs next on the cluster; the
+	// reference run below works with two of three.
 	t.Cleanup(func() { exec.Command(script, "node-start", dir, "2").Run() })
 
 	a := startInstance(t, p, "A", filepath.Join(t.TempDir(), "a"))
@@ -167,18 +170,15 @@ func TestFailoverBrokerKilled(t *testing.T) {
 		return a.metric("segd_owned_partitions") == partitions/2 && b.metric("segd_owned_partitions") == partitions/2 &&
 			a.metric("segd_events_applied_total")+b.metric("segd_events_applied_total") >= 5000
 	}, a, b)
-	if p.caughtUp(t, end) {
-		t.Fatal("the input was consumed before the broker was killed: make the input bigger")
-	}
 	before := a.metric("segd_events_applied_total") + b.metric("segd_events_applied_total")
+	if before >= events || p.caughtUp(t, end) {
+		t.Fatalf("%.0f events applied before the broker was killed, the whole input: make it bigger", before)
+	}
 	node("node-kill", 2)
 	killed := time.Now()
-	waitUntil(t, 3*time.Minute, "progress with one broker down", func() bool {
-		return a.metric("segd_events_applied_total")+b.metric("segd_events_applied_total") >= before+5000
-	}, a, b)
-	t.Logf("broker 2 killed; 5000 more events applied %s later", time.Since(killed).Round(100*time.Millisecond))
 	settled(t, p, 5*time.Minute, a, b)
-	node("node-start", 2)
+	t.Logf("broker 2 of 3 killed with %.0f of %d events applied; all applied and published %s later (fetch errors retried: A %.0f, B %.0f)",
+		before, events, time.Since(killed).Round(100*time.Millisecond), a.metric("segd_fetch_errors_total"), b.metric("segd_fetch_errors_total"))
 	a.stop(t)
 	b.stop(t)
 

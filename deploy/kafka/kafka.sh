@@ -92,9 +92,15 @@ log_config() {
   esac
 }
 
-# cluster_id LIBS LOG: a new cluster id. Runs inside $(...), so failures are checked by hand.
+# cluster_id LIBS LOG DATADIR: the id DATADIR was formatted with, else a new one. Reusing it
+# lets start and cluster-start run again on a DIR they ran on (format refuses another id).
+# Runs inside $(...), so failures are checked by hand.
 cluster_id() {
-  local libs=$1 log=$2 id
+  local libs=$1 log=$2 data=$3 id
+  if [ -f "$data/meta.properties" ]; then
+    id=$(sed -n 's/^cluster\.id=//p' "$data/meta.properties")
+    if [ -n "$id" ]; then echo "$id"; return; fi
+  fi
   id=$(java -cp "$libs/*" kafka.tools.StorageTool random-uuid 2>"$log" | tail -1) \
     && [ -n "$id" ] || { echo "kafka: StorageTool random-uuid failed:" >&2; cat "$log" >&2; return 1; }
   echo "$id"
@@ -132,8 +138,9 @@ alive() {
 
 # await LABEL DIR PORT SECONDS [LOGPOS]: waits until the node in DIR accepts connections on
 # PORT and, given LOGPOS, until its broker.log past byte LOGPOS says "Kafka Server started".
-# A listening port alone only means the sockets are bound: in a cluster the broker is not
-# usable until a controller quorum has unfenced it, which is when that line is logged.
+# In a cluster a broker is usable only once a controller quorum has unfenced it. 3.9 and 4.1
+# open the PLAINTEXT port after that, and log the line just after; waiting for the line too
+# does not rely on that order, and tells a restarted node from its earlier life.
 await() {
   local label=$1 dir=$2 port=$3 secs=$4 logpos=${5:-} pid
   pid=$(cat "$dir/pid")
@@ -161,7 +168,7 @@ start() {
   mkdir -p "$dir/data"
   write_props "$dir/node.properties" 1 "$port" "$cport" "1@127.0.0.1:$cport" "$dir/data" 1 1
   log_config "$version" "$dir"
-  local id; id=$(cluster_id "$libs" "$dir/format.log")
+  local id; id=$(cluster_id "$libs" "$dir/format.log" "$dir/data")
   format_storage "$version" "$libs" "$dir" "$id"
   : > "$dir/broker.log"
   launch "$version" "$libs" "$dir" 256m 512m
@@ -225,6 +232,13 @@ cluster_start() {
   for i in 1 2 3; do
     ports_free "$(node_port "$base" "$i")" "$(( $(node_port "$base" "$i") + 1 ))"
   done
+  # Ports in the kernel's ephemeral range can be taken, between the check above and the bind,
+  # as the local end of any outgoing connection (seen here: a node failed to bind 39196).
+  local lo hi
+  if read -r lo hi 2>/dev/null < /proc/sys/net/ipv4/ip_local_port_range &&
+     [ "$(( base + 5 ))" -ge "$lo" ] && [ "$base" -le "$hi" ]; then
+    echo "kafka: warning: ports $base-$(( base + 5 )) overlap the ephemeral range $lo-$hi; a node may fail to bind" >&2
+  fi
   local voters="" brokers=""
   for i in 1 2 3; do
     voters+="${voters:+,}$i@127.0.0.1:$(( $(node_port "$base" "$i") + 1 ))"
@@ -232,7 +246,7 @@ cluster_start() {
   done
   mkdir -p "$dir"
   # One cluster id for all three: a node formatted with another id is refused by the quorum.
-  local id; id=$(cluster_id "$libs" "$dir/format.log")
+  local id; id=$(cluster_id "$libs" "$dir/format.log" "$dir/node-1/data")
   for i in 1 2 3; do
     d="$dir/node-$i"
     mkdir -p "$d/data"
@@ -244,7 +258,7 @@ cluster_start() {
   # node-start finds the version here (the ports are in each node.properties).
   echo "$version" > "$dir/version"
   # All three before waiting on any: no node gets past startup until two controllers are up.
-  # 384 MiB heaps: three JVMs share the machine's two cores.
+  # Smaller heaps than a single node's: three JVMs share the machine.
   for i in 1 2 3; do
     : > "$dir/node-$i/broker.log"
     launch "$version" "$libs" "$dir/node-$i" 128m 384m
