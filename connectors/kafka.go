@@ -236,7 +236,24 @@ func EnsureTopics(ctx context.Context, brokers []string, sec *Security, specs []
 	if err := cc.CreateTopics(cfgs...); err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
 		return fmt.Errorf("create topics: %w", err)
 	}
-	return nil
+	// A new topic reaches the other brokers' metadata a moment later:
+	// wait for it, so the caller's next request does not see it missing.
+	names := make([]string, len(specs))
+	for i := range specs {
+		names[i] = specs[i].Name
+	}
+	giveUp := time.Now().Add(30 * time.Second)
+	for {
+		_, err := PartitionCounts(ctx, brokers, sec, names)
+		if err == nil || time.Now().After(giveUp) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // BrokerCount returns the number of brokers in the cluster's metadata.

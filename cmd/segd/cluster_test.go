@@ -117,6 +117,15 @@ func (p pipeline) createTopics(t *testing.T, rf int, extra ...string) {
 	if err := connectors.EnsureTopics(ctx, p.brokers, nil, specs); err != nil {
 		t.Fatalf("create topics: %v", err)
 	}
+	// A new topic reaches every broker's metadata a little later; wait
+	// until each partition has a leader that answers.
+	for _, sp := range specs {
+		for part := 0; part < p.partitions; part++ {
+			if _, _, err := connectors.EndOffsets(ctx, p.brokers, nil, []string{sp.Name}, part); err != nil {
+				t.Fatalf("topic %s not ready: %v", sp.Name, err)
+			}
+		}
+	}
 }
 
 // produce writes n generated events (continuing g) to the input topics.
