@@ -115,6 +115,10 @@ func NewPartitionConsumer(opts PartitionConsumerOptions) (*PartitionConsumer, er
 	return c, nil
 }
 
+// readerSilence is how long a fetch may deliver nothing before its reader
+// is replaced.
+const readerSilence = 20 * time.Second
+
 func (c *PartitionConsumer) newReader(topic string, offset int64) (*kafka.Reader, error) {
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:         c.opts.Brokers,
@@ -139,18 +143,39 @@ func (c *PartitionConsumer) newReader(topic string, offset int64) (*kafka.Reader
 // must not stop the partition.
 func (c *PartitionConsumer) fetch(i int, r *kafka.Reader, next int64) {
 	defer c.wg.Done()
-	defer func() { r.Close() }()
+	defer func() {
+		if r != nil {
+			r.Close()
+		}
+	}()
 	backoff := 100 * time.Millisecond
 	for {
-		m, err := r.FetchMessage(c.ctx)
+		// A fetch that delivers nothing for readerSilence gets a new
+		// reader: a kafka-go reader that stopped fetching (seen once on
+		// a healthy broker, cause unknown) must not stall the partition,
+		// whose merge waits for a topic that is behind. For a caught-up
+		// topic it costs one reconnect per readerSilence.
+		fctx, fcancel := context.WithTimeout(c.ctx, readerSilence)
+		m, err := r.FetchMessage(fctx)
+		fcancel()
 		if err != nil {
 			if c.ctx.Err() != nil {
 				return
 			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				// Silence, not an error: reconnect at once, quietly.
+				r.Close()
+				if r, err = c.newReader(c.opts.Topics[i], next); err == nil {
+					continue
+				}
+				r = nil
+			}
 			if c.opts.OnFetchError != nil {
 				c.opts.OnFetchError(c.opts.Topics[i], err)
 			}
-			r.Close()
+			if r != nil {
+				r.Close()
+			}
 			for {
 				select {
 				case <-c.ctx.Done():
@@ -161,6 +186,7 @@ func (c *PartitionConsumer) fetch(i int, r *kafka.Reader, next int64) {
 				if r, err = c.newReader(c.opts.Topics[i], next); err == nil {
 					break
 				}
+				r = nil
 				if c.opts.OnFetchError != nil {
 					c.opts.OnFetchError(c.opts.Topics[i], err)
 				}

@@ -491,6 +491,14 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 			}
 		}
 		if time.Now().After(deadline) {
+			// A goroutine dump of every live instance lands in its log
+			// (kept under SEGD_ARTIFACTS) for whoever debugs the stall.
+			for _, in := range alive {
+				if !in.exited() {
+					in.cmd.Process.Signal(syscall.SIGQUIT)
+					<-in.done
+				}
+			}
 			t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
 		time.Sleep(200 * time.Millisecond)

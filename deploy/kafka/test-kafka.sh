@@ -10,6 +10,8 @@ cd "$(dirname "$0")/../.."
 VERSIONS=${SEGD_KAFKA_VERSIONS:-"3.9.1 4.1.0"}
 CLUSTER_VERSION=${SEGD_KAFKA_CLUSTER_VERSION:-3.9.1}
 GO=${GO:-go}
+# The failover tests keep their instances' logs here (goroutine dumps on a stall).
+export SEGD_ARTIFACTS=${SEGD_ARTIFACTS:-$PWD/artifacts}
 base=$(mktemp -d)
 dirs=()
 cluster=""
