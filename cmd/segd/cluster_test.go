@@ -66,10 +66,19 @@ type pipeline struct {
 	changes    string
 	// extraEnv is appended to every instance's environment.
 	extraEnv []string
+	// maxTaskIdle is kafka.max_task_idle; default 10s.
+	maxTaskIdle string
 }
 
 func (p pipeline) inputTopics() []string {
 	return []string{p.prefix + "purchases", p.prefix + "browses", p.prefix + "engagements", p.prefix + "profiles"}
+}
+
+func (p pipeline) taskIdle() string {
+	if p.maxTaskIdle == "" {
+		return "10s"
+	}
+	return p.maxTaskIdle
 }
 
 // env is the instance's configuration as SEGD_* variables.
@@ -89,9 +98,9 @@ func (p pipeline) env(stateDir, apiAddr string) []string {
 		"SEGD_KAFKA_MAX_WAIT=50ms",
 		// Every record is in Kafka before the instances start, so a
 		// partition's merge of its topics is the same in every run as
-		// long as a topic that is behind is waited for: long enough to
-		// ride out a broker's leader election.
-		"SEGD_KAFKA_MAX_TASK_IDLE=60s",
+		// long as a topic that is behind is waited for (long enough to
+		// ride out a broker's leader election in the broker test).
+		"SEGD_KAFKA_MAX_TASK_IDLE=" + p.taskIdle(),
 		"SEGD_KAFKA_SESSION_TIMEOUT=6s",
 		"SEGD_KAFKA_HEARTBEAT_INTERVAL=500ms",
 		"SEGD_RULES_FILE=../../examples/rules.yaml",

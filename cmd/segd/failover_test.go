@@ -145,6 +145,7 @@ func TestFailoverBrokerKilled(t *testing.T) {
 	}
 	const partitions = 4
 	p := newPipeline(strings.Split(bootstrap, ","), "bk", partitions)
+	p.maxTaskIdle = "60s" // a leader election takes 9 s or more
 	p.createTopics(t, 3, p.changes, p.changes+"-ref")
 	g, err := gen.New(gen.Config{Seed: 12, Customers: 3000, EventsPerHour: 600, Start: time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC).UnixMilli()})
 	if err != nil {
