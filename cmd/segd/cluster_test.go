@@ -352,7 +352,11 @@ func startInstance(t *testing.T, p pipeline, name, stateDir string) *instance {
 	// With SEGD_ARTIFACTS (make test sets it) the logs outlive the test.
 	logDir := t.TempDir()
 	if a := os.Getenv("SEGD_ARTIFACTS"); a != "" {
-		logDir = filepath.Join(a, "failover", t.Name())
+		broker := "embedded"
+		if v := os.Getenv("SEGD_KAFKA_VERSION"); v != "" {
+			broker = "kafka-" + v
+		}
+		logDir = filepath.Join(a, "failover", broker, t.Name())
 		if err := os.MkdirAll(logDir, 0o755); err != nil {
 			t.Fatal(err)
 		}
