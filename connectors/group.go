@@ -107,26 +107,20 @@ func (g *Group) Next(ctx context.Context) (*Generation, error) {
 // coPartitioned checks that every topic got the same partition numbers
 // and returns them.
 func coPartitioned(topics []string, assigned map[string][]kafka.PartitionAssignment) ([]int, error) {
-	var want []int
-	for i, t := range topics {
+	numbers := func(t string) []int {
 		var ps []int
 		for _, a := range assigned[t] {
 			ps = append(ps, a.ID)
 		}
 		sort.Ints(ps)
-		if i == 0 {
-			want = ps
-			continue
-		}
-		if fmt.Sprint(ps) != fmt.Sprint(want) {
-			var desc []string
-			for _, t := range topics {
-				var ps []int
-				for _, a := range assigned[t] {
-					ps = append(ps, a.ID)
-				}
-				sort.Ints(ps)
-				desc = append(desc, fmt.Sprintf("%s %v", t, ps))
+		return ps
+	}
+	want := numbers(topics[0])
+	for _, t := range topics[1:] {
+		if fmt.Sprint(numbers(t)) != fmt.Sprint(want) {
+			desc := make([]string, len(topics))
+			for i, t := range topics {
+				desc[i] = fmt.Sprintf("%s %v", t, numbers(t))
 			}
 			return nil, fmt.Errorf("the group assigned different partition numbers of the co-partitioned topics (%s): are other consumers with another assignor in this group?", strings.Join(desc, ", "))
 		}

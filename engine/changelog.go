@@ -48,49 +48,11 @@ func (c *changelogPublisher) poke() {
 
 // run sends until ctx is done, retrying failures with backoff.
 func (c *changelogPublisher) run(ctx context.Context) {
-	backoff := 50 * time.Millisecond
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		n, err := c.drain(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			c.log.Warn().Err(err).Dur("backoff", backoff).Msg("changelog write failed; retrying")
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, 5*time.Second)
-			continue
-		}
-		backoff = 50 * time.Millisecond
-		if n > 0 {
-			continue
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-c.notify:
-		case <-tick.C:
-		}
-	}
+	drainLoop(ctx, c.drain, c.notify, c.log, "changelog write failed; retrying")
 }
 
 // flush sends everything committed so far (a partition being handed over).
-func (c *changelogPublisher) flush(ctx context.Context) error {
-	for {
-		n, err := c.drain(ctx)
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return nil
-		}
-	}
-}
+func (c *changelogPublisher) flush(ctx context.Context) error { return flushAll(ctx, c.drain) }
 
 // drain sends the next pending entries, as many as fit in one request
 // (at least one), and returns how many it confirmed.

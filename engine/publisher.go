@@ -46,16 +46,27 @@ func (pb *publisher) poke() {
 // run publishes until ctx is done. Failed writes are retried with backoff;
 // nothing is skipped.
 func (pb *publisher) run(ctx context.Context) {
+	drainLoop(ctx, pb.drain, pb.notify, pb.log, "publish failed; retrying")
+}
+
+// flush publishes everything committed so far, for shutdown.
+func (pb *publisher) flush(ctx context.Context) error { return flushAll(ctx, pb.drain) }
+
+// drainLoop calls drain until ctx is done: again at once while it makes
+// progress, after a poke or a second when there is nothing to do, and
+// with backoff (logged) when it fails. The outbox and changelog
+// publishers share it.
+func drainLoop(ctx context.Context, drain func(context.Context) (int, error), notify <-chan struct{}, log zerolog.Logger, failMsg string) {
 	backoff := 50 * time.Millisecond
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
-		n, err := pb.drain(ctx)
+		n, err := drain(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			pb.log.Warn().Err(err).Dur("backoff", backoff).Msg("publish failed; retrying")
+			log.Warn().Err(err).Dur("backoff", backoff).Msg(failMsg)
 			select {
 			case <-ctx.Done():
 				return
@@ -71,21 +82,18 @@ func (pb *publisher) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-pb.notify:
+		case <-notify:
 		case <-tick.C:
 		}
 	}
 }
 
-// flush publishes everything committed so far, for shutdown.
-func (pb *publisher) flush(ctx context.Context) error {
+// flushAll calls drain until it has nothing left or fails.
+func flushAll(ctx context.Context, drain func(context.Context) (int, error)) error {
 	for {
-		n, err := pb.drain(ctx)
-		if err != nil {
+		n, err := drain(ctx)
+		if err != nil || n == 0 {
 			return err
-		}
-		if n == 0 {
-			return nil
 		}
 	}
 }
