@@ -51,7 +51,9 @@ func TestRealKafkaMatchesEmbedded(t *testing.T) {
 		ctx := context.Background()
 		var specs []connectors.TopicSpec
 		for _, tp := range ts {
-			specs = append(specs, connectors.TopicSpec{Name: tp, Partitions: partitions})
+			// The events are weeks old: without this Kafka's time
+			// retention may delete them before they are read.
+			specs = append(specs, connectors.TopicSpec{Name: tp, Partitions: partitions, Configs: map[string]string{"retention.ms": "-1"}})
 		}
 		if err := connectors.EnsureTopics(ctx, brokers, nil, specs); err != nil {
 			t.Fatalf("%s: create topics: %v", name, err)

@@ -114,12 +114,19 @@ func (p pipeline) env(stateDir, apiAddr string) []string {
 	}, p.extraEnv...)
 }
 
+// keepForever turns off time retention. The generated events are stamped
+// with event times weeks in the past, and Kafka's time retention (7 days by
+// default, judged by record timestamps, checked every 5 minutes) deletes
+// such records, active segment included: a run that started reading after
+// the check found its input gone, and waited for it forever.
+var keepForever = map[string]string{"retention.ms": "-1"}
+
 // createTopics makes the pipeline's topics with replication rf.
 func (p pipeline) createTopics(t *testing.T, rf int, extra ...string) {
 	t.Helper()
 	var specs []connectors.TopicSpec
 	for _, name := range append(append(p.inputTopics(), p.prefix+"deadletter", p.prefix+"merges"), extra...) {
-		specs = append(specs, connectors.TopicSpec{Name: name, Partitions: p.partitions, Replication: rf})
+		specs = append(specs, connectors.TopicSpec{Name: name, Partitions: p.partitions, Replication: rf, Configs: keepForever})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -467,6 +474,19 @@ func (in *instance) metric(name string) float64 {
 	return total
 }
 
+// saveMetrics writes the instance's /metrics next to its log, for
+// whoever debugs a stall.
+func (in *instance) saveMetrics() {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + in.api + "/metrics")
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	os.WriteFile(strings.TrimSuffix(in.logPath, ".log")+".metrics", body, 0o644)
+}
+
 // logCount counts the lines of the instance's log that contain s.
 func (in *instance) logCount(s string) int {
 	b, err := os.ReadFile(in.logPath)
@@ -508,6 +528,7 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 			// (kept under SEGD_ARTIFACTS) for whoever debugs the stall.
 			for _, in := range alive {
 				if !in.exited() {
+					in.saveMetrics()
 					in.cmd.Process.Signal(syscall.SIGQUIT)
 					<-in.done
 				}
@@ -523,8 +544,22 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 func settled(t *testing.T, p pipeline, timeout time.Duration, live ...*instance) {
 	t.Helper()
 	end := p.endOffsets(t)
+	var behind []string
+	t.Cleanup(func() {
+		if t.Failed() && len(behind) > 0 {
+			t.Logf("%s: committed behind the end at the last poll: %s", p.group, strings.Join(behind, ", "))
+		}
+	})
 	waitUntil(t, timeout, p.group+" to consume and publish everything", func() bool {
-		if !p.caughtUp(t, end) {
+		got := p.committed(t)
+		behind = behind[:0]
+		for k, v := range end {
+			if got[k] != v {
+				behind = append(behind, fmt.Sprintf("%s %d/%d", k, got[k], v))
+			}
+		}
+		sort.Strings(behind)
+		if len(behind) > 0 {
 			return false
 		}
 		for _, in := range live {
