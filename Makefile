@@ -5,7 +5,7 @@ PKGS      := ./...
 FUZZTIME  ?= 60s
 STATICCHECK_VERSION ?= v0.7.0
 
-.PHONY: all build test test-kafka test-kafka-failover test-fast demo bench bench-quick bench-scaling bench-go lint fuzz clean
+.PHONY: all build test test-kafka test-fast demo bench bench-quick bench-scaling bench-go lint fuzz clean
 
 all: build
 
@@ -29,12 +29,6 @@ test: build
 # the real-broker tests against each (deploy/kafka/).
 test-kafka:
 	GO=$(GO) ./deploy/kafka/test-kafka.sh
-
-# test-kafka-failover adds the failover tests over real Kafka: SIGKILLed
-# instances on a single broker of each version, and a broker killed in a
-# 3-broker 3.9.1 cluster (docs/operations.md).
-test-kafka-failover:
-	SEGD_KAFKA_FAILOVER=1 GO=$(GO) ./deploy/kafka/test-kafka.sh
 
 # test-fast skips the race detector, for quick local iterations.
 test-fast:

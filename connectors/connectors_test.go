@@ -8,12 +8,15 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/segd/segd/schemas"
 )
@@ -189,4 +192,129 @@ func TestCoPartitionBalancer(t *testing.T) {
 			t.Fatalf("%+v: %d of %d partitions assigned", tc, len(owner), len(topics)*tc.partitions)
 		}
 	}
+}
+
+// lostRanges collects OnRecordsLost reports.
+type lostRanges struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (l *lostRanges) add(topic string, from, to int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.got = append(l.got, fmt.Sprintf("%s[%d,%d)", topic, from, to))
+}
+
+func (l *lostRanges) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.got, " ")
+}
+
+// produceN writes values first..first+n-1 to topic.
+func produceN(t *testing.T, brokers []string, topic string, first, n int) {
+	t.Helper()
+	prod, err := NewProducer(brokers, ProducerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	var msgs []Message
+	for i := first; i < first+n; i++ {
+		msgs = append(msgs, Message{Topic: topic, Key: []byte("k"), Value: []byte(strconv.Itoa(i))})
+	}
+	if err := prod.Write(context.Background(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// pollOffsets polls until the consumer delivered the record at offset last
+// and returns the offsets delivered.
+func pollOffsets(t *testing.T, c *PartitionConsumer, last int64) []int64 {
+	t.Helper()
+	var got []int64
+	deadline := time.Now().Add(30 * time.Second)
+	for len(got) == 0 || got[len(got)-1] < last {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out: delivered %v, want up to offset %d", got, last)
+		}
+		msgs, err := c.Poll(context.Background(), nil, 200*time.Millisecond)
+		if err != nil && !errors.Is(err, io.EOF) {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			got = append(got, m.Offset)
+		}
+	}
+	return got
+}
+
+// Records Kafka deleted before the consumer read them are reported, both
+// below a stored offset and while reading (kafka-go's reader skips them
+// without a word).
+func TestPartitionConsumerReportsDeletedRecords(t *testing.T) {
+	b, err := StartEmbeddedBroker(0, 1, "stored", "live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	brokers := b.Addrs()
+
+	t.Run("below the stored offset", func(t *testing.T) {
+		produceN(t, brokers, "stored", 0, 100)
+		if err := b.DeleteRecords("stored", 0, 40); err != nil {
+			t.Fatal(err)
+		}
+		var lost lostRanges
+		c, err := NewPartitionConsumer(PartitionConsumerOptions{Brokers: brokers, Topics: []string{"stored"}, Offsets: map[string]int64{"stored": 10}, OnRecordsLost: lost.add})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		got := pollOffsets(t, c, 99)
+		if got[0] != 40 || len(got) != 60 {
+			t.Fatalf("delivered %d records from offset %d, want 60 from 40", len(got), got[0])
+		}
+		if lost.String() != "stored[10,40)" {
+			t.Fatalf("reported lost %q, want stored[10,40)", lost.String())
+		}
+	})
+
+	t.Run("while reading", func(t *testing.T) {
+		produceN(t, brokers, "live", 0, 20)
+		var lost lostRanges
+		c, err := NewPartitionConsumer(PartitionConsumerOptions{Brokers: brokers, Topics: []string{"live"}, Offsets: map[string]int64{"live": 0}, OnRecordsLost: lost.add})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if got := pollOffsets(t, c, 19); len(got) != 20 {
+			t.Fatalf("delivered %d records, want 20", len(got))
+		}
+		// Hold the reader off (its fetches fail) while records 20..99
+		// arrive and 20..59 are deleted, the way retention overtakes a
+		// consumer that fell behind.
+		var blocked atomic.Bool
+		blocked.Store(true)
+		b.c.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
+			b.c.KeepControl()
+			if blocked.Load() {
+				return nil, errors.New("fetch held off by the test"), true
+			}
+			return nil, nil, false
+		})
+		produceN(t, brokers, "live", 20, 80)
+		if err := b.DeleteRecords("live", 0, 60); err != nil {
+			t.Fatal(err)
+		}
+		blocked.Store(false)
+		got := pollOffsets(t, c, 99)
+		if got[0] != 60 || len(got) != 40 {
+			t.Fatalf("after the deletion delivered %d records from offset %d, want 40 from 60", len(got), got[0])
+		}
+		if lost.String() != "live[20,60)" {
+			t.Fatalf("reported lost %q, want live[20,60)", lost.String())
+		}
+	})
 }

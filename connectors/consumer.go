@@ -35,6 +35,13 @@ type PartitionConsumerOptions struct {
 	// OnFetchError, if set, hears of every failed fetch; the consumer
 	// retries them itself. It runs on the consumer's goroutines.
 	OnFetchError func(topic string, err error)
+	// OnRecordsLost, if set, hears of records [from, to) of a topic that
+	// Kafka deleted (time or size retention, DeleteRecords) before this
+	// consumer read them: a stored offset below the log start, or a jump
+	// in offsets while reading that the log start explains. Readers skip
+	// such records on their own (kafka-go does so silently); this is how
+	// the loss becomes visible. It runs on the consumer's goroutines.
+	OnRecordsLost func(topic string, from, to int64)
 }
 
 // PartitionConsumer reads one partition number of several topics and
@@ -98,7 +105,10 @@ func NewPartitionConsumer(opts PartitionConsumerOptions) (*PartitionConsumer, er
 			start = first[t]
 		case start < first[t]:
 			// Retention deleted records the store never applied; they
-			// are gone, so start where Kafka starts.
+			// are gone, so start where Kafka starts, and say so.
+			if opts.OnRecordsLost != nil {
+				opts.OnRecordsLost(t, start, first[t])
+			}
 			start = first[t]
 		}
 		c.next[i] = start
@@ -149,6 +159,7 @@ func (c *PartitionConsumer) fetch(i int, r *kafka.Reader, next int64) {
 		}
 	}()
 	backoff := 100 * time.Millisecond
+	var lastGapCheck time.Time
 	for {
 		// A fetch that delivers nothing for readerSilence gets a new
 		// reader: a kafka-go reader that stopped fetching (seen once on
@@ -194,12 +205,45 @@ func (c *PartitionConsumer) fetch(i int, r *kafka.Reader, next int64) {
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		if m.Offset > next {
+			c.checkGap(i, next, m.Offset, &lastGapCheck)
+		}
 		next = m.Offset + 1
 		select {
 		case c.in <- fetched{topic: i, msg: m}:
 		case <-c.ctx.Done():
 			return
 		}
+	}
+}
+
+// bigGap is a jump in offsets checked against the log start however
+// recently the last check ran.
+const bigGap = 1024
+
+// checkGap finds out whether records [from, to) of topic i, which the
+// reader jumped over, were deleted before they were read: they were if the
+// log now starts past from. Jumps are normal on compacted topics and after
+// transaction markers, so small ones are checked at most once a second
+// per topic (a loss within that second goes unreported); a big jump always
+// is.
+func (c *PartitionConsumer) checkGap(i int, from, to int64, last *time.Time) {
+	if c.opts.OnRecordsLost == nil || (to-from < bigGap && time.Since(*last) < time.Second) {
+		return
+	}
+	*last = time.Now()
+	topic := c.opts.Topics[i]
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	defer cancel()
+	first, _, err := endOffsetsOnce(ctx, c.opts.Brokers, c.opts.Security, []string{topic}, c.opts.Partition)
+	if err != nil {
+		if c.opts.OnFetchError != nil && c.ctx.Err() == nil {
+			c.opts.OnFetchError(topic, fmt.Errorf("check a jump from offset %d to %d against the log start: %w", from, to, err))
+		}
+		return
+	}
+	if f := first[topic]; f > from {
+		c.opts.OnRecordsLost(topic, from, min(f, to))
 	}
 }
 

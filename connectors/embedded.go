@@ -1,9 +1,14 @@
 package connectors
 
 import (
+	"context"
 	"fmt"
+	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // EmbeddedBroker is an in-process Kafka-protocol broker (franz-go's kfake)
@@ -36,4 +41,38 @@ func (b *EmbeddedBroker) Close() {
 		b.c.Close()
 		b.c = nil
 	}
+}
+
+// DeleteRecords deletes the records of topic/partition below offset, as
+// time retention or an operator's DeleteRecords would: the log then starts
+// at offset. It shows what segd does with input that is gone before it is
+// read (kafka-go has no DeleteRecords; franz-go's client does).
+func (b *EmbeddedBroker) DeleteRecords(topic string, partition int32, offset int64) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addrs()...))
+	if err != nil {
+		return fmt.Errorf("delete records of %s/%d: %w", topic, partition, err)
+	}
+	defer cl.Close()
+	req := kmsg.NewPtrDeleteRecordsRequest()
+	rt := kmsg.NewDeleteRecordsRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewDeleteRecordsRequestTopicPartition()
+	rp.Partition, rp.Offset = partition, offset
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	req.TimeoutMillis = 5000
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return fmt.Errorf("delete records of %s/%d: %w", topic, partition, err)
+	}
+	for _, rt := range resp.Topics {
+		for _, rp := range rt.Partitions {
+			if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+				return fmt.Errorf("delete records of %s/%d: %w", topic, partition, err)
+			}
+		}
+	}
+	return nil
 }

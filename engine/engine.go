@@ -510,6 +510,10 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 			e.m.fetchErrors.Inc()
 			e.log.Warn().Err(err).Int32("partition", p).Str("topic", topic).Msg("fetch failed; retrying")
 		},
+		OnRecordsLost: func(topic string, from, to int64) {
+			e.m.recordsLost.WithLabelValues(topic).Add(float64(to - from))
+			logRecordsLost(e.log, topic, p, from, to)
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("partition %d consumer: %w", p, err)
@@ -586,6 +590,14 @@ func (e *Engine) ensureChangelog(ctx context.Context, n, rf int) error {
 		return fmt.Errorf("changelog topic %s has %d partitions, the input topics %d: a changelog partition holds one input partition's state, so they must match (delete the changelog or name another in kafka.topics.changelog)", topic, counts[topic], n)
 	}
 	return nil
+}
+
+// logRecordsLost warns that Kafka deleted input records before segd read
+// them. Nothing in segd can bring them back; the fix is in the topic's
+// retention (or in how far behind segd was allowed to fall).
+func logRecordsLost(log zerolog.Logger, topic string, p int32, from, to int64) {
+	log.Warn().Str("topic", topic).Int32("partition", p).Int64("from", from).Int64("to", to).Int64("records", to-from).
+		Msg("input records were deleted by Kafka (retention or DeleteRecords) before segd read them; state misses them: raise the topic's retention.ms/retention.bytes (records stamped with old event times are deleted by time retention at once), or keep segd from falling this far behind")
 }
 
 // commitGroupOffsets commits what tasks report to the consumer group, for

@@ -54,17 +54,25 @@ func readTopic(t *testing.T, brokers []string, topic string, want int, timeout t
 	return out
 }
 
-// TestEngineEndToEndOverKafka runs the engine against the in-process Kafka
-// broker: JSON events in, Avro SegmentChanges out, decoded with hamba/avro
-// (not the goavro the engine uses) and the schema in schemas/.
-func TestEngineEndToEndOverKafka(t *testing.T) {
+// startTestBroker starts an embedded broker, closed when the test ends,
+// with the default topics of one partition.
+func startTestBroker(t *testing.T) (*connectors.EmbeddedBroker, []string) {
+	t.Helper()
 	topics := []string{DefaultPurchasesTopic, DefaultBrowsesTopic, DefaultEngagementsTopic, DefaultProfilesTopic, DefaultChangesTopic, DefaultDeadLetterTopic}
 	broker, err := connectors.StartEmbeddedBroker(0, 1, topics...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer broker.Close()
-	brokers := broker.Addrs()
+	t.Cleanup(broker.Close)
+	return broker, broker.Addrs()
+}
+
+// jsonTestConfig is the config of the tests over the embedded broker:
+// JSON inputs, testRules in a file (its path returned), state in a temp
+// dir, quick commits, event time only (the test controls the clock).
+// Callers adjust it, then EnsureDefaults and Validate.
+func jsonTestConfig(t *testing.T, brokers []string) (*Config, string) {
+	t.Helper()
 	dir := t.TempDir()
 	rulesPath := filepath.Join(dir, "rules.yaml")
 	if err := os.WriteFile(rulesPath, []byte(testRules), 0o644); err != nil {
@@ -79,7 +87,16 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 	cfg.Rules.File = rulesPath
 	cfg.State.Dir = filepath.Join(dir, "state")
 	cfg.Commit.Interval = 20 * time.Millisecond
-	cfg.Clock.IdleAfter = -1 // event time only: the test controls the clock
+	cfg.Clock.IdleAfter = -1
+	return cfg, rulesPath
+}
+
+// TestEngineEndToEndOverKafka runs the engine against the in-process Kafka
+// broker: JSON events in, Avro SegmentChanges out, decoded with hamba/avro
+// (not the goavro the engine uses) and the schema in schemas/.
+func TestEngineEndToEndOverKafka(t *testing.T) {
+	_, brokers := startTestBroker(t)
+	cfg, rulesPath := jsonTestConfig(t, brokers)
 	cfg.API.Addr = "127.0.0.1:0"
 	cfg.API.Token = "s3cret"
 	cfg.Rules.WatchInterval = -1 // this test reloads over HTTP
@@ -279,24 +296,12 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 // traffic still moves its clock, so a time-based EXIT happens on time with
 // no further event.
 func TestIdleWatermarkFollowsWallClock(t *testing.T) {
-	topics := []string{DefaultPurchasesTopic, DefaultBrowsesTopic, DefaultEngagementsTopic, DefaultProfilesTopic, DefaultChangesTopic, DefaultDeadLetterTopic}
-	broker, err := connectors.StartEmbeddedBroker(0, 1, topics...)
-	if err != nil {
+	_, brokers := startTestBroker(t)
+	cfg, rulesPath := jsonTestConfig(t, brokers)
+	if err := os.WriteFile(rulesPath, []byte("version: 1\ntraits:\n  last_order_at: last(purchase.ts)\nsegments:\n  recent: { when: \"last_order_at is not null and since(last_order_at) <= 2s\" }\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	defer broker.Close()
-	brokers := broker.Addrs()
-	dir := t.TempDir()
-	rulesPath := filepath.Join(dir, "rules.yaml")
-	os.WriteFile(rulesPath, []byte("version: 1\ntraits:\n  last_order_at: last(purchase.ts)\nsegments:\n  recent: { when: \"last_order_at is not null and since(last_order_at) <= 2s\" }\n"), 0o644)
-	cfg := &Config{}
-	cfg.Kafka.Brokers = brokers
-	cfg.Kafka.MaxWait = 50 * time.Millisecond
-	cfg.Kafka.Topics.Purchases.Format = "json"
 	cfg.Output.Format = "json"
-	cfg.Rules.File = rulesPath
-	cfg.State.Dir = filepath.Join(dir, "state")
-	cfg.Commit.Interval = 20 * time.Millisecond
 	cfg.Clock.IdleAfter = 200 * time.Millisecond
 	cfg.Clock.IdleLag = time.Millisecond
 	cfg.API.Addr = "off"

@@ -47,6 +47,7 @@ type metrics struct {
 	owned            prometheus.Gauge
 	rebalancePause   prometheus.Histogram
 	fetchErrors      prometheus.Counter
+	recordsLost      *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -147,8 +148,11 @@ func newMetrics() *metrics {
 		fetchErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "segd_fetch_errors_total", Help: "Failed input fetches (a broker down, a leader moving); each is retried.",
 		}),
+		recordsLost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "segd_input_records_lost_total", Help: "Input records Kafka deleted (retention, DeleteRecords) before segd read them, by topic: state misses them.",
+		}, []string{"topic"}),
 	}
-	reg.MustRegister(m.fetchErrors)
+	reg.MustRegister(m.fetchErrors, m.recordsLost)
 	reg.MustRegister(m.changelogRecords, m.changelogSecs, m.changelogDepth, m.restoring, m.restoreRecords, m.restoreSeconds, m.rebalances, m.owned, m.rebalancePause)
 	reg.MustRegister(m.events, m.deadLetters, m.duplicates, m.late, m.tooLate, m.deletions, m.changes, m.timers,
 		m.commitSeconds, m.published, m.publishSecs, m.eventToChange, m.consumeToChg, m.corruptOutbox, m.evaluations, m.transitions, m.lag, m.watermark, m.outboxDepth,

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -53,7 +54,10 @@ type ReplaySummary struct {
 	Sizes           map[string]int64 // final members by segment
 	LastEventTime   int64
 	ChangesWritten  int64
-	Elapsed         time.Duration
+	// RecordsLost counts input records Kafka deleted (retention) while
+	// the replay read the topics: the rebuilt state misses them.
+	RecordsLost int64
+	Elapsed     time.Duration
 }
 
 // Replay rebuilds state from event files in event time only: the same
@@ -209,6 +213,9 @@ func Replay(ctx context.Context, opt ReplayOptions) (*ReplaySummary, error) {
 // WriteSummary prints per-segment counts.
 func (s *ReplaySummary) WriteSummary(w io.Writer) {
 	fmt.Fprintf(w, "%d events (%d invalid skipped) in %s, last event time %s\n", s.Events, s.Invalid, s.Elapsed.Round(time.Millisecond), schemas.FormatTime(s.LastEventTime))
+	if s.RecordsLost > 0 {
+		fmt.Fprintf(w, "WARNING: %d input records were deleted by Kafka (retention) before the replay read them; the state misses them\n", s.RecordsLost)
+	}
 	ids := make([]string, 0, len(s.Sizes))
 	for id := range s.Sizes {
 		ids = append(ids, id)
@@ -340,10 +347,15 @@ func ReplayTopics(ctx context.Context, cfg *Config, out io.Writer, log zerolog.L
 		}
 		procs[p].part.SetOffset(cfg.Kafka.Topics.Merges, end[cfg.Kafka.Topics.Merges])
 	}
+	var lost atomic.Int64
 	for p := int32(0); p < int32(n); p++ {
 		part, proc := procs[p].part, procs[p]
 		src, err := connectors.NewPartitionConsumer(connectors.PartitionConsumerOptions{
 			Brokers: cfg.Kafka.Brokers, Topics: topics, Partition: int(p), StopAtEnd: true, MaxIdle: 30 * time.Second, Security: sec,
+			OnRecordsLost: func(topic string, from, to int64) {
+				lost.Add(to - from)
+				logRecordsLost(log, topic, p, from, to)
+			},
 		})
 		if err != nil {
 			return nil, err
@@ -363,6 +375,7 @@ func ReplayTopics(ctx context.Context, cfg *Config, out io.Writer, log zerolog.L
 		sum.LastEventTime = max(sum.LastEventTime, proc.clock)
 		log.Info().Int32("partition", p).Int64("events", sum.Events).Msg("partition replayed")
 	}
+	sum.RecordsLost = lost.Load()
 	for _, p := range procs {
 		if err := p.advance(sum.LastEventTime); err != nil {
 			return nil, err

@@ -141,7 +141,7 @@ func TestFailoverKillInstanceAndLoseState(t *testing.T) {
 func TestFailoverBrokerKilled(t *testing.T) {
 	dir, bootstrap := os.Getenv("SEGD_KAFKA_CLUSTER_DIR"), os.Getenv("SEGD_KAFKA_CLUSTER_BROKERS")
 	if dir == "" || bootstrap == "" {
-		t.Skip("needs a 3-broker Apache Kafka cluster: make test-kafka-failover starts one and sets SEGD_KAFKA_CLUSTER_DIR; over one broker this machine cannot kill a broker and keep going")
+		t.Skip("needs a 3-broker Apache Kafka cluster: make test-kafka starts one and sets SEGD_KAFKA_CLUSTER_DIR; over one broker this machine cannot kill a broker and keep going")
 	}
 	const partitions = 4
 	p := newPipeline(strings.Split(bootstrap, ","), "bk", partitions)
