@@ -323,7 +323,7 @@ func (e *Engine) getMembers(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad cursor")
 		return
 	}
-	ids, next, err := e.st.Members(seg, cursor, limit)
+	ids, next, err := e.listMembers(seg, cursor, limit)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "state unavailable: "+err.Error())
 		return

@@ -631,11 +631,22 @@ func (e *Engine) commitGroupOffsets(ch <-chan partitionOffsets) {
 // process runs: the store may also hold partitions it ran before a
 // rebalance moved them, which are someone else's now.
 func (e *Engine) countMembers(segment string) (int64, error) {
+	return e.st.CountMembersOf(segment, e.ownedFilter())
+}
+
+// listMembers is a page of a segment's committed members in the
+// partitions this process runs (see countMembers).
+func (e *Engine) listMembers(segment, cursor string, limit int) ([]string, string, error) {
+	return e.st.MembersOf(segment, cursor, limit, e.ownedFilter())
+}
+
+// ownedFilter reports whether this process runs a partition now.
+func (e *Engine) ownedFilter() func(int32) bool {
 	owned := map[int32]bool{}
 	for _, p := range e.ownedPartitions() {
 		owned[p] = true
 	}
-	return e.st.CountMembersOf(segment, func(p int32) bool { return owned[p] })
+	return func(p int32) bool { return owned[p] }
 }
 
 // Close closes the store. Safe to call twice.

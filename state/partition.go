@@ -69,6 +69,7 @@ type Partition struct {
 	last      *entry // the entry Get returned last: MarkDirty usually follows
 	keyBuf    []byte
 	valBuf    []byte
+	memberVal [4]byte // a membership index value: the partition
 	closed    atomic.Bool
 }
 
@@ -417,7 +418,10 @@ func (p *Partition) SetMember(segment, customerID string, member bool) {
 		p.counts[segment] = c
 	}
 	if member {
-		p.staged.Set(p.keyBuf, nil, nil)
+		// The value names the partition, so listings can leave out the
+		// members of partitions another instance runs now.
+		binary.BigEndian.PutUint32(p.memberVal[:], uint32(p.id))
+		p.staged.Set(p.keyBuf, p.memberVal[:], nil)
 		c.delta++
 	} else {
 		p.staged.Delete(p.keyBuf, nil)

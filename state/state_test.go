@@ -319,3 +319,70 @@ func TestNewerFormatRefused(t *testing.T) {
 		t.Fatalf("got %v, want ErrNewerFormat", err)
 	}
 }
+
+// MembersOf lists only the members of the included partitions, page by
+// page, so an instance leaves out partitions it no longer runs.
+func TestMembersOfFiltersByPartition(t *testing.T) {
+	s := openMem(t, vfs.NewMem(), Options{})
+	defer s.Close()
+	for id := int32(0); id < 3; id++ {
+		p, err := s.Partition(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 5; i++ {
+			p.SetMember("vip", fmt.Sprintf("p%d-c%d", id, i), true)
+		}
+		if err := p.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cases := []struct {
+		name    string
+		include func(int32) bool
+		want    string
+	}{
+		{"all", nil, "p0-c0 p0-c1 p0-c2 p0-c3 p0-c4 p1-c0 p1-c1 p1-c2 p1-c3 p1-c4 p2-c0 p2-c1 p2-c2 p2-c3 p2-c4"},
+		{"one", func(p int32) bool { return p == 1 }, "p1-c0 p1-c1 p1-c2 p1-c3 p1-c4"},
+		{"two", func(p int32) bool { return p != 1 }, "p0-c0 p0-c1 p0-c2 p0-c3 p0-c4 p2-c0 p2-c1 p2-c2 p2-c3 p2-c4"},
+		{"none", func(int32) bool { return false }, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			cursor := ""
+			for pages := 0; ; pages++ {
+				if pages > 20 {
+					t.Fatal("pagination does not end")
+				}
+				ids, next, err := s.MembersOf("vip", cursor, 3, tc.include)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(ids) > 3 {
+					t.Fatalf("page of %d ids, limit 3", len(ids))
+				}
+				got = append(got, ids...)
+				if next == "" {
+					break
+				}
+				cursor = next
+			}
+			if strings.Join(got, " ") != tc.want {
+				t.Fatalf("members\n got %s\nwant %s", strings.Join(got, " "), tc.want)
+			}
+			if tc.include == nil {
+				return
+			}
+			var n int64
+			for p := int32(0); p < 3; p++ {
+				if tc.include(p) {
+					n += 5
+				}
+			}
+			if c, err := s.CountMembersOf("vip", tc.include); err != nil || c != n {
+				t.Fatalf("count %d %v, want %d", c, err, n)
+			}
+		})
+	}
+}

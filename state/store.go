@@ -320,6 +320,13 @@ func (s *Store) CountMembersOf(segment string, include func(partition int32) boo
 // after cursor ("" for the first page), and the cursor of the next page
 // ("" when there is none).
 func (s *Store) Members(segment, cursor string, limit int) (ids []string, next string, err error) {
+	return s.MembersOf(segment, cursor, limit, nil)
+}
+
+// MembersOf is Members over the partitions for which include (nil: all)
+// is true. Members written before the index recorded partitions are
+// always included.
+func (s *Store) MembersOf(segment, cursor string, limit int, include func(partition int32) bool) (ids []string, next string, err error) {
 	if s.isClosed() {
 		return nil, "", ErrClosed
 	}
@@ -337,6 +344,9 @@ func (s *Store) Members(segment, cursor string, limit int) (ids []string, next s
 	}
 	defer it.Close()
 	for it.First(); it.Valid(); it.Next() {
+		if v := it.Value(); include != nil && len(v) == 4 && !include(int32(binary.BigEndian.Uint32(v))) {
+			continue
+		}
 		if len(ids) == limit {
 			next = ids[len(ids)-1]
 			break

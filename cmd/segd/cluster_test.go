@@ -3,11 +3,13 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -472,6 +474,85 @@ func (in *instance) metric(name string) float64 {
 		return 0
 	}
 	return total
+}
+
+// members lists a segment's members through the instance's API, page by
+// page.
+func (in *instance) members(t *testing.T, segment string) []string {
+	t.Helper()
+	c := http.Client{Timeout: 10 * time.Second}
+	var ids []string
+	cursor := ""
+	for pages := 0; ; pages++ {
+		if pages > 1000 {
+			t.Fatalf("%s: the members of %s do not end", in.name, segment)
+		}
+		resp, err := c.Get(fmt.Sprintf("http://%s/v1/segments/%s/members?limit=1000&cursor=%s", in.api, url.PathEscape(segment), url.QueryEscape(cursor)))
+		if err != nil {
+			t.Fatalf("%s: members of %s: %v", in.name, segment, err)
+		}
+		var page struct {
+			Members    []string `json:"members"`
+			NextCursor string   `json:"next_cursor"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&page)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: members of %s: status %d, %v", in.name, segment, resp.StatusCode, err)
+		}
+		ids = append(ids, page.Members...)
+		if page.NextCursor == "" {
+			return ids
+		}
+		cursor = page.NextCursor
+	}
+}
+
+// checkMembers: the members the live instances list (each its own
+// partitions) do not overlap, and together they are the memberships the
+// changes end in. A store still holds the partitions its instance ran
+// before a rebalance; listing those would show stale members twice.
+func checkMembers(t *testing.T, byID map[string]change, live ...*instance) {
+	t.Helper()
+	type pair struct{ customer, segment string }
+	last := map[pair]change{}
+	for _, c := range byID {
+		k := pair{c.customer, c.segment}
+		if c.seq > last[k].seq {
+			last[k] = c
+		}
+	}
+	want := map[string]map[string]bool{}
+	for k, c := range last {
+		if want[k.segment] == nil {
+			want[k.segment] = map[string]bool{}
+		}
+		if c.kind == "ENTER" {
+			want[k.segment][k.customer] = true
+		}
+	}
+	total := 0
+	for seg, members := range want {
+		by := map[string]string{}
+		for _, in := range live {
+			for _, id := range in.members(t, seg) {
+				if other, dup := by[id]; dup {
+					t.Fatalf("segment %s: %s is listed by %s and by %s", seg, id, other, in.name)
+				}
+				by[id] = in.name
+			}
+		}
+		for id, who := range by {
+			if !members[id] {
+				t.Fatalf("segment %s: %s lists %s, whose changes end outside it", seg, who, id)
+			}
+		}
+		if len(by) != len(members) {
+			t.Fatalf("segment %s: the instances list %d members, the changes end with %d", seg, len(by), len(members))
+		}
+		total += len(members)
+	}
+	t.Logf("%d memberships over %d segments listed exactly once by the live instances", total, len(want))
 }
 
 // saveMetrics writes the instance's /metrics next to its log, for

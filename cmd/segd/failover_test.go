@@ -123,10 +123,11 @@ func TestFailoverKillInstanceAndLoseState(t *testing.T) {
 			t.Logf("%s: %s", in.name, l)
 		}
 	}
+	got, records := p.readChanges(t)
+	checkMembers(t, got, a2, b2)
 	a2.stop(t)
 	b2.stop(t)
 
-	got, records := p.readChanges(t)
 	checkAlternation(t, got)
 	want := referenceRun(t, p)
 	compareChanges(t, got, want)
