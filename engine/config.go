@@ -42,7 +42,7 @@ type KafkaConfig struct {
 	// "segd".
 	Group string `yaml:"group"`
 	// Assignment is how this process gets its partitions: "group"
-	// (default) joins Group with the range assignor, so several
+	// (default) joins Group with segd's co-partitioning assignor, so several
 	// instances share the partitions and take over each other's when one
 	// leaves or dies; "all" owns every partition without joining (one
 	// instance per group; no rebalances).

@@ -457,6 +457,7 @@ func (e *Engine) runPartitions(ctx context.Context, parts []int32, rt *partition
 		}
 		delete(e.parts, p)
 		delete(e.procs, p)
+		e.m.forgetPartition(p)
 	}
 	e.m.owned.Set(0)
 	return firstErr
@@ -521,6 +522,7 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 	log := e.log.With().Int32("partition", p).Logger()
 	pm := e.m.partition(p)
 	pm.outboxDepth.Set(float64(part.OutboxDepth()))
+	pm.changelogDepth.Set(float64(part.ChangelogDepth()))
 	pub := newPublisher(part, out, log, pm)
 	pub.lat = &latencyTracker{}
 	proc.lat = pub.lat

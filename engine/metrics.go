@@ -178,6 +178,18 @@ type partitionMetrics struct {
 	changelogDepth   prometheus.Gauge
 }
 
+// forgetPartition removes the gauges of a partition this process no
+// longer runs: left behind, a handed-over partition's last outbox depth or
+// lag would hold alerts (and anyone waiting for zero) forever. Counters
+// stay; they just stop growing.
+func (m *metrics) forgetPartition(p int32) {
+	label := strconv.Itoa(int(p))
+	m.watermark.DeleteLabelValues(label)
+	m.outboxDepth.DeleteLabelValues(label)
+	m.changelogDepth.DeleteLabelValues(label)
+	m.lag.DeletePartialMatch(prometheus.Labels{"partition": label})
+}
+
 func (m *metrics) partition(p int32) *partitionMetrics {
 	label := strconv.Itoa(int(p))
 	pm := &partitionMetrics{

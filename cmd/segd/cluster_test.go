@@ -476,6 +476,56 @@ func (in *instance) metric(name string) float64 {
 	return total
 }
 
+// partitionLabels returns the partition labels of a metric family's
+// samples on the instance's /metrics.
+func (in *instance) partitionLabels(t *testing.T, name string) map[string]bool {
+	t.Helper()
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + in.api + "/metrics")
+	if err != nil {
+		t.Fatalf("%s: /metrics: %v", in.name, err)
+	}
+	defer resp.Body.Close()
+	out := map[string]bool{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		if _, rest, ok := strings.Cut(line, `partition="`); ok {
+			if p, _, ok := strings.Cut(rest, `"`); ok {
+				out[p] = true
+			}
+		}
+	}
+	return out
+}
+
+// checkPartitionGauges: each live instance reports its partitions'
+// gauges for the partitions it runs only, so the instances' series do not
+// overlap. A handed-over partition's last outbox depth or lag left behind
+// would hold alerts (and this harness's settled check) forever.
+func checkPartitionGauges(t *testing.T, live ...*instance) {
+	t.Helper()
+	for _, name := range []string{"segd_outbox_depth", "segd_changelog_depth", "segd_watermark_seconds", "segd_consumer_lag"} {
+		by := map[string]string{}
+		for _, in := range live {
+			ps := in.partitionLabels(t, name)
+			if owned := in.metric("segd_owned_partitions"); float64(len(ps)) != owned {
+				t.Fatalf("%s reports %s for partitions %v but runs %v partitions", in.name, name, ps, owned)
+			}
+			for p := range ps {
+				if other, dup := by[p]; dup {
+					t.Fatalf("%s of partition %s is reported by %s and by %s", name, p, other, in.name)
+				}
+				by[p] = in.name
+			}
+		}
+	}
+}
+
 // members lists a segment's members through the instance's API, page by
 // page.
 func (in *instance) members(t *testing.T, segment string) []string {

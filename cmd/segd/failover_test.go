@@ -125,6 +125,7 @@ func TestFailoverKillInstanceAndLoseState(t *testing.T) {
 	}
 	got, records := p.readChanges(t)
 	checkMembers(t, got, a2, b2)
+	checkPartitionGauges(t, a2, b2)
 	a2.stop(t)
 	b2.stop(t)
 
@@ -181,6 +182,7 @@ func TestFailoverBrokerKilled(t *testing.T) {
 	settled(t, p, 5*time.Minute, a, b)
 	t.Logf("broker 2 of 3 killed with %.0f of %d events applied; all applied and published %s later (fetch errors retried: A %.0f, B %.0f)",
 		before, events, time.Since(killed).Round(100*time.Millisecond), a.metric("segd_fetch_errors_total"), b.metric("segd_fetch_errors_total"))
+	checkPartitionGauges(t, a, b)
 	a.stop(t)
 	b.stop(t)
 
