@@ -256,6 +256,9 @@ func (pm *partitionMetrics) report(p *processor, last *processorStats, commit ti
 	pm.all.commitSeconds.Observe(commit.Seconds())
 	pm.watermark.Set(float64(p.clock) / 1000)
 	pm.outboxDepth.Set(float64(p.part.OutboxDepth()))
+	// Also here, not only after a write: while the changelog cannot be
+	// written (a broker down) the depth must show it growing.
+	pm.changelogDepth.Set(float64(p.part.ChangelogDepth()))
 }
 
 func addDelta(c prometheus.Counter, now uint64, last *uint64) {
