@@ -272,6 +272,9 @@ func TestPartitionConsumerReportsDeletedRecords(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
+		if lag := c.StartLag()["stored"]; lag != 60 {
+			t.Fatalf("start lag %d, want 60 (log 40..99, nothing read)", lag)
+		}
 		got := pollOffsets(t, c, 99)
 		if got[0] != 40 || len(got) != 60 {
 			t.Fatalf("delivered %d records from offset %d, want 60 from 40", len(got), got[0])

@@ -58,6 +58,7 @@ type PartitionConsumer struct {
 	caught  []bool
 	end     []int64 // StopAtEnd: end offsets at start
 	next    []int64 // next offset each topic will deliver
+	startAt []int64 // the offset each topic started at
 	blocked time.Time
 
 	ctx    context.Context
@@ -88,6 +89,7 @@ func NewPartitionConsumer(opts PartitionConsumerOptions) (*PartitionConsumer, er
 		opts: opts, in: make(chan fetched, 4096), ctx: ctx, cancel: cancel,
 		queues: make([][]Message, len(opts.Topics)), caught: make([]bool, len(opts.Topics)),
 		end: make([]int64, len(opts.Topics)), next: make([]int64, len(opts.Topics)),
+		startAt: make([]int64, len(opts.Topics)),
 	}
 	startCtx, startCancel := context.WithTimeout(ctx, 30*time.Second)
 	defer startCancel()
@@ -111,7 +113,7 @@ func NewPartitionConsumer(opts PartitionConsumerOptions) (*PartitionConsumer, er
 			}
 			start = first[t]
 		}
-		c.next[i] = start
+		c.next[i], c.startAt[i] = start, start
 		c.end[i] = end[t]
 		c.caught[i] = start >= end[t]
 		r, err := c.newReader(t, start)
@@ -367,6 +369,17 @@ func (c *PartitionConsumer) Poll(ctx context.Context, dst []Message, maxWait tim
 			return dst, errors.New("connectors: consumer closed")
 		}
 	}
+}
+
+// StartLag returns, by topic, how many records the consumer was behind
+// the end when it started: lag is known before the first record arrives
+// (or if none can be fetched).
+func (c *PartitionConsumer) StartLag() map[string]int64 {
+	out := make(map[string]int64, len(c.opts.Topics))
+	for i, t := range c.opts.Topics {
+		out[t] = max(0, c.end[i]-c.startAt[i])
+	}
+	return out
 }
 
 // Close stops the readers and waits for their goroutines. Safe to call twice.

@@ -543,6 +543,9 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 	for topic, off := range start {
 		tk.committed[topic] = off
 	}
+	for topic, lag := range src.StartLag() {
+		tk.setLag(topic, lag)
+	}
 	rp := &runningPartition{task: tk, pub: pub}
 	e.mu.Lock()
 	e.parts[p] = rp

@@ -162,32 +162,39 @@ func (t *task) maybeAdvanceIdle() error {
 	return nil
 }
 
+// setLag records how many records of topic the partition is behind, for
+// the lag gauge and /readyz.
+func (t *task) setLag(topic string, lag int64) {
+	lag = max(0, lag)
+	if t.m != nil {
+		g := t.lag[topic]
+		if g == nil {
+			if t.lag == nil {
+				t.lag = map[string]prometheus.Gauge{}
+			}
+			g = t.m.all.lag.WithLabelValues(topic, strconv.Itoa(int(t.id)))
+			t.lag[topic] = g
+		}
+		g.Set(float64(lag))
+	}
+	if t.lags == nil {
+		t.lags = map[string]int64{}
+	}
+	t.lags[topic] = lag
+	var worst int64
+	for _, l := range t.lags {
+		worst = max(worst, l)
+	}
+	t.maxLag.Store(worst)
+}
+
 // handle applies one input record. Only state failures are returned; a bad
 // record is dead-lettered and the partition moves on.
 func (t *task) handle(m *connectors.Message) error {
 	t.next[m.Topic] = m.Offset + 1
 	t.pending++
-	if t.m != nil && m.HighWaterMark > 0 {
-		g := t.lag[m.Topic]
-		if g == nil {
-			if t.lag == nil {
-				t.lag = map[string]prometheus.Gauge{}
-			}
-			g = t.m.all.lag.WithLabelValues(m.Topic, strconv.Itoa(int(t.id)))
-			t.lag[m.Topic] = g
-		}
-		g.Set(float64(max(0, m.HighWaterMark-m.Offset-1)))
-	}
 	if m.HighWaterMark > 0 {
-		if t.lags == nil {
-			t.lags = map[string]int64{}
-		}
-		t.lags[m.Topic] = max(0, m.HighWaterMark-m.Offset-1)
-		var worst int64
-		for _, l := range t.lags {
-			worst = max(worst, l)
-		}
-		t.maxLag.Store(worst)
+		t.setLag(m.Topic, m.HighWaterMark-m.Offset-1)
 	}
 	if m.Topic == t.proc.opt.mergesTopic && m.Topic != "" {
 		err := t.proc.merge(string(m.Key), m.Value)
