@@ -27,16 +27,25 @@ const changelogValueV1 = 1
 // use.
 type ChangelogWriter struct {
 	client *kafka.Client
+	tr     *kafka.Transport
 	topic  string
 	recs   []kafka.Record
 }
 
-// NewChangelogWriter returns a writer to topic.
+// NewChangelogWriter returns a writer to topic. Close it.
 func NewChangelogWriter(brokers []string, sec *Security, topic string) *ChangelogWriter {
+	tr := sec.transport()
 	return &ChangelogWriter{
-		client: &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 30 * time.Second, Transport: sec.transport()},
+		client: &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 30 * time.Second, Transport: tr},
+		tr:     tr,
 		topic:  topic,
 	}
+}
+
+// Close releases the writer's connections. Safe to call twice.
+func (w *ChangelogWriter) Close() error {
+	w.tr.CloseIdleConnections()
+	return nil
 }
 
 // Write appends recs to partition with acks=all and returns the

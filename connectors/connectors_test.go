@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -320,4 +321,55 @@ func TestPartitionConsumerReportsDeletedRecords(t *testing.T) {
 			t.Fatalf("reported lost %q, want live[20,60)", lost.String())
 		}
 	})
+}
+
+// Clients segd makes and drops (a changelog writer per partition and
+// generation, producers, group offset committers) leave no connections or
+// goroutines behind once closed: kafka-go's transports run a metadata
+// goroutine per broker until told to stop.
+func TestClosedClientsLeaveNothingRunning(t *testing.T) {
+	brokers := startBroker(t, 1, "leak")
+	use := func() {
+		prod, err := NewProducer(brokers, ProducerOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := prod.Write(context.Background(), Message{Topic: "leak", Key: []byte("k"), Value: []byte("v")}); err != nil {
+			t.Fatal(err)
+		}
+		prod.Close()
+		w := NewChangelogWriter(brokers, nil, "leak")
+		if _, err := w.Write(context.Background(), 0, []ChangelogRecord{{Key: []byte("k"), Value: []byte("v")}}); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+		w.Close()
+		gc := NewGroupOffsetCommitter(brokers, "leak-group", nil)
+		if err := gc.Commit(context.Background(), 0, map[string]int64{"leak": 1}); err != nil {
+			t.Fatal(err)
+		}
+		gc.Close()
+		gc.Close()
+	}
+	use() // warm up whatever lives once per process
+	settle := func() int {
+		// Closed connections' goroutines wind down asynchronously.
+		n, last := runtime.NumGoroutine(), -1
+		for deadline := time.Now().Add(5 * time.Second); n != last && time.Now().Before(deadline); {
+			time.Sleep(100 * time.Millisecond)
+			last, n = n, runtime.NumGoroutine()
+		}
+		return n
+	}
+	before := settle()
+	for i := 0; i < 10; i++ {
+		use()
+	}
+	var after int
+	deadline := time.Now().Add(10 * time.Second)
+	for after = settle(); after > before+2 && time.Now().Before(deadline); after = settle() {
+	}
+	if after > before+2 {
+		t.Fatalf("%d goroutines before 10 rounds of closed clients, %d after", before, after)
+	}
 }

@@ -15,15 +15,26 @@ import (
 // in its store; these are for monitoring only. Safe for concurrent use.
 type GroupOffsetCommitter struct {
 	client *kafka.Client
+	tr     *kafka.Transport
 	group  string
 }
 
-// NewGroupOffsetCommitter returns a committer for group.
+// NewGroupOffsetCommitter returns a committer for group. Close it.
 func NewGroupOffsetCommitter(brokers []string, group string, sec *Security) *GroupOffsetCommitter {
+	tr := sec.transport()
 	return &GroupOffsetCommitter{
-		client: &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: sec.transport()},
+		client: &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: tr},
+		tr:     tr,
 		group:  group,
 	}
+}
+
+// Close releases the committer's connections (and the transport's
+// metadata goroutines, which would otherwise run forever). Safe to call
+// twice.
+func (g *GroupOffsetCommitter) Close() error {
+	g.tr.CloseIdleConnections()
+	return nil
 }
 
 // Commit commits next offsets (topic -> next offset) of one partition.

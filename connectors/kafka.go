@@ -66,6 +66,7 @@ type ProducerOptions struct {
 // agree on which partition holds a customer. Safe for concurrent use.
 type Producer struct {
 	w    *kafka.Writer
+	tr   *kafka.Transport
 	once sync.Once
 }
 
@@ -80,7 +81,8 @@ func NewProducer(brokers []string, opts ProducerOptions) (*Producer, error) {
 	if opts.WriteTimeout == 0 {
 		opts.WriteTimeout = 30 * time.Second
 	}
-	return &Producer{w: &kafka.Writer{
+	tr := opts.Security.transport()
+	return &Producer{tr: tr, w: &kafka.Writer{
 		Addr:         kafka.TCP(brokers...),
 		Balancer:     &kafka.Murmur2Balancer{},
 		RequiredAcks: kafka.RequireAll,
@@ -88,7 +90,7 @@ func NewProducer(brokers []string, opts ProducerOptions) (*Producer, error) {
 		BatchSize:    1000,
 		WriteTimeout: opts.WriteTimeout,
 		MaxAttempts:  5,
-		Transport:    opts.Security.transport(),
+		Transport:    tr,
 	}}, nil
 }
 
@@ -111,7 +113,12 @@ func (p *Producer) Write(ctx context.Context, msgs ...Message) error {
 // Close flushes and closes the producer. Safe to call twice.
 func (p *Producer) Close() error {
 	var err error
-	p.once.Do(func() { err = p.w.Close() })
+	p.once.Do(func() {
+		err = p.w.Close()
+		// The writer leaves a transport it did not create open: its
+		// connections and metadata goroutines would outlive the producer.
+		p.tr.CloseIdleConnections()
+	})
 	return err
 }
 

@@ -154,6 +154,7 @@ func TestCrashRecoveryEffectivelyOnce(t *testing.T) {
 	// every input record (its consumer group's offsets reached the ends).
 	consumed := func(topic string) bool {
 		gc := connectors.NewGroupOffsetCommitter(brokers, "segd-"+topic, nil)
+		defer gc.Close()
 		for p := 0; p < partitions; p++ {
 			_, end, err := connectors.EndOffsets(context.Background(), brokers, nil, inputs, p)
 			if err != nil {

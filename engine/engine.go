@@ -448,6 +448,7 @@ func (e *Engine) runPartitions(ctx context.Context, parts []int32, rt *partition
 			if err := rp.cl.flush(flushCtx); err != nil {
 				e.log.Warn().Err(err).Int32("partition", p).Msg("changelog not fully written at hand-over")
 			}
+			rp.cl.w.Close()
 		}
 		if err := rp.task.src.Close(); err != nil {
 			e.log.Warn().Err(err).Int32("partition", p).Msg("close consumer")
@@ -611,6 +612,7 @@ func logRecordsLost(log zerolog.Logger, topic string, p int32, from, to int64) {
 // store's offsets are the truth.
 func (e *Engine) commitGroupOffsets(ch <-chan partitionOffsets) {
 	gc := connectors.NewGroupOffsetCommitter(e.cfg.Kafka.Brokers, e.cfg.Kafka.Group, e.sec)
+	defer gc.Close()
 	var lastWarn time.Time
 	for po := range ch {
 		var err error

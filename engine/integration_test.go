@@ -265,6 +265,7 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 	}
 	// The consumer group sees the committed offsets (lag monitoring).
 	gc := connectors.NewGroupOffsetCommitter(brokers, cfg.Kafka.Group, nil)
+	defer gc.Close()
 	waitFor(t, 10*time.Second, "group offsets", func() bool {
 		offs, err := gc.Committed(context.Background(), 0, []string{DefaultPurchasesTopic, DefaultEngagementsTopic, DefaultProfilesTopic})
 		return err == nil && offs[DefaultPurchasesTopic] == 4 && offs[DefaultEngagementsTopic] == 1 && offs[DefaultProfilesTopic] == 1

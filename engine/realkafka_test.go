@@ -95,6 +95,7 @@ func TestRealKafkaMatchesEmbedded(t *testing.T) {
 		t.Errorf("read %d changes back from real Kafka, published %v", len(changes), pr.Enters+pr.Exits)
 	}
 	gc := connectors.NewGroupOffsetCommitter(strings.Split(real, ","), prefix+"real", nil)
+	defer gc.Close()
 	waitFor(t, 15*time.Second, "group offsets on the real broker", func() bool {
 		sum := int64(0)
 		for p := 0; p < partitions; p++ {

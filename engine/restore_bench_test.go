@@ -28,6 +28,7 @@ func restoreFixture(tb testing.TB, brokers []string, customers, valueBytes int) 
 		tb.Fatal(err)
 	}
 	w := connectors.NewChangelogWriter(brokers, nil, topic)
+	defer w.Close()
 	// Keys follow the store's layout (docs/state.md): keyspace byte,
 	// partition number (4 bytes big-endian), customer id.
 	key := func(ks byte, rest string) []byte {

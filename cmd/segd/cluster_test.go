@@ -207,6 +207,7 @@ func (p pipeline) endOffsets(t *testing.T) map[string]int64 {
 func (p pipeline) committed(t *testing.T) map[string]int64 {
 	t.Helper()
 	gc := connectors.NewGroupOffsetCommitter(p.brokers, p.group, nil)
+	defer gc.Close()
 	out := map[string]int64{}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
