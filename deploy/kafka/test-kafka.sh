@@ -3,12 +3,12 @@
 # starts a KRaft broker from Maven Central jars (deploy/kafka/kafka.sh),
 # runs the tests with SEGD_KAFKA_BROKERS pointing at it (the embedded-vs-real
 # comparison and the instance failover test: SIGKILLed and state-less `segd
-# run` processes), stops it; then starts a 3-broker cluster (3.9.1: see
-# docs/operations.md for 4.1.0) and runs the broker-failure test.
+# run` processes), stops it; then, per version, starts a 3-broker cluster and
+# runs the broker-failure test.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 VERSIONS=${SEGD_KAFKA_VERSIONS:-"3.9.1 4.1.0"}
-CLUSTER_VERSION=${SEGD_KAFKA_CLUSTER_VERSION:-3.9.1}
+CLUSTER_VERSIONS=${SEGD_KAFKA_CLUSTER_VERSIONS:-"3.9.1 4.1.0"}
 GO=${GO:-go}
 # The failover tests keep their instances' logs here (and, when one times
 # out, each live instance's /metrics and a goroutine dump).
@@ -47,7 +47,15 @@ for v in $VERSIONS; do
   deploy/kafka/kafka.sh stop "$dir"
   port=$((port + 100))
 done
-cluster="$base/cluster-$CLUSTER_VERSION"
-deploy/kafka/kafka.sh cluster-start "$CLUSTER_VERSION" "$cluster" 29092
-export SEGD_KAFKA_CLUSTER_DIR="$cluster" SEGD_KAFKA_CLUSTER_BROKERS; SEGD_KAFKA_CLUSTER_BROKERS=$(cat "$cluster/brokers")
-run "cluster-$CLUSTER_VERSION" -timeout 15m -run 'TestFailoverBrokerKilled' ./cmd/segd
+port=29092
+for v in $CLUSTER_VERSIONS; do
+  cluster="$base/cluster-$v"
+  deploy/kafka/kafka.sh cluster-start "$v" "$cluster" "$port"
+  export SEGD_KAFKA_CLUSTER_DIR="$cluster" SEGD_KAFKA_VERSION="$v" SEGD_KAFKA_CLUSTER_BROKERS
+  SEGD_KAFKA_CLUSTER_BROKERS=$(cat "$cluster/brokers")
+  run "cluster-$v" -timeout 15m -run 'TestFailoverBrokerKilled' ./cmd/segd
+  deploy/kafka/kafka.sh cluster-stop "$cluster"
+  cluster=""
+  unset SEGD_KAFKA_CLUSTER_DIR SEGD_KAFKA_CLUSTER_BROKERS SEGD_KAFKA_VERSION
+  port=$((port + 100))
+done
