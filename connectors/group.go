@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -32,6 +33,12 @@ type GroupOptions struct {
 	Security *Security
 	// Logf, if set, receives the group client's own logs.
 	Logf func(format string, args ...any)
+	// Prefer, if set, returns the partition numbers this member would
+	// rather get in its first generation (those it has local state of);
+	// later joins prefer the previous generation's. The assignor keeps
+	// preferences as far as an even split allows. Called from the group
+	// client's goroutine.
+	Prefer func() []int
 }
 
 // Group is this process's membership of a consumer group. Its assignor
@@ -41,6 +48,8 @@ type Group struct {
 	cg     *kafka.ConsumerGroup
 	topics []string
 	once   sync.Once
+	last   atomic.Pointer[[]int] // the last generation's partitions, longest held first
+	since  map[int]int32         // generation since which each is held; Next only
 }
 
 // JoinGroup starts a membership; Next returns its generations.
@@ -57,12 +66,22 @@ func JoinGroup(opts GroupOptions) (*Group, error) {
 	if opts.HeartbeatInterval == 0 {
 		opts.HeartbeatInterval = time.Second
 	}
+	g := &Group{topics: append([]string(nil), opts.Topics...)}
+	prefer := func() []int {
+		if last := g.last.Load(); last != nil {
+			return *last
+		}
+		if opts.Prefer != nil {
+			return opts.Prefer()
+		}
+		return nil
+	}
 	cfg := kafka.ConsumerGroupConfig{
 		ID:                opts.Group,
 		Brokers:           opts.Brokers,
 		Dialer:            opts.Security.dialer(),
 		Topics:            opts.Topics,
-		GroupBalancers:    []kafka.GroupBalancer{coPartitionBalancer{}},
+		GroupBalancers:    []kafka.GroupBalancer{coPartitionBalancer{prefer: prefer}},
 		HeartbeatInterval: opts.HeartbeatInterval,
 		SessionTimeout:    opts.SessionTimeout,
 		RebalanceTimeout:  opts.RebalanceTimeout,
@@ -77,7 +96,8 @@ func JoinGroup(opts GroupOptions) (*Group, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consumer group %s: %w", opts.Group, err)
 	}
-	return &Group{cg: cg, topics: append([]string(nil), opts.Topics...)}, nil
+	g.cg = cg
+	return g, nil
 }
 
 // Generation is one assignment of partitions to this member, valid until
@@ -101,6 +121,22 @@ func (g *Group) Next(ctx context.Context) (*Generation, error) {
 	if err != nil {
 		return &Generation{ID: gen.ID, MemberID: gen.MemberID, gen: gen}, err
 	}
+	// Partitions held longest come first in the next join's preferences:
+	// the assignor keeps preferences in order, so a partition this
+	// member only stood in for (a neighbour restarting) is the one it
+	// gives back.
+	since := make(map[int]int32, len(parts))
+	for _, p := range parts {
+		if s, ok := g.since[p]; ok {
+			since[p] = s
+		} else {
+			since[p] = gen.ID
+		}
+	}
+	g.since = since
+	prefs := append([]int(nil), parts...)
+	sort.SliceStable(prefs, func(i, j int) bool { return since[prefs[i]] < since[prefs[j]] })
+	g.last.Store(&prefs)
 	return &Generation{ID: gen.ID, MemberID: gen.MemberID, Partitions: parts, gen: gen}, nil
 }
 

@@ -283,6 +283,10 @@ func (e *Engine) Run(ctx context.Context) error {
 		Logf: func(format string, args ...any) {
 			e.log.Debug().Str("component", "group").Msgf(format, args...)
 		},
+		// Before its first generation an instance asks for the
+		// partitions its store is in sync with the changelog on: a
+		// restarted instance gets them back and needs no restore.
+		Prefer: func() []int { return e.inSyncPartitions(runCtx, n) },
 	})
 	if err != nil {
 		return err
@@ -632,6 +636,32 @@ func (e *Engine) commitGroupOffsets(ch <-chan partitionOffsets) {
 			e.log.Warn().Err(err).Str("group", e.cfg.Kafka.Group).Msg("cannot commit consumer group offsets (lag monitoring only)")
 		}
 	}
+}
+
+// inSyncPartitions are the partitions below n whose local state is the
+// changelog's latest (decideRestore would keep it). Partitions it cannot
+// tell about are left out: a preference, not a promise.
+func (e *Engine) inSyncPartitions(ctx context.Context, n int) []int {
+	if !e.changelogOn() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var out []int
+	for p := 0; p < n; p++ {
+		synced, ok, err := e.st.SyncedEnd(int32(p))
+		if err != nil || !ok {
+			continue
+		}
+		end, err := connectors.ChangelogEnd(ctx, e.cfg.Kafka.Brokers, e.sec, e.cfg.Kafka.Topics.Changelog, p)
+		if err != nil {
+			continue
+		}
+		if d, _ := decideRestore(synced, true, end); d == keepLocal {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // countMembers counts a segment's committed members in the partitions this

@@ -409,7 +409,13 @@ func (p *processor) deadLetter(topic string, partition int32, offset int64, key,
 
 // commit writes the clock and everything staged in one atomic batch.
 func (p *processor) commit() error {
-	p.part.SetOffset(clockOffsetKey, p.clock)
+	// Only a moved clock is written: a commit that changes nothing must
+	// write nothing, or an instance that merely held a partition for a
+	// while (a neighbour restarting) would move its changelog and make
+	// the owner coming back restore it in full.
+	if p.clock != p.committedClock.Load() {
+		p.part.SetOffset(clockOffsetKey, p.clock)
+	}
 	if err := p.part.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
