@@ -127,10 +127,6 @@ func NewPartitionConsumer(opts PartitionConsumerOptions) (*PartitionConsumer, er
 	return c, nil
 }
 
-// readerSilence is how long a fetch may deliver nothing before its reader
-// is replaced.
-const readerSilence = 20 * time.Second
-
 func (c *PartitionConsumer) newReader(topic string, offset int64) (*kafka.Reader, error) {
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:         c.opts.Brokers,
@@ -163,32 +159,15 @@ func (c *PartitionConsumer) fetch(i int, r *kafka.Reader, next int64) {
 	backoff := 100 * time.Millisecond
 	var lastGapCheck time.Time
 	for {
-		// A fetch that delivers nothing for readerSilence gets a new
-		// reader: a kafka-go reader that stopped fetching (seen once on
-		// a healthy broker, cause unknown) must not stall the partition,
-		// whose merge waits for a topic that is behind. For a caught-up
-		// topic it costs one reconnect per readerSilence.
-		fctx, fcancel := context.WithTimeout(c.ctx, readerSilence)
-		m, err := r.FetchMessage(fctx)
-		fcancel()
+		m, err := r.FetchMessage(c.ctx)
 		if err != nil {
 			if c.ctx.Err() != nil {
 				return
 			}
-			if errors.Is(err, context.DeadlineExceeded) {
-				// Silence, not an error: reconnect at once, quietly.
-				r.Close()
-				if r, err = c.newReader(c.opts.Topics[i], next); err == nil {
-					continue
-				}
-				r = nil
-			}
 			if c.opts.OnFetchError != nil {
 				c.opts.OnFetchError(c.opts.Topics[i], err)
 			}
-			if r != nil {
-				r.Close()
-			}
+			r.Close()
 			for {
 				select {
 				case <-c.ctx.Done():
