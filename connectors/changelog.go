@@ -95,9 +95,27 @@ func ChangelogEnd(ctx context.Context, brokers []string, sec *Security, topic st
 // record in order; deleted is true for a tombstone. The slices are valid
 // only during fn. A value in an unknown format is an error.
 func ReadChangelog(ctx context.Context, brokers []string, sec *Security, topic string, partition int, end int64, fn func(key, value []byte, deleted bool) error) error {
+	return ReadChangelogFrom(ctx, brokers, sec, topic, partition, -1, end, fn)
+}
+
+// ErrChangelogGone is returned by ReadChangelogFrom when the log no longer
+// holds the offset to start from.
+var ErrChangelogGone = errors.New("connectors: the changelog no longer starts at that offset")
+
+// ReadChangelogFrom is ReadChangelog from offset from (-1: the first
+// record). Records between from and end that compaction removed were
+// superseded by later ones, so applying what is left on top of the state
+// as of from gives the state as of end.
+func ReadChangelogFrom(ctx context.Context, brokers []string, sec *Security, topic string, partition int, from, end int64, fn func(key, value []byte, deleted bool) error) error {
 	first, _, err := EndOffsets(ctx, brokers, sec, []string{topic}, partition)
 	if err != nil {
 		return err
+	}
+	if from >= 0 {
+		if first[topic] > from {
+			return fmt.Errorf("changelog %s/%d starts at %d, after %d: %w", topic, partition, first[topic], from, ErrChangelogGone)
+		}
+		first[topic] = from
 	}
 	if first[topic] >= end {
 		return nil

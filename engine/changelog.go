@@ -176,13 +176,24 @@ func (e *Engine) prepareState(ctx context.Context, p int32) error {
 		}
 		return nil
 	}
-	log.Info().Str("reason", why).Msg("restoring partition from the changelog")
 	e.m.restoring.Inc()
 	e.restoringNow.Store(int64(p) + 1)
 	defer func() {
 		e.m.restoring.Dec()
 		e.restoringNow.Store(0)
 	}()
+	if ok && synced < end {
+		done, why, err := e.catchUp(ctx, p, synced, end, log)
+		if done {
+			return nil
+		}
+		if err != nil {
+			log.Info().Err(err).Msg("cannot catch up on the changelog; restoring in full")
+		} else {
+			log.Info().Str("reason", why).Msg("not catching up on the changelog; restoring in full")
+		}
+	}
+	log.Info().Str("reason", why).Msg("restoring partition from the changelog")
 	start := time.Now()
 	r, err := e.st.Restore(p)
 	if err != nil {
@@ -217,4 +228,51 @@ func (e *Engine) prepareState(ctx context.Context, p int32) error {
 	log.Info().Int64("records", r.Applied()).Int64("customers", customers).Dur("took", took).
 		Float64("customers_per_second", rate).Msg("partition restored")
 	return nil
+}
+
+// catchUpWindow bounds how old a store's last changelog sync may be for it
+// to catch up on what others appended since, instead of restoring in
+// full. Compaction drops a tombstone delete.retention.ms (24 h by default)
+// after reaching it; a deletion whose tombstone is gone would be missed.
+const catchUpWindow = time.Hour
+
+// catchUp applies the changelog records from synced to end on top of
+// partition p's local state, which reflects the changelog up to synced and
+// has nothing unsent: the instance that ran the partition meanwhile wrote
+// only those. It reports whether it did, or why not.
+func (e *Engine) catchUp(ctx context.Context, p int32, synced, end int64, log zerolog.Logger) (bool, string, error) {
+	at, ok, err := e.st.SyncedAt(p)
+	if err != nil {
+		return false, "", err
+	}
+	if !ok {
+		return false, "the store does not know when it last synced", nil
+	}
+	if age := e.opt.Now().Sub(at); age > catchUpWindow {
+		return false, fmt.Sprintf("the store last synced %s ago, over %s", age.Round(time.Second), catchUpWindow), nil
+	}
+	r, err := e.st.CatchUp(p)
+	if err != nil {
+		return false, "", err
+	}
+	start := time.Now()
+	err = connectors.ReadChangelogFrom(ctx, e.cfg.Kafka.Brokers, e.sec, e.cfg.Kafka.Topics.Changelog, int(p), synced, end, func(key, value []byte, deleted bool) error {
+		if err := r.Apply(key, value, deleted); err != nil {
+			return err
+		}
+		e.m.restoreRecords.Inc()
+		return nil
+	})
+	if err != nil {
+		// Part of it may be applied; the full restore that follows
+		// wipes the partition first.
+		r.Abort()
+		return false, "", err
+	}
+	if err := r.Finish(end); err != nil {
+		return false, "", err
+	}
+	e.m.restoreSeconds.Observe(time.Since(start).Seconds())
+	log.Info().Int64("from", synced).Int64("records", r.Applied()).Dur("took", time.Since(start)).Msg("partition caught up from the changelog")
+	return true, "", nil
 }

@@ -165,6 +165,14 @@ func twoInstances(t *testing.T, group string) (*Config, *Config) {
 	cfgB := *cfgA
 	cfgB.State.Dir = filepath.Join(t.TempDir(), "b")
 
+	producePurchases(t, brokers, 0, 40)
+	return cfgA, &cfgB
+}
+
+// producePurchases writes purchases first..first+n-1 (a customer each, a
+// minute apart, 2000 each) to the purchases topic.
+func producePurchases(t *testing.T, brokers []string, first, n int) {
+	t.Helper()
 	prod, err := connectors.NewProducer(brokers, connectors.ProducerOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -172,15 +180,98 @@ func twoInstances(t *testing.T, group string) (*Config, *Config) {
 	defer prod.Close()
 	base := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 	var msgs []connectors.Message
-	for i := 0; i < 40; i++ {
+	for i := first; i < first+n; i++ {
 		at := base.Add(time.Duration(i) * time.Minute)
-		id := fmt.Sprintf("c%d", i)
+		id := fmt.Sprintf("c%d", i%60)
 		msgs = append(msgs, connectors.Message{Topic: DefaultPurchasesTopic, Key: []byte(id), Time: at,
 			Value: []byte(fmt.Sprintf(`{"type":"purchase","event_id":"p%d","customer_id":%q,"ts":%q,"amount":2000}`, i, id, at.Format(time.RFC3339)))})
 	}
 	if err := prod.Write(context.Background(), msgs...); err != nil {
 		t.Fatal(err)
 	}
+}
 
-	return cfgA, &cfgB
+// partitionContents is a partition's committed customers and offsets, for
+// comparing two stores.
+func partitionContents(t *testing.T, eng *Engine, p int32) string {
+	t.Helper()
+	var b strings.Builder
+	if err := eng.st.RangeCommitted(p, func(id string, data []byte) error {
+		fmt.Fprintf(&b, "%s=%x\n", id, data)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	offs, err := eng.st.CommittedOffsets(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := make([]string, 0, len(offs))
+	for k := range offs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "offset %s=%d\n", k, offs[k])
+	}
+	return b.String()
+}
+
+// An instance coming back to a partition that another ran meanwhile, with
+// new input, catches up on the changelog from where it synced instead of
+// restoring it all, and ends with the same state as the stand-in.
+func TestReturningInstanceCatchesUpOnTheChangelog(t *testing.T) {
+	cfgA, cfgB := twoInstances(t, "catchup")
+	brokers := cfgA.Kafka.Brokers
+	runB := func() (*Engine, func()) {
+		t.Helper()
+		b, err := New(cfgB, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- b.Run(ctx) }()
+		return b, func() {
+			cancel()
+			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+				t.Fatalf("B: %v", err)
+			}
+			b.Close()
+		}
+	}
+	b, stopB := runB()
+	waitFor(t, 30*time.Second, "B to apply every event", func() bool { return b.Progress().Events == 40 })
+	a := startEngine(t, cfgA)
+	waitFor(t, 60*time.Second, "A and B to run one partition each", func() bool {
+		return len(a.ownedPartitions()) == 1 && len(b.ownedPartitions()) == 1
+	})
+	p := b.ownedPartitions()[0]
+	stopB()
+	waitFor(t, 30*time.Second, "A to run both partitions", func() bool { return len(a.ownedPartitions()) == 2 })
+	// New input while B is away, customers old and new, on both partitions.
+	producePurchases(t, brokers, 40, 60)
+	waitFor(t, 30*time.Second, "A to apply the new events", func() bool { return a.Progress().Events == 60 })
+
+	b, stopB = runB()
+	defer stopB()
+	waitFor(t, 60*time.Second, "B to get its partition back", func() bool {
+		return len(a.ownedPartitions()) == 1 && len(b.ownedPartitions()) == 1 && b.ready.Load()
+	})
+	if got := b.ownedPartitions()[0]; got != p {
+		t.Fatalf("B got partition %d back, it had %d", got, p)
+	}
+	end, err := connectors.ChangelogEnd(context.Background(), brokers, nil, cfgA.Kafka.Topics.Changelog, int(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := counterSum(t, b, "segd_restore_records_total", "", "")
+	if restored == 0 || restored >= float64(end) {
+		t.Fatalf("B applied %v changelog records of %d: want a catch-up, more than none and fewer than all", restored, end)
+	}
+	// A ran the partition last and handed it over: its store holds the
+	// state B must have.
+	if got, want := partitionContents(t, b, p), partitionContents(t, a, p); got != want {
+		t.Fatalf("B's partition %d after catching up differs from A's:\n got %s\nwant %s", p, got, want)
+	}
 }

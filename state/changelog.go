@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -166,7 +167,7 @@ func (p *Partition) ChangelogSent(upTo uint64, end int64) error {
 			b.Delete(k, nil)
 		}
 	}
-	b.Set(partPrefix(ksChangelogEnd, p.id), be64(uint64(end)), nil)
+	b.Set(partPrefix(ksChangelogEnd, p.id), syncedValue(end), nil)
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("partition %d: record changelog end %d: %w", p.id, end, err)
 	}
@@ -191,10 +192,37 @@ func (s *Store) SyncedEnd(n int32) (end int64, ok bool, err error) {
 		return 0, false, err
 	}
 	defer closer.Close()
-	if len(v) != 8 {
+	if len(v) != 8 && len(v) != 16 {
 		return 0, false, fmt.Errorf("%w: changelog end is %d bytes", ErrCorrupt, len(v))
 	}
 	return int64(binary.BigEndian.Uint64(v)), true, nil
+}
+
+// syncedValue is the changelog end a partition reflects and when it was
+// recorded (Unix ms): 16 bytes. Stores written before the time was kept
+// have 8.
+func syncedValue(end int64) []byte {
+	return binary.BigEndian.AppendUint64(be64(uint64(end)), uint64(time.Now().UnixMilli()))
+}
+
+// SyncedAt returns when SyncedEnd's offset was last recorded for
+// partition n; ok is false if it is unknown (none, or an older store).
+func (s *Store) SyncedAt(n int32) (at time.Time, ok bool, err error) {
+	if s.isClosed() {
+		return time.Time{}, false, ErrClosed
+	}
+	v, closer, err := s.db.Get(partPrefix(ksChangelogEnd, n))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	defer closer.Close()
+	if len(v) != 16 {
+		return time.Time{}, false, nil
+	}
+	return time.UnixMilli(int64(binary.BigEndian.Uint64(v[8:]))), true, nil
 }
 
 // ChangelogOp is one write of a changelog entry: a key of the partition and
@@ -302,6 +330,48 @@ func (s *Store) Restore(n int32) (*Restorer, error) {
 	return &Restorer{s: s, n: n, b: s.db.NewBatch()}, nil
 }
 
+// ErrPendingChangelog is returned by CatchUp for a partition with
+// committed changelog entries Kafka has not confirmed: the local state is
+// ahead of what it synced, so only a full restore makes it the log's.
+var ErrPendingChangelog = errors.New("state: partition has unsent changelog entries")
+
+// CatchUp returns a Restorer that applies changelog records on top of
+// partition n's state as it is (no wipe): for a store that synced the
+// changelog up to some offset, has nothing unsent, and is to replay what
+// others appended since. The partition must not be open.
+func (s *Store) CatchUp(n int32) (*Restorer, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if _, open := s.parts[n]; open || s.restoring[n] {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("state: catch up partition %d: it is open or being restored", n)
+	}
+	if s.restoring == nil {
+		s.restoring = map[int32]bool{}
+	}
+	s.restoring[n] = true
+	s.mu.Unlock()
+	prefix := partPrefix(ksChangelog, n)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		s.unreserve(n)
+		return nil, err
+	}
+	pending := it.First()
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		s.unreserve(n)
+		return nil, err
+	}
+	if pending {
+		s.unreserve(n)
+		return nil, fmt.Errorf("catch up partition %d: %w", n, ErrPendingChangelog)
+	}
+	return &Restorer{s: s, n: n, b: s.db.NewBatch()}, nil
+}
+
 func (s *Store) unreserve(n int32) {
 	s.mu.Lock()
 	delete(s.restoring, n)
@@ -401,7 +471,7 @@ func (r *Restorer) Finish(end int64) error {
 	r.done = true
 	defer r.s.unreserve(r.n)
 	defer r.b.Close()
-	r.b.Set(partPrefix(ksChangelogEnd, r.n), be64(uint64(end)), nil)
+	r.b.Set(partPrefix(ksChangelogEnd, r.n), syncedValue(end), nil)
 	if err := r.b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("restore partition %d: %w", r.n, err)
 	}
