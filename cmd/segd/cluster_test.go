@@ -507,24 +507,44 @@ func (in *instance) partitionLabels(t *testing.T, name string) map[string]bool {
 // checkPartitionGauges: each live instance reports its partitions'
 // gauges for the partitions it runs only, so the instances' series do not
 // overlap. A handed-over partition's last outbox depth or lag left behind
-// would hold alerts (and this harness's settled check) forever.
+// would hold alerts (and this harness's settled check) forever. A
+// rebalance may be under way (after a broker kill the group can move
+// again late), so it polls for a consistent view.
 func checkPartitionGauges(t *testing.T, live ...*instance) {
+	t.Helper()
+	last := ""
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if last = gaugeMismatch(t, live...); last == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(last)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// gaugeMismatch describes the first way the instances' partition gauges
+// disagree with the partitions they run, or returns "".
+func gaugeMismatch(t *testing.T, live ...*instance) string {
 	t.Helper()
 	for _, name := range []string{"segd_outbox_depth", "segd_changelog_depth", "segd_watermark_seconds", "segd_consumer_lag"} {
 		by := map[string]string{}
 		for _, in := range live {
 			ps := in.partitionLabels(t, name)
 			if owned := in.metric("segd_owned_partitions"); float64(len(ps)) != owned {
-				t.Fatalf("%s reports %s for partitions %v but runs %v partitions", in.name, name, ps, owned)
+				return fmt.Sprintf("%s reports %s for partitions %v but runs %v partitions", in.name, name, ps, owned)
 			}
 			for p := range ps {
 				if other, dup := by[p]; dup {
-					t.Fatalf("%s of partition %s is reported by %s and by %s", name, p, other, in.name)
+					return fmt.Sprintf("%s of partition %s is reported by %s and by %s", name, p, other, in.name)
 				}
 				by[p] = in.name
 			}
 		}
 	}
+	return ""
 }
 
 // members lists a segment's members through the instance's API, page by
