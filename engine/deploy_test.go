@@ -33,6 +33,23 @@ func TestDashboardUsesRealMetrics(t *testing.T) {
 	if err := json.Unmarshal(b, &dash); err != nil {
 		t.Fatalf("dashboard is not valid JSON: %v", err)
 	}
+	used := 0
+	for _, p := range dash.Panels {
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		for _, tg := range p.Targets {
+			used += checkMetricsDefined(t, "panel "+p.Title, tg.Expr)
+		}
+	}
+	if len(dash.Panels) < 10 || used < 10 {
+		t.Fatalf("dashboard has %d panels and %d metric references", len(dash.Panels), used)
+	}
+}
+
+// definedMetrics are the metric names metrics.go registers.
+func definedMetrics(t *testing.T) map[string]bool {
+	t.Helper()
 	src, err := os.ReadFile("metrics.go")
 	if err != nil {
 		t.Fatal(err)
@@ -41,24 +58,63 @@ func TestDashboardUsesRealMetrics(t *testing.T) {
 	for _, m := range regexp.MustCompile(`"(segd_[a-z_]+)"`).FindAllStringSubmatch(string(src), -1) {
 		defined[m[1]] = true
 	}
-	name := regexp.MustCompile(`segd_[a-z_]+`)
+	return defined
+}
+
+// checkMetricsDefined fails for every segd metric expr uses that the
+// engine does not define, and returns how many it uses.
+func checkMetricsDefined(t *testing.T, where, expr string) int {
+	t.Helper()
+	defined := definedMetrics(t)
 	used := 0
-	for _, p := range dash.Panels {
-		if len(p.Targets) == 0 {
-			t.Errorf("panel %q has no query", p.Title)
+	for _, n := range regexp.MustCompile(`segd_[a-z_]+`).FindAllString(expr, -1) {
+		base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(n, "_bucket"), "_sum"), "_count")
+		if !defined[base] {
+			t.Errorf("%s queries %s, which the engine does not define", where, n)
 		}
-		for _, tg := range p.Targets {
-			for _, n := range name.FindAllString(tg.Expr, -1) {
-				base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(n, "_bucket"), "_sum"), "_count")
-				if !defined[base] {
-					t.Errorf("panel %q queries %s, which the engine does not define", p.Title, n)
-				}
-				used++
+		used++
+	}
+	return used
+}
+
+// TestAlertsUseRealMetrics: the shipped Prometheus alerting rules parse,
+// each has a severity and a summary, and every metric they query exists.
+func TestAlertsUseRealMetrics(t *testing.T) {
+	b, err := os.ReadFile("../deploy/prometheus/segd-alerts.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Groups []struct {
+			Name  string `yaml:"name"`
+			Rules []struct {
+				Alert       string            `yaml:"alert"`
+				Expr        string            `yaml:"expr"`
+				For         string            `yaml:"for"`
+				Labels      map[string]string `yaml:"labels"`
+				Annotations map[string]string `yaml:"annotations"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&doc); err != nil {
+		t.Fatalf("segd-alerts.yaml: %v", err)
+	}
+	n := 0
+	for _, g := range doc.Groups {
+		for _, r := range g.Rules {
+			n++
+			if r.Alert == "" || r.Expr == "" || r.Labels["severity"] == "" || r.Annotations["summary"] == "" {
+				t.Errorf("rule %+v lacks a name, expression, severity or summary", r)
+			}
+			if checkMetricsDefined(t, "alert "+r.Alert, r.Expr) == 0 {
+				t.Errorf("alert %s queries no segd metric", r.Alert)
 			}
 		}
 	}
-	if len(dash.Panels) < 10 || used < 10 {
-		t.Fatalf("dashboard has %d panels and %d metric references", len(dash.Panels), used)
+	if n < 5 {
+		t.Fatalf("%d alerting rules", n)
 	}
 }
 
