@@ -86,13 +86,7 @@ func TestRestartedInstanceGetsItsPartitionBack(t *testing.T) {
 	cfgA, cfgB := twoInstances(t, "sticky")
 	// B runs alone first (both partitions), then A joins: from then on
 	// each holds one, and B restarts three times.
-	bDone := make(chan struct{})
-	bFirst, err := New(cfgB, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { defer close(bDone); bFirst.Run(ctx) }()
+	bFirst, stopFirst := runStoppable(t, cfgB)
 	waitFor(t, 30*time.Second, "B to apply every event", func() bool { return bFirst.Progress().Events == 40 })
 	a := startEngine(t, cfgA)
 	waitFor(t, 60*time.Second, "A and B to run one partition each", func() bool {
@@ -100,21 +94,13 @@ func TestRestartedInstanceGetsItsPartitionBack(t *testing.T) {
 	})
 	first := bFirst.ownedPartitions()[0]
 	aKeeps := fmt.Sprint([]int32{1 - first})
-	cancel()
-	<-bDone
-	bFirst.Close()
+	stopFirst()
 	waitFor(t, 30*time.Second, "A to run both partitions", func() bool { return len(a.ownedPartitions()) == 2 })
 	// runB runs B until A and B own one partition each and returns B's
 	// partition and how many changelog records B restored.
 	runB := func() (int32, float64) {
 		t.Helper()
-		b, err := New(cfgB, Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- b.Run(ctx) }()
+		b, stop := runStoppable(t, cfgB)
 		waitFor(t, 60*time.Second, "A and B to run one partition each", func() bool {
 			return len(a.ownedPartitions()) == 1 && len(b.ownedPartitions()) == 1
 		})
@@ -124,11 +110,7 @@ func TestRestartedInstanceGetsItsPartitionBack(t *testing.T) {
 			t.Fatalf("A runs %s while B runs %d, it ran %s", got, p, aKeeps)
 		}
 		restored := counterSum(t, b, "segd_restore_records_total", "", "")
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Fatalf("B: %v", err)
-		}
-		b.Close()
+		stop()
 		waitFor(t, 30*time.Second, "A to run both partitions again", func() bool { return len(a.ownedPartitions()) == 2 })
 		return p, restored
 	}
@@ -223,24 +205,7 @@ func partitionContents(t *testing.T, eng *Engine, p int32) string {
 func TestReturningInstanceCatchesUpOnTheChangelog(t *testing.T) {
 	cfgA, cfgB := twoInstances(t, "catchup")
 	brokers := cfgA.Kafka.Brokers
-	runB := func() (*Engine, func()) {
-		t.Helper()
-		b, err := New(cfgB, Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- b.Run(ctx) }()
-		return b, func() {
-			cancel()
-			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-				t.Fatalf("B: %v", err)
-			}
-			b.Close()
-		}
-	}
-	b, stopB := runB()
+	b, stopB := runStoppable(t, cfgB)
 	waitFor(t, 30*time.Second, "B to apply every event", func() bool { return b.Progress().Events == 40 })
 	a := startEngine(t, cfgA)
 	waitFor(t, 60*time.Second, "A and B to run one partition each", func() bool {
@@ -253,7 +218,7 @@ func TestReturningInstanceCatchesUpOnTheChangelog(t *testing.T) {
 	producePurchases(t, brokers, 40, 60)
 	waitFor(t, 30*time.Second, "A to apply the new events", func() bool { return a.Progress().Events == 60 })
 
-	b, stopB = runB()
+	b, stopB = runStoppable(t, cfgB)
 	defer stopB()
 	waitFor(t, 60*time.Second, "B to get its partition back", func() bool {
 		return len(a.ownedPartitions()) == 1 && len(b.ownedPartitions()) == 1 && b.ready.Load()
@@ -273,5 +238,25 @@ func TestReturningInstanceCatchesUpOnTheChangelog(t *testing.T) {
 	// state B must have.
 	if got, want := partitionContents(t, b, p), partitionContents(t, a, p); got != want {
 		t.Fatalf("B's partition %d after catching up differs from A's:\n got %s\nwant %s", p, got, want)
+	}
+}
+
+// runStoppable runs an engine until the returned stop is called (unlike
+// startEngine, which runs it until the test ends).
+func runStoppable(t *testing.T, cfg *Config) (*Engine, func()) {
+	t.Helper()
+	eng, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ctx) }()
+	return eng, func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run: %v", err)
+		}
+		eng.Close()
 	}
 }

@@ -181,21 +181,39 @@ func (p *Partition) ChangelogSent(upTo uint64, end int64) error {
 // ChangelogSent (or Restorer.Finish) of partition n; ok is false if there
 // is none. Safe for concurrent use.
 func (s *Store) SyncedEnd(n int32) (end int64, ok bool, err error) {
+	end, _, ok, err = s.synced(n)
+	return end, ok, err
+}
+
+// SyncedAt returns when SyncedEnd's offset was last recorded for
+// partition n; ok is false if it is unknown (none, or an older store).
+func (s *Store) SyncedAt(n int32) (at time.Time, ok bool, err error) {
+	_, at, ok, err = s.synced(n)
+	return at, ok && !at.IsZero(), err
+}
+
+// synced reads partition n's synced changelog end and, in stores that
+// keep it, when it was recorded (else the zero time).
+func (s *Store) synced(n int32) (end int64, at time.Time, ok bool, err error) {
 	if s.isClosed() {
-		return 0, false, ErrClosed
+		return 0, time.Time{}, false, ErrClosed
 	}
 	v, closer, err := s.db.Get(partPrefix(ksChangelogEnd, n))
 	if errors.Is(err, pebble.ErrNotFound) {
-		return 0, false, nil
+		return 0, time.Time{}, false, nil
 	}
 	if err != nil {
-		return 0, false, err
+		return 0, time.Time{}, false, err
 	}
 	defer closer.Close()
-	if len(v) != 8 && len(v) != 16 {
-		return 0, false, fmt.Errorf("%w: changelog end is %d bytes", ErrCorrupt, len(v))
+	switch len(v) {
+	case 16:
+		at = time.UnixMilli(int64(binary.BigEndian.Uint64(v[8:])))
+	case 8:
+	default:
+		return 0, time.Time{}, false, fmt.Errorf("%w: changelog end is %d bytes", ErrCorrupt, len(v))
 	}
-	return int64(binary.BigEndian.Uint64(v)), true, nil
+	return int64(binary.BigEndian.Uint64(v)), at, true, nil
 }
 
 // syncedValue is the changelog end a partition reflects and when it was
@@ -203,26 +221,6 @@ func (s *Store) SyncedEnd(n int32) (end int64, ok bool, err error) {
 // have 8.
 func syncedValue(end int64) []byte {
 	return binary.BigEndian.AppendUint64(be64(uint64(end)), uint64(time.Now().UnixMilli()))
-}
-
-// SyncedAt returns when SyncedEnd's offset was last recorded for
-// partition n; ok is false if it is unknown (none, or an older store).
-func (s *Store) SyncedAt(n int32) (at time.Time, ok bool, err error) {
-	if s.isClosed() {
-		return time.Time{}, false, ErrClosed
-	}
-	v, closer, err := s.db.Get(partPrefix(ksChangelogEnd, n))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return time.Time{}, false, nil
-	}
-	if err != nil {
-		return time.Time{}, false, err
-	}
-	defer closer.Close()
-	if len(v) != 16 {
-		return time.Time{}, false, nil
-	}
-	return time.UnixMilli(int64(binary.BigEndian.Uint64(v[8:]))), true, nil
 }
 
 // ChangelogOp is one write of a changelog entry: a key of the partition and
@@ -308,21 +306,9 @@ const restoreBatchBytes = 4 << 20
 // entries included) and returns a Restorer to rebuild it. The partition
 // must not be open.
 func (s *Store) Restore(n int32) (*Restorer, error) {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil, ErrClosed
+	if err := s.reserve(n, "restore"); err != nil {
+		return nil, err
 	}
-	if _, open := s.parts[n]; open || s.restoring[n] {
-		s.mu.Unlock()
-		return nil, fmt.Errorf("state: restore partition %d: it is open or being restored", n)
-	}
-	// Hold the partition so nobody opens it while it is rebuilt.
-	if s.restoring == nil {
-		s.restoring = map[int32]bool{}
-	}
-	s.restoring[n] = true
-	s.mu.Unlock()
 	if err := s.wipe(n); err != nil {
 		s.unreserve(n)
 		return nil, fmt.Errorf("restore partition %d: wipe: %w", n, err)
@@ -340,20 +326,9 @@ var ErrPendingChangelog = errors.New("state: partition has unsent changelog entr
 // changelog up to some offset, has nothing unsent, and is to replay what
 // others appended since. The partition must not be open.
 func (s *Store) CatchUp(n int32) (*Restorer, error) {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil, ErrClosed
+	if err := s.reserve(n, "catch up"); err != nil {
+		return nil, err
 	}
-	if _, open := s.parts[n]; open || s.restoring[n] {
-		s.mu.Unlock()
-		return nil, fmt.Errorf("state: catch up partition %d: it is open or being restored", n)
-	}
-	if s.restoring == nil {
-		s.restoring = map[int32]bool{}
-	}
-	s.restoring[n] = true
-	s.mu.Unlock()
 	prefix := partPrefix(ksChangelog, n)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
 	if err != nil {
@@ -370,6 +345,24 @@ func (s *Store) CatchUp(n int32) (*Restorer, error) {
 		return nil, fmt.Errorf("catch up partition %d: %w", n, ErrPendingChangelog)
 	}
 	return &Restorer{s: s, n: n, b: s.db.NewBatch()}, nil
+}
+
+// reserve holds partition n, which must not be open, so nobody opens it
+// while it is rebuilt; unreserve releases it.
+func (s *Store) reserve(n int32, what string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if _, open := s.parts[n]; open || s.restoring[n] {
+		return fmt.Errorf("state: %s partition %d: it is open or being restored", what, n)
+	}
+	if s.restoring == nil {
+		s.restoring = map[int32]bool{}
+	}
+	s.restoring[n] = true
+	return nil
 }
 
 func (s *Store) unreserve(n int32) {
