@@ -1,5 +1,5 @@
 // Package retail reads the UCI Online Retail data set (CC BY 4.0;
-// ../shared/data/online-retail.csv.gz: 541,909 invoice lines of a UK online
+// testdata/online-retail.csv.gz, shipped with the repository: 541,909 invoice lines of a UK online
 // shop, 2010-12-01 to 2011-12-09) as segd events: one purchase per invoice
 // with a customer, preceded by a profile event carrying the customer's
 // country whenever it is first seen or changes.
@@ -14,6 +14,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -224,25 +225,20 @@ func sortedKeys(m map[string]bool) []string {
 	return out
 }
 
-// Locate finds the data set: $SEGD_RETAIL_DATA, else ../shared/data/ above
-// the repository root (searched upwards from the working directory).
+// Locate finds the data set: $SEGD_RETAIL_DATA, else the copy shipped in
+// this package's testdata/ (found from the source file's location, so tests
+// of any package and any working directory read the repository's own copy).
 func Locate() (string, error) {
 	if p := os.Getenv("SEGD_RETAIL_DATA"); p != "" {
 		return p, nil
 	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", errors.New("retail: cannot tell where the package source is (set SEGD_RETAIL_DATA)")
 	}
-	for {
-		p := filepath.Join(dir, "..", "shared", "data", "online-retail.csv.gz")
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("retail: online-retail.csv.gz not found (set SEGD_RETAIL_DATA)")
-		}
-		dir = parent
+	p := filepath.Join(filepath.Dir(file), "testdata", "online-retail.csv.gz")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("retail: data set not found (set SEGD_RETAIL_DATA): %w", err)
 	}
+	return p, nil
 }
