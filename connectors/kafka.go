@@ -167,6 +167,28 @@ func PartitionCounts(ctx context.Context, brokers []string, sec *Security, topic
 	return counts, nil
 }
 
+// MissingTopics returns those of topics that do not exist, in their order.
+func MissingTopics(ctx context.Context, brokers []string, sec *Security, topics []string) ([]string, error) {
+	conn, err := dialAny(ctx, brokers, sec)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	var missing []string
+	for _, t := range topics {
+		parts, err := conn.ReadPartitions(t)
+		switch {
+		case errors.Is(err, kafka.UnknownTopicOrPartition):
+			missing = append(missing, t)
+		case err != nil:
+			return nil, fmt.Errorf("read partitions of %s: %w", t, err)
+		case len(parts) == 0:
+			missing = append(missing, t)
+		}
+	}
+	return missing, nil
+}
+
 // CheckCoPartitioned verifies that every topic has the same number of
 // partitions (customer state is owned per partition number, so a customer
 // must land on the same partition number in every input topic) and returns it.

@@ -46,7 +46,15 @@ func (e *Engine) Handler() http.Handler {
 			}
 			e.mu.Unlock()
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		// Readiness is about serving answers, which a partition that
+		// cannot publish still does (from committed state): it stays
+		// ready, and says what is wrong (docs/api.md).
+		body := map[string]any{"status": "ready"}
+		if failing := e.PublishFailures(); len(failing) > 0 {
+			body["status"] = "ready, but publishing fails"
+			body["publish_failing"] = failing
+		}
+		writeJSON(w, http.StatusOK, body)
 	})
 	mux.Handle("GET /metrics", e.auth(promhttp.HandlerFor(e.m.reg, promhttp.HandlerOpts{})))
 	mux.Handle("GET /v1/rules", e.auth(http.HandlerFunc(e.getRules)))
@@ -66,6 +74,21 @@ func (e *Engine) Handler() http.Handler {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 	})
 	return mux
+}
+
+// PublishFailures lists the partitions of this process whose outbox
+// cannot be published now, by partition.
+func (e *Engine) PublishFailures() []PublishFailure {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []PublishFailure
+	for _, rp := range e.parts {
+		if f := rp.pub.failing.Load(); f != nil {
+			out = append(out, *f)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Partition < out[j].Partition })
+	return out
 }
 
 // auth requires the bearer token when one is configured.

@@ -48,7 +48,7 @@ func (c *changelogPublisher) poke() {
 
 // run sends until ctx is done, retrying failures with backoff.
 func (c *changelogPublisher) run(ctx context.Context) {
-	drainLoop(ctx, c.drain, c.notify, c.log, "changelog write failed; retrying")
+	drainLoop(ctx, c.drain, nil, c.notify, c.log, "changelog write failed; retrying")
 }
 
 // flush sends everything committed so far (a partition being handed over).

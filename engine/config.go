@@ -62,6 +62,13 @@ type KafkaConfig struct {
 	// topics with (changelog, merges). Default: 3, or the number of
 	// brokers if fewer.
 	ChangelogReplication int `yaml:"changelog_replication"`
+	// CreateTopics: true (default) creates every topic segd may write that
+	// does not exist yet (the changes and dead-letter topics, each
+	// segment's own topic:) with the input topics' partition count and
+	// ChangelogReplication, at start and at every rules reload; false
+	// makes segd refuse to start (or refuse the reload) naming the missing
+	// topics. segd's merges and changelog topics are always created.
+	CreateTopics string `yaml:"create_topics"`
 	// SchemaRegistryURL is a Confluent-compatible schema registry, needed
 	// when an input topic's format is "confluent". Default none.
 	SchemaRegistryURL string `yaml:"schema_registry_url"`
@@ -287,6 +294,7 @@ func (c *Config) EnsureDefaults() {
 	if c.Rules.WatchInterval == 0 {
 		c.Rules.WatchInterval = 2 * time.Second
 	}
+	def(&c.Kafka.CreateTopics, "true")
 	def(&c.State.Dir, "segd-data")
 	def(&c.State.Changelog, "on")
 	if c.State.CacheBytes == 0 {
@@ -392,6 +400,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Kafka.HeartbeatInterval < 100*time.Millisecond || c.Kafka.HeartbeatInterval > c.Kafka.SessionTimeout/3 {
 		bad("kafka.heartbeat_interval (%s) must be between 100ms and a third of kafka.session_timeout (%s)", c.Kafka.HeartbeatInterval, c.Kafka.SessionTimeout)
+	}
+	if ct := c.Kafka.CreateTopics; ct != "true" && ct != "false" {
+		bad("kafka.create_topics (%q) must be true or false", ct)
 	}
 	if c.Kafka.ChangelogReplication < 0 || c.Kafka.ChangelogReplication > 7 {
 		bad("kafka.changelog_replication (%d) must be between 1 and 7, or 0 for the default", c.Kafka.ChangelogReplication)

@@ -56,6 +56,7 @@ type Engine struct {
 	parts         map[int32]*runningPartition
 	lastReloadErr error
 	prod          *connectors.Producer // set while Run runs
+	layout        outputLayout         // set while Run runs
 	reloadMu      sync.Mutex
 	ready         atomic.Bool
 	closed        atomic.Bool
@@ -192,6 +193,10 @@ func (e *Engine) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	layout := outputLayout{partitions: n, replication: rf}
+	if err := e.ensureOutputTopics(ctx, e.rs.Load(), layout); err != nil {
+		return err
+	}
 	inputs, err := e.inputs()
 	if err != nil {
 		return err
@@ -207,10 +212,12 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer prod.Close()
 	e.mu.Lock()
 	e.prod = prod
+	e.layout = layout
 	e.mu.Unlock()
 	defer func() {
 		e.mu.Lock()
 		e.prod = nil
+		e.layout = outputLayout{}
 		e.mu.Unlock()
 	}()
 	var out sink = prod

@@ -27,6 +27,8 @@ type metrics struct {
 	timers        prometheus.Counter
 	commitSeconds prometheus.Histogram
 	published     *prometheus.CounterVec // partition
+	publishFail   *prometheus.GaugeVec   // partition
+	publishErrs   *prometheus.CounterVec // partition
 	publishSecs   prometheus.Histogram
 	eventToChange prometheus.Histogram
 	consumeToChg  prometheus.Histogram
@@ -84,6 +86,12 @@ func newMetrics() *metrics {
 		}),
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "segd_outbox_published_total", Help: "Outbox records acknowledged by Kafka, by partition.",
+		}, []string{"partition"}),
+		publishFail: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "segd_publish_failing", Help: "1 while a partition's outbox cannot be published to Kafka (its last attempt failed), by partition.",
+		}, []string{"partition"}),
+		publishErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "segd_publish_errors_total", Help: "Failed outbox publish attempts, by partition.",
 		}, []string{"partition"}),
 		publishSecs: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "segd_publish_seconds", Help: "Duration of one outbox publish round trip (read, write acks=all, delete).",
@@ -155,7 +163,7 @@ func newMetrics() *metrics {
 	reg.MustRegister(m.fetchErrors, m.recordsLost)
 	reg.MustRegister(m.changelogRecords, m.changelogSecs, m.changelogDepth, m.restoring, m.restoreRecords, m.restoreSeconds, m.rebalances, m.owned, m.rebalancePause)
 	reg.MustRegister(m.events, m.deadLetters, m.duplicates, m.late, m.tooLate, m.deletions, m.changes, m.timers,
-		m.commitSeconds, m.published, m.publishSecs, m.eventToChange, m.consumeToChg, m.corruptOutbox, m.evaluations, m.transitions, m.lag, m.watermark, m.outboxDepth,
+		m.commitSeconds, m.published, m.publishFail, m.publishErrs, m.publishSecs, m.eventToChange, m.consumeToChg, m.corruptOutbox, m.evaluations, m.transitions, m.lag, m.watermark, m.outboxDepth,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -166,6 +174,8 @@ type partitionMetrics struct {
 	events          [schemas.NumEventTypes]prometheus.Counter
 	enter, exit     prometheus.Counter
 	published       prometheus.Counter
+	publishFailing  prometheus.Gauge
+	publishErrors   prometheus.Counter
 	publishSeconds  prometheus.Histogram
 	eventToChange   prometheus.Histogram
 	consumeToChange prometheus.Histogram
@@ -186,6 +196,7 @@ func (m *metrics) forgetPartition(p int32) {
 	label := strconv.Itoa(int(p))
 	m.watermark.DeleteLabelValues(label)
 	m.outboxDepth.DeleteLabelValues(label)
+	m.publishFail.DeleteLabelValues(label)
 	m.changelogDepth.DeleteLabelValues(label)
 	m.lag.DeletePartialMatch(prometheus.Labels{"partition": label})
 }
@@ -197,6 +208,8 @@ func (m *metrics) partition(p int32) *partitionMetrics {
 		enter:           m.changes.WithLabelValues("ENTER"),
 		exit:            m.changes.WithLabelValues("EXIT"),
 		published:       m.published.WithLabelValues(label),
+		publishFailing:  m.publishFail.WithLabelValues(label),
+		publishErrors:   m.publishErrs.WithLabelValues(label),
 		publishSeconds:  m.publishSecs,
 		eventToChange:   m.eventToChange,
 		consumeToChange: m.consumeToChg,

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -29,6 +30,40 @@ type publisher struct {
 	msgs   []connectors.Message
 	m      *partitionMetrics
 	lat    *latencyTracker
+	// failing is set while publishing fails (nil once a write succeeds),
+	// for /readyz and the page: a partition that cannot publish must be
+	// visible, not only logged.
+	failing atomic.Pointer[PublishFailure]
+}
+
+// PublishFailure describes a partition whose outbox cannot be published.
+type PublishFailure struct {
+	Partition int32     `json:"partition"`
+	Since     time.Time `json:"since"`
+	Error     string    `json:"error"`
+}
+
+// noteResult records the outcome of a publish attempt.
+func (pb *publisher) noteResult(err error) {
+	if err == nil {
+		if pb.failing.Load() != nil {
+			pb.failing.Store(nil)
+			pb.log.Info().Msg("publishing again")
+		}
+		if pb.m != nil {
+			pb.m.publishFailing.Set(0)
+		}
+		return
+	}
+	f := &PublishFailure{Partition: pb.part.ID(), Since: time.Now(), Error: err.Error()}
+	if old := pb.failing.Load(); old != nil {
+		f.Since = old.Since
+	}
+	pb.failing.Store(f)
+	if pb.m != nil {
+		pb.m.publishFailing.Set(1)
+		pb.m.publishErrors.Inc()
+	}
 }
 
 func newPublisher(part *state.Partition, s sink, log zerolog.Logger, m *partitionMetrics) *publisher {
@@ -46,7 +81,7 @@ func (pb *publisher) poke() {
 // run publishes until ctx is done. Failed writes are retried with backoff;
 // nothing is skipped.
 func (pb *publisher) run(ctx context.Context) {
-	drainLoop(ctx, pb.drain, pb.notify, pb.log, "publish failed; retrying")
+	drainLoop(ctx, pb.drain, pb.noteResult, pb.notify, pb.log, "publish failed; retrying")
 }
 
 // flush publishes everything committed so far, for shutdown.
@@ -56,7 +91,7 @@ func (pb *publisher) flush(ctx context.Context) error { return flushAll(ctx, pb.
 // progress, after a poke or a second when there is nothing to do, and
 // with backoff (logged) when it fails. The outbox and changelog
 // publishers share it.
-func drainLoop(ctx context.Context, drain func(context.Context) (int, error), notify <-chan struct{}, log zerolog.Logger, failMsg string) {
+func drainLoop(ctx context.Context, drain func(context.Context) (int, error), note func(error), notify <-chan struct{}, log zerolog.Logger, failMsg string) {
 	backoff := 50 * time.Millisecond
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -65,6 +100,9 @@ func drainLoop(ctx context.Context, drain func(context.Context) (int, error), no
 		if err != nil {
 			if ctx.Err() != nil {
 				return
+			}
+			if note != nil {
+				note(err)
 			}
 			log.Warn().Err(err).Dur("backoff", backoff).Msg(failMsg)
 			select {
@@ -76,6 +114,9 @@ func drainLoop(ctx context.Context, drain func(context.Context) (int, error), no
 			continue
 		}
 		backoff = 50 * time.Millisecond
+		if note != nil {
+			note(nil)
+		}
 		if n > 0 {
 			continue
 		}

@@ -114,6 +114,17 @@ func (e *Engine) Reload(ctx context.Context) (*ReloadResult, error) {
 		return nil, err
 	}
 	e.mu.Lock()
+	layout := e.layout
+	e.mu.Unlock()
+	if layout.partitions > 0 {
+		// New segment topics must exist before a change is routed there.
+		if err := e.ensureOutputTopics(ctx, rs, layout); err != nil {
+			err = fmt.Errorf("reload: %w", err)
+			e.setReloadErr(err)
+			return nil, err
+		}
+	}
+	e.mu.Lock()
 	var parts []*runningPartition
 	for _, rp := range e.parts {
 		parts = append(parts, rp)

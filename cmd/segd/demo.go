@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/segd/segd/connectors"
 	"github.com/segd/segd/engine"
+	"github.com/segd/segd/examples"
 	"github.com/segd/segd/internal/gen"
 	"github.com/segd/segd/schemas"
 )
@@ -22,7 +24,7 @@ import (
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("segd demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	rulesFile := fs.String("rules", "examples/rules.yaml", "rules file")
+	rulesFile := fs.String("rules", "", "rules file (default: the demo's own, examples/rules.yaml built into the binary)")
 	port := fs.Int("port", 0, "embedded broker port on 127.0.0.1 (0: a free port)")
 	partitions := fs.Int("partitions", 4, "partitions per topic")
 	customers := fs.Int("customers", 5000, "distinct customers")
@@ -39,9 +41,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if _, err := os.Stat(*rulesFile); err != nil {
-		fmt.Fprintf(stderr, "segd demo: rules file: %v (run from the repository root, or pass --rules)\n", err)
-		return 1
+	if *rulesFile != "" {
+		if _, err := os.Stat(*rulesFile); err != nil {
+			fmt.Fprintf(stderr, "segd demo: --rules: %v\n", err)
+			return 1
+		}
 	}
 	log, err := newLogger(stderr, *logFormat, *logLevel)
 	if err != nil {
@@ -62,6 +66,17 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		defer os.RemoveAll(dir)
 	}
+	rulesNote := *rulesFile
+	if *rulesFile == "" {
+		// The demo's rules are built in; a copy on disk lets a person edit
+		// them and reload (SIGHUP, or the file watcher).
+		*rulesFile = filepath.Join(dir, "demo-rules.yaml")
+		if err := os.WriteFile(*rulesFile, examples.Rules, 0o644); err != nil {
+			fmt.Fprintln(stderr, "segd demo:", err)
+			return 1
+		}
+		rulesNote = "the built-in examples/rules.yaml, copied to " + *rulesFile
+	}
 
 	topics := []string{engine.DefaultPurchasesTopic, engine.DefaultBrowsesTopic, engine.DefaultEngagementsTopic, engine.DefaultProfilesTopic, engine.DefaultChangesTopic, engine.DefaultDeadLetterTopic}
 	broker, err := connectors.StartEmbeddedBroker(*port, int32(*partitions), topics...)
@@ -77,6 +92,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		*apiAddr = freeAddr(*apiAddr)
 		fmt.Fprintf(stdout, "  page http://%s/  API http://%s/v1/segments  metrics http://%s/metrics\n", *apiAddr, *apiAddr, *apiAddr)
 	}
+	fmt.Fprintf(stdout, "  rules: %s (edit and send SIGHUP, or save: they reload live)\n", rulesNote)
 	fmt.Fprintf(stdout, "  replaying %s of history (%d events, %d customers), then live traffic; Ctrl-C stops\n\n", *history, *historyEvents, *customers)
 
 	cfg := &engine.Config{}
@@ -102,6 +118,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Customers:     *customers,
 		Start:         start.Add(-*history).UnixMilli(),
 		EventsPerHour: float64(*historyEvents) / history.Hours(),
+		Pacing:        gen.RealisticPacing(),
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "segd demo:", err)
@@ -126,10 +143,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		err := snd.pace(runCtx, g, *rate, 0, start.UnixMilli(), false)
+		err := snd.pace(runCtx, g, *rate, 0, start.UnixMilli())
 		if err == nil && runCtx.Err() == nil {
 			fmt.Fprintf(stdout, "-- history done (%d events); live traffic now, event time = wall clock\n", snd.sent.Load())
-			err = snd.pace(runCtx, g, *liveRate, 0, 0, true)
+			err = snd.paceLive(runCtx, g, *liveRate, 0)
 		}
 		if err != nil && runCtx.Err() == nil {
 			errc <- fmt.Errorf("generator: %w", err)
@@ -156,7 +173,15 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}()
+	stopHangup := reloadOnHangup(runCtx, eng, log, func(res *engine.ReloadResult, err error) {
+		if err != nil {
+			fmt.Fprintf(stdout, "-- rules reload (SIGHUP) failed; the running rules stay: %v\n", err)
+			return
+		}
+		fmt.Fprintf(stdout, "-- rules reloaded (SIGHUP): version %d, %d changes\n", res.Version, res.Changes)
+	})
 	runErr := eng.Run(runCtx)
+	stopHangup()
 	stop()
 	wg.Wait()
 	select {

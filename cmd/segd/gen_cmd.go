@@ -20,7 +20,7 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	brokers := fs.String("brokers", "", "comma-separated host:port list (required)")
 	rate := fs.Int("rate", 1000, "events per second")
 	count := fs.Uint64("count", 0, "stop after this many events (0: never)")
-	customers := fs.Int("customers", 10000, "distinct customers")
+	customers := fs.Int("customers", 10000, "initial customer population (it grows when the rate needs more customers active at once)")
 	seed := fs.Uint64("seed", 1, "random seed (same seed, same events)")
 	format := fs.String("format", "avro", "avro or json")
 	create := fs.Int("create-topics", 0, "create the input topics with this many partitions if missing")
@@ -48,7 +48,9 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	g, err := gen.New(gen.Config{Seed: *seed, Customers: *customers})
+	// Pacing keeps each customer realistic at any --rate: a higher rate
+	// brings more customers, not faster ones.
+	g, err := gen.New(gen.Config{Seed: *seed, Customers: *customers, Pacing: gen.RealisticPacing()})
 	if err != nil {
 		fmt.Fprintln(stderr, "segd gen:", err)
 		return 2
@@ -65,7 +67,7 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	start := time.Now()
-	if err := snd.pace(ctx, g, *rate, *count, 0, true); err != nil {
+	if err := snd.paceLive(ctx, g, *rate, *count); err != nil {
 		fmt.Fprintln(stderr, "segd gen:", err)
 		return 1
 	}

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -59,18 +57,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	// SIGHUP reloads the rules file (as POST /v1/rules/reload does).
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go func() {
-		for range hup {
-			if res, err := eng.Reload(ctx); err != nil {
-				log.Error().Err(err).Msg("rules reload failed; the running rules stay")
-			} else {
-				log.Info().Int64("rules_version", res.Version).Int("changes", res.Changes).Msg("rules reloaded on SIGHUP")
-			}
-		}
-	}()
+	defer reloadOnHangup(ctx, eng, log, nil)()
 	err = eng.Run(ctx)
 	if cerr := eng.Close(); err == nil {
 		err = cerr

@@ -65,32 +65,65 @@ func (s *sender) flush(ctx context.Context) error {
 	return nil
 }
 
-// pace sends events from g at about rate per second until the generator
-// ends, count events were sent (0: no limit), the generator's clock passes
-// until (0: no limit) or ctx is done. With live set, event time follows the
-// wall clock.
-func (s *sender) pace(ctx context.Context, g *gen.Generator, rate int, count uint64, until int64, live bool) error {
+// pace sends events from g at about rate per second, stamped with the
+// generator's simulated clock, until the generator ends, count events were
+// sent (0: no limit), the clock passes until (0: no limit) or ctx is done.
+// For history: event time runs as fast as the configured traffic says.
+func (s *sender) pace(ctx context.Context, g *gen.Generator, rate int, count uint64, until int64) error {
+	return s.loop(ctx, rate, count, func(e *schemas.Event, _ time.Time) bool {
+		if until > 0 && g.Clock() >= until {
+			return false
+		}
+		return g.Next(e)
+	})
+}
+
+// paceLive sends live traffic: each event is stamped with the wall clock
+// when it is made, never ahead of it, at about rate per second, until
+// count events were sent (0: no limit) or ctx is done. Who acts is the
+// generator's choice; with pacing on, a higher rate means more customers
+// active at once, not customers acting faster.
+func (s *sender) paceLive(ctx context.Context, g *gen.Generator, rate int, count uint64) error {
+	return s.loop(ctx, rate, count, func(e *schemas.Event, now time.Time) bool {
+		g.NextAt(e, now.UnixMilli())
+		return true
+	})
+}
+
+// loop calls next for about rate events a second, in ticks, sending each
+// tick's events as one batch. Events due during a stall (a slow broker)
+// are caught up for at most a second's worth, so the rate stays an
+// average and never becomes a burst.
+func (s *sender) loop(ctx context.Context, rate int, count uint64, next func(*schemas.Event, time.Time) bool) error {
 	const tick = 50 * time.Millisecond
-	perTick := max(1, rate*int(tick)/int(time.Second))
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	var e schemas.Event
+	start := time.Now()
+	var made int64
 	for {
-		for i := 0; i < perTick; i++ {
-			if (count > 0 && s.sent.Load()+uint64(len(s.batch)) >= count) || (until > 0 && g.Clock() >= until) {
+		now := time.Now()
+		due := int64(now.Sub(start).Seconds()*float64(rate)) + 1 - made
+		if due > int64(rate) {
+			made += due - int64(rate)
+			due = int64(rate)
+		}
+		for ; due > 0; due-- {
+			if count > 0 && s.sent.Load()+uint64(len(s.batch)) >= count {
 				return s.flush(ctx)
 			}
-			if live {
-				g.SetClock(time.Now().UnixMilli())
-			}
-			if !g.Next(&e) {
+			if !next(&e, now) {
 				return s.flush(ctx)
 			}
 			if err := s.add(&e); err != nil {
 				return err
 			}
+			made++
 		}
 		if err := s.flush(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
 			return err
 		}
 		select {

@@ -40,7 +40,21 @@ function sparkline(points) {
   return svg;
 }
 
+// showHealth warns when a partition cannot publish its changes (from
+// /readyz, which needs no token).
+function showHealth() {
+  fetch("/readyz").then(r => r.json()).then(body => {
+    const el = document.getElementById("health");
+    const failing = body.publish_failing || [];
+    if (failing.length === 0) { el.hidden = true; return; }
+    el.textContent = "Changes are not being published: " + failing.map(f =>
+      "partition " + f.partition + " since " + new Date(f.since).toLocaleTimeString() + " (" + f.error + ")").join("; ");
+    el.hidden = false;
+  }).catch(() => {});
+}
+
 function refresh() {
+  showHealth();
   api("/v1/rules").then(r => {
     document.getElementById("rules").textContent = "rules: version " + r.version + ", " + String(r.hash).slice(0, 12);
   }).catch(() => {});

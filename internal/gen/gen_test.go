@@ -4,6 +4,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/segd/segd/schemas"
 )
@@ -115,5 +116,71 @@ func BenchmarkNext(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		g.Next(&e)
+	}
+}
+
+// TestPacingKeepsCustomersRealisticAtAnyRate drives NextAt as live traffic
+// does (event time = the time it is sent) at a low and a high rate for ten
+// minutes of event time: at both rates no customer acts more than one
+// session's worth, no customer's events come closer than MinEventGap, no
+// event is stamped after the time asked for, and the higher rate reaches
+// more customers instead of making each act faster.
+func TestPacingKeepsCustomersRealisticAtAnyRate(t *testing.T) {
+	const span = 10 * 60_000 // ms of event time
+	pc := RealisticPacing()
+	type result struct {
+		customers, maxEvents, maxOrders int
+	}
+	run := func(rate int) result {
+		g, err := New(Config{Customers: 2000, Pacing: pc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+		events := map[string]int{}
+		orders := map[string]int{}
+		last := map[string]int64{}
+		var e schemas.Event
+		for i := 0; i < span*rate/1000; i++ {
+			at := start + int64(i)*1000/int64(rate)
+			g.NextAt(&e, at)
+			if e.Time > at {
+				t.Fatalf("rate %d: event %d stamped %d, after the time it was sent (%d)", rate, i, e.Time, at)
+			}
+			if e.Type == schemas.EventProfile {
+				continue // a profile update precedes activity at the same instant
+			}
+			if prev, ok := last[e.CustomerID]; ok && e.Time-prev < pc.MinEventGap {
+				t.Fatalf("rate %d: %s acted %d ms after its previous event (MinEventGap %d)", rate, e.CustomerID, e.Time-prev, pc.MinEventGap)
+			}
+			last[e.CustomerID] = e.Time
+			events[e.CustomerID]++
+			if e.Type == schemas.EventPurchase {
+				orders[e.CustomerID]++
+			}
+		}
+		var r result
+		r.customers = len(events)
+		for id, n := range events {
+			r.maxEvents = max(r.maxEvents, n)
+			r.maxOrders = max(r.maxOrders, orders[id])
+		}
+		return r
+	}
+	low, high := run(20), run(2000)
+	t.Logf("20 ev/s: %+v; 2000 ev/s: %+v", low, high)
+	// Ten minutes hold at most one session per customer (rests are 6 h+),
+	// and a session has at most 4x the mean events.
+	limit := 4 * pc.SessionEvents
+	for _, r := range []result{low, high} {
+		if r.maxEvents > limit {
+			t.Errorf("a customer made %d events in 10 minutes (one session: at most %d)", r.maxEvents, limit)
+		}
+		if r.maxOrders > 1 {
+			t.Errorf("a customer ordered %d times in 10 minutes (a session ends with its order)", r.maxOrders)
+		}
+	}
+	if high.customers < 50*low.customers {
+		t.Errorf("100x the rate reached %d customers vs %d: a higher rate must mean more customers active", high.customers, low.customers)
 	}
 }
