@@ -33,6 +33,9 @@ type changelogPublisher struct {
 	after  uint64
 	recs   []connectors.ChangelogRecord
 	m      *partitionMetrics
+	// sent, if set, is called after entries were acknowledged (the
+	// outbox publisher's poke).
+	sent func()
 }
 
 func newChangelogPublisher(part *state.Partition, w *connectors.ChangelogWriter, log zerolog.Logger, m *partitionMetrics) *changelogPublisher {
@@ -92,6 +95,9 @@ func (c *changelogPublisher) drain(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	c.after = last
+	if c.sent != nil {
+		c.sent()
+	}
 	if c.m != nil {
 		c.m.changelogRecords.Add(float64(len(c.recs)))
 		c.m.changelogSeconds.Observe(time.Since(start).Seconds())

@@ -401,6 +401,9 @@ func (e *Engine) runPartitions(ctx context.Context, parts []int32, rt *partition
 				break
 			}
 			rp.cl = newChangelogPublisher(rp.task.proc.part, rt.changelog(), rp.task.log, rp.task.m)
+			// Outbox entries wait for the changelog (state.Partition.
+			// ReadOutbox): wake the publisher as soon as they are released.
+			rp.cl.sent = rp.pub.poke
 			rp.task.cl = rp.cl
 			pubWG.Add(1)
 			go func() {
@@ -452,14 +455,17 @@ func (e *Engine) runPartitions(ctx context.Context, parts []int32, rt *partition
 		if rp == nil {
 			continue
 		}
-		if err := rp.pub.flush(flushCtx); err != nil {
-			e.log.Warn().Err(err).Int32("partition", p).Msg("outbox not fully published at hand-over; it will be sent when this store runs the partition again")
-		}
+		// The changelog first: the outbox publishes only what the
+		// changelog holds, so the next owner never re-derives a change
+		// that consumers already have.
 		if rp.cl != nil {
 			if err := rp.cl.flush(flushCtx); err != nil {
 				e.log.Warn().Err(err).Int32("partition", p).Msg("changelog not fully written at hand-over")
 			}
 			rp.cl.w.Close()
+		}
+		if err := rp.pub.flush(flushCtx); err != nil {
+			e.log.Warn().Err(err).Int32("partition", p).Msg("outbox not fully published at hand-over; it will be sent when this store runs the partition again")
 		}
 		if err := rp.task.src.Close(); err != nil {
 			e.log.Warn().Err(err).Int32("partition", p).Msg("close consumer")

@@ -73,13 +73,60 @@ func (p *Partition) initChangelog() error {
 		p.clDeletedTo.Store(p.clNext - 1)
 	}
 	p.outboxLoggedTo = p.deletedTo.Load()
-	return it.Error()
+	if err := it.Error(); err != nil {
+		return err
+	}
+	return p.loadMarks()
+}
+
+// clMark is a pending changelog entry's outbox bounds.
+type clMark struct {
+	cl             uint64 // changelog entry sequence
+	before, after uint64 // committed outbox sequence before and after it
+}
+
+func changelogMarkKey(dst []byte, p int32, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(appendPartKey(dst, ksChangelogMark, p), seq)
+}
+
+// loadMarks reads the pending entries' outbox bounds: the outbox is
+// released up to where the first pending entry's commit began. A store
+// written before marks existed has none: everything committed is
+// released, as it was then.
+func (p *Partition) loadMarks() error {
+	prefix := partPrefix(ksChangelogMark, p.id)
+	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	p.clMarks = p.clMarks[:0]
+	for it.First(); it.Valid(); it.Next() {
+		v := it.Value()
+		if len(it.Key()) != 13 || len(v) != 16 {
+			return fmt.Errorf("%w: changelog mark %x = %x", ErrCorrupt, it.Key(), v)
+		}
+		m := clMark{cl: binary.BigEndian.Uint64(it.Key()[5:]), before: binary.BigEndian.Uint64(v), after: binary.BigEndian.Uint64(v[8:])}
+		if m.cl <= p.clDeletedTo.Load() {
+			continue // sent; its deletion did not land (a crash between)
+		}
+		p.clMarks = append(p.clMarks, m)
+	}
+	if err := it.Error(); err != nil {
+		return err
+	}
+	if len(p.clMarks) > 0 {
+		p.released.Store(p.clMarks[0].before)
+	} else {
+		p.released.Store(p.committed.Load())
+	}
+	return nil
 }
 
 // stageChangelog adds the outbox deletes since the last commit to b and
 // then b's copy as the next pending changelog entry. It reports whether b
 // holds anything to log.
-func (p *Partition) stageChangelog(b *pebble.Batch) {
+func (p *Partition) stageChangelog(b *pebble.Batch, outboxBefore, outboxAfter uint64) {
 	if to := p.deletedTo.Load(); to > p.outboxLoggedTo {
 		for seq := p.outboxLoggedTo + 1; seq <= to; seq++ {
 			p.keyBuf = outboxKey(p.keyBuf[:0], p.id, seq)
@@ -95,12 +142,24 @@ func (p *Partition) stageChangelog(b *pebble.Batch) {
 	p.clNext++
 	b.Set(changelogKey(nil, p.id, seq), entry, nil)
 	b.Set(partPrefix(ksChangelogSeq, p.id), be64(p.clNext), nil)
+	// After the copy: the mark is local bookkeeping, not state.
+	p.clStaged = clMark{cl: seq, before: outboxBefore, after: outboxAfter}
+	var v [16]byte
+	binary.BigEndian.PutUint64(v[:], outboxBefore)
+	binary.BigEndian.PutUint64(v[8:], outboxAfter)
+	b.Set(changelogMarkKey(nil, p.id, seq), v[:], nil)
 }
 
 // changelogCommitted publishes the effects of a durable commit.
 func (p *Partition) changelogCommitted() {
 	if p.clLoggedPending > p.outboxLoggedTo {
 		p.outboxLoggedTo = p.clLoggedPending
+	}
+	if p.clStaged.cl != 0 {
+		p.outMu.Lock()
+		p.clMarks = append(p.clMarks, p.clStaged)
+		p.outMu.Unlock()
+		p.clStaged = clMark{}
 	}
 	p.clCommitted.Store(p.clNext - 1)
 }
@@ -165,7 +224,16 @@ func (p *Partition) ChangelogSent(upTo uint64, end int64) error {
 		for seq := p.clDeletedTo.Load() + 1; seq <= upTo; seq++ {
 			k = changelogKey(k[:0], p.id, seq)
 			b.Delete(k, nil)
+			k = changelogMarkKey(k[:0], p.id, seq)
+			b.Delete(k, nil)
 		}
+	}
+	released, sent := p.released.Load(), 0
+	for _, m := range p.clMarks {
+		if m.cl > upTo {
+			break
+		}
+		released, sent = max(released, m.after), sent+1
 	}
 	b.Set(partPrefix(ksChangelogEnd, p.id), syncedValue(end), nil)
 	if err := b.Commit(pebble.NoSync); err != nil {
@@ -174,6 +242,8 @@ func (p *Partition) ChangelogSent(upTo uint64, end int64) error {
 	if upTo > p.clDeletedTo.Load() {
 		p.clDeletedTo.Store(upTo)
 	}
+	p.clMarks = p.clMarks[sent:]
+	p.released.Store(released)
 	return nil
 }
 
@@ -286,7 +356,7 @@ func ForEachChangelogOp(entry []byte, fn func(op ChangelogOp) error) error {
 }
 
 // partitionKeyspaces are the keyspaces that carry the partition number.
-var partitionKeyspaces = []byte{ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount, ksChangelog, ksChangelogSeq, ksChangelogEnd}
+var partitionKeyspaces = []byte{ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount, ksChangelog, ksChangelogSeq, ksChangelogEnd, ksChangelogMark}
 
 // Restorer rebuilds one partition from its changelog: Store.Restore wipes
 // the partition, Apply writes each changelog record, Finish makes it

@@ -274,3 +274,85 @@ func FuzzForEachChangelogOp(f *testing.F) {
 		})
 	})
 }
+
+// TestOutboxWaitsForTheChangelog: with the changelog on, an outbox entry
+// is released for publishing only once the changelog acknowledged the
+// commit that wrote it, also across a restart in between. Published
+// first, a change could be re-derived differently by a new owner that
+// restores the older changelog (a second EXIT with another id).
+func TestOutboxWaitsForTheChangelog(t *testing.T) {
+	fs := vfs.NewMem()
+	s := openMem(t, fs, Options{})
+	p, err := s.Partition(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.EnableChangelog(); err != nil {
+		t.Fatal(err)
+	}
+	outbox := func(p *Partition) []string {
+		var got []string
+		if err := p.ReadOutbox(0, 100, func(seq uint64, v []byte) error {
+			got = append(got, string(v))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	send := func(p *Partition, upTo uint64) {
+		if err := p.ChangelogSent(upTo, int64(upTo)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	commit := func(p *Partition, v string) {
+		p.MarkDirty("c1", &testRecord{n: 1, data: []byte(v)})
+		p.AppendOutbox([]byte(v))
+		if err := p.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	commit(p, "a") // changelog entry 1
+	commit(p, "b") // changelog entry 2
+	if got := outbox(p); len(got) != 0 {
+		t.Fatalf("outbox readable before the changelog has its commit: %q", got)
+	}
+	send(p, 1)
+	if got := outbox(p); fmt.Sprint(got) != "[a]" {
+		t.Fatalf("after changelog entry 1: %q, want [a]", got)
+	}
+	// A restart with entry 2 still pending keeps b back.
+	p.Close()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openMem(t, fs, Options{})
+	defer s.Close()
+	p, err = s.Partition(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.EnableChangelog(); err != nil {
+		t.Fatal(err)
+	}
+	if got := outbox(p); fmt.Sprint(got) != "[a]" {
+		t.Fatalf("after a restart with entry 2 pending: %q, want [a]", got)
+	}
+	commit(p, "c") // changelog entry 3
+	send(p, 3)
+	if got := outbox(p); fmt.Sprint(got) != "[a b c]" {
+		t.Fatalf("after the changelog caught up: %q, want [a b c]", got)
+	}
+	if r := p.OutboxReleased(); r != 3 {
+		t.Fatalf("OutboxReleased %d, want 3", r)
+	}
+	// Without the changelog nothing waits.
+	q, err := s.Partition(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit(q, "x")
+	if got := outbox(q); fmt.Sprint(got) != "[x]" {
+		t.Fatalf("partition without changelog: %q", got)
+	}
+}

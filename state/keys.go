@@ -18,6 +18,9 @@ import (
 //	'l' p seq(8 BE)          pending changelog entry (Options.Changelog)
 //	'k' p                    next changelog entry sequence (8 bytes BE)
 //	'K' p                    changelog end offset the partition reflects (8 bytes BE)
+//	'j' p seq(8 BE)          outbox bounds of pending changelog entry seq: the
+//	                         committed outbox sequence before and after its commit
+//	                         (2 x 8 bytes BE); never sent to the changelog
 //	'\x00' "format"          store format version
 const (
 	ksCustomer  = 'c'
@@ -31,6 +34,10 @@ const (
 	ksChangelog    = 'l'
 	ksChangelogSeq = 'k'
 	ksChangelogEnd = 'K'
+	// ksChangelogMark keys the outbox bounds of each pending changelog
+	// entry, so that outbox entries are published only once the commit
+	// that wrote them is in the changelog (see Partition.ReadOutbox).
+	ksChangelogMark = 'j'
 )
 
 var formatKey = []byte("\x00format")

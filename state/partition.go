@@ -63,6 +63,14 @@ type Partition struct {
 	clDeletedTo     atomic.Uint64
 	outboxLoggedTo  uint64
 	clLoggedPending uint64
+	// With the changelog on, outbox entries are released for publishing
+	// only once the changelog holds their commit: a new owner restoring
+	// from the changelog then re-derives nothing that was already
+	// published. clMarks are the pending entries' outbox bounds (guarded
+	// by outMu); clStaged is the one the current commit stages.
+	released atomic.Uint64
+	clMarks  []clMark
+	clStaged clMark
 
 	heapLen   atomic.Int64
 	refillErr error  // a failed timer index read, reported by the next Commit
@@ -340,6 +348,9 @@ func (p *Partition) ReadOutbox(after uint64, limit int, fn func(seq uint64, valu
 		return ErrClosed
 	}
 	hi := p.committed.Load()
+	if p.changelog {
+		hi = min(hi, p.released.Load())
+	}
 	if after >= hi {
 		return nil
 	}
@@ -401,6 +412,17 @@ func (p *Partition) DeleteOutbox(upTo uint64) error {
 // tombstones; larger ones (a replay's whole outbox) take one range
 // tombstone.
 const outboxPointDeletes = 4096
+
+// OutboxReleased is the highest outbox sequence ReadOutbox may return:
+// the committed one, or, with the changelog on, the last one whose commit
+// the changelog acknowledged. Safe to call concurrently.
+func (p *Partition) OutboxReleased() uint64 {
+	hi := p.committed.Load()
+	if p.changelog {
+		hi = min(hi, p.released.Load())
+	}
+	return hi
+}
 
 // OutboxDepth is the number of committed entries not yet deleted. Safe to
 // call concurrently.
@@ -476,7 +498,7 @@ func (p *Partition) Commit() error {
 		b.Set(partPrefix(ksOutboxSeq, p.id), be64(p.nextSeq), nil)
 	}
 	if p.changelog {
-		p.stageChangelog(b)
+		p.stageChangelog(b, p.committed.Load(), committedSeq)
 	}
 	if !b.Empty() {
 		if err := b.Commit(p.s.wo); err != nil {
