@@ -5,11 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/segd/segd/engine"
-
 	"github.com/segd/segd/rules"
+	"github.com/segd/segd/state"
 )
 
 // runRules implements `segd rules validate FILE...` and `segd rules explain FILE`.
@@ -65,9 +66,17 @@ func printRulesError(w io.Writer, err error) {
 
 // runPreview implements `segd rules preview NEW.yaml --state-dir DIR`.
 func runPreview(args []string, stdout, stderr io.Writer) int {
+	const use = "usage: segd rules preview FILE (--state-dir DIR [--rules RUNNING] | --config FILE) [--sample N]"
 	fs := flag.NewFlagSet("segd rules preview", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	stateDir := fs.String("state-dir", "", "state directory of a stopped segd (required)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), use)
+		fmt.Fprintln(fs.Output(), "Evaluates the rules FILE against a stopped segd's state, read only, and prints what would change.")
+		fs.PrintDefaults()
+	}
+	stateDir := fs.String("state-dir", "", "the state `DIR` of a stopped segd (default: state.dir of --config)")
+	current := fs.String("rules", "", "the running rules `FILE`, to name exactly the traits the new file adds (default: rules.file of --config)")
+	configPath := fs.String("config", "", "the `FILE` segd run uses: state.dir, rules.file and consent.attribute come from it")
 	sample := fs.Int("sample", 5, "customer ids to show per segment")
 	// Accept the file before or after the flags.
 	var file string
@@ -79,16 +88,46 @@ func runPreview(args []string, stdout, stderr io.Writer) int {
 	}
 	if file == "" && fs.NArg() == 1 {
 		file = fs.Arg(0)
-	}
-	if file == "" || *stateDir == "" {
-		fmt.Fprintln(stderr, "usage: segd rules preview FILE --state-dir DIR [--sample N]")
+	} else if fs.NArg() > 0 {
+		fmt.Fprintln(stderr, use)
 		return 2
 	}
-	res, err := engine.Preview(*stateDir, file, *sample)
+	opt := engine.PreviewOptions{Candidate: file, StateDir: *stateDir, Current: *current, Sample: *sample}
+	if *configPath != "" {
+		cfg, err := engine.LoadConfig(*configPath, os.Environ())
+		if err != nil {
+			fmt.Fprintln(stderr, "segd rules preview:", err)
+			return 1
+		}
+		if opt.StateDir == "" {
+			opt.StateDir = cfg.State.Dir
+		}
+		if opt.Current == "" {
+			opt.Current = cfg.Rules.File
+		}
+		opt.ConsentAttribute = cfg.Consent.Attribute
+	}
+	if file == "" || opt.StateDir == "" {
+		fmt.Fprintln(stderr, use)
+		return 2
+	}
+	if err := positiveInt("--sample", *sample); err != nil {
+		fmt.Fprintln(stderr, "segd rules preview:", err)
+		return 2
+	}
+	res, err := engine.PreviewWith(opt)
+	if errors.Is(err, state.ErrNotStore) {
+		fmt.Fprintf(stderr, "segd rules preview: %s is not a segd state directory: give the state.dir of a stopped segd run, or a replay's --state-dir (%v)\n", opt.StateDir, err)
+		return 1
+	}
 	if err != nil {
 		printRulesError(stderr, err)
 		return 1
 	}
 	engine.WritePreview(stdout, res)
+	if note := engine.NoHistoryNote(res, file, opt.Current); note != "" {
+		fmt.Fprintln(stdout)
+		fmt.Fprintln(stdout, note)
+	}
 	return 0
 }
