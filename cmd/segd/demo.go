@@ -39,6 +39,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	if err := firstError(intBetween("--port", *port, 0, 65535), intBetween("--partitions", *partitions, 1, maxPartitions), intBetween("--customers", *customers, 1, maxCustomers), positiveDuration("--history", *history), positiveInt("--history-events", *historyEvents),
+		intBetween("--rate", *rate, 1, maxRate), intBetween("--live-rate", *liveRate, 1, maxRate), nonNegativeDuration("--duration", *duration), intBetween("--print", *printRate, 0, maxRate)); err != nil {
+		fmt.Fprintln(stderr, "segd demo:", err)
+		return 2
+	}
 	if _, err := os.Stat(*rulesFile); err != nil {
 		fmt.Fprintf(stderr, "segd demo: rules file: %v (run from the repository root, or pass --rules)\n", err)
 		return 1

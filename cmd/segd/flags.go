@@ -1,6 +1,9 @@
 package main
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Checks of numeric command-line flags. Each returns an error that names
 // the flag, the value and what is allowed; commands print it and exit 2.
@@ -30,3 +33,26 @@ func firstError(errs ...error) error {
 	}
 	return nil
 }
+
+// positiveDuration requires v > 0.
+func positiveDuration(name string, v time.Duration) error {
+	if v <= 0 {
+		return fmt.Errorf("%s %s: must be more than 0", name, v)
+	}
+	return nil
+}
+
+// nonNegativeDuration requires v >= 0.
+func nonNegativeDuration(name string, v time.Duration) error {
+	if v < 0 {
+		return fmt.Errorf("%s %s: must not be negative", name, v)
+	}
+	return nil
+}
+
+// Limits of the flags of demo, gen and broker.
+const (
+	maxPartitions = 1000        // per topic of the embedded broker, or created by gen
+	maxCustomers  = 100_000_000 // what the generator accepts
+	maxRate       = 10_000_000  // events per second
+)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"os"
@@ -10,13 +11,16 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 )
 
 // runBinary runs the built segd with args and returns its stdout, stderr
-// and exit code.
+// and exit code. A run longer than a minute is killed (exit -1).
 func runBinary(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(segdBinary(t), args...)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, segdBinary(t), args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

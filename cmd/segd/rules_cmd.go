@@ -13,13 +13,34 @@ import (
 	"github.com/segd/segd/state"
 )
 
-// runRules implements `segd rules validate FILE...` and `segd rules explain FILE`.
+// rulesUsage is the synopsis of `segd rules`.
+const rulesUsage = "usage: segd rules validate FILE...\n       segd rules explain FILE\n       segd rules preview FILE (--state-dir DIR [--rules RUNNING] | --config FILE) [--sample N]"
+
+// runRules implements `segd rules validate FILE...`, `segd rules explain
+// FILE` and `segd rules preview`.
 func runRules(args []string, stdout, stderr io.Writer) int {
 	if len(args) >= 1 && args[0] == "preview" {
 		return runPreview(args[1:], stdout, stderr)
 	}
-	if len(args) < 2 || (args[0] != "validate" && args[0] != "explain") || (args[0] == "explain" && len(args) != 2) {
-		fmt.Fprintln(stderr, "usage: segd rules validate FILE...\n       segd rules explain FILE\n       segd rules preview FILE --state-dir DIR")
+	if len(args) < 1 || (args[0] != "validate" && args[0] != "explain") {
+		fmt.Fprintln(stderr, rulesUsage)
+		return 2
+	}
+	fs := flag.NewFlagSet("segd rules "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		if args[0] == "explain" {
+			fmt.Fprintln(fs.Output(), "usage: segd rules explain FILE\nPrints the compiled plan of a rules file: what each segment reads and what triggers its evaluation.")
+		} else {
+			fmt.Fprintln(fs.Output(), "usage: segd rules validate FILE...\nCompiles rules files; prints file:line:col errors and exits 1 on any.")
+		}
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	args = append(args[:1], fs.Args()...)
+	if len(args) < 2 || (args[0] == "explain" && len(args) != 2) {
+		fs.Usage()
 		return 2
 	}
 	if args[0] == "explain" {
