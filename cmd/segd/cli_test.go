@@ -15,9 +15,9 @@ import (
 // backquoted phrase in a help string used to become the placeholder:
 // `-config segd run`).
 func TestHelpForEveryCommand(t *testing.T) {
-	flagLine := regexp.MustCompile(`^  -[a-z][a-z0-9-]*( (string|int|uint|duration|float|value|[A-Z][A-Z_]*))?$`)
+	flagLine := regexp.MustCompile(`^  -[a-z][a-z0-9-]*( (string|int|uint|duration|float|value|[A-Z][A-Z_:]*))?$`)
 	for _, cmd := range []string{"run", "demo", "gen", "replay", "customers", "customers delete", "state", "state scrub",
-		"rules", "rules validate", "rules explain", "rules preview", "config", "config check", "broker"} {
+		"rules", "rules validate", "rules explain", "rules preview", "config", "config check", "broker", "changes"} {
 		for _, h := range []string{"-h", "--help"} {
 			args := append(strings.Fields(cmd), h)
 			out, errs, code := runBinary(t, args...)

@@ -7,6 +7,7 @@
 //	segd rules validate FILE...     check rules files
 //	segd rules explain FILE         show the compiled plan
 //	segd config check FILE          validate a config file
+//	segd changes --brokers HOST:PORT print segment changes as text
 //	segd version                    version and commit
 package main
 
@@ -33,6 +34,7 @@ usage:
   segd rules explain FILE
   segd rules preview FILE (--state-dir DIR | --config FILE)
   segd config check FILE
+  segd changes (--brokers HOST:PORT | --config FILE | --file FILE)   segment changes as text
   segd broker [--port N]      in-memory Kafka-protocol broker for development
   segd version                (also --version)
 
@@ -91,6 +93,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return runConfig(args[1:], stdout, stderr)
 	case "broker":
 		return runBroker(ctx, args[1:], stdout, stderr)
+	case "changes":
+		return runChanges(ctx, args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "segd: unknown command %q\n\n%s", args[0], usage)
 		return 2
