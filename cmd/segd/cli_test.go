@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -115,6 +116,74 @@ func TestNumericFlagsRejected(t *testing.T) {
 		_, errs, code := runBinary(t, tc.args...)
 		if code != 2 || !strings.Contains(errs, tc.want) {
 			t.Errorf("segd %s: exit %d, stderr %q; want 2 and %q", strings.Join(tc.args, " "), code, errs, tc.want)
+		}
+	}
+}
+
+// TestConfigCheckLoadsEverything: `segd config check` loads what `segd
+// run` would, not just the YAML: a missing or broken rules file, an
+// unreadable schema or TLS file are each reported, and the check fails.
+func TestConfigCheckLoadsEverything(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	badRules := write("bad.yaml", "version: 1\ntraits:\n  orders_30d: count(purchase) over 30d\nsegments:\n  vip: { when: \"order_30d >= 2\" }\n")
+	badSchema := write("purchase.avsc", "{not a schema")
+	for _, tc := range []struct {
+		config string
+		want   []string
+	}{
+		{"kafka: {brokers: [a:1]}\nrules: {file: " + filepath.Join(dir, "missing.yaml") + "}\n", []string{"rules.file: ", "missing.yaml: no such file"}},
+		{"kafka: {brokers: [a:1]}\nrules: {file: " + badRules + "}\n", []string{`rules.file: ` + badRules + `:5:17: segment vip: unknown trait "order_30d"`}},
+		{"kafka:\n  brokers: [a:1]\n  topics: {purchases: {schema_file: " + badSchema + "}}\n  tls: {enabled: true, ca_file: " + filepath.Join(dir, "ca.pem") + "}\nrules: {file: ../../examples/rules.yaml}\n",
+			[]string{"kafka.topics.purchases.schema_file (" + badSchema + ")", "ca.pem"}},
+	} {
+		path := write("c.yaml", tc.config)
+		out, errs, code := runBinary(t, "config", "check", path)
+		if code != 1 {
+			t.Errorf("config\n%s: exit %d, want 1; stdout %q stderr %q", tc.config, code, out, errs)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(errs, w) {
+				t.Errorf("config\n%s: stderr %q lacks %q", tc.config, errs, w)
+			}
+		}
+	}
+	path := write("ok.yaml", "kafka: {brokers: [a:1]}\nrules: {file: ../../examples/rules.yaml}\n")
+	if out, errs, code := runBinary(t, "config", "check", path); code != 0 || !strings.Contains(out, "ok") {
+		t.Errorf("a good config: exit %d, %q %q", code, out, errs)
+	}
+}
+
+// TestConfigErrorsNameKeys: mistakes in a config file are reported by
+// config key and line, with the keys the section has and the nearest
+// one, never with Go's type or field names.
+func TestConfigErrorsNameKeys(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(path, []byte("kafka:\n  broker: [a:1]\n  topics:\n    purchases: {nme: x}\ncommit: {interval: 5 minutes, max_events: lots}\nrules: {file: ../../examples/rules.yaml}\nlogg: {}\n"), 0o644)
+	_, errs, code := runBinary(t, "config", "check", path)
+	if code != 1 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	for _, want := range []string{
+		"line 2: unknown key kafka.broker (did you mean kafka.brokers?): kafka has brokers, group,",
+		"line 4: unknown key kafka.topics.purchases.nme (did you mean kafka.topics.purchases.name?): kafka.topics.purchases has name, format, schema_file",
+		`line 5: commit.interval ("5 minutes") must be a duration such as 250ms, 10s or 5m`,
+		`line 5: commit.max_events ("lots") must be a whole number`,
+		"line 7: unknown key logg (did you mean log?)",
+	} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	for _, leak := range []string{"engine.", "not found in type", "%!", "time.Duration", "!!str"} {
+		if strings.Contains(errs, leak) {
+			t.Errorf("stderr leaks %q:\n%s", leak, errs)
 		}
 	}
 }

@@ -104,8 +104,22 @@ func runConfig(args []string, stdout, stderr io.Writer) int {
 	}
 	path := fs.Arg(0)
 	cfg, err := engine.LoadConfig(path, os.Environ())
+	var ce *engine.ConfigError
+	if errors.As(err, &ce) {
+		// One problem a line: a file can have many.
+		for _, p := range ce.Problems {
+			fmt.Fprintf(stderr, "%s: %s\n", path, p)
+		}
+		return 1
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "%v\n", err)
+		return 1
+	}
+	if problems := cfg.CheckFiles(); len(problems) > 0 {
+		for _, p := range problems {
+			fmt.Fprintf(stderr, "%s: %s\n", path, p)
+		}
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: ok (brokers %v, rules %s, state %s)\n", path, cfg.Kafka.Brokers, cfg.Rules.File, cfg.State.Dir)
