@@ -10,7 +10,7 @@ STATICCHECK_VERSION ?= v0.7.0
 all: build
 
 build:
-	$(GO) build -o $(BIN) ./cmd/segd
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/segd
 
 # test runs every test with the race detector: vet, unit, crash and integration
 # tests (the embedded Kafka broker needs nothing installed).

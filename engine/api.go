@@ -152,7 +152,8 @@ func (e *Engine) previewRules(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	segs, err := previewStore(e.st, rs, e.cfg.Consent.Attribute, sample)
+	running := e.rs.Load()
+	segs, err := previewStore(e.st, rs, running, e.cfg.Consent.Attribute, sample)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "state unavailable: "+err.Error())
 		return
@@ -167,6 +168,9 @@ func (e *Engine) previewRules(w http.ResponseWriter, r *http.Request) {
 	var warnings []string
 	for _, w := range rs.Warnings() {
 		warnings = append(warnings, w.Error())
+	}
+	if note := NoHistoryNote(segs, "NEW.yaml", running.File()); note != "" {
+		warnings = append(warnings, note)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"version": rs.Version(), "hash": rs.Hash(), "segments": out, "warnings": nonNil(warnings)})
 }

@@ -14,6 +14,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/segd/segd/connectors"
+	"github.com/segd/segd/rules"
+	"github.com/segd/segd/schemas"
 )
 
 // Config is the whole configuration of a segd process. Zero values mean
@@ -496,6 +498,13 @@ func LoadConfig(path string, environ []string) (*Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read config: %w", err)
 		}
+		var doc yaml.Node
+		if err := yaml.Unmarshal(src, &doc); err != nil {
+			return nil, fmt.Errorf("config %s: not valid YAML: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+		}
+		if p := checkYAML(&doc); len(p) > 0 {
+			return nil, fmt.Errorf("config %s: %w", path, &ConfigError{Problems: p})
+		}
 		dec := yaml.NewDecoder(bytes.NewReader(src))
 		dec.KnownFields(true)
 		if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
@@ -642,4 +651,205 @@ func (c *Config) Security() (*connectors.Security, error) {
 		return nil, fmt.Errorf("kafka security: %w", err)
 	}
 	return sec, nil
+}
+
+// CheckFiles reports, without connecting to Kafka, every problem that
+// New would meet in what the config names: the rules file must compile
+// (each error as file:line:col), Avro schema files must read and parse,
+// the TLS files and the SASL password file must load, and
+// consent.attribute must be a plain name. It returns nothing for a
+// config New would accept this far. Call it on a validated config.
+func (c *Config) CheckFiles() []string {
+	var p []string
+	if c.Rules.File != "" {
+		if _, err := rules.CompileFile(c.Rules.File); err != nil {
+			var errs rules.Errors
+			if errors.As(err, &errs) {
+				for _, e := range errs {
+					p = append(p, fmt.Sprintf("rules.file: %v", e))
+				}
+			} else {
+				p = append(p, fmt.Sprintf("rules.file: %v", err))
+			}
+		}
+	}
+	t := c.Kafka.Topics
+	for _, in := range []struct {
+		field string
+		t     InputTopic
+		typ   schemas.EventType
+	}{{"purchases", t.Purchases, schemas.EventPurchase}, {"browses", t.Browses, schemas.EventBrowse}, {"engagements", t.Engagements, schemas.EventEngagement}, {"profiles", t.Profiles, schemas.EventProfile}} {
+		if in.t.SchemaFile == "" || in.t.Format != "avro" {
+			continue
+		}
+		b, err := os.ReadFile(in.t.SchemaFile)
+		if err != nil {
+			p = append(p, fmt.Sprintf("kafka.topics.%s.schema_file: %v", in.field, err))
+			continue
+		}
+		if _, err := connectors.NewDecoder(connectors.DecoderOptions{Type: in.typ, Format: connectors.Format(in.t.Format), Schema: string(b), MaxBytes: c.Input.MaxRecordBytes}); err != nil {
+			p = append(p, fmt.Sprintf("kafka.topics.%s.schema_file (%s): %v", in.field, in.t.SchemaFile, err))
+		}
+	}
+	if _, err := c.Security(); err != nil {
+		p = append(p, err.Error())
+	}
+	if a := c.Consent.Attribute; strings.TrimSpace(a) != a || strings.ContainsAny(a, " \t\n") {
+		p = append(p, fmt.Sprintf("consent.attribute (%q) must be a profile attribute name, without spaces", a))
+	}
+	return p
+}
+
+// checkYAML walks a config file's YAML against Config and reports, by
+// config key and line, every key Config does not have (with the keys its
+// section allows and the nearest one) and every value of the wrong type,
+// so that no Go type or field name reaches the user.
+func checkYAML(doc *yaml.Node) []string {
+	if doc.Kind == 0 {
+		return nil // an empty file
+	}
+	if doc.Kind == yaml.DocumentNode {
+		if len(doc.Content) == 0 {
+			return nil
+		}
+		doc = doc.Content[0]
+	}
+	var p []string
+	checkYAMLNode(doc, reflect.TypeOf(Config{}), "", &p)
+	return p
+}
+
+func checkYAMLNode(n *yaml.Node, t reflect.Type, path string, p *[]string) {
+	bad := func(format string, args ...any) {
+		*p = append(*p, fmt.Sprintf("line %d: ", n.Line)+fmt.Sprintf(format, args...))
+	}
+	name := path
+	if name == "" {
+		name = "the config"
+	}
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return // empty: the default
+	}
+	switch {
+	case t == durationType:
+		if _, err := time.ParseDuration(n.Value); n.Kind != yaml.ScalarNode || err != nil {
+			bad("%s (%s) must be a duration such as 250ms, 10s or 5m", name, yamlText(n))
+		}
+	case t.Kind() == reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			bad("%s must be a mapping of %s", name, strings.Join(yamlKeys(t), ", "))
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			key := k.Value
+			if path != "" {
+				key = path + "." + k.Value
+			}
+			f, ok := yamlField(t, k.Value)
+			if !ok {
+				msg := fmt.Sprintf("line %d: unknown key %s", k.Line, key)
+				if near := nearest(k.Value, yamlKeys(t)); near != "" {
+					if path != "" {
+						near = path + "." + near
+					}
+					msg += fmt.Sprintf(" (did you mean %s?)", near)
+				}
+				*p = append(*p, msg+fmt.Sprintf(": %s has %s", name, strings.Join(yamlKeys(t), ", ")))
+				continue
+			}
+			checkYAMLNode(v, f.Type, key, p)
+		}
+	case t.Kind() == reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			bad("%s (%s) must be a list, e.g. [a, b]", name, yamlText(n))
+			return
+		}
+		for _, e := range n.Content {
+			if e.Kind != yaml.ScalarNode {
+				bad("%s: every item must be a plain value", name)
+				return
+			}
+		}
+	default:
+		if n.Kind != yaml.ScalarNode {
+			bad("%s must be a single value, not a %s", name, map[yaml.Kind]string{yaml.MappingNode: "mapping", yaml.SequenceNode: "list"}[n.Kind])
+			return
+		}
+		switch t.Kind() {
+		case reflect.Int, reflect.Int64, reflect.Int32:
+			if _, err := strconv.ParseInt(n.Value, 0, 64); err != nil {
+				bad("%s (%s) must be a whole number", name, yamlText(n))
+			}
+		case reflect.Bool:
+			if _, err := strconv.ParseBool(n.Value); err != nil {
+				bad("%s (%s) must be true or false", name, yamlText(n))
+			}
+		}
+	}
+}
+
+func yamlText(n *yaml.Node) string {
+	if n.Kind == yaml.ScalarNode {
+		return strconv.Quote(n.Value)
+	}
+	return map[yaml.Kind]string{yaml.MappingNode: "a mapping", yaml.SequenceNode: "a list"}[n.Kind]
+}
+
+func yamlField(t reflect.Type, key string) (reflect.StructField, bool) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if name, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); name == key && name != "" {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+func yamlKeys(t reflect.Type) []string {
+	var keys []string
+	for i := 0; i < t.NumField(); i++ {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); name != "" && name != "-" {
+			keys = append(keys, name)
+		}
+	}
+	return keys
+}
+
+// nearest returns the candidate closest to s by edit distance, if it is
+// close enough to be a likely typo.
+func nearest(s string, candidates []string) string {
+	best, bestD := "", 3
+	for _, c := range candidates {
+		if d := editDistance(s, c); d < bestD || (d == bestD && best == "" && d <= len(s)/3) {
+			best, bestD = c, d
+		}
+	}
+	if bestD > 2 && !strings.HasPrefix(best, s) {
+		return ""
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

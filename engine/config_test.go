@@ -53,7 +53,7 @@ func TestConfigValidateNamesFields(t *testing.T) {
 			[]string{"kafka.topics.browses.format is confluent but kafka.schema_registry_url is empty"}},
 		{"duplicate topic", "kafka: {brokers: [a:1], topics: {browses: {name: customer.purchases}}}\nrules: {file: r}\n",
 			[]string{`kafka.topics.browses.name ("customer.purchases") is also kafka.topics.purchases.name`}},
-		{"unknown field", "kafka: {brokerz: [a:1]}\n", []string{"field brokerz not found"}},
+		{"unknown field", "kafka: {brokerz: [a:1]}\n", []string{"unknown key kafka.brokerz (did you mean kafka.brokers?)"}},
 		{"sasl", "kafka: {brokers: [a:1], sasl: {mechanism: kerberos, password: x, password_env: Y_UNSET_VAR_FOR_TEST}}\nrules: {file: r}\n",
 			[]string{`kafka.sasl.mechanism ("kerberos") must be plain, scram-sha-256 or scram-sha-512`, "kafka.sasl.username is empty", "exactly one of password, password_file and password_env (found 2)", "Y_UNSET_VAR_FOR_TEST is empty or unset"}},
 		{"tls off with files", "kafka: {brokers: [a:1], tls: {ca_file: ca.pem}}\nrules: {file: r}\n",

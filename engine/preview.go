@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strings"
 
 	"github.com/segd/segd/rules"
 	"github.com/segd/segd/state"
@@ -19,34 +20,73 @@ type PreviewSegment struct {
 	WouldExit   int64
 	SampleEnter []string
 	SampleExit  []string
+	// NoHistory lists the traits the segment reads that start without
+	// history: with the running rules known, the traits whose definition
+	// they lack; otherwise the traits no customer of the store holds state
+	// for (which also catches traits no event fed yet). A rule change
+	// backfills nothing, so SizeNew is what the change would do, not what
+	// a replay of the history with the candidate would give.
+	NoHistory []string
+}
+
+// PreviewOptions say what to preview against.
+type PreviewOptions struct {
+	// StateDir is the store of a stopped segd. Required.
+	StateDir string
+	// Candidate is the rules file to preview. Required.
+	Candidate string
+	// Current is the running rules file, to tell new traits exactly.
+	// Default none: traits without state in the store count as new.
+	Current string
+	// ConsentAttribute is consent.attribute. Default consent_marketing.
+	ConsentAttribute string
+	// Sample is how many customer ids to keep per segment and direction.
+	Sample int
 }
 
 // Preview evaluates a candidate rules file against the customers in a
-// state directory (not in use by a running segd) and changes nothing. Each
-// customer is evaluated at its partition's committed clock; traits the
-// candidate adds start empty, as they would after a reload.
+// state directory (not in use by a running segd). It opens the store read
+// only and changes no file; a directory without a segd store is refused
+// (state.ErrNotStore). Each customer is evaluated at its partition's
+// committed clock; traits the candidate adds start empty, as they would
+// after a reload (PreviewSegment.NoHistory names them).
 func Preview(stateDir, candidate string, sample int) ([]PreviewSegment, error) {
-	if _, err := os.Stat(stateDir); err != nil {
+	return PreviewWith(PreviewOptions{StateDir: stateDir, Candidate: candidate, Sample: sample})
+}
+
+// PreviewWith is Preview with every option.
+func PreviewWith(opt PreviewOptions) ([]PreviewSegment, error) {
+	if opt.ConsentAttribute == "" {
+		opt.ConsentAttribute = "consent_marketing"
+	}
+	if _, err := os.Stat(opt.StateDir); err != nil {
 		return nil, fmt.Errorf("preview: state dir: %w", err)
 	}
-	rs, err := rules.CompileFile(candidate)
+	rs, err := rules.CompileFile(opt.Candidate)
 	if err != nil {
 		return nil, err
 	}
-	st, err := state.Open(stateDir, state.Options{Decode: func(_ string, data []byte) (state.Record, error) {
+	var current *rules.RuleSet
+	if opt.Current != "" {
+		if current, err = rules.CompileFile(opt.Current); err != nil {
+			return nil, fmt.Errorf("running rules: %w", err)
+		}
+	}
+	st, err := state.Open(opt.StateDir, state.Options{ReadOnly: true, Decode: func(_ string, data []byte) (state.Record, error) {
 		return decodeCustomer(rs, data)
 	}})
 	if err != nil {
-		return nil, fmt.Errorf("open state %s: %w", stateDir, err)
+		return nil, fmt.Errorf("preview: %w", err)
 	}
 	defer st.Close()
-	return previewStore(st, rs, "consent_marketing", sample)
+	return previewStore(st, rs, current, opt.ConsentAttribute, opt.Sample)
 }
 
 // previewStore evaluates candidate rules rs against every committed
 // customer of st, each at its partition's committed clock. It reads a
-// snapshot and writes nothing, so it runs beside a live engine.
-func previewStore(st *state.Store, rs *rules.RuleSet, consentAttr string, sample int) ([]PreviewSegment, error) {
+// snapshot and writes nothing, so it runs beside a live engine. current,
+// the running rules, may be nil (see PreviewSegment.NoHistory).
+func previewStore(st *state.Store, rs *rules.RuleSet, current *rules.RuleSet, consentAttr string, sample int) ([]PreviewSegment, error) {
 	parts, err := st.PartitionsWithCustomers()
 	if err != nil {
 		return nil, err
@@ -62,6 +102,7 @@ func previewStore(st *state.Store, rs *rules.RuleSet, consentAttr string, sample
 		get(s.ID)
 	}
 	consentOf := &processor{opt: processorOptions{consentAttr: consentAttr}}
+	history := make([]bool, len(rs.Traits()))
 	for _, pn := range parts {
 		offs, err := st.CommittedOffsets(pn)
 		if err != nil {
@@ -82,6 +123,9 @@ func previewStore(st *state.Store, rs *rules.RuleSet, consentAttr string, sample
 						ps.SampleExit = append(ps.SampleExit, id)
 					}
 				}
+			}
+			for i := range history {
+				history[i] = history[i] || c.traits.HasHistory(i)
 			}
 			consent := consentOf.consent(c)
 			for i, s := range rs.Segments() {
@@ -113,12 +157,67 @@ func previewStore(st *state.Store, rs *rules.RuleSet, consentAttr string, sample
 			return nil, err
 		}
 	}
+	if current != nil {
+		defs := map[string]bool{}
+		for _, t := range current.Traits() {
+			defs[t.Def] = true
+		}
+		for i, t := range rs.Traits() {
+			history[i] = defs[t.Def]
+		}
+	}
+	for _, s := range rs.Segments() {
+		ps := get(s.ID)
+		for _, ti := range s.Reads {
+			if !history[ti] {
+				ps.NoHistory = append(ps.NoHistory, rs.Traits()[ti].Name)
+			}
+		}
+	}
 	res := make([]PreviewSegment, 0, len(out))
 	for _, ps := range out {
 		res = append(res, *ps)
 	}
 	sort.Slice(res, func(i, j int) bool { return res[i].ID < res[j].ID })
 	return res, nil
+}
+
+// NoHistoryNote explains, when some segment of a preview reads traits
+// without history, that those numbers are not a backfill's and names the
+// command that gives them; "" when there is none. candidate is the rules
+// file as the user named it; current the running rules file the preview
+// compared with, "" if none.
+func NoHistoryNote(segs []PreviewSegment, candidate, current string) string {
+	var traits, segments []string
+	seen := map[string]bool{}
+	for _, s := range segs {
+		if len(s.NoHistory) == 0 {
+			continue
+		}
+		segments = append(segments, s.ID)
+		for _, t := range s.NoHistory {
+			if !seen[t] {
+				seen[t] = true
+				traits = append(traits, t)
+			}
+		}
+	}
+	if len(traits) == 0 {
+		return ""
+	}
+	sort.Strings(traits)
+	var what string
+	if current != "" {
+		what = fmt.Sprintf("new trait(s) %s (not in the running rules %s)", strings.Join(traits, ", "), current)
+	} else {
+		what = fmt.Sprintf("trait(s) %s, which no customer in this store holds state for (new traits; traits no event fed yet show here too: pass the running rules to tell them apart)", strings.Join(traits, ", "))
+	}
+	return fmt.Sprintf("note: %s start without history: a rule change backfills nothing, "+
+		"so the numbers of %s are what the change would do now, not what a backfill would give. "+
+		"For the real numbers replay the history with the new rules into a fresh directory: "+
+		"segd replay --rules %s --state-dir NEW_DIR --input EVENTS.jsonl --dry-run "+
+		"(or segd replay --config CONFIG --from-topics --dry-run, the config with rules.file %s and an empty state.dir; docs/replay.md)",
+		what, strings.Join(segments, ", "), candidate, candidate)
 }
 
 // WritePreview prints a preview as a table.

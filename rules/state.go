@@ -279,6 +279,11 @@ func (b *bucket) addVal(v string) {
 // bucket remembers, so that one customer cannot grow without bound.
 const maxDistinctPerBucket = 256
 
+// HasHistory reports whether trait i (its Index in the rule set) holds any
+// state: false for a trait no event has fed yet, such as one a rule change
+// added, whose stored state a decode found nothing for.
+func (s *State) HasHistory(i int) bool { return !s.traits[i].empty() }
+
 // Attrs returns the profile attributes. The slice must not be modified and
 // is valid until the state changes.
 func (s *State) Attrs() []schemas.Attribute { return s.attrs }

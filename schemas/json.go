@@ -32,7 +32,15 @@ func DecodeJSON(data []byte, e *Event) error {
 	typ, _ := m["type"].(string)
 	t, ok := ParseEventType(typ)
 	if !ok {
-		return decodeErr(ReasonUnknownEventType, "type %q: want purchase, browse, engagement or profile", m["type"])
+		switch v := m["type"].(type) {
+		case nil:
+			return decodeErr(ReasonUnknownEventType, "no type: want purchase, browse, engagement or profile")
+		case string:
+			return decodeErr(ReasonUnknownEventType, "type %q: want purchase, browse, engagement or profile", v)
+		default:
+			b, _ := json.Marshal(v)
+			return decodeErr(ReasonUnknownEventType, "type %s: want a string: purchase, browse, engagement or profile", b)
+		}
 	}
 	for k := range m {
 		switch k {

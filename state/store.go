@@ -28,6 +28,9 @@ var (
 	ErrNewerFormat = errors.New("state: store format is newer than this segd")
 	// ErrCorrupt marks stored data that cannot be decoded.
 	ErrCorrupt = errors.New("state: corrupt data")
+	// ErrNotStore is returned by Open with ReadOnly for a directory that
+	// holds no segd store.
+	ErrNotStore = errors.New("state: not a segd state directory")
 )
 
 // Record is a decoded customer record held in the write-back cache. The
@@ -77,6 +80,11 @@ type Options struct {
 	// Decode builds a record from its stored bytes; data is nil for a
 	// customer not in the store. Required. It must not retain data.
 	Decode func(customerID string, data []byte) (Record, error)
+	// ReadOnly opens an existing store for reading only: no file of the
+	// directory is created, written or removed (Pebble replays its
+	// write-ahead log in memory), writes fail, and a directory without a
+	// segd store is refused with ErrNotStore. Default false.
+	ReadOnly bool
 }
 
 // EnsureDefaults fills zero fields.
@@ -141,11 +149,25 @@ type Store struct {
 	closed    bool
 }
 
-// Open opens (creating if needed) the store in dir.
+// Open opens (creating if needed, unless opts.ReadOnly) the store in dir.
 func Open(dir string, opts Options) (*Store, error) {
 	opts.EnsureDefaults()
 	if err := opts.Validate(); err != nil {
 		return nil, err
+	}
+	if opts.ReadOnly {
+		// Pebble would create its LOCK file even read-only: look first.
+		ls, err := opts.FS.List(dir)
+		if err != nil {
+			return nil, fmt.Errorf("open state %s: %w", dir, err)
+		}
+		manifest := false
+		for _, name := range ls {
+			manifest = manifest || strings.HasPrefix(name, "MANIFEST-")
+		}
+		if !manifest {
+			return nil, fmt.Errorf("open state %s: %w (no Pebble store in it)", dir, ErrNotStore)
+		}
 	}
 	cache := pebble.NewCache(opts.BlockCacheBytes)
 	defer cache.Unref()
@@ -160,6 +182,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		// bounds the cost), so the file boundaries of erased customers do
 		// not linger in a 128 MiB manifest for months. See Scrub.
 		MaxManifestFileSize: 1,
+		ReadOnly:            opts.ReadOnly,
 	}
 	// Bloom filters make the load of a customer that is not in the store
 	// (every new customer) skip the data blocks.
@@ -185,6 +208,9 @@ func Open(dir string, opts Options) (*Store, error) {
 func (s *Store) checkFormat() error {
 	v, closer, err := s.db.Get(formatKey)
 	if errors.Is(err, pebble.ErrNotFound) {
+		if s.opts.ReadOnly {
+			return fmt.Errorf("%w (a Pebble store without segd's format key)", ErrNotStore)
+		}
 		if s.opts.DisableWAL {
 			if err := s.db.Set(formatKey, []byte{FormatVersion}, pebble.NoSync); err != nil {
 				return err

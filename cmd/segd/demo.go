@@ -41,6 +41,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	if err := firstError(intBetween("--port", *port, 0, 65535), intBetween("--partitions", *partitions, 1, maxPartitions), intBetween("--customers", *customers, 1, maxCustomers), positiveDuration("--history", *history), positiveInt("--history-events", *historyEvents),
+		intBetween("--rate", *rate, 1, maxRate), intBetween("--live-rate", *liveRate, 1, maxRate), nonNegativeDuration("--duration", *duration), intBetween("--print", *printRate, 0, maxRate)); err != nil {
+		fmt.Fprintln(stderr, "segd demo:", err)
+		return 2
+	}
 	if *rulesFile != "" {
 		if _, err := os.Stat(*rulesFile); err != nil {
 			fmt.Fprintf(stderr, "segd demo: --rules: %v\n", err)
@@ -87,7 +92,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer broker.Close()
 	addr := broker.Addrs()[0]
 	fmt.Fprintf(stdout, "segd demo: embedded Kafka broker on %s (topics %s, %d partitions)\n", addr, strings.Join(topics, ", "), *partitions)
-	fmt.Fprintf(stdout, "  watch it with any Kafka client, e.g.: kcat -b %s -C -t segment.changes -e\n", addr)
+	fmt.Fprintf(stdout, "  follow the changes from another terminal: segd changes --brokers %s\n", addr)
 	if *apiAddr != "off" {
 		*apiAddr = freeAddr(*apiAddr)
 		fmt.Fprintf(stdout, "  page http://%s/  API http://%s/v1/segments  metrics http://%s/metrics\n", *apiAddr, *apiAddr, *apiAddr)
@@ -234,27 +239,7 @@ func (p *changePrinter) published(topic string, key, value []byte) {
 	}
 	p.inSecond++
 	p.printed.Add(1)
-	c := &p.change
-	var traits []string
-	for _, t := range c.Traits {
-		switch t.Value.Kind {
-		case schemas.KindNumber:
-			if strings.HasSuffix(t.Name, "_at") {
-				traits = append(traits, t.Name+"="+schemas.FormatTime(int64(t.Value.Num)))
-			} else {
-				traits = append(traits, fmt.Sprintf("%s=%g", t.Name, t.Value.Num))
-			}
-		case schemas.KindString:
-			traits = append(traits, fmt.Sprintf("%s=%q", t.Name, t.Value.Str))
-		default:
-			traits = append(traits, t.Name+"=null")
-		}
-	}
-	cause := strings.ToLower(c.Cause.String())
-	if c.CauseEventID != "" {
-		cause += " " + c.CauseEventID
-	}
-	fmt.Fprintf(p.w, "%s %-5s %-15s %s  (%s) %s\n", schemas.FormatTime(c.Time), c.Kind, c.SegmentID, c.CustomerID, cause, strings.Join(traits, " "))
+	writeChangeLine(p.w, &p.change)
 }
 
 // freeAddr returns addr when it can be listened on, else a free loopback

@@ -27,6 +27,10 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	if err := firstError(intBetween("--rate", *rate, 1, maxRate), intBetween("--customers", *customers, 1, maxCustomers), intBetween("--create-topics", *create, 0, maxPartitions)); err != nil {
+		fmt.Fprintln(stderr, "segd gen:", err)
+		return 2
+	}
 	if *brokers == "" {
 		fmt.Fprintln(stderr, "segd gen: --brokers is required")
 		return 2

@@ -101,7 +101,7 @@ func TestDemoPrintsChanges(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("demo did not stop")
 	}
-	if !strings.Contains(out.String(), "kcat -b 127.0.0.1:") {
+	if !strings.Contains(out.String(), "segd changes --brokers 127.0.0.1:") {
 		t.Fatal("broker address not printed")
 	}
 }

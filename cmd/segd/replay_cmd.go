@@ -30,8 +30,8 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	dryRun := fs.Bool("dry-run", false, "write no changes; print per-segment counts and sizes")
 	partitions := fs.Int("partitions", 1, "split customers over this many partitions (murmur2, like Kafka)")
 	logFormat := fs.String("log-format", "console", "json or console")
-	configPath := fs.String("config", "", "with --from-topics: the config `segd run` will use (its state.dir must be empty)")
-	fromTopics := fs.Bool("from-topics", false, "replay the config's input topics from their earliest offsets to their current ends; `segd run` with the same config then continues where the replay stopped")
+	configPath := fs.String("config", "", "with --from-topics: the config `FILE` segd run will use (its state.dir must be empty)")
+	fromTopics := fs.Bool("from-topics", false, "replay the config's input topics from their earliest offsets to their current ends; segd run with the same config then continues where the replay stopped")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

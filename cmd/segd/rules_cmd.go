@@ -5,20 +5,42 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/segd/segd/engine"
-
 	"github.com/segd/segd/rules"
+	"github.com/segd/segd/state"
 )
 
-// runRules implements `segd rules validate FILE...` and `segd rules explain FILE`.
+// rulesUsage is the synopsis of `segd rules`.
+const rulesUsage = "usage: segd rules validate FILE...\n       segd rules explain FILE\n       segd rules preview FILE (--state-dir DIR [--rules RUNNING] | --config FILE) [--sample N]"
+
+// runRules implements `segd rules validate FILE...`, `segd rules explain
+// FILE` and `segd rules preview`.
 func runRules(args []string, stdout, stderr io.Writer) int {
 	if len(args) >= 1 && args[0] == "preview" {
 		return runPreview(args[1:], stdout, stderr)
 	}
-	if len(args) < 2 || (args[0] != "validate" && args[0] != "explain") || (args[0] == "explain" && len(args) != 2) {
-		fmt.Fprintln(stderr, "usage: segd rules validate FILE...\n       segd rules explain FILE\n       segd rules preview FILE --state-dir DIR")
+	if len(args) < 1 || (args[0] != "validate" && args[0] != "explain") {
+		fmt.Fprintln(stderr, rulesUsage)
+		return 2
+	}
+	fs := flag.NewFlagSet("segd rules "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		if args[0] == "explain" {
+			fmt.Fprintln(fs.Output(), "usage: segd rules explain FILE\nPrints the compiled plan of a rules file: what each segment reads and what triggers its evaluation.")
+		} else {
+			fmt.Fprintln(fs.Output(), "usage: segd rules validate FILE...\nCompiles rules files; prints file:line:col errors and exits 1 on any.")
+		}
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	args = append(args[:1], fs.Args()...)
+	if len(args) < 2 || (args[0] == "explain" && len(args) != 2) {
+		fs.Usage()
 		return 2
 	}
 	if args[0] == "explain" {
@@ -65,9 +87,17 @@ func printRulesError(w io.Writer, err error) {
 
 // runPreview implements `segd rules preview NEW.yaml --state-dir DIR`.
 func runPreview(args []string, stdout, stderr io.Writer) int {
+	const use = "usage: segd rules preview FILE (--state-dir DIR [--rules RUNNING] | --config FILE) [--sample N]"
 	fs := flag.NewFlagSet("segd rules preview", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	stateDir := fs.String("state-dir", "", "state directory of a stopped segd (required)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), use)
+		fmt.Fprintln(fs.Output(), "Evaluates the rules FILE against a stopped segd's state, read only, and prints what would change.")
+		fs.PrintDefaults()
+	}
+	stateDir := fs.String("state-dir", "", "the state `DIR` of a stopped segd (default: state.dir of --config)")
+	current := fs.String("rules", "", "the running rules `FILE`, to name exactly the traits the new file adds (default: rules.file of --config)")
+	configPath := fs.String("config", "", "the `FILE` segd run uses: state.dir, rules.file and consent.attribute come from it")
 	sample := fs.Int("sample", 5, "customer ids to show per segment")
 	// Accept the file before or after the flags.
 	var file string
@@ -79,16 +109,46 @@ func runPreview(args []string, stdout, stderr io.Writer) int {
 	}
 	if file == "" && fs.NArg() == 1 {
 		file = fs.Arg(0)
-	}
-	if file == "" || *stateDir == "" {
-		fmt.Fprintln(stderr, "usage: segd rules preview FILE --state-dir DIR [--sample N]")
+	} else if fs.NArg() > 0 {
+		fmt.Fprintln(stderr, use)
 		return 2
 	}
-	res, err := engine.Preview(*stateDir, file, *sample)
+	opt := engine.PreviewOptions{Candidate: file, StateDir: *stateDir, Current: *current, Sample: *sample}
+	if *configPath != "" {
+		cfg, err := engine.LoadConfig(*configPath, os.Environ())
+		if err != nil {
+			fmt.Fprintln(stderr, "segd rules preview:", err)
+			return 1
+		}
+		if opt.StateDir == "" {
+			opt.StateDir = cfg.State.Dir
+		}
+		if opt.Current == "" {
+			opt.Current = cfg.Rules.File
+		}
+		opt.ConsentAttribute = cfg.Consent.Attribute
+	}
+	if file == "" || opt.StateDir == "" {
+		fmt.Fprintln(stderr, use)
+		return 2
+	}
+	if err := positiveInt("--sample", *sample); err != nil {
+		fmt.Fprintln(stderr, "segd rules preview:", err)
+		return 2
+	}
+	res, err := engine.PreviewWith(opt)
+	if errors.Is(err, state.ErrNotStore) {
+		fmt.Fprintf(stderr, "segd rules preview: %s is not a segd state directory: give the state.dir of a stopped segd run, or a replay's --state-dir (%v)\n", opt.StateDir, err)
+		return 1
+	}
 	if err != nil {
 		printRulesError(stderr, err)
 		return 1
 	}
 	engine.WritePreview(stdout, res)
+	if note := engine.NoHistoryNote(res, file, opt.Current); note != "" {
+		fmt.Fprintln(stdout)
+		fmt.Fprintln(stdout, note)
+	}
 	return 0
 }

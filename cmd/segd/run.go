@@ -71,15 +71,44 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 func runConfig(args []string, stdout, stderr io.Writer) int {
-	if len(args) != 2 || args[0] != "check" {
-		fmt.Fprintln(stderr, "usage: segd config check FILE")
+	const use = "usage: segd config check FILE"
+	if len(args) < 1 || args[0] != "check" {
+		fmt.Fprintln(stderr, use)
 		return 2
 	}
-	cfg, err := engine.LoadConfig(args[1], os.Environ())
+	fs := flag.NewFlagSet("segd config check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), use)
+		fmt.Fprintln(fs.Output(), "Loads the config as segd run would (SEGD_* variables included), compiles its rules file and reads every file it names; prints each problem and exits 1 on any.")
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return 2
+	}
+	path := fs.Arg(0)
+	cfg, err := engine.LoadConfig(path, os.Environ())
+	var ce *engine.ConfigError
+	if errors.As(err, &ce) {
+		// One problem a line: a file can have many.
+		for _, p := range ce.Problems {
+			fmt.Fprintf(stderr, "%s: %s\n", path, p)
+		}
+		return 1
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "%v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "%s: ok (brokers %v, rules %s, state %s)\n", args[1], cfg.Kafka.Brokers, cfg.Rules.File, cfg.State.Dir)
+	if problems := cfg.CheckFiles(); len(problems) > 0 {
+		for _, p := range problems {
+			fmt.Fprintf(stderr, "%s: %s\n", path, p)
+		}
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: ok (brokers %v, rules %s, state %s)\n", path, cfg.Kafka.Brokers, cfg.Rules.File, cfg.State.Dir)
 	return 0
 }
