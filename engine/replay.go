@@ -59,6 +59,7 @@ type ReplayOptions struct {
 	Log zerolog.Logger
 
 	evalAll bool // tests: re-evaluate every segment of the event's type
+	noSeen  bool // benchmarks: no replay-wide de-duplication, to measure its cost
 }
 
 // ReplaySummary is what a replay did.
@@ -164,6 +165,10 @@ func replayFiles(ctx context.Context, opt ReplayOptions) (*ReplaySummary, error)
 		return nil, err
 	}
 	defer seen.close()
+	seenFn := seen.seen
+	if opt.noSeen {
+		seenFn = nil
+	}
 	procs := make([]*processor, opt.Partitions)
 	for p := range procs {
 		part, err := st.Partition(int32(p))
@@ -179,7 +184,7 @@ func replayFiles(ctx context.Context, opt ReplayOptions) (*ReplaySummary, error)
 			deliverMerge: func(target string, rec []byte) error {
 				return procs[connectors.PartitionFor([]byte(target), opt.Partitions)].merge(target, rec)
 			},
-			seen:    seen.seen,
+			seen:    seenFn,
 			evalAll: opt.evalAll,
 		})
 		if err != nil {
