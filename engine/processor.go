@@ -38,6 +38,10 @@ type processorOptions struct {
 	// the partition that owns it (replays, where nothing is published)
 	// instead of the outbox.
 	deliverMerge func(target string, record []byte) error
+	// seen, if set, reports whether an earlier event had the same
+	// customer and event id, and remembers this one: replays apply each
+	// event once across all their inputs, whatever dedupHorizon says.
+	seen func(customerID, eventID string) (bool, error)
 	// evalAll re-evaluates every segment of the event's type instead of
 	// only those reading a trait the event updated (tests compare both).
 	evalAll bool
@@ -209,6 +213,16 @@ func (p *processor) apply(e *schemas.Event) error {
 			// would take it, and lifetime ones must not see history
 			// arrive out of thin air. Counted, not applied.
 			p.stats.tooLate++
+			return nil
+		}
+	}
+	if p.opt.seen != nil && e.EventID != "" {
+		dup, err := p.opt.seen(e.CustomerID, e.EventID)
+		if err != nil {
+			return err
+		}
+		if dup {
+			p.stats.duplicates++
 			return nil
 		}
 	}

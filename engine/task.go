@@ -44,9 +44,12 @@ type taskOptions struct {
 	maxFutureSkew  time.Duration
 	// idleAfter < 0 means event time only (replays).
 	idleAfter time.Duration
-	idleLag   time.Duration
-	maxWait   time.Duration
-	now       func() time.Time
+	// wallAtStart, in event-time-only mode, is the wall clock (Unix ms)
+	// the future check compares with: a replay's start. 0: no check.
+	wallAtStart int64
+	idleLag     time.Duration
+	maxWait     time.Duration
+	now         func() time.Time
 }
 
 // task consumes one partition number of every input topic, applies it to
@@ -243,7 +246,7 @@ func (t *task) handle(m *connectors.Message) error {
 		if e.CustomerID == "" {
 			e.CustomerID = string(m.Key)
 		}
-		var wall int64
+		wall := t.opt.wallAtStart
 		if t.opt.idleAfter >= 0 {
 			wall = t.opt.now().UnixMilli()
 		}

@@ -52,7 +52,9 @@ func (c *AvroCodec) Decode(data []byte, e *Event) error {
 // fillEvent copies a decoded record (Avro native or JSON) into e.
 func fillEvent(e *Event, m map[string]any, reason Reason) error {
 	var err error
-	str := func(name string) string {
+	// strAs reads a string field; a value of another type is an error with
+	// reason r.
+	strAs := func(name string, r Reason) string {
 		v, ok := m[name]
 		if !ok || v == nil {
 			return ""
@@ -62,10 +64,11 @@ func fillEvent(e *Event, m map[string]any, reason Reason) error {
 		}
 		s, ok := v.(string)
 		if !ok && err == nil {
-			err = decodeErr(reason, "field %s is %T, want a string", name, v)
+			err = decodeErr(r, "field %s is %s, want a string", name, typeName(v))
 		}
 		return s
 	}
+	str := func(name string) string { return strAs(name, reason) }
 	num := func(name string) float64 {
 		switch v := m[name].(type) {
 		case nil:
@@ -119,6 +122,9 @@ func fillEvent(e *Event, m map[string]any, reason Reason) error {
 	case int64:
 		e.Time = ts
 	case float64:
+		if ts < minEventTime || ts > maxEventTime {
+			return decodeErr(ReasonBadTimestamp, "ts %g is outside 2000-01-01 .. 9999-12-31", ts)
+		}
 		e.Time = int64(ts)
 	case nil:
 		return decodeErr(ReasonBadTimestamp, "missing ts")
@@ -145,11 +151,30 @@ func fillEvent(e *Event, m map[string]any, reason Reason) error {
 		e.Action = str("action")
 		e.CampaignID = str("campaign_id")
 	case EventProfile:
-		if d, ok := m["delete"].(bool); ok {
+		// delete, alias_of and attributes control what the event does:
+		// one of the wrong type must never be read as absent (an erasure
+		// request would vanish), so it is a bad_field error.
+		switch d := m["delete"].(type) {
+		case nil:
+		case bool:
 			e.Delete = d
+		case map[string]any: // an Avro union such as ["null","boolean"]
+			switch b := d["boolean"].(type) {
+			case bool:
+				e.Delete = b
+			default:
+				return decodeErr(ReasonBadField, "field delete is %s, want a boolean", typeName(d))
+			}
+		default:
+			return decodeErr(ReasonBadField, "field delete is %s, want a boolean", typeName(d))
 		}
-		e.AliasOf = str("alias_of")
-		if attrs, ok := m["attributes"].(map[string]any); ok {
+		e.AliasOf = strAs("alias_of", ReasonBadField)
+		if err != nil {
+			return err
+		}
+		switch attrs := m["attributes"].(type) {
+		case nil:
+		case map[string]any:
 			names := make([]string, 0, len(attrs))
 			for k := range attrs {
 				names = append(names, k)
@@ -164,9 +189,30 @@ func fillEvent(e *Event, m map[string]any, reason Reason) error {
 				}
 				e.Attributes = append(e.Attributes, Attribute{Name: k, Value: v})
 			}
+		default:
+			return decodeErr(ReasonBadField, "field attributes is %s, want an object", typeName(attrs))
 		}
 	}
 	return err
+}
+
+// typeName names the JSON (or Avro native) type of v for error messages.
+func typeName(v any) string {
+	switch v.(type) {
+	case string:
+		return "a string"
+	case bool:
+		return "a boolean"
+	case float64, float32, int64, int32, int:
+		return "a number"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "an object"
+	case nil:
+		return "null"
+	}
+	return fmt.Sprintf("%T", v)
 }
 
 // nativeValue converts an Avro union value (or a JSON scalar) to a Value.

@@ -57,6 +57,9 @@ const (
 	ReasonUnknownEventType  Reason = "unknown_event_type"
 	ReasonTooLarge          Reason = "too_large"
 	ReasonBadValue          Reason = "bad_value"
+	// ReasonBadField: a control field (delete, alias_of, attributes) of
+	// the wrong type, e.g. "delete":"true". Never read as absent.
+	ReasonBadField Reason = "bad_field"
 )
 
 // DecodeError is why an input record was rejected.
@@ -81,6 +84,11 @@ func decodeErr(r Reason, format string, args ...any) error {
 // minEventTime is 2000-01-01T00:00:00Z: anything older is a bad clock.
 const minEventTime = 946684800000
 
+// maxEventTime is 9999-12-31T23:59:59.999Z, the last instant RFC 3339
+// (and so the JSON output) can write: anything later is a bad clock,
+// whatever the future-skew setting.
+const maxEventTime = 253402300799999
+
 // Validate checks what every event needs. now is the wall clock in Unix ms,
 // or 0 to skip the future check (replays); maxFutureSkew is in ms.
 func (e *Event) Validate(now, maxFutureSkew int64) error {
@@ -93,6 +101,8 @@ func (e *Event) Validate(now, maxFutureSkew int64) error {
 		return decodeErr(ReasonBadValue, "customer_id is %d bytes, limit 256", len(e.CustomerID))
 	case e.Time < minEventTime:
 		return decodeErr(ReasonBadTimestamp, "ts %d is before 2000-01-01", e.Time)
+	case e.Time > maxEventTime:
+		return decodeErr(ReasonBadTimestamp, "ts %d is after 9999-12-31", e.Time)
 	case now > 0 && e.Time > now+maxFutureSkew:
 		return decodeErr(ReasonFutureTimestamp, "ts %d is %d ms ahead of the wall clock (limit %d)", e.Time, e.Time-now, maxFutureSkew)
 	}

@@ -259,3 +259,128 @@ func FuzzSplitConfluent(f *testing.F) {
 		}
 	})
 }
+
+// A control field of the wrong type is a bad_field error, never read as
+// absent: an erasure request with "delete":"true" must not vanish.
+func TestControlFieldOfWrongTypeIsBadField(t *testing.T) {
+	const head = `{"type":"profile","event_id":"d1","customer_id":"c1","ts":"2024-01-01T00:00:00Z",`
+	for _, tc := range []struct {
+		json   string
+		reason Reason // "" means valid
+		del    bool
+		alias  string
+	}{
+		{head + `"delete":"true"}`, ReasonBadField, false, ""},
+		{head + `"delete":1}`, ReasonBadField, false, ""},
+		{head + `"delete":[true]}`, ReasonBadField, false, ""},
+		{head + `"delete":{"boolean":"yes"}}`, ReasonBadField, false, ""},
+		{head + `"alias_of":5}`, ReasonBadField, false, ""},
+		{head + `"alias_of":true}`, ReasonBadField, false, ""},
+		{head + `"attributes":"country=FR"}`, ReasonBadField, false, ""},
+		{head + `"attributes":[1]}`, ReasonBadField, false, ""},
+		{head + `"delete":true}`, "", true, ""},
+		{head + `"delete":false}`, "", false, ""},
+		{head + `"delete":null}`, "", false, ""},
+		{head + `"alias_of":"c9"}`, "", false, "c9"},
+		{head + `"attributes":null}`, "", false, ""},
+	} {
+		var e Event
+		err := DecodeJSON([]byte(tc.json), &e)
+		var de *DecodeError
+		switch {
+		case tc.reason == "" && err != nil:
+			t.Errorf("%s: %v, want valid", tc.json, err)
+		case tc.reason != "" && (!errors.As(err, &de) || de.Reason != tc.reason):
+			t.Errorf("%s: got %v, want reason %s", tc.json, err, tc.reason)
+		case tc.reason == "" && (e.Delete != tc.del || e.AliasOf != tc.alias):
+			t.Errorf("%s: got delete=%v alias_of=%q, want %v %q", tc.json, e.Delete, e.AliasOf, tc.del, tc.alias)
+		}
+	}
+}
+
+// The Avro path reads the writer's schema (from a registry), whose
+// control fields may have another type than ours: those are bad_field
+// too, and a ["null","boolean"] delete still erases.
+func TestAvroControlFieldOfWrongTypeIsBadField(t *testing.T) {
+	schemaWith := func(fields string) string {
+		return `{"type":"record","name":"Profile","namespace":"segd","fields":[
+			{"name":"event_id","type":"string"},{"name":"customer_id","type":"string"},
+			{"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"}},` + fields + `]}`
+	}
+	ts := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	base := map[string]any{"event_id": "d1", "customer_id": "c1", "ts": ts}
+	for _, tc := range []struct {
+		name, fields string
+		value        map[string]any
+		reason       Reason
+		del          bool
+	}{
+		{"delete string", `{"name":"delete","type":"string"}`, map[string]any{"delete": "true"}, ReasonBadField, false},
+		{"delete int", `{"name":"delete","type":"int"}`, map[string]any{"delete": int32(1)}, ReasonBadField, false},
+		{"alias_of long", `{"name":"alias_of","type":"long"}`, map[string]any{"alias_of": int64(5)}, ReasonBadField, false},
+		{"attributes string", `{"name":"attributes","type":"string"}`, map[string]any{"attributes": "x"}, ReasonBadField, false},
+		{"delete union true", `{"name":"delete","type":["null","boolean"]}`, map[string]any{"delete": goavro.Union("boolean", true)}, "", true},
+		{"delete union null", `{"name":"delete","type":["null","boolean"]}`, map[string]any{"delete": nil}, "", false},
+	} {
+		c, err := NewAvroCodec(EventProfile, schemaWith(tc.fields))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		native := map[string]any{}
+		for k, v := range base {
+			native[k] = v
+		}
+		for k, v := range tc.value {
+			native[k] = v
+		}
+		b, err := c.codec.BinaryFromNative(nil, native)
+		if err != nil {
+			t.Fatalf("%s: encode: %v", tc.name, err)
+		}
+		var e Event
+		err = c.Decode(b, &e)
+		var de *DecodeError
+		switch {
+		case tc.reason == "" && err != nil:
+			t.Errorf("%s: %v, want valid", tc.name, err)
+		case tc.reason != "" && (!errors.As(err, &de) || de.Reason != tc.reason):
+			t.Errorf("%s: got %v, want reason %s", tc.name, err, tc.reason)
+		case tc.reason == "" && e.Delete != tc.del:
+			t.Errorf("%s: delete=%v, want %v", tc.name, e.Delete, tc.del)
+		}
+	}
+}
+
+// Timestamps outside 2000-01-01 .. 9999-12-31 are bad_timestamp, also
+// without a wall clock to compare with (replays), and a number too big
+// for int64 does not wrap around.
+func TestTimestampRange(t *testing.T) {
+	for _, tc := range []struct {
+		ts     string
+		reason Reason
+	}{
+		{`"2024-01-01T00:00:00Z"`, ""},
+		{`1704067200000`, ""},
+		{`"9999-12-31T23:59:59.999Z"`, ""},
+		{`253402300800000`, ReasonBadTimestamp}, // year 10000
+		{`1e300`, ReasonBadTimestamp},
+		{`-1e300`, ReasonBadTimestamp},
+		{`-1`, ReasonBadTimestamp},
+		{`"1969-12-31T23:59:59Z"`, ReasonBadTimestamp},
+		{`"1999-12-31T23:59:59Z"`, ReasonBadTimestamp},
+		{`"yesterday"`, ReasonBadTimestamp},
+	} {
+		var e Event
+		err := DecodeJSON([]byte(`{"type":"browse","event_id":"b1","customer_id":"c1","ts":`+tc.ts+`}`), &e)
+		if err == nil {
+			err = e.Validate(0, 0)
+		}
+		var de *DecodeError
+		switch {
+		case tc.reason == "" && err != nil:
+			t.Errorf("ts %s: %v, want valid", tc.ts, err)
+		case tc.reason != "" && (!errors.As(err, &de) || de.Reason != tc.reason):
+			t.Errorf("ts %s: got %v, want reason %s", tc.ts, err, tc.reason)
+		}
+	}
+}

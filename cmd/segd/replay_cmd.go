@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/segd/segd/engine"
 )
@@ -32,7 +34,16 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	logFormat := fs.String("log-format", "console", "json or console")
 	configPath := fs.String("config", "", "with --from-topics: the config `FILE` segd run will use (its state.dir must be empty)")
 	fromTopics := fs.Bool("from-topics", false, "replay the config's input topics from their earliest offsets to their current ends; segd run with the same config then continues where the replay stopped")
+	strict := fs.Bool("strict", false, "stop at the first bad input line (file:line) instead of skipping it")
+	maxLineBytes := fs.Int("max-line-bytes", engine.DefaultReplayMaxLineBytes, "skip input lines longer than this (too_large)")
+	maxFutureSkew := fs.Duration("max-future-skew", time.Hour, "skip lines stamped later than the wall clock plus this (future_timestamp); input.max_future_skew with --from-topics")
+	maxJump := fs.Duration("max-jump", engine.DefaultReplayMaxJump*time.Millisecond, "skip lines this far ahead of their neighbours in the input (out_of_order_future)")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := firstError(intBetween("--partitions", *partitions, 1, maxPartitions), intBetween("--max-line-bytes", *maxLineBytes, 1024, 1<<30),
+		nonNegativeDuration("--max-future-skew", *maxFutureSkew), positiveDuration("--max-jump", *maxJump)); err != nil {
+		fmt.Fprintln(stderr, "segd replay:", err)
 		return 2
 	}
 	usage := "usage: segd replay --rules FILE --state-dir DIR --input FILE... (--output FILE | --dry-run)\n       segd replay --config FILE --from-topics (--output FILE | --dry-run)"
@@ -52,7 +63,8 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintln(stderr, "segd replay:", err)
 		return 2
 	}
-	opt := engine.ReplayOptions{RulesFile: *rulesFile, StateDir: *stateDir, Inputs: inputs, Retail: *retailCSV, Partitions: *partitions, Log: log}
+	opt := engine.ReplayOptions{RulesFile: *rulesFile, StateDir: *stateDir, Inputs: inputs, Retail: *retailCSV, Partitions: *partitions, Log: log,
+		Strict: *strict, MaxLineBytes: *maxLineBytes, MaxFutureSkew: *maxFutureSkew, MaxJump: *maxJump}
 	out, err := openReplayOutput(*output, *dryRun)
 	if err != nil {
 		fmt.Fprintln(stderr, "segd replay:", err)
@@ -64,8 +76,11 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		err = out.finish()
 	}
 	if err != nil {
-		out.finish()
+		out.abort()
 		fmt.Fprintln(stderr, "segd replay:", err)
+		if *output != "" && !*dryRun {
+			fmt.Fprintf(stderr, "segd replay: nothing was written to %s\n", *output)
+		}
 		return 1
 	}
 	if opt.Output != nil {
@@ -96,8 +111,11 @@ func replayTopics(ctx context.Context, configPath, output string, dryRun bool, l
 		err = out.finish()
 	}
 	if err != nil {
-		out.finish()
+		out.abort()
 		fmt.Fprintln(stderr, "segd replay:", err)
+		if output != "" && !dryRun {
+			fmt.Fprintf(stderr, "segd replay: nothing was written to %s\n", output)
+		}
 		return 1
 	}
 	sum.WriteSummary(stdout)
@@ -106,21 +124,24 @@ func replayTopics(ctx context.Context, configPath, output string, dryRun bool, l
 }
 
 // replayOutput is the --output file, buffered; with --dry-run there is
-// none. finish is safe to call twice.
+// none. It is written to a temporary file in the same directory, renamed
+// into place by finish: a failed replay (abort) leaves no partial output
+// and an earlier file of that name untouched.
 type replayOutput struct {
-	f  *os.File
-	bw *bufio.Writer
+	path string
+	f    *os.File
+	bw   *bufio.Writer
 }
 
 func openReplayOutput(path string, dryRun bool) (*replayOutput, error) {
 	if path == "" || dryRun {
 		return &replayOutput{}, nil
 	}
-	f, err := os.Create(path)
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("output: %w", err)
 	}
-	return &replayOutput{f: f, bw: bufio.NewWriterSize(f, 1<<20)}, nil
+	return &replayOutput{path: path, f: f, bw: bufio.NewWriterSize(f, 1<<20)}, nil
 }
 
 func (o *replayOutput) writer() io.Writer {
@@ -130,14 +151,36 @@ func (o *replayOutput) writer() io.Writer {
 	return o.bw
 }
 
+// finish flushes the output and renames it into place.
 func (o *replayOutput) finish() error {
 	if o.f == nil {
 		return nil
 	}
 	err := o.bw.Flush()
+	if err == nil {
+		err = o.f.Sync()
+	}
 	if cerr := o.f.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil {
+		err = os.Rename(o.f.Name(), o.path)
+	}
+	if err != nil {
+		os.Remove(o.f.Name())
+		o.f = nil
+		return fmt.Errorf("output %s: %w", o.path, err)
+	}
 	o.f = nil
-	return err
+	return nil
+}
+
+// abort removes the temporary output. Safe after finish.
+func (o *replayOutput) abort() {
+	if o.f == nil {
+		return
+	}
+	o.f.Close()
+	os.Remove(o.f.Name())
+	o.f = nil
 }
