@@ -215,6 +215,11 @@ type InputConfig struct {
 type OutputConfig struct {
 	// Format is "avro" (default; schemas/segment_change.avsc) or "json".
 	Format string `yaml:"format"`
+	// UnknownTopicTimeout: a record whose topic Kafka says does not exist
+	// is retried this long (a topic created a moment ago answers so
+	// briefly), then set aside as a dead letter so the partition's output
+	// goes on. Default 2m; 1s..24h.
+	UnknownTopicTimeout time.Duration `yaml:"unknown_topic_timeout"`
 }
 
 // ConsentConfig configures consent handling.
@@ -324,6 +329,9 @@ func (c *Config) EnsureDefaults() {
 		c.Input.DedupHorizon = time.Hour
 	}
 	def(&c.Output.Format, "avro")
+	if c.Output.UnknownTopicTimeout == 0 {
+		c.Output.UnknownTopicTimeout = 2 * time.Minute
+	}
 	def(&c.Consent.Attribute, "consent_marketing")
 	def(&c.API.Addr, "127.0.0.1:8080")
 	if c.API.ReadyMaxLag == 0 {
@@ -473,6 +481,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Output.Format != "avro" && c.Output.Format != "json" {
 		bad("output.format (%q) must be avro or json", c.Output.Format)
+	}
+	if d := c.Output.UnknownTopicTimeout; d < time.Second || d > 24*time.Hour {
+		bad("output.unknown_topic_timeout (%s) must be between 1s and 24h", d)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -541,7 +541,7 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 	pm := e.m.partition(p)
 	pm.outboxDepth.Set(float64(part.OutboxDepth()))
 	pm.changelogDepth.Set(float64(part.ChangelogDepth()))
-	pub := newPublisher(part, out, log, pm)
+	pub := newPublisher(part, out, log, pm, setAsidePolicy{deadLetterTopic: e.cfg.Kafka.Topics.DeadLetter, unknownTopicFor: e.cfg.Output.UnknownTopicTimeout})
 	pub.lat = &latencyTracker{}
 	proc.lat = pub.lat
 	proc.rates = &e.rates

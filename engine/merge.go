@@ -71,7 +71,7 @@ func (p *processor) alias(e *schemas.Event, now int64) error {
 	if from == to {
 		return nil // nothing to merge; counted as an applied event
 	}
-	c, err := p.load(from)
+	c, err := p.load(from, e.EventID)
 	if err != nil {
 		return err
 	}
@@ -123,7 +123,7 @@ func (p *processor) merge(target string, value []byte) error {
 		return err
 	}
 	now := p.clock
-	c, err := p.load(target)
+	c, err := p.load(target, "merge\x00"+id)
 	if err != nil {
 		return err
 	}

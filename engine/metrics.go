@@ -29,6 +29,7 @@ type metrics struct {
 	published     *prometheus.CounterVec // partition
 	publishFail   *prometheus.GaugeVec   // partition
 	publishErrs   *prometheus.CounterVec // partition
+	setAside      *prometheus.CounterVec // class
 	publishSecs   prometheus.Histogram
 	eventToChange prometheus.Histogram
 	consumeToChg  prometheus.Histogram
@@ -93,6 +94,9 @@ func newMetrics() *metrics {
 		publishErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "segd_publish_errors_total", Help: "Failed outbox publish attempts, by partition.",
 		}, []string{"partition"}),
+		setAside: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "segd_outbox_set_aside_total", Help: "Outbox records Kafka refused for good, set aside as dead letters (class permanent or unknown_topic) or dropped (a dead letter refused for good), by class.",
+		}, []string{"class"}),
 		publishSecs: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "segd_publish_seconds", Help: "Duration of one outbox publish round trip (read, write acks=all, delete).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
@@ -163,7 +167,7 @@ func newMetrics() *metrics {
 	reg.MustRegister(m.fetchErrors, m.recordsLost)
 	reg.MustRegister(m.changelogRecords, m.changelogSecs, m.changelogDepth, m.restoring, m.restoreRecords, m.restoreSeconds, m.rebalances, m.owned, m.rebalancePause)
 	reg.MustRegister(m.events, m.deadLetters, m.duplicates, m.late, m.tooLate, m.deletions, m.changes, m.timers,
-		m.commitSeconds, m.published, m.publishFail, m.publishErrs, m.publishSecs, m.eventToChange, m.consumeToChg, m.corruptOutbox, m.evaluations, m.transitions, m.lag, m.watermark, m.outboxDepth,
+		m.commitSeconds, m.published, m.publishFail, m.publishErrs, m.setAside, m.publishSecs, m.eventToChange, m.consumeToChg, m.corruptOutbox, m.evaluations, m.transitions, m.lag, m.watermark, m.outboxDepth,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -176,6 +180,7 @@ type partitionMetrics struct {
 	published       prometheus.Counter
 	publishFailing  prometheus.Gauge
 	publishErrors   prometheus.Counter
+	setAside        *prometheus.CounterVec
 	publishSeconds  prometheus.Histogram
 	eventToChange   prometheus.Histogram
 	consumeToChange prometheus.Histogram
@@ -210,6 +215,7 @@ func (m *metrics) partition(p int32) *partitionMetrics {
 		published:       m.published.WithLabelValues(label),
 		publishFailing:  m.publishFail.WithLabelValues(label),
 		publishErrors:   m.publishErrs.WithLabelValues(label),
+		setAside:        m.setAside,
 		publishSeconds:  m.publishSecs,
 		eventToChange:   m.eventToChange,
 		consumeToChange: m.consumeToChg,

@@ -145,8 +145,9 @@ func (p *processor) setRules(rs *rules.RuleSet) {
 	}
 }
 
-// load returns the customer's record, creating an empty one for a new id.
-func (p *processor) load(id string) (*customer, error) {
+// load returns the customer's record, creating an empty one for a new id
+// whose life is named by lifeKey (the event that creates it).
+func (p *processor) load(id, lifeKey string) (*customer, error) {
 	rec, err := p.part.Get(id)
 	if err != nil {
 		return nil, fmt.Errorf("load customer %s: %w", id, err)
@@ -154,6 +155,10 @@ func (p *processor) load(id string) (*customer, error) {
 	c, ok := rec.(*customer)
 	if !ok {
 		return nil, fmt.Errorf("load customer %s: record is %T, not *customer", id, rec)
+	}
+	if c.fresh {
+		c.fresh = false
+		c.born = lifeMark(p.clock, lifeKey)
 	}
 	return c, nil
 }
@@ -181,7 +186,7 @@ func (p *processor) advance(t int64) error {
 }
 
 func (p *processor) fireTimer(id string, at int64) error {
-	c, err := p.load(id)
+	c, err := p.load(id, "")
 	if err != nil {
 		return err
 	}
@@ -234,7 +239,7 @@ func (p *processor) apply(e *schemas.Event) error {
 	if e.Type == schemas.EventProfile && e.AliasOf != "" {
 		return p.alias(e, now)
 	}
-	c, err := p.load(id)
+	c, err := p.load(id, e.EventID)
 	if err != nil {
 		return err
 	}
@@ -268,7 +273,7 @@ func (p *processor) apply(e *schemas.Event) error {
 // erase deletes a customer: EXIT (cause deletion) from every segment they
 // are in, then the record and timer go.
 func (p *processor) erase(id string, now int64) error {
-	c, err := p.load(id)
+	c, err := p.load(id, "")
 	if err != nil {
 		return err
 	}
@@ -335,7 +340,7 @@ func (p *processor) emit(c *customer, id string, seg int, in bool, at int64, cau
 	m.since = at
 	s := p.rs.Segments()[seg]
 	ch := &p.change
-	ch.ID = changeID(id, s.ID, m.seq, at)
+	ch.ID = changeID(id, s.ID, m.seq, at, c.born)
 	ch.CustomerID = id
 	ch.SegmentID = s.ID
 	ch.Kind = schemas.Exit
@@ -390,10 +395,21 @@ func (p *processor) emit(c *customer, id string, seg int, in bool, at int64, cau
 }
 
 // changeID is deterministic: the same transition always gets the same id.
-// The transition time is part of it so that a customer erased and later
-// seen again does not reuse the ids of their earlier life.
-func changeID(customer, segment string, seq uint64, at int64) string {
-	b := make([]byte, 0, len(customer)+len(segment)+32)
+// The transition time and the time the customer's life began (born) are
+// part of it, so that a customer erased (or merged away) and later seen
+// again never reuses an id of an earlier life, even for a transition at
+// the same millisecond with the same sequence number.
+// lifeMark names a customer's life by the event that began it (its id,
+// unique by definition; the clock when there is none), never 0.
+func lifeMark(clock int64, lifeKey string) int64 {
+	if lifeKey == "" {
+		return max(clock, 1)
+	}
+	return int64(eventIDHash(lifeKey)>>1) | 1
+}
+
+func changeID(customer, segment string, seq uint64, at, born int64) string {
+	b := make([]byte, 0, len(customer)+len(segment)+48)
 	b = append(b, customer...)
 	b = append(b, ':')
 	b = append(b, segment...)
@@ -401,6 +417,10 @@ func changeID(customer, segment string, seq uint64, at int64) string {
 	b = strconv.AppendUint(b, seq, 10)
 	b = append(b, ':')
 	b = strconv.AppendInt(b, at, 10)
+	if born != 0 {
+		b = append(b, ':')
+		b = strconv.AppendInt(b, born, 10)
+	}
 	return string(b)
 }
 
@@ -417,6 +437,7 @@ func (p *processor) deadLetter(topic string, partition int32, offset int64, key,
 	if cause != nil {
 		hs = append(hs, header{key: "segd-error", value: []byte(cause.Error())})
 	}
+	value, hs = boundDeadLetter(value, hs)
 	p.env = appendEnvelope(p.env[:0], p.opt.deadLetterTopic, string(key), hs, value)
 	p.part.AppendOutbox(p.env)
 }

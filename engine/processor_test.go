@@ -311,7 +311,7 @@ segments:
 	// The next event runs under the new rules; sequences continue.
 	h.apply(purchase("e2", "alice", "2024-01-03T10:00:00Z", 1))
 	h.expect("2024-01-03T10:00:00Z alice buyer ENTER event e2")
-	c, err := h.proc.load("alice")
+	c, err := h.proc.load("alice", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,4 +338,68 @@ func TestProcessorTooLateEventIgnored(t *testing.T) {
 		"2024-06-10T00:00:00Z alice buyer ENTER event a2",
 		"2024-06-10T00:00:00Z alice vip ENTER event a2",
 	)
+}
+
+// TestChangeIDsNeverRepeatAcrossLives: a customer erased and seen again
+// starts at seq 1; an ENTER at the same millisecond as an ENTER of the
+// earlier life must still get a new id (consumers de-duplicate by id, so a
+// reused id drops a real ENTER), while a replay of the same input gives
+// the same ids.
+func TestChangeIDsNeverRepeatAcrossLives(t *testing.T) {
+	run := func() []string {
+		h := newHarness(t, testRules)
+		var ids []string
+		collect := func() {
+			if err := h.proc.commit(); err != nil {
+				t.Fatal(err)
+			}
+			err := h.part.ReadOutbox(h.read, 1<<20, func(seq uint64, v []byte) error {
+				h.read = seq
+				env, err := decodeEnvelope(v)
+				if err != nil {
+					return err
+				}
+				var c schemas.SegmentChange
+				if err := schemas.DecodeSegmentChangeJSON(env.value, &c); err != nil {
+					return err
+				}
+				ids = append(ids, c.Kind.String()+" "+c.ID)
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		at := ts("2024-01-01T10:00:00Z")
+		h.apply(schemas.Event{Type: schemas.EventPurchase, EventID: "o1", CustomerID: "dana", Time: ts("2024-01-01T09:00:00Z"), Amount: 5})
+		collect()
+		// Erased, then an order in the same millisecond as the erasure.
+		h.apply(schemas.Event{Type: schemas.EventProfile, EventID: "d1", CustomerID: "dana", Time: at, Delete: true})
+		h.apply(schemas.Event{Type: schemas.EventPurchase, EventID: "o2", CustomerID: "dana", Time: at, Amount: 5})
+		collect()
+		// Erased again and back at the same millisecond once more.
+		h.apply(schemas.Event{Type: schemas.EventProfile, EventID: "d2", CustomerID: "dana", Time: at, Delete: true})
+		h.apply(schemas.Event{Type: schemas.EventPurchase, EventID: "o3", CustomerID: "dana", Time: at, Amount: 5})
+		collect()
+		return ids
+	}
+	first := run()
+	seen := map[string]bool{}
+	enters := 0
+	for _, line := range first {
+		id := strings.Fields(line)[1]
+		if seen[id] {
+			t.Fatalf("change id %s used twice: %q", id, first)
+		}
+		seen[id] = true
+		if strings.HasPrefix(line, "ENTER") {
+			enters++
+		}
+	}
+	if enters != 3 {
+		t.Fatalf("%d ENTERs, want 3 (one per life): %q", enters, first)
+	}
+	if again := run(); strings.Join(again, ",") != strings.Join(first, ",") {
+		t.Fatalf("ids differ between two runs of the same input:\n%q\n%q", first, again)
+	}
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -28,8 +29,14 @@ type publisher struct {
 	batch  int
 	after  uint64 // the highest sequence confirmed and deleted
 	msgs   []connectors.Message
-	m      *partitionMetrics
-	lat    *latencyTracker
+	// pending are the current batch's records not yet acknowledged;
+	// batchLast and batchEntries describe the outbox entries they came from.
+	pending      []pendingRecord
+	batchLast    uint64
+	batchEntries int
+	setAside     setAsidePolicy
+	m            *partitionMetrics
+	lat          *latencyTracker
 	// failing is set while publishing fails (nil once a write succeeds),
 	// for /readyz and the page: a partition that cannot publish must be
 	// visible, not only logged.
@@ -66,8 +73,8 @@ func (pb *publisher) noteResult(err error) {
 	}
 }
 
-func newPublisher(part *state.Partition, s sink, log zerolog.Logger, m *partitionMetrics) *publisher {
-	return &publisher{part: part, sink: s, log: log, notify: make(chan struct{}, 1), batch: 512, m: m}
+func newPublisher(part *state.Partition, s sink, log zerolog.Logger, m *partitionMetrics, sa setAsidePolicy) *publisher {
+	return &publisher{part: part, sink: s, log: log, notify: make(chan struct{}, 1), batch: 512, m: m, setAside: sa}
 }
 
 // poke wakes the publisher without blocking.
@@ -140,15 +147,127 @@ func flushAll(ctx context.Context, drain func(context.Context) (int, error)) err
 }
 
 // drain publishes one batch of the outbox and returns how many entries it
-// confirmed.
+// confirmed. Records Kafka will never take (too large, not authorized, a
+// topic that stays unknown past setAside.unknownTopicFor) are set aside
+// as dead letters of their own, so the rest of the partition's output
+// drains; transient failures are retried, re-sending only the records not
+// yet acknowledged.
 func (pb *publisher) drain(ctx context.Context) (int, error) {
-	pb.msgs = pb.msgs[:0]
-	var last uint64
-	n := 0
 	start := time.Now()
+	if len(pb.pending) == 0 {
+		n, err := pb.readBatch()
+		if err != nil || n == 0 {
+			return 0, err
+		}
+	}
+	sent := 0
+	for len(pb.pending) > 0 {
+		errs, err := pb.write(ctx)
+		if err == nil {
+			sent += len(pb.pending)
+			pb.pending = pb.pending[:0]
+			break
+		}
+		if ctx.Err() != nil {
+			return 0, err
+		}
+		var retry error
+		kept := pb.pending[:0]
+		for i, rerr := range errs {
+			pm := pb.pending[i]
+			if rerr == nil {
+				sent++
+				continue
+			}
+			switch connectors.ClassifyWriteError(rerr) {
+			case connectors.WriteUnknownTopic:
+				if pm.unknownSince.IsZero() {
+					pm.unknownSince = time.Now()
+				}
+				if time.Since(pm.unknownSince) < pb.setAside.unknownTopicFor {
+					retry = rerr
+					break
+				}
+				fallthrough
+			case connectors.WritePermanent:
+				next, ok := pb.setAsideRecord(pm, rerr)
+				if !ok {
+					continue // dropped, logged and counted
+				}
+				pm = next
+			default:
+				retry = rerr
+			}
+			kept = append(kept, pm)
+		}
+		pb.pending = kept
+		if retry != nil {
+			return 0, err // the transient failure: drainLoop backs off
+		}
+		// Only set-aside records are left: write them at once.
+	}
+	if err := pb.part.DeleteOutbox(pb.batchLast); err != nil {
+		return 0, err
+	}
+	pb.after = pb.batchLast
+	pb.lat.ack(pb.batchLast, time.Now(), pb.m)
+	if pb.m != nil {
+		pb.m.outboxDepth.Set(float64(pb.part.OutboxDepth()))
+		pb.m.published.Add(float64(sent))
+		pb.m.publishSeconds.Observe(time.Since(start).Seconds())
+	}
+	return pb.batchEntries, nil
+}
+
+// write sends pb.pending and returns each record's error (nil when
+// acknowledged) and the first one. kafka-go fails a whole write with one
+// error when one topic is unknown or refused: then each topic's records
+// are written on their own, so that a bad topic does not take the good
+// ones down with it.
+func (pb *publisher) write(ctx context.Context) ([]error, error) {
+	pb.msgs = pb.msgs[:0]
+	topics := map[string]bool{}
+	for i := range pb.pending {
+		pb.msgs = append(pb.msgs, pb.pending[i].msg)
+		topics[pb.pending[i].msg.Topic] = true
+	}
+	err := pb.sink.Write(ctx, pb.msgs...)
+	if err == nil {
+		return nil, nil
+	}
+	errs := connectors.RecordErrors(err, pb.msgs)
+	whole := len(errs) > 1 && errs[0] == err && errs[len(errs)-1] == err
+	if !whole || len(topics) < 2 || connectors.ClassifyWriteError(err) == connectors.WriteRetriable || ctx.Err() != nil {
+		return errs, err
+	}
+	var first error
+	for topic := range topics {
+		var idx []int
+		var group []connectors.Message
+		for i := range pb.msgs {
+			if pb.msgs[i].Topic == topic {
+				idx = append(idx, i)
+				group = append(group, pb.msgs[i])
+			}
+		}
+		gerr := pb.sink.Write(ctx, group...)
+		for j, e := range connectors.RecordErrors(gerr, group) {
+			errs[idx[j]] = e
+			if e != nil && first == nil {
+				first = e
+			}
+		}
+	}
+	return errs, first
+}
+
+// readBatch reads the next outbox entries into pb.pending.
+func (pb *publisher) readBatch() (int, error) {
+	pb.pending = pb.pending[:0]
+	pb.batchLast, pb.batchEntries = 0, 0
 	err := pb.part.ReadOutbox(pb.after, pb.batch, func(seq uint64, v []byte) error {
-		last = seq
-		n++
+		pb.batchLast = seq
+		pb.batchEntries++
 		env, err := decodeEnvelope(v)
 		if err != nil {
 			// Only a bug or disk corruption gets here; stalling the
@@ -164,31 +283,79 @@ func (pb *publisher) drain(ctx context.Context) (int, error) {
 		for _, h := range env.headers {
 			msg.Headers = append(msg.Headers, connectors.Header{Key: h.key, Value: clone(h.value)})
 		}
-		pb.msgs = append(pb.msgs, msg)
+		pb.pending = append(pb.pending, pendingRecord{msg: msg, seq: seq})
 		return nil
 	})
-	if err != nil {
-		return 0, err
+	return pb.batchEntries, err
+}
+
+// pendingRecord is an outbox record not yet acknowledged.
+type pendingRecord struct {
+	msg          connectors.Message
+	seq          uint64
+	unknownSince time.Time // when its topic was first unknown
+	setAside     bool      // msg is already the set-aside dead letter
+}
+
+// setAsidePolicy says where records Kafka refuses for good go.
+type setAsidePolicy struct {
+	deadLetterTopic string
+	unknownTopicFor time.Duration
+}
+
+// setAsideRecord turns a record Kafka refused for good into a dead letter
+// carrying (a bounded part of) it and why; a dead letter refused for good
+// is dropped. Both are logged and counted.
+func (pb *publisher) setAsideRecord(pm pendingRecord, cause error) (pendingRecord, bool) {
+	class := connectors.ClassifyWriteError(cause).String()
+	if pm.setAside || pm.msg.Topic == pb.setAside.deadLetterTopic {
+		pb.log.Error().Err(cause).Str("topic", pm.msg.Topic).Uint64("outbox_seq", pm.seq).Int("bytes", len(pm.msg.Value)).
+			Msg("dropping an outbox record Kafka refuses for good: it was already bound for the dead-letter topic")
+		if pb.m != nil {
+			pb.m.setAside.WithLabelValues("dropped").Inc()
+		}
+		return pm, false
 	}
-	if last == 0 {
-		return 0, nil
+	pb.log.Error().Err(cause).Str("topic", pm.msg.Topic).Uint64("outbox_seq", pm.seq).Int("bytes", len(pm.msg.Value)).Str("class", class).
+		Str("dead_letter_topic", pb.setAside.deadLetterTopic).Msg("setting aside an outbox record Kafka refuses for good; the rest of the partition's output goes on")
+	if pb.m != nil {
+		pb.m.setAside.WithLabelValues(class).Inc()
 	}
-	if len(pb.msgs) > 0 {
-		if err := pb.sink.Write(ctx, pb.msgs...); err != nil {
-			return 0, err
+	value, hs := boundDeadLetter(pm.msg.Value, []header{
+		{key: "segd-reason", value: []byte("unpublishable")},
+		{key: "segd-error", value: []byte(cause.Error())},
+		{key: "segd-original-topic", value: []byte(pm.msg.Topic)},
+	})
+	out := pendingRecord{seq: pm.seq, setAside: true, msg: connectors.Message{Topic: pb.setAside.deadLetterTopic, Key: pm.msg.Key, Value: value}}
+	for _, h := range hs {
+		out.msg.Headers = append(out.msg.Headers, connectors.Header{Key: h.key, Value: h.value})
+	}
+	return out, true
+}
+
+// Dead letters carry at most deadLetterMaxValue bytes of the record and
+// deadLetterMaxHeader bytes per header value, so that a dead letter always
+// fits in a Kafka record batch (kafka-go's writer refuses records over
+// 1 MiB): a 614 KB record with its error quoting the field once became a
+// 1.2 MB dead letter that wedged its partition's output.
+const (
+	deadLetterMaxValue  = 256 << 10
+	deadLetterMaxHeader = 1 << 10
+)
+
+// boundDeadLetter truncates value and each header value to the caps,
+// adding segd-truncated (the original value size) when value was cut.
+func boundDeadLetter(value []byte, hs []header) ([]byte, []header) {
+	for i := range hs {
+		if len(hs[i].value) > deadLetterMaxHeader {
+			hs[i].value = append(hs[i].value[:deadLetterMaxHeader-3:deadLetterMaxHeader-3], "..."...)
 		}
 	}
-	if err := pb.part.DeleteOutbox(last); err != nil {
-		return 0, err
+	if len(value) > deadLetterMaxValue {
+		hs = append(hs, header{key: "segd-truncated", value: strconv.AppendInt(nil, int64(len(value)), 10)})
+		value = value[:deadLetterMaxValue]
 	}
-	pb.after = last
-	pb.lat.ack(last, time.Now(), pb.m)
-	if pb.m != nil {
-		pb.m.outboxDepth.Set(float64(pb.part.OutboxDepth()))
-		pb.m.published.Add(float64(len(pb.msgs)))
-		pb.m.publishSeconds.Observe(time.Since(start).Seconds())
-	}
-	return n, nil
+	return value, hs
 }
 
 func clone(b []byte) []byte {

@@ -9,8 +9,9 @@ import (
 )
 
 // recordVersion is the first byte of every encoded customer record. Bump it
-// when the layout changes and teach decodeCustomer the old one.
-const recordVersion = 1
+// when the layout changes and teach decodeCustomer the old one. Version 2
+// added born; version 1 records decode with born 0.
+const recordVersion = 2
 
 // recentIDs bounds the per-customer set of recently applied event ids kept
 // for de-duplication.
@@ -38,7 +39,18 @@ type recentEvent struct {
 // seen event ids). It implements state.Record.
 type customer struct {
 	traits  *rules.State
-	timerAt int64    // the customer's scheduled timer, 0 = none
+	timerAt int64 // the customer's scheduled timer, 0 = none
+	// born identifies this life of the customer (an erasure or a merge
+	// ends a life): a fingerprint of the event that created the record.
+	// It is part of every change id, so a customer erased and seen again
+	// never reuses an id of an earlier life, even within one millisecond;
+	// it is deterministic in a replay and independent of partitioning,
+	// and an erasure leaves nothing keyed by the erased id. 0 for records
+	// written before it existed.
+	born int64
+	// fresh marks a record just created for an unknown id, until the
+	// processor stamps born (not stored).
+	fresh   bool
 	members []member // indexed like rs.Segments()
 	// orphans keeps memberships of segments the current rules no longer
 	// define, so a later rules file that brings the segment back continues
@@ -107,12 +119,14 @@ func (c *customer) forgetBefore(t int64) {
 //
 //	version byte
 //	timerAt
+//	born
 //	nMembers, then per segment with seq > 0: len(id) id seq since
 //	nRecent, then per fingerprint: hash (8 bytes LE) time
 //	trait state (rules.State encoding) to the end
 func (c *customer) AppendBinary(dst []byte) []byte {
 	dst = append(dst, recordVersion)
 	dst = binary.AppendVarint(dst, c.timerAt)
+	dst = binary.AppendVarint(dst, c.born)
 	n := len(c.orphans)
 	for i := range c.members {
 		if c.members[i].seq > 0 {
@@ -166,12 +180,13 @@ func decodeCustomer(rs *rules.RuleSet, data []byte) (*customer, error) {
 	segs := rs.Segments()
 	c := &customer{traits: rs.NewState(), members: make([]member, len(segs)), segments: segs}
 	if data == nil {
+		c.fresh = true
 		return c, nil
 	}
 	if len(data) == 0 {
 		return nil, fmt.Errorf("%w: empty", errCorruptRecord)
 	}
-	if data[0] != recordVersion {
+	if data[0] != recordVersion && data[0] != 1 {
 		if data[0] > recordVersion {
 			return nil, fmt.Errorf("%w: record version %d is newer than this segd understands (%d)", errCorruptRecord, data[0], recordVersion)
 		}
@@ -179,6 +194,9 @@ func decodeCustomer(rs *rules.RuleSet, data []byte) (*customer, error) {
 	}
 	r := reader{b: data[1:]}
 	c.timerAt = r.varint()
+	if data[0] >= 2 {
+		c.born = r.varint()
+	}
 	n := r.uvarint()
 	for i := uint64(0); i < n && r.err == nil; i++ {
 		id := r.bytes()

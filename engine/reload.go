@@ -77,7 +77,7 @@ func (p *processor) emitOrphanExit(c *customer, id string, o *orphanMember, at i
 	o.m.since = at
 	ch := &p.change
 	*ch = schemas.SegmentChange{
-		ID: changeID(id, o.segment, o.m.seq, at), CustomerID: id, SegmentID: o.segment, Kind: schemas.Exit,
+		ID: changeID(id, o.segment, o.m.seq, at, c.born), CustomerID: id, SegmentID: o.segment, Kind: schemas.Exit,
 		Seq: o.m.seq, Time: at, Cause: schemas.CauseRuleChange, RulesVersion: p.rs.Version(), RulesHash: p.rs.Hash(),
 		Traits: ch.Traits[:0],
 	}

@@ -81,7 +81,7 @@ func (p *Partition) initChangelog() error {
 
 // clMark is a pending changelog entry's outbox bounds.
 type clMark struct {
-	cl             uint64 // changelog entry sequence
+	cl            uint64 // changelog entry sequence
 	before, after uint64 // committed outbox sequence before and after it
 }
 

@@ -1,0 +1,127 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/rs/zerolog"
+
+	"github.com/segd/segd/connectors"
+	"github.com/segd/segd/state"
+)
+
+// TestPublisherSetsAsideWhatKafkaRefuses: outbox records Kafka will never
+// take (one over kafka-go's 1 MiB batch limit, one for a topic that stays
+// unknown) are set aside as bounded dead letters and the valid change
+// queued behind them goes out; before, the publisher retried the first
+// refused batch forever and the partition's output was wedged.
+func TestPublisherSetsAsideWhatKafkaRefuses(t *testing.T) {
+	_, brokers := startTestBroker(t)
+	st, err := state.Open(t.TempDir(), state.Options{Decode: func(string, []byte) (state.Record, error) { return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	part, err := st.Partition(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	huge := bytes.Repeat([]byte("x"), 2<<20)
+	part.AppendOutbox(appendEnvelope(nil, DefaultChangesTopic, "c1", nil, []byte("before")))
+	part.AppendOutbox(appendEnvelope(nil, "no.such.topic", "c2", nil, []byte("lost topic")))
+	part.AppendOutbox(appendEnvelope(nil, DefaultChangesTopic, "c3", nil, huge))
+	part.AppendOutbox(appendEnvelope(nil, DefaultChangesTopic, "c4", nil, []byte("after")))
+	if err := part.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	prod, err := connectors.NewProducer(brokers, connectors.ProducerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	m := newMetrics()
+	pb := newPublisher(part, prod, zerolog.New(zerolog.NewTestWriter(t)), m.partition(0),
+		setAsidePolicy{deadLetterTopic: DefaultDeadLetterTopic, unknownTopicFor: time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); pb.run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, 30*time.Second, "the outbox drained", func() bool { return part.OutboxDepth() == 0 })
+
+	changes := readTopic(t, brokers, DefaultChangesTopic, 2, 10*time.Second)
+	var got []string
+	for _, c := range changes {
+		got = append(got, string(c.Value))
+	}
+	if strings.Join(got, ",") != "before,after" {
+		t.Fatalf("changes topic holds %q, want before and after", got)
+	}
+	dead := readTopic(t, brokers, DefaultDeadLetterTopic, 2, 10*time.Second)
+	if len(dead) != 2 {
+		t.Fatalf("%d dead letters, want 2", len(dead))
+	}
+	headers := func(m connectors.Message) map[string]string {
+		out := map[string]string{}
+		for _, h := range m.Headers {
+			out[h.Key] = string(h.Value)
+		}
+		return out
+	}
+	// The too-large record is refused at once, the unknown topic after
+	// unknownTopicFor: order by what they were.
+	byTopic := map[string]connectors.Message{}
+	for _, d := range dead {
+		byTopic[headers(d)["segd-original-topic"]] = d
+	}
+	lost, big := byTopic["no.such.topic"], byTopic[DefaultChangesTopic]
+	if h := headers(lost); h["segd-reason"] != "unpublishable" || string(lost.Value) != "lost topic" {
+		t.Errorf("dead letter for the unknown topic: %d bytes, headers %v", len(lost.Value), h)
+	}
+	if h := headers(big); h["segd-reason"] != "unpublishable" || h["segd-truncated"] != "2097152" || len(big.Value) != deadLetterMaxValue {
+		t.Errorf("dead letter for the too-large record: %d bytes, headers %v", len(big.Value), h)
+	}
+	for class, want := range map[string]float64{"unknown_topic": 1, "permanent": 1} {
+		var pm dto.Metric
+		if err := m.setAside.WithLabelValues(class).Write(&pm); err != nil {
+			t.Fatal(err)
+		}
+		if got := pm.GetCounter().GetValue(); got != want {
+			t.Errorf("segd_outbox_set_aside_total{class=%q} = %v, want %v", class, got, want)
+		}
+	}
+	if pb.failing.Load() != nil {
+		t.Errorf("publisher still reports a failure: %+v", pb.failing.Load())
+	}
+}
+
+// TestDeadLettersAreBounded: a dead letter carries at most
+// deadLetterMaxValue bytes of the record and deadLetterMaxHeader bytes per
+// header, with the original size, so it always fits a Kafka batch.
+func TestDeadLettersAreBounded(t *testing.T) {
+	long := bytes.Repeat([]byte("e"), 600<<10)
+	value, hs := boundDeadLetter(bytes.Repeat([]byte("v"), 614<<10), []header{{key: "segd-error", value: long}, {key: "segd-reason", value: []byte("too_large")}})
+	if len(value) != deadLetterMaxValue {
+		t.Errorf("value %d bytes, want %d", len(value), deadLetterMaxValue)
+	}
+	want := map[string]string{"segd-reason": "too_large", "segd-truncated": "628736"}
+	for _, h := range hs {
+		if len(h.value) > deadLetterMaxHeader {
+			t.Errorf("header %s is %d bytes", h.key, len(h.value))
+		}
+		if w, ok := want[h.key]; ok && string(h.value) != w {
+			t.Errorf("header %s = %q, want %q", h.key, h.value, w)
+		}
+		delete(want, h.key)
+	}
+	if len(want) > 0 {
+		t.Errorf("headers missing: %v", want)
+	}
+	small, shs := boundDeadLetter([]byte("ok"), []header{{key: "segd-error", value: []byte("short")}})
+	if string(small) != "ok" || len(shs) != 1 || string(shs[0].value) != "short" {
+		t.Errorf("a small dead letter changed: %q %v", small, shs)
+	}
+}
