@@ -113,6 +113,11 @@ func (p *processor) merge(target string, value []byte) error {
 	if err != nil {
 		return err
 	}
+	if p.maxTime > 0 && at > p.maxTime {
+		// The source partition's clock is ahead of the wall clock: taking
+		// it would move this partition's watermark too.
+		return fmt.Errorf("%w: merge time %d is %d ms past the allowed bound (input.max_future_skew)", errBadMerge, at, at-p.maxTime)
+	}
 	if p.mergeSrc == nil {
 		p.mergeSrc = p.rs.NewState()
 	}

@@ -71,6 +71,9 @@ type processorStats struct {
 // beyond the state partition, so live runs, replays and tests share it.
 // Not safe for concurrent use.
 type processor struct {
+	// maxTime bounds the time of a merge record (the source partition's
+	// clock); 0 is no bound. The task sets it before each merge.
+	maxTime int64
 	opt  processorOptions
 	rs   *rules.RuleSet
 	part *state.Partition

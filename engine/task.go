@@ -44,8 +44,8 @@ type taskOptions struct {
 	maxFutureSkew  time.Duration
 	// idleAfter < 0 means event time only (replays).
 	idleAfter time.Duration
-	// wallAtStart, in event-time-only mode, is the wall clock (Unix ms)
-	// the future check compares with: a replay's start. 0: no check.
+	// wallAtStart, in a backfill, is the wall clock (Unix ms) the future
+	// check compares with: the backfill's start. 0: the live wall clock.
 	wallAtStart int64
 	idleLag     time.Duration
 	maxWait     time.Duration
@@ -199,7 +199,13 @@ func (t *task) handle(m *connectors.Message) error {
 	if m.HighWaterMark > 0 {
 		t.setLag(m.Topic, m.HighWaterMark-m.Offset-1)
 	}
+	// Every record kind's time is held to one bound, whatever the idle
+	// clock does: one far-future record would otherwise move the
+	// watermark for good and fire every timer at once.
+	wall := t.wall()
+	maxSkew := t.opt.maxFutureSkew.Milliseconds()
 	if m.Topic == t.proc.opt.mergesTopic && m.Topic != "" {
+		t.proc.maxTime = wall + maxSkew
 		err := t.proc.merge(string(m.Key), m.Value)
 		if errors.Is(err, errBadMerge) {
 			t.proc.deadLetter(m.Topic, int32(m.Partition), m.Offset, m.Key, m.Value, "bad_merge", err)
@@ -224,8 +230,16 @@ func (t *task) handle(m *connectors.Message) error {
 		e.CustomerID = string(m.Key)
 		e.Delete = true
 		e.Time = m.Time.UnixMilli()
+		if m.Time.IsZero() || e.Time <= 0 {
+			// No timestamp (an old producer): erase at the partition's clock.
+			e.Time = max(t.proc.clock, wall)
+		}
 		if e.CustomerID == "" {
 			t.proc.deadLetter(m.Topic, int32(m.Partition), m.Offset, m.Key, m.Value, string(schemas.ReasonMissingCustomerID), errors.New("tombstone without a key"))
+			return nil
+		}
+		if err := e.Validate(wall, maxSkew); err != nil {
+			t.proc.deadLetter(m.Topic, int32(m.Partition), m.Offset, m.Key, m.Value, reasonOf(err), fmt.Errorf("tombstone: %w", err))
 			return nil
 		}
 	case len(m.Value) > t.opt.maxRecordBytes:
@@ -246,11 +260,7 @@ func (t *task) handle(m *connectors.Message) error {
 		if e.CustomerID == "" {
 			e.CustomerID = string(m.Key)
 		}
-		wall := t.opt.wallAtStart
-		if t.opt.idleAfter >= 0 {
-			wall = t.opt.now().UnixMilli()
-		}
-		if err := e.Validate(wall, t.opt.maxFutureSkew.Milliseconds()); err != nil {
+		if err := e.Validate(wall, maxSkew); err != nil {
 			t.proc.deadLetter(m.Topic, int32(m.Partition), m.Offset, m.Key, m.Value, reasonOf(err), err)
 			return nil
 		}
@@ -263,6 +273,16 @@ func (t *task) handle(m *connectors.Message) error {
 		return fmt.Errorf("partition %d: apply %s offset %d: %w", t.id, m.Topic, m.Offset, err)
 	}
 	return nil
+}
+
+// wall is the wall clock event times are held to: now, or, in a backfill
+// (wallAtStart set), the wall clock when it started, so that a backfill
+// stays deterministic.
+func (t *task) wall() int64 {
+	if t.opt.wallAtStart > 0 {
+		return t.opt.wallAtStart
+	}
+	return t.opt.now().UnixMilli()
 }
 
 // reasonOf extracts the machine-readable reason of a decode or validation
