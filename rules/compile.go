@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"os"
 	"sort"
 	"strings"
@@ -133,22 +134,44 @@ func (rs *RuleSet) SegmentsFor(t schemas.EventType) []int {
 // MaxWindow returns the longest trait window in ms (0 if none).
 func (rs *RuleSet) MaxWindow() int64 { return rs.maxWin }
 
-// CompileFile reads and compiles a rules file.
+// CompileFile reads and compiles a rules file. A file over MaxRulesBytes
+// is refused without reading it whole.
 func CompileFile(path string) (*RuleSet, error) {
-	src, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read rules: %w", err)
+	}
+	defer f.Close()
+	src, err := io.ReadAll(io.LimitReader(f, MaxRulesBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read rules: %w", err)
+	}
+	if len(src) > MaxRulesBytes {
+		size := int64(len(src))
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			size = fi.Size()
+		}
+		return nil, Errors{tooLarge(path, size)}
 	}
 	return Compile(path, src)
 }
 
 // Compile parses, type-checks and compiles a rules file. filename is used
-// in error positions. The error, if any, is Errors.
+// in error positions. The error, if any, is Errors; errors.Is(err,
+// ErrLimit) tells a file over one of the limits (MaxRulesBytes, ...).
+// Compile's work is about linear in len(src).
 func Compile(filename string, src []byte) (*RuleSet, error) {
+	if len(src) > MaxRulesBytes {
+		return nil, Errors{tooLarge(filename, int64(len(src)))}
+	}
 	c := &compiler{file: filename, rs: &RuleSet{file: filename, segIndex: map[string]int{}, keyIndex: map[uint32]int{}}}
 	c.compile(src)
 	if len(c.errs) > 0 {
-		return nil, c.errs.sorted()
+		errs := c.errs.sorted()
+		if c.stoppedAt != nil {
+			errs = append(errs, &Error{Pos: *c.stoppedAt, Msg: fmt.Sprintf("too many errors, stopped after %d (MaxErrors): fix these and compile again", MaxErrors)})
+		}
+		return nil, errs
 	}
 	c.rs.warnings = c.warns.sorted()
 	return c.rs, nil
@@ -159,14 +182,52 @@ type compiler struct {
 	// failed names traits that did not compile, so that segments reading
 	// them do not repeat the error as "unknown trait".
 	failed map[string]bool
-	file   string
-	rs     *RuleSet
-	errs   Errors
-	warns  Errors
+	// traitByName holds the compiled traits.
+	traitByName map[string]*Trait
+	// traitNames lists the trait names for hints; built on first use.
+	traitNames []string
+	// hintCells is what is left of hintBudget.
+	hintCells int
+	// reads collects what the expression being compiled reads.
+	reads     *exprReads
+	file      string
+	rs        *RuleSet
+	errs      Errors
+	warns     Errors
+	stoppedAt *Pos // where compilation stopped, after MaxErrors errors
 }
 
 func (c *compiler) errAt(pos Pos, format string, args ...any) {
-	c.errs = append(c.errs, &Error{Pos: pos, Msg: fmt.Sprintf(format, args...)})
+	c.addErr(&Error{Pos: pos, Msg: fmt.Sprintf(format, args...)})
+}
+
+// addErr records e; past MaxErrors errors, it stops the compilation
+// instead (c.stopped), which every loop checks.
+func (c *compiler) addErr(e *Error) {
+	if c.stopped() {
+		return
+	}
+	if len(c.errs) >= MaxErrors {
+		c.stoppedAt = &e.Pos
+		return
+	}
+	c.errs = append(c.errs, e)
+}
+
+func (c *compiler) stopped() bool { return c.stoppedAt != nil }
+
+// traitHint returns a "did you mean" hint for an unknown trait name,
+// within what is left of hintBudget.
+func (c *compiler) traitHint(name string) string {
+	if c.traitNames == nil {
+		c.traitNames = make([]string, len(c.rs.traits))
+		for i, t := range c.rs.traits {
+			c.traitNames[i] = t.Name
+		}
+	}
+	hint, cells := didYouMeanWithin(name, c.traitNames, c.hintCells)
+	c.hintCells -= cells
+	return hint
 }
 
 func (c *compiler) warnAt(pos Pos, format string, args ...any) {
@@ -210,6 +271,8 @@ func (c *compiler) exprPos(n *yaml.Node, off int) Pos {
 func (c *compiler) compile(src []byte) {
 	c.lines = strings.Split(string(src), "\n")
 	c.failed = map[string]bool{}
+	c.traitByName = map[string]*Trait{}
+	c.hintCells = hintBudget
 	var doc yaml.Node
 	if err := yaml.Unmarshal(src, &doc); err != nil {
 		c.errs = append(c.errs, yamlError(c.file, err))
@@ -245,6 +308,10 @@ func (c *compiler) compile(src []byte) {
 	if !haveVersion {
 		c.errAt(c.pos(root), "missing version: add `version: 1` and bump it when the rules change")
 	}
+	if c.overLimit(traitsNode, MaxTraits, "traits", "MaxTraits", "remove unused traits: every trait keeps state for every customer") ||
+		c.overLimit(segsNode, MaxSegments, "segments", "MaxSegments", "remove unused segments") {
+		return
+	}
 	if traitsNode != nil {
 		c.compileTraits(traitsNode)
 	}
@@ -256,6 +323,16 @@ func (c *compiler) compile(src []byte) {
 	if len(c.errs) == 0 {
 		c.finish()
 	}
+}
+
+// overLimit reports, at its first entry past the limit, a mapping n with
+// more than limit entries.
+func (c *compiler) overLimit(n *yaml.Node, limit int, what, name, todo string) bool {
+	if n == nil || n.Kind != yaml.MappingNode || len(n.Content)/2 <= limit {
+		return false
+	}
+	c.addErr(limitError(c.pos(n.Content[2*limit]), "%d %s, over the limit of %d (%s): %s", len(n.Content)/2, what, limit, name, todo))
+	return true
 }
 
 func yamlError(file string, err error) *Error {
@@ -289,7 +366,7 @@ func (c *compiler) compileTraits(n *yaml.Node) {
 		return
 	}
 	seen := map[string]bool{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
+	for i := 0; i+1 < len(n.Content) && !c.stopped(); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		name := k.Value
 		switch {
@@ -329,6 +406,7 @@ func (c *compiler) compileTraits(n *yaml.Node) {
 		if t := c.compileTrait(name, exprNode); t != nil {
 			t.Index = len(c.rs.traits)
 			c.rs.traits = append(c.rs.traits, t)
+			c.traitByName[name] = t
 		} else {
 			c.failed[name] = true
 		}
@@ -340,7 +418,7 @@ func (c *compiler) compileTrait(name string, n *yaml.Node) *Trait {
 	d := p.parseTrait()
 	if len(p.errs) > 0 {
 		for _, e := range p.errs {
-			c.errAt(c.exprPos(n, e.off), "trait %s: %s", name, e.msg)
+			c.addErr(&Error{Pos: c.exprPos(n, e.off), Msg: "trait " + name + ": " + e.msg, Err: e.err})
 		}
 		return nil
 	}
@@ -409,7 +487,7 @@ func (c *compiler) compileTrait(name string, n *yaml.Node) *Trait {
 		t.kind = t.fld.kind
 	}
 	if d.filter != nil {
-		ce := c.compileExpr(n, d.filter, scope{event: et, trait: name})
+		ce := c.compileTop(n, d.filter, scope{event: et, trait: name})
 		if ce != nil {
 			if ce.kind != kBool && ce.kind != kAny {
 				c.errAt(c.exprPos(n, d.filter.offset()), "trait %s: where needs a condition (true or false), found a %s", name, ce.kind)
@@ -474,7 +552,7 @@ func (c *compiler) compileSegments(n *yaml.Node) {
 		c.errAt(c.pos(n), "segments must be a mapping of id: {when: ...}")
 		return
 	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
+	for i := 0; i+1 < len(n.Content) && !c.stopped(); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		id := k.Value
 		if !isSegmentID(id) {
@@ -551,12 +629,12 @@ func (c *compiler) compileSegment(s *Segment, when *yaml.Node) bool {
 	ast := p.parseExpr()
 	if len(p.errs) > 0 {
 		for _, e := range p.errs {
-			c.errAt(c.exprPos(when, e.off), "segment %s: %s", s.ID, e.msg)
+			c.addErr(&Error{Pos: c.exprPos(when, e.off), Msg: "segment " + s.ID + ": " + e.msg, Err: e.err})
 		}
 		return false
 	}
 	sc := scope{segment: s.ID}
-	ce := c.compileExpr(when, ast, sc)
+	ce := c.compileTop(when, ast, sc)
 	if ce == nil {
 		return false
 	}
@@ -575,9 +653,9 @@ func (c *compiler) compileSegment(s *Segment, when *yaml.Node) bool {
 		s.prog = segProgram{op: progOr, a: ce.pair.a, b: ce.pair.b}
 	}
 	s.When = ast.String()
-	s.sinces = ce.sinces
+	s.sinces = c.reads.sinces
 	reads := map[int]bool{}
-	for _, ti := range ce.traits {
+	for _, ti := range c.reads.traits {
 		reads[ti] = true
 	}
 	for ti := range reads {
@@ -590,16 +668,18 @@ func (c *compiler) compileSegment(s *Segment, when *yaml.Node) bool {
 	sort.Ints(s.Reads)
 	sort.Ints(s.wins)
 	attrs := map[string]bool{}
-	for _, a := range ce.attrs {
+	for _, a := range c.reads.attrs {
 		attrs[a] = true
 	}
 	for a := range attrs {
 		s.ReadsProfile = append(s.ReadsProfile, a)
+	}
+	sort.Strings(s.ReadsProfile)
+	for _, a := range s.ReadsProfile {
 		if protectedAttributes[a] {
 			c.warnAt(c.exprPos(when, 0), "segment %s reads profile.%s, a protected attribute: check the segment for unfair treatment before acting on it", s.ID, a)
 		}
 	}
-	sort.Strings(s.ReadsProfile)
 	s.TimeDependent = len(s.wins) > 0 || len(s.sinces) > 0
 	if len(s.Reads) == 0 && len(s.ReadsProfile) == 0 {
 		c.warnAt(c.exprPos(when, 0), "segment %s reads no trait and no profile attribute: its result never changes", s.ID)

@@ -12,6 +12,14 @@
 //     its result could next change with no new event.
 //   - RuleSet.SegmentsFor lists the segments an event type can affect.
 //
+// # Limits
+//
+// Compile refuses files over MaxRulesBytes, expressions nested deeper than
+// MaxExprDepth and more than MaxTraits traits or MaxSegments segments
+// (errors marked ErrLimit), and stops after MaxErrors errors. Within them
+// its work is about linear in the file's size: no walk over an expression
+// recurses along a chain (a and b and c ...), only into nesting.
+//
 // # Time
 //
 // Windows are kept as buckets of a fixed granularity g. A window W at clock

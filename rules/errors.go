@@ -3,6 +3,7 @@ package rules
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 )
@@ -27,7 +28,13 @@ type Error struct {
 	Msg string
 	// Warning marks a lint finding that does not stop compilation.
 	Warning bool
+	// Err, if set, classifies the problem (ErrLimit); Unwrap returns it.
+	Err error
 }
+
+// Unwrap returns e.Err, so that errors.Is(err, ErrLimit) works on Compile's
+// error.
+func (e *Error) Unwrap() error { return e.Err }
 
 func (e *Error) Error() string {
 	if e.Warning {
@@ -50,6 +57,15 @@ func (es Errors) Error() string {
 	return b.String()
 }
 
+// Unwrap returns the errors, for errors.Is and errors.As.
+func (es Errors) Unwrap() []error {
+	out := make([]error, len(es))
+	for i, e := range es {
+		out[i] = e
+	}
+	return out
+}
+
 func (es Errors) sorted() Errors {
 	sort.SliceStable(es, func(i, j int) bool {
 		a, b := es[i].Pos, es[j].Pos
@@ -63,21 +79,45 @@ func (es Errors) sorted() Errors {
 
 // didYouMean returns a hint naming the candidate closest to name, or "".
 func didYouMean(name string, candidates []string) string {
+	hint, _ := didYouMeanWithin(name, candidates, math.MaxInt)
+	return hint
+}
+
+// didYouMeanWithin is didYouMean computing at most budget cells of edit
+// distance tables; it returns the hint ("" once the budget runs out) and
+// the cells it computed. Candidates whose length alone puts them farther
+// than the best so far cost nothing.
+func didYouMeanWithin(name string, candidates []string, budget int) (string, int) {
 	best, bestD := "", len(name)/2+2
+	spent := 0
 	for _, c := range candidates {
+		if d := len(name) - len(c); d > bestD || -d > bestD {
+			continue // the distance is at least the difference in length
+		}
+		cells := (len(name) + 1) * (len(c) + 1)
+		if cells > budget-spent {
+			return "", spent
+		}
+		spent += cells
 		if d := editDistance(name, c); d < bestD || (d == bestD && c < best) {
 			best, bestD = c, d
 		}
 	}
 	if best == "" {
-		return ""
+		return "", spent
 	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
+	return fmt.Sprintf(" (did you mean %q?)", best), spent
 }
 
 func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
+	// Two rows of the table; on the stack for names of usual length.
+	var buf [2 * 64]int
+	var prev, cur []int
+	if n := len(b) + 1; n <= len(buf)/2 {
+		prev, cur = buf[:n], buf[n:2*n]
+	} else {
+		prev, cur = make([]int, n), make([]int, n)
+	}
 	for j := range prev {
 		prev[j] = j
 	}

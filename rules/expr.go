@@ -34,9 +34,6 @@ type cexpr struct {
 	constant bool
 	cnum     float64 // constant value for kNum/kDur
 	cstr     string
-	traits   []int
-	attrs    []string
-	sinces   []sinceDep
 	since    func(*env) (float64, bool) // set when this node is since(x): x
 	trait    *Trait                     // set when this node is a bare numeric trait read
 	tcmp     *traitCmp                  // set when this node is trait OP constant
@@ -100,12 +97,21 @@ func (tc *traitCmp) test(e *env) bool {
 	return ok && tc.op.test(v, tc.c)
 }
 
-func (ce *cexpr) merge(others ...*cexpr) {
-	for _, o := range others {
-		ce.traits = append(ce.traits, o.traits...)
-		ce.attrs = append(ce.attrs, o.attrs...)
-		ce.sinces = append(ce.sinces, o.sinces...)
-	}
+// exprReads is what a whole expression reads, in the order its parts
+// appear. It is collected once per expression rather than per node: a node
+// that copied its children's lists would copy a chain's reads once per
+// level, quadratic in the chain's length.
+type exprReads struct {
+	traits []int
+	attrs  []string
+	sinces []sinceDep
+}
+
+// compileTop compiles a whole expression; c.reads then holds what it
+// reads.
+func (c *compiler) compileTop(y *yaml.Node, n node, sc scope) *cexpr {
+	c.reads = &exprReads{}
+	return c.compileExpr(y, n, sc)
 }
 
 // asBool returns the expression as a condition. A profile attribute used
@@ -168,17 +174,9 @@ func isNumeric(k valueKind) bool { return k == kNum || k == kTime || k == kDur }
 // compileExpr type-checks and compiles n. It reports errors at positions in
 // the YAML scalar y and returns nil on error.
 func (c *compiler) compileExpr(y *yaml.Node, n node, sc scope) *cexpr {
-	errf := func(off int, format string, args ...any) *cexpr {
+	var errf errFunc = func(off int, format string, args ...any) *cexpr {
 		c.errAt(c.exprPos(y, off), sc.what()+": "+format, args...)
 		return nil
-	}
-	noSince := func(ces ...*cexpr) bool {
-		for _, ce := range ces {
-			if ce != nil && ce.since != nil {
-				return false
-			}
-		}
-		return true
 	}
 	switch n := n.(type) {
 	case *numLit:
@@ -203,21 +201,16 @@ func (c *compiler) compileExpr(y *yaml.Node, n node, sc scope) *cexpr {
 			}
 			return fieldExpr(f)
 		}
-		for _, t := range c.rs.traits {
-			if t.Name == n.name {
-				return traitExpr(t)
-			}
+		if t, ok := c.traitByName[n.name]; ok {
+			c.reads.traits = append(c.reads.traits, t.Index)
+			return traitExpr(t)
 		}
 		if c.failed[n.name] {
 			// Its definition already has an error, so compilation fails;
 			// a placeholder avoids a second, misleading error here.
 			return &cexpr{kind: kAny, any: func(*env) schemas.Value { return schemas.Value{} }}
 		}
-		var names []string
-		for _, t := range c.rs.traits {
-			names = append(names, t.Name)
-		}
-		hint := didYouMean(n.name, names)
+		hint := c.traitHint(n.name)
 		if _, isField := lookupField(schemas.EventPurchase, n.name); isField && hint == "" {
 			hint = " (event fields are only visible inside a trait's where; define a trait)"
 		}
@@ -225,7 +218,8 @@ func (c *compiler) compileExpr(y *yaml.Node, n node, sc scope) *cexpr {
 	case *selector:
 		if n.x == "profile" {
 			name := n.sel
-			return &cexpr{kind: kAny, attrs: []string{name}, any: func(e *env) schemas.Value {
+			c.reads.attrs = append(c.reads.attrs, name)
+			return &cexpr{kind: kAny, any: func(e *env) schemas.Value {
 				v, _ := e.s.Attr(name)
 				return v
 			}}
@@ -262,7 +256,6 @@ func (c *compiler) compileExpr(y *yaml.Node, n node, sc scope) *cexpr {
 				v, ok := xf(e)
 				return float64(e.now) - v, ok
 			}}
-			out.merge(x)
 			return out
 		}
 		return errf(n.off, "unknown function %q%s", n.fn, didYouMean(n.fn, []string{"since"}))
@@ -280,7 +273,6 @@ func (c *compiler) compileExpr(y *yaml.Node, n node, sc scope) *cexpr {
 			}
 			f := x.asBool()
 			out := &cexpr{kind: kBool, b: func(e *env) bool { return !f(e) }}
-			out.merge(x)
 			return out
 		}
 		if !isNumeric(x.kind) && x.kind != kAny {
@@ -292,7 +284,6 @@ func (c *compiler) compileExpr(y *yaml.Node, n node, sc scope) *cexpr {
 			k = kNum
 		}
 		out := &cexpr{kind: k, num: func(e *env) (float64, bool) { v, ok := f(e); return -v, ok }}
-		out.merge(x)
 		return out
 	case *isNull:
 		x := c.compileExpr(y, n.x, sc)
@@ -307,67 +298,101 @@ func (c *compiler) compileExpr(y *yaml.Node, n node, sc scope) *cexpr {
 		if n.neg {
 			out.b = func(e *env) bool { return !f(e) }
 		}
-		out.merge(x)
 		return out
 	case *inList:
 		return c.compileIn(y, n, sc, errf)
 	case *binExpr:
-		x := c.compileExpr(y, n.x, sc)
-		yy := c.compileExpr(y, n.y, sc)
-		if x == nil || yy == nil {
-			return nil
-		}
-		switch n.op {
-		case "and", "or":
-			if !noSince(x, yy) {
-				return errf(n.off, "since(...) must be compared with a duration, e.g. since(last_order_at) > 60d")
-			}
-			for _, side := range []struct {
-				ce  *cexpr
-				off int
-			}{{x, n.x.offset()}, {yy, n.y.offset()}} {
-				if side.ce.kind != kBool && side.ce.kind != kAny {
-					return errf(side.off, "%s needs conditions on both sides, found a %s", n.op, side.ce.kind)
-				}
-			}
-			fx, fy := x.asBool(), yy.asBool()
-			out := &cexpr{kind: kBool}
-			if a, b := x.tcmp, yy.tcmp; a != nil && b != nil {
-				// The most common condition shape, fused: no closure
-				// call per side.
-				if n.op == "and" {
-					out.b = func(e *env) bool { return a.test(e) && b.test(e) }
-					out.pair = &cmpPair{a: *a, b: *b, and: true}
-				} else {
-					out.b = func(e *env) bool { return a.test(e) || b.test(e) }
-					out.pair = &cmpPair{a: *a, b: *b}
-				}
-				out.merge(x, yy)
-				return out
-			}
-			if n.op == "and" {
-				out.b = func(e *env) bool { return fx(e) && fy(e) }
-			} else {
-				out.b = func(e *env) bool { return fx(e) || fy(e) }
-			}
-			out.merge(x, yy)
-			return out
-		case "==", "!=", "<", "<=", ">", ">=":
-			return c.compileCompare(y, n, x, yy, errf)
-		case "contains", "starts_with", "ends_with":
-			if !noSince(x, yy) {
-				return errf(n.off, "since(...) must be compared with a duration")
-			}
-			return compileStringOp(n, x, yy, errf)
-		case "+", "-", "*", "/":
-			if !noSince(x, yy) {
-				return errf(n.off, "since(...) must be compared with a duration, e.g. since(last_order_at) > 60d")
-			}
-			return compileArith(n, x, yy, errf)
-		}
-		return errf(n.off, "unknown operator %q", n.op)
+		return c.compileChain(y, n, sc, errf)
 	}
 	return errf(n.offset(), "unsupported expression")
+}
+
+// compileChain compiles a binary expression. It walks the left spine
+// (the x of a binExpr whose x is a binExpr, ...: a long chain such as
+// a and b and c ...) in a loop, so that its recursion is as deep as the
+// expression's nesting (MaxExprDepth), not as long as the chain. Like a
+// recursive walk, it compiles every operand left to right, reporting the
+// errors of each, and combines two operands once both compiled.
+func (c *compiler) compileChain(y *yaml.Node, n *binExpr, sc scope, errf errFunc) *cexpr {
+	var spine []*binExpr
+	var leaf node = n
+	for b, ok := leaf.(*binExpr); ok; b, ok = leaf.(*binExpr) {
+		spine = append(spine, b)
+		leaf = b.x
+	}
+	x := c.compileExpr(y, leaf, sc)
+	for i := len(spine) - 1; i >= 0; i-- {
+		b := spine[i]
+		yy := c.compileExpr(y, b.y, sc)
+		if x == nil || yy == nil {
+			x = nil
+			continue
+		}
+		x = c.compileBin(y, b, x, yy, errf)
+	}
+	return x
+}
+
+// compileBin type-checks and compiles n from its compiled operands.
+func (c *compiler) compileBin(y *yaml.Node, n *binExpr, x, yy *cexpr, errf errFunc) *cexpr {
+	switch n.op {
+	case "and", "or":
+		if !noSince(x, yy) {
+			return errf(n.off, "since(...) must be compared with a duration, e.g. since(last_order_at) > 60d")
+		}
+		for _, side := range []struct {
+			ce  *cexpr
+			off int
+		}{{x, n.x.offset()}, {yy, n.y.offset()}} {
+			if side.ce.kind != kBool && side.ce.kind != kAny {
+				return errf(side.off, "%s needs conditions on both sides, found a %s", n.op, side.ce.kind)
+			}
+		}
+		fx, fy := x.asBool(), yy.asBool()
+		out := &cexpr{kind: kBool}
+		if a, b := x.tcmp, yy.tcmp; a != nil && b != nil {
+			// The most common condition shape, fused: no closure
+			// call per side.
+			if n.op == "and" {
+				out.b = func(e *env) bool { return a.test(e) && b.test(e) }
+				out.pair = &cmpPair{a: *a, b: *b, and: true}
+			} else {
+				out.b = func(e *env) bool { return a.test(e) || b.test(e) }
+				out.pair = &cmpPair{a: *a, b: *b}
+			}
+			return out
+		}
+		if n.op == "and" {
+			out.b = func(e *env) bool { return fx(e) && fy(e) }
+		} else {
+			out.b = func(e *env) bool { return fx(e) || fy(e) }
+		}
+		return out
+	case "==", "!=", "<", "<=", ">", ">=":
+		return c.compileCompare(y, n, x, yy, errf)
+	case "contains", "starts_with", "ends_with":
+		if !noSince(x, yy) {
+			return errf(n.off, "since(...) must be compared with a duration")
+		}
+		return compileStringOp(n, x, yy, errf)
+	case "+", "-", "*", "/":
+		if !noSince(x, yy) {
+			return errf(n.off, "since(...) must be compared with a duration, e.g. since(last_order_at) > 60d")
+		}
+		return compileArith(n, x, yy, errf)
+	}
+	return errf(n.off, "unknown operator %q", n.op)
+}
+
+// noSince reports whether none of ces is since(...), which must be
+// compared with a duration.
+func noSince(ces ...*cexpr) bool {
+	for _, ce := range ces {
+		if ce != nil && ce.since != nil {
+			return false
+		}
+	}
+	return true
 }
 
 func fieldExpr(f field) *cexpr {
@@ -391,7 +416,7 @@ func fieldExpr(f field) *cexpr {
 // traitExpr reads a trait. Eval has already aligned the memo with the
 // clock (State.touch), so a memoized value is one load away.
 func traitExpr(t *Trait) *cexpr {
-	ce := &cexpr{kind: t.kind, traits: []int{t.Index}}
+	ce := &cexpr{kind: t.kind}
 	idx := t.Index
 	if t.kind == kStr {
 		ce.str = func(e *env) (string, bool) {
@@ -430,13 +455,10 @@ func (c *compiler) compileCompare(y *yaml.Node, n *binExpr, x, yy *cexpr, errf e
 			return errf(n.off, "since(...) must be compared with a duration literal, e.g. since(last_order_at) > 60d")
 		}
 		xf, dv := s.since, d.cnum
-		out := &cexpr{kind: kBool, b: numCompareConst(s.num, op, dv)}
-		out.merge(s)
-		out.sinces = append(out.sinces, sinceDep{x: xf, op: op, d: int64(dv)})
-		return out
+		c.reads.sinces = append(c.reads.sinces, sinceDep{x: xf, op: op, d: int64(dv)})
+		return &cexpr{kind: kBool, b: numCompareConst(s.num, op, dv)}
 	}
 	out := &cexpr{kind: kBool}
-	out.merge(x, yy)
 	kx, ky := x.kind, yy.kind
 	switch {
 	case kx == kAny || ky == kAny:
@@ -604,7 +626,6 @@ func compareValues(a, b schemas.Value, op string) bool {
 
 func compileStringOp(n *binExpr, x, y *cexpr, errf errFunc) *cexpr {
 	out := &cexpr{kind: kBool}
-	out.merge(x, y)
 	if x.kind == kList {
 		if y.kind != kStr {
 			return errf(n.off, "%s on a list needs a string, found a %s", n.op, y.kind)
@@ -673,7 +694,6 @@ func compileArith(n *binExpr, x, y *cexpr, errf errFunc) *cexpr {
 	}
 	fx, fy := x.numOf(), y.numOf()
 	out := &cexpr{kind: k}
-	out.merge(x, y)
 	switch n.op {
 	case "+":
 		out.num = func(e *env) (float64, bool) { a, ok := fx(e); b, ok2 := fy(e); return a + b, ok && ok2 }
@@ -697,7 +717,6 @@ func (c *compiler) compileIn(y *yaml.Node, n *inList, sc scope, errf errFunc) *c
 		return errf(n.off, "since(...) must be compared with a duration")
 	}
 	out := &cexpr{kind: kBool}
-	out.merge(x)
 	neg := n.neg
 	wrap := func(f func(*env) bool) func(*env) bool {
 		if neg {
@@ -721,7 +740,6 @@ func (c *compiler) compileIn(y *yaml.Node, n *inList, sc scope, errf errFunc) *c
 						if x.kind != kStr && x.kind != kAny {
 							return errf(n.off, "in a list field needs a string, found a %s", x.kind)
 						}
-						out.merge(lf)
 						out.b = wrap(listHas(x.strOf(), lf.list))
 						return out
 					}

@@ -12,6 +12,8 @@ import (
 type node interface {
 	offset() int
 	String() string
+	// write appends String's text to b.
+	write(b *strings.Builder)
 }
 
 type (
@@ -83,47 +85,107 @@ func (n *binExpr) offset() int  { return n.off }
 func (n *inList) offset() int   { return n.off }
 func (n *isNull) offset() int   { return n.off }
 
-func (n *numLit) String() string  { return strconv.FormatFloat(n.v, 'g', -1, 64) }
-func (n *durLit) String() string  { return formatDuration(n.ms) }
-func (n *strLit) String() string  { return strconv.Quote(n.v) }
-func (n *boolLit) String() string { return strconv.FormatBool(n.v) }
-func (n *nullLit) String() string { return "null" }
-func (n *ident) String() string   { return n.name }
-func (n *selector) String() string {
-	return n.x + "." + n.sel
+func (n *numLit) String() string   { return canon(n) }
+func (n *durLit) String() string   { return canon(n) }
+func (n *strLit) String() string   { return canon(n) }
+func (n *boolLit) String() string  { return canon(n) }
+func (n *nullLit) String() string  { return canon(n) }
+func (n *ident) String() string    { return canon(n) }
+func (n *selector) String() string { return canon(n) }
+func (n *call) String() string     { return canon(n) }
+func (n *unary) String() string    { return canon(n) }
+func (n *binExpr) String() string  { return canon(n) }
+func (n *inList) String() string   { return canon(n) }
+func (n *isNull) String() string   { return canon(n) }
+
+// canon returns the canonical form of n. Nodes write it into one builder:
+// building each node's text from its children's strings would copy a
+// subtree's text once per level above it, quadratic in a long chain.
+func canon(n node) string {
+	var b strings.Builder
+	n.write(&b)
+	return b.String()
 }
-func (n *call) String() string {
-	args := make([]string, len(n.args))
+
+func (n *numLit) write(b *strings.Builder) {
+	b.WriteString(strconv.FormatFloat(n.v, 'g', -1, 64))
+}
+func (n *durLit) write(b *strings.Builder)  { b.WriteString(formatDuration(n.ms)) }
+func (n *strLit) write(b *strings.Builder)  { b.WriteString(strconv.Quote(n.v)) }
+func (n *boolLit) write(b *strings.Builder) { b.WriteString(strconv.FormatBool(n.v)) }
+func (n *nullLit) write(b *strings.Builder) { b.WriteString("null") }
+func (n *ident) write(b *strings.Builder)   { b.WriteString(n.name) }
+func (n *selector) write(b *strings.Builder) {
+	b.WriteString(n.x)
+	b.WriteByte('.')
+	b.WriteString(n.sel)
+}
+func (n *call) write(b *strings.Builder) {
+	b.WriteString(n.fn)
+	b.WriteByte('(')
 	for i, a := range n.args {
-		args[i] = a.String()
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		a.write(b)
 	}
-	return n.fn + "(" + strings.Join(args, ", ") + ")"
+	b.WriteByte(')')
 }
-func (n *unary) String() string {
+func (n *unary) write(b *strings.Builder) {
 	if n.op == "not" {
-		return "(not " + n.x.String() + ")"
+		b.WriteString("(not ")
+	} else {
+		b.WriteString("(-")
 	}
-	return "(-" + n.x.String() + ")"
+	n.x.write(b)
+	b.WriteByte(')')
 }
-func (n *binExpr) String() string {
-	return "(" + n.x.String() + " " + n.op + " " + n.y.String() + ")"
+
+// write walks the left spine of a chain (a and b and c ...) in a loop, so
+// that its recursion is as deep as the expression's nesting, not as long
+// as the chain (as compileChain).
+func (n *binExpr) write(b *strings.Builder) {
+	var spine []*binExpr
+	var leaf node = n
+	for x, ok := leaf.(*binExpr); ok; x, ok = leaf.(*binExpr) {
+		spine = append(spine, x)
+		leaf = x.x
+		b.WriteByte('(')
+	}
+	leaf.write(b)
+	for i := len(spine) - 1; i >= 0; i-- {
+		x := spine[i]
+		b.WriteByte(' ')
+		b.WriteString(x.op)
+		b.WriteByte(' ')
+		x.y.write(b)
+		b.WriteByte(')')
+	}
 }
-func (n *inList) String() string {
-	items := make([]string, len(n.list))
+func (n *inList) write(b *strings.Builder) {
+	b.WriteByte('(')
+	n.x.write(b)
+	if n.neg {
+		b.WriteString(" not in [")
+	} else {
+		b.WriteString(" in [")
+	}
 	for i, a := range n.list {
-		items[i] = a.String()
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		a.write(b)
 	}
-	op := " in "
-	if n.neg {
-		op = " not in "
-	}
-	return "(" + n.x.String() + op + "[" + strings.Join(items, ", ") + "])"
+	b.WriteString("])")
 }
-func (n *isNull) String() string {
+func (n *isNull) write(b *strings.Builder) {
+	b.WriteByte('(')
+	n.x.write(b)
 	if n.neg {
-		return "(" + n.x.String() + " is not null)"
+		b.WriteString(" is not null)")
+	} else {
+		b.WriteString(" is null)")
 	}
-	return "(" + n.x.String() + " is null)"
 }
 
 // formatDuration prints ms with the largest exact unit.
@@ -143,27 +205,54 @@ func formatDuration(ms int64) string {
 type parseError struct {
 	off int
 	msg string
+	err error // ErrLimit for an exceeded limit
 }
 
+// parser is a recursive descent parser. It stops (halts: every token
+// after is the end of the expression, and no more errors are recorded) at
+// MaxErrors errors or when the expression nests deeper than MaxExprDepth,
+// so that its recursion and its work stay bounded.
 type parser struct {
-	toks []token
-	i    int
-	errs []parseError
+	toks   []token
+	i      int
+	errs   []parseError
+	depth  int
+	halted bool
 }
 
 func newParser(src string) *parser {
 	return &parser{toks: lex(src)}
 }
 
-func (p *parser) peek() token { return p.toks[p.i] }
+func (p *parser) peek() token {
+	if p.halted {
+		return p.toks[len(p.toks)-1]
+	}
+	return p.toks[p.i]
+}
 
 func (p *parser) next() token {
-	t := p.toks[p.i]
+	t := p.peek()
 	if t.kind != tEOF {
 		p.i++
 	}
 	return t
 }
+
+// enter opens a nesting level at token t; it reports false, having halted
+// the parser, past MaxExprDepth. Every enter is paired with a leave.
+func (p *parser) enter(t token) bool {
+	p.depth++
+	if p.depth <= MaxExprDepth || p.halted {
+		return !p.halted
+	}
+	p.errs = append(p.errs, parseError{off: t.off, err: ErrLimit,
+		msg: fmt.Sprintf("expression nested deeper than %d levels (MaxExprDepth) at %s: remove redundant parentheses and double negations (a chain such as a or b or c needs none)", MaxExprDepth, t)})
+	p.halted = true
+	return false
+}
+
+func (p *parser) leave() { p.depth-- }
 
 func (p *parser) isWord(w string) bool {
 	t := p.peek()
@@ -176,6 +265,11 @@ func (p *parser) isOp(op string) bool {
 }
 
 func (p *parser) fail(t token, format string, args ...any) {
+	if p.halted {
+		return
+	}
+	// Past MaxErrors, Compile reports that it stopped at the next error.
+	p.halted = len(p.errs) >= MaxErrors
 	msg := fmt.Sprintf(format, args...)
 	if t.kind == tIllegal {
 		msg = fmt.Sprintf("invalid token %q: %s", t.text, msg)
@@ -228,6 +322,10 @@ func (p *parser) parseAnd() node {
 func (p *parser) parseNot() node {
 	if p.isWord("not") || p.isOp("!") {
 		t := p.next()
+		defer p.leave()
+		if !p.enter(t) {
+			return &nullLit{off: t.off}
+		}
 		return &unary{off: t.off, op: "not", x: p.parseNot()}
 	}
 	return p.parseCmp()
@@ -322,6 +420,10 @@ func (p *parser) parseMul() node {
 func (p *parser) parseUnary() node {
 	if p.isOp("-") {
 		t := p.next()
+		defer p.leave()
+		if !p.enter(t) {
+			return &nullLit{off: t.off}
+		}
 		x := p.parseUnary()
 		switch l := x.(type) {
 		case *numLit:
@@ -361,6 +463,10 @@ func (p *parser) parsePrimary() node {
 		if p.isOp("(") {
 			p.next()
 			c := &call{off: t.off, fn: t.text}
+			defer p.leave()
+			if !p.enter(t) {
+				return c
+			}
 			for !p.isOp(")") {
 				c.args = append(c.args, p.parseOr())
 				if p.isOp(",") {
@@ -387,6 +493,10 @@ func (p *parser) parsePrimary() node {
 		return &ident{off: t.off, name: t.text}
 	case tOp:
 		if t.text == "(" {
+			defer p.leave()
+			if !p.enter(t) {
+				return &nullLit{off: t.off}
+			}
 			x := p.parseOr()
 			p.expectOp(")", "to close the parenthesis")
 			return x
