@@ -156,9 +156,7 @@ func (e *Engine) inputs() (map[string]topicInput, error) {
 func (e *Engine) encoder() (changeEncoder, error) {
 	switch e.cfg.Output.Format {
 	case "json":
-		return func(dst []byte, c *schemas.SegmentChange) ([]byte, error) {
-			return schemas.AppendSegmentChangeJSON(dst, c), nil
-		}, nil
+		return schemas.AppendSegmentChangeJSON, nil
 	case "avro":
 		return schemas.AppendSegmentChangeAvro, nil
 	}
@@ -492,6 +490,7 @@ func (e *Engine) processorOptions(enc changeEncoder) processorOptions {
 		consentAttr:     e.cfg.Consent.Attribute,
 		dedupHorizon:    e.cfg.Input.DedupHorizon.Milliseconds(),
 		mergesTopic:     t.Merges,
+		log:             processorLog(e.log),
 	}
 }
 

@@ -62,6 +62,11 @@ const (
 	ReasonBadField Reason = "bad_field"
 )
 
+// ErrNonFinite marks a number that is NaN or an infinity where segd allows
+// only finite ones: every numeric field of an input event, every profile
+// attribute and every trait value of a SegmentChange.
+var ErrNonFinite = errors.New("schemas: number is not finite")
+
 // DecodeError is why an input record was rejected.
 type DecodeError struct {
 	Reason Reason
@@ -105,6 +110,13 @@ func (e *Event) Validate(now, maxFutureSkew int64) error {
 		return decodeErr(ReasonBadTimestamp, "ts %d is after 9999-12-31", e.Time)
 	case now > 0 && e.Time > now+maxFutureSkew:
 		return decodeErr(ReasonFutureTimestamp, "ts %d is %d ms ahead of the wall clock (limit %d)", e.Time, e.Time-now, maxFutureSkew)
+	case !finite(e.Amount):
+		return &DecodeError{Reason: ReasonBadValue, Err: fmt.Errorf("amount %v: %w", e.Amount, ErrNonFinite)}
+	}
+	for _, a := range e.Attributes {
+		if a.Value.Kind == KindNumber && !finite(a.Value.Num) {
+			return &DecodeError{Reason: ReasonBadValue, Err: fmt.Errorf("attribute %s %v: %w", a.Name, a.Value.Num, ErrNonFinite)}
+		}
 	}
 	return nil
 }
