@@ -1,6 +1,8 @@
 package rules
 
 import (
+	"math"
+
 	"github.com/segd/segd/schemas"
 )
 
@@ -258,7 +260,31 @@ func (b *bucket) addNum(v float64) {
 		b.max = max(b.max, v)
 	}
 	b.n++
-	b.sum += v
+	b.sum = addSat(b.sum, v)
+}
+
+// addSat is a+b saturated at ±math.MaxFloat64, so that sums of finite
+// numbers stay finite: a trait value is never an infinity (or, from
+// Inf-Inf, NaN), which no output encoding can carry. Saturating is
+// documented in docs/rules.md (Overflow). NaN in stays NaN.
+func addSat(a, b float64) float64 {
+	s := a + b
+	if s > math.MaxFloat64 {
+		return math.MaxFloat64
+	}
+	if s < -math.MaxFloat64 {
+		return -math.MaxFloat64
+	}
+	return s
+}
+
+// sumSat adds the bucket sums of bs as addSat does, one at a time.
+func sumSat(bs []bucket) float64 {
+	sum := 0.0
+	for i := range bs {
+		sum = addSat(sum, bs[i].sum)
+	}
+	return sum
 }
 
 func (b *bucket) addVal(v string) {
