@@ -437,10 +437,10 @@ func changeID(customer, segment string, seq uint64, at, born int64) string {
 	return string(b)
 }
 
-// processorLog is the logger a processor warns on: a child of base,
-// sampled so that a customer whose every change fails cannot flood it.
+// processorLog is the logger a processor warns on: base, sampled so that
+// a customer whose every change fails cannot flood it.
 func processorLog(base zerolog.Logger) zerolog.Logger {
-	return base.With().Str("component", "processor").Logger().Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Minute})
+	return base.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Minute})
 }
 
 // reasonUnencodableChange is the dead-letter reason of a segment change
