@@ -19,7 +19,7 @@ type State struct {
 	// kept complete until Reset.
 	attrIdx   map[string]int32
 	attrBytes int // sum of AttrSize over attrs
-	env    env // evaluation scratch, here so that evaluation never allocates
+	env       env // evaluation scratch, here so that evaluation never allocates
 
 	// memo caches trait values for one (state version, clock): segments
 	// of a rule set read the same traits, and a trait's value is
