@@ -484,13 +484,15 @@ func (e *Engine) runPartitions(ctx context.Context, parts []int32, rt *partition
 func (e *Engine) processorOptions(enc changeEncoder) processorOptions {
 	t := e.cfg.Kafka.Topics
 	return processorOptions{
-		changesTopic:    t.Changes,
-		deadLetterTopic: t.DeadLetter,
-		encodeChange:    enc,
-		consentAttr:     e.cfg.Consent.Attribute,
-		dedupHorizon:    e.cfg.Input.DedupHorizon.Milliseconds(),
-		mergesTopic:     t.Merges,
-		log:             processorLog(e.log),
+		changesTopic:      t.Changes,
+		deadLetterTopic:   t.DeadLetter,
+		encodeChange:      enc,
+		consentAttr:       e.cfg.Consent.Attribute,
+		dedupHorizon:      e.cfg.Input.DedupHorizon.Milliseconds(),
+		mergesTopic:       t.Merges,
+		log:               processorLog(e.log),
+		maxAttributes:     e.cfg.Input.MaxAttributes,
+		maxAttributeBytes: e.cfg.Input.MaxAttributeBytes,
 	}
 }
 

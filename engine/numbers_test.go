@@ -152,3 +152,95 @@ segments:
 	default:
 	}
 }
+
+func profile(id, customer, at string, attrs ...schemas.Attribute) schemas.Event {
+	return schemas.Event{Type: schemas.EventProfile, EventID: id, CustomerID: customer, Time: ts(at), Attributes: attrs}
+}
+
+// Profile attributes are bounded per event and per customer, in count and
+// bytes; an update past a bound is refused whole with too_many_attributes
+// (the task dead-letters it), and a customer past a bound may shrink.
+func TestProcessorAttributeBounds(t *testing.T) {
+	h := newHarness(t, testRules)
+	h.proc.opt.maxAttributes, h.proc.opt.maxAttributeBytes = 4, 100
+	str := func(name, v string) schemas.Attribute { return schemas.Attribute{Name: name, Value: schemas.String(v)} }
+	refused := func(e schemas.Event, want string) {
+		t.Helper()
+		err := h.proc.apply(&e)
+		var rej *rejectedError
+		if !errors.As(err, &rej) || rej.reason != schemas.ReasonTooManyAttributes || !strings.Contains(err.Error(), want) {
+			t.Fatalf("got %v, want too_many_attributes with %q", err, want)
+		}
+	}
+	h.apply(profile("p1", "alice", "2024-01-01T00:00:00Z", str("a", "1"), str("b", "2"), str("c", "3")))
+	refused(profile("p2", "alice", "2024-01-01T00:00:01Z", str("d", "4"), str("e", "5")), "customer would have 5 attributes, limit 4")
+	refused(profile("p3", "alice", "2024-01-01T00:00:02Z", str("a", "1"), str("b", "1"), str("c", "1"), str("d", "1"), str("e", "1")),
+		"the event carries 5 attributes, limit 4")
+	refused(profile("p4", "alice", "2024-01-01T00:00:03Z", str("d", strings.Repeat("x", 100))), "would take 107 bytes, limit 100")
+	if v, ok := h.proc.load("alice", ""); ok == nil {
+		if n, _ := v.traits.AttrUsage(); n != 3 {
+			t.Fatalf("refused updates applied: %d attributes", n)
+		}
+	}
+	// Replacing and removing within the bounds is fine.
+	h.apply(profile("p5", "alice", "2024-01-01T00:00:04Z", str("a", "new"), schemas.Attribute{Name: "b"}, str("d", "4"), str("e", "5")))
+	// Lowered bounds: the customer is past them, and may still shrink.
+	h.proc.opt.maxAttributes = 2
+	h.apply(profile("p6", "alice", "2024-01-01T00:00:05Z", schemas.Attribute{Name: "a"}))
+	refused(profile("p7", "alice", "2024-01-01T00:00:06Z", str("z", "1")), "customer would have 4 attributes, limit 2")
+}
+
+// A customer at the largest attribute bounds the config allows, with every
+// trait of the test rules holding state, encodes far below the changelog's
+// per-record limit: no customer record can wedge the changelog.
+func TestCustomerAtBoundsFitsChangelog(t *testing.T) {
+	h := newHarness(t, testRules)
+	h.proc.opt.maxAttributes, h.proc.opt.maxAttributeBytes = maxMaxAttributes, maxMaxAttributeBytes
+	// 65,536 attributes are over the bytes bound with any value; fill the
+	// bytes bound with as many attributes as fit (the worst case for
+	// per-attribute overhead), then the last bytes with one long string.
+	var attrs []schemas.Attribute
+	used := 0
+	for i := 0; len(attrs) < maxMaxAttributes-1; i++ {
+		a := schemas.Attribute{Name: fmt.Sprintf("%06d", i), Value: schemas.Bool(true)}
+		if used+7 > maxMaxAttributeBytes-64 {
+			break
+		}
+		attrs = append(attrs, a)
+		used += 7
+	}
+	attrs = append(attrs, schemas.Attribute{Name: "zz", Value: schemas.String(strings.Repeat("x", maxMaxAttributeBytes-used-2))})
+	for i := 0; i < len(attrs); i += maxMaxAttributes / 4 {
+		batch := attrs[i:min(i+maxMaxAttributes/4, len(attrs))]
+		h.apply(profile(fmt.Sprintf("p%d", i), "alice", "2024-01-01T00:00:00Z", batch...))
+	}
+	for d := range 90 {
+		at := time.Date(2024, 1, 1, 12, 0, 0, 0, time.UTC).AddDate(0, 0, d).Format(time.RFC3339)
+		h.apply(purchase(fmt.Sprintf("o%d", d), "alice", at, 1e6))
+	}
+	c, err := h.proc.load("alice", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, b := c.traits.AttrUsage()
+	if n != len(attrs) || b != maxMaxAttributeBytes {
+		t.Fatalf("customer holds %d attributes, %d bytes; want %d, %d", n, b, len(attrs), maxMaxAttributeBytes)
+	}
+	size := len(c.AppendBinary(nil))
+	t.Logf("customer at input.max_attribute_bytes %d with %d attributes: %d bytes encoded (changelog limit %d)", b, n, size, changelogMaxMessage)
+	if size > changelogMaxMessage/4 {
+		t.Fatalf("record is %d bytes, want under a quarter of the changelog's %d", size, changelogMaxMessage)
+	}
+	// And at the defaults.
+	h2 := newHarness(t, testRules)
+	h2.proc.opt.maxAttributes, h2.proc.opt.maxAttributeBytes = DefaultMaxAttributes, DefaultMaxAttributeBytes
+	var def []schemas.Attribute
+	per := DefaultMaxAttributeBytes / DefaultMaxAttributes
+	for i := range DefaultMaxAttributes {
+		name := fmt.Sprintf("%06d", i)
+		def = append(def, schemas.Attribute{Name: name, Value: schemas.String(strings.Repeat("x", per-len(name)))})
+	}
+	h2.apply(profile("d1", "bob", "2024-01-01T00:00:00Z", def...))
+	c2, _ := h2.proc.load("bob", "")
+	t.Logf("customer at the default bounds: %d bytes encoded", len(c2.AppendBinary(nil)))
+}

@@ -47,6 +47,10 @@ type processorOptions struct {
 	// evalAll re-evaluates every segment of the event's type instead of
 	// only those reading a trait the event updated (tests compare both).
 	evalAll bool
+	// maxAttributes and maxAttributeBytes bound a customer's profile
+	// attributes (input.max_attributes, input.max_attribute_bytes); 0:
+	// unbounded.
+	maxAttributes, maxAttributeBytes int
 	// log receives a warning (sampled) for each change set aside as
 	// unencodable; the zero Logger discards.
 	log zerolog.Logger
@@ -236,6 +240,11 @@ func (p *processor) apply(e *schemas.Event) error {
 			return nil
 		}
 	}
+	if e.Type == schemas.EventProfile && !e.Delete && len(e.Attributes) > 0 {
+		if err := p.checkAttrs(e); err != nil {
+			return err
+		}
+	}
 	p.stats.events[e.Type]++
 	id := e.CustomerID
 	if e.Type == schemas.EventProfile && e.Delete {
@@ -272,6 +281,43 @@ func (p *processor) apply(e *schemas.Event) error {
 		return err
 	}
 	p.part.MarkDirty(id, c)
+	return nil
+}
+
+// rejectedError is an event apply refused without applying anything; the
+// task dead-letters its record with reason.
+type rejectedError struct {
+	reason schemas.Reason
+	err    error
+}
+
+func (e *rejectedError) Error() string { return string(e.reason) + ": " + e.err.Error() }
+func (e *rejectedError) Unwrap() error { return e.err }
+
+// checkAttrs refuses a profile event carrying more than maxAttributes
+// attributes, or one that would take its customer past maxAttributes or
+// maxAttributeBytes. A customer already past a bound (state from before
+// it, a lowered bound) may still shrink: only growth past it is refused.
+func (p *processor) checkAttrs(e *schemas.Event) error {
+	maxN, maxB := p.opt.maxAttributes, p.opt.maxAttributeBytes
+	if maxN <= 0 && maxB <= 0 {
+		return nil
+	}
+	if maxN > 0 && len(e.Attributes) > maxN {
+		return &rejectedError{schemas.ReasonTooManyAttributes, fmt.Errorf("the event carries %d attributes, limit %d (input.max_attributes)", len(e.Attributes), maxN)}
+	}
+	c, err := p.load(e.CustomerID, e.EventID)
+	if err != nil {
+		return err
+	}
+	n0, b0 := c.traits.AttrUsage()
+	n, b := c.traits.AttrUsageAfter(e.Attributes)
+	if maxN > 0 && n > maxN && n > n0 {
+		return &rejectedError{schemas.ReasonTooManyAttributes, fmt.Errorf("customer would have %d attributes, limit %d (input.max_attributes)", n, maxN)}
+	}
+	if maxB > 0 && b > maxB && b > b0 {
+		return &rejectedError{schemas.ReasonTooManyAttributes, fmt.Errorf("customer's attributes would take %d bytes, limit %d (input.max_attribute_bytes)", b, maxB)}
+	}
 	return nil
 }
 

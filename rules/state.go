@@ -413,3 +413,40 @@ func (s *State) HasHistory(i int) bool { return !s.traits[i].empty() }
 // Attrs returns the profile attributes. The slice must not be modified and
 // is valid until the state changes.
 func (s *State) Attrs() []schemas.Attribute { return s.attrs }
+
+// FitAttrsInto drops from s the attributes that Merge(dst, s) would copy
+// into dst beyond maxN attributes or maxBytes (AttrSize) in all, taking
+// them in s's order, and returns how many it dropped: merges then respect
+// the same per-customer bounds as updates.
+// A bound <= 0 is no bound.
+func (s *State) FitAttrsInto(dst *State, maxN, maxBytes int) int {
+	if maxN <= 0 {
+		maxN = math.MaxInt
+	}
+	if maxBytes <= 0 {
+		maxBytes = math.MaxInt
+	}
+	n, b := dst.AttrUsage()
+	kept := s.attrs[:0]
+	for _, a := range s.attrs {
+		if _, ok := dst.Attr(a.Name); ok {
+			kept = append(kept, a) // dst's value wins; costs nothing
+			continue
+		}
+		if sz := AttrSize(a); n+1 <= maxN && b+sz <= maxBytes {
+			n, b = n+1, b+sz
+			kept = append(kept, a)
+		}
+	}
+	dropped := len(s.attrs) - len(kept)
+	if dropped > 0 {
+		clear(s.attrs[len(kept):])
+		s.attrs = kept
+		s.attrIdx = nil
+		s.attrBytes = 0
+		for _, a := range kept {
+			s.attrBytes += AttrSize(a)
+		}
+	}
+	return dropped
+}

@@ -60,6 +60,10 @@ const (
 	// ReasonBadField: a control field (delete, alias_of, attributes) of
 	// the wrong type, e.g. "delete":"true". Never read as absent.
 	ReasonBadField Reason = "bad_field"
+	// ReasonTooManyAttributes: a profile event that carries, or would
+	// give its customer, more profile attributes (or attribute bytes)
+	// than the engine's bounds.
+	ReasonTooManyAttributes Reason = "too_many_attributes"
 )
 
 // ErrNonFinite marks a number that is NaN or an infinity where segd allows
