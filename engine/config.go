@@ -199,6 +199,16 @@ type ClockConfig struct {
 	IdleLag time.Duration `yaml:"idle_lag"`
 }
 
+// Defaults and upper limits of the profile attribute bounds. The upper
+// limits keep a customer's record far below the changelog's per-record
+// limit (changelogMaxMessage; docs/state.md).
+const (
+	DefaultMaxAttributes     = 256
+	DefaultMaxAttributeBytes = 64 << 10
+	maxMaxAttributes         = 1 << 16
+	maxMaxAttributeBytes     = 1 << 20
+)
+
 // InputConfig bounds what an input record may be.
 type InputConfig struct {
 	// MaxRecordBytes: larger values are dead-lettered. Default 1 MiB.
@@ -209,6 +219,15 @@ type InputConfig struct {
 	// DedupHorizon: an event id seen again within this much event time for
 	// the same customer is applied once. Default 1h.
 	DedupHorizon time.Duration `yaml:"dedup_horizon"`
+	// MaxAttributes bounds the profile attributes one customer may hold,
+	// and the attributes one profile event may carry: an update past it
+	// is dead-lettered (too_many_attributes). Default 256; 1..65536.
+	MaxAttributes int `yaml:"max_attributes"`
+	// MaxAttributeBytes bounds the total size of one customer's profile
+	// attributes (names plus values: a string's length, 8 for a number,
+	// 1 for a boolean): an update past it is dead-lettered
+	// (too_many_attributes). Default 65536 (64 KiB); 64..1048576.
+	MaxAttributeBytes int `yaml:"max_attribute_bytes"`
 }
 
 // OutputConfig configures the SegmentChange records.
@@ -327,6 +346,12 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.Input.DedupHorizon == 0 {
 		c.Input.DedupHorizon = time.Hour
+	}
+	if c.Input.MaxAttributes == 0 {
+		c.Input.MaxAttributes = DefaultMaxAttributes
+	}
+	if c.Input.MaxAttributeBytes == 0 {
+		c.Input.MaxAttributeBytes = DefaultMaxAttributeBytes
 	}
 	def(&c.Output.Format, "avro")
 	if c.Output.UnknownTopicTimeout == 0 {
@@ -475,6 +500,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Input.DedupHorizon < 0 {
 		bad("input.dedup_horizon (%s) must be >= 0", c.Input.DedupHorizon)
+	}
+	if c.Input.MaxAttributes < 1 || c.Input.MaxAttributes > maxMaxAttributes {
+		bad("input.max_attributes (%d) must be in 1..%d", c.Input.MaxAttributes, maxMaxAttributes)
+	}
+	if c.Input.MaxAttributeBytes < 64 || c.Input.MaxAttributeBytes > maxMaxAttributeBytes {
+		bad("input.max_attribute_bytes (%d) must be in 64..%d", c.Input.MaxAttributeBytes, maxMaxAttributeBytes)
 	}
 	if c.API.Addr != "off" && !strings.Contains(c.API.Addr, ":") {
 		bad("api.addr (%q) must be host:port or off", c.API.Addr)

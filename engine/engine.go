@@ -156,9 +156,7 @@ func (e *Engine) inputs() (map[string]topicInput, error) {
 func (e *Engine) encoder() (changeEncoder, error) {
 	switch e.cfg.Output.Format {
 	case "json":
-		return func(dst []byte, c *schemas.SegmentChange) ([]byte, error) {
-			return schemas.AppendSegmentChangeJSON(dst, c), nil
-		}, nil
+		return schemas.AppendSegmentChangeJSON, nil
 	case "avro":
 		return schemas.AppendSegmentChangeAvro, nil
 	}
@@ -486,12 +484,15 @@ func (e *Engine) runPartitions(ctx context.Context, parts []int32, rt *partition
 func (e *Engine) processorOptions(enc changeEncoder) processorOptions {
 	t := e.cfg.Kafka.Topics
 	return processorOptions{
-		changesTopic:    t.Changes,
-		deadLetterTopic: t.DeadLetter,
-		encodeChange:    enc,
-		consentAttr:     e.cfg.Consent.Attribute,
-		dedupHorizon:    e.cfg.Input.DedupHorizon.Milliseconds(),
-		mergesTopic:     t.Merges,
+		changesTopic:      t.Changes,
+		deadLetterTopic:   t.DeadLetter,
+		encodeChange:      enc,
+		consentAttr:       e.cfg.Consent.Attribute,
+		dedupHorizon:      e.cfg.Input.DedupHorizon.Milliseconds(),
+		mergesTopic:       t.Merges,
+		log:               processorLog(e.log),
+		maxAttributes:     e.cfg.Input.MaxAttributes,
+		maxAttributeBytes: e.cfg.Input.MaxAttributeBytes,
 	}
 }
 

@@ -138,6 +138,14 @@ func (p *processor) merge(target string, value []byte) error {
 		return nil
 	}
 	c.remember(h, now)
+	if p.opt.maxAttributes > 0 {
+		// The merged customer keeps within the attribute bounds: the
+		// target's attributes win, then the source's in order while
+		// they fit.
+		if n := p.mergeSrc.FitAttrsInto(c.traits, p.opt.maxAttributes, p.opt.maxAttributeBytes); n > 0 {
+			p.opt.log.Warn().Int("dropped", n).Str("merge_id", id).Msg("merge dropped attributes beyond input.max_attributes or input.max_attribute_bytes")
+		}
+	}
 	p.rs.Merge(c.traits, p.mergeSrc, now)
 	if err := p.evaluate(c, target, p.allSegs, now, schemas.CauseMerge, id); err != nil {
 		return err

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/segd/segd/rules"
 	"github.com/segd/segd/schemas"
 	"github.com/segd/segd/state"
@@ -45,6 +47,13 @@ type processorOptions struct {
 	// evalAll re-evaluates every segment of the event's type instead of
 	// only those reading a trait the event updated (tests compare both).
 	evalAll bool
+	// maxAttributes and maxAttributeBytes bound a customer's profile
+	// attributes (input.max_attributes, input.max_attribute_bytes); 0:
+	// unbounded.
+	maxAttributes, maxAttributeBytes int
+	// log receives a warning (sampled) for each change set aside as
+	// unencodable; the zero Logger discards.
+	log zerolog.Logger
 }
 
 // processorStats counts what a processor did. Owned by the task goroutine;
@@ -234,6 +243,11 @@ func (p *processor) apply(e *schemas.Event) error {
 			return nil
 		}
 	}
+	if e.Type == schemas.EventProfile && !e.Delete && len(e.Attributes) > 0 {
+		if err := p.checkAttrs(e); err != nil {
+			return err
+		}
+	}
 	p.stats.events[e.Type]++
 	id := e.CustomerID
 	if e.Type == schemas.EventProfile && e.Delete {
@@ -270,6 +284,43 @@ func (p *processor) apply(e *schemas.Event) error {
 		return err
 	}
 	p.part.MarkDirty(id, c)
+	return nil
+}
+
+// rejectedError is an event apply refused without applying anything; the
+// task dead-letters its record with reason.
+type rejectedError struct {
+	reason schemas.Reason
+	err    error
+}
+
+func (e *rejectedError) Error() string { return string(e.reason) + ": " + e.err.Error() }
+func (e *rejectedError) Unwrap() error { return e.err }
+
+// checkAttrs refuses a profile event carrying more than maxAttributes
+// attributes, or one that would take its customer past maxAttributes or
+// maxAttributeBytes. A customer already past a bound (state from before
+// it, a lowered bound) may still shrink: only growth past it is refused.
+func (p *processor) checkAttrs(e *schemas.Event) error {
+	maxN, maxB := p.opt.maxAttributes, p.opt.maxAttributeBytes
+	if maxN <= 0 && maxB <= 0 {
+		return nil
+	}
+	if maxN > 0 && len(e.Attributes) > maxN {
+		return &rejectedError{schemas.ReasonTooManyAttributes, fmt.Errorf("the event carries %d attributes, limit %d (input.max_attributes)", len(e.Attributes), maxN)}
+	}
+	c, err := p.load(e.CustomerID, e.EventID)
+	if err != nil {
+		return err
+	}
+	n0, b0 := c.traits.AttrUsage()
+	n, b := c.traits.AttrUsageAfter(e.Attributes)
+	if maxN > 0 && n > maxN && n > n0 {
+		return &rejectedError{schemas.ReasonTooManyAttributes, fmt.Errorf("customer would have %d attributes, limit %d (input.max_attributes)", n, maxN)}
+	}
+	if maxB > 0 && b > maxB && b > b0 {
+		return &rejectedError{schemas.ReasonTooManyAttributes, fmt.Errorf("customer's attributes would take %d bytes, limit %d (input.max_attribute_bytes)", b, maxB)}
+	}
 	return nil
 }
 
@@ -366,17 +417,25 @@ func (p *processor) emit(c *customer, id string, seg int, in bool, at int64, cau
 			ch.Traits = append(ch.Traits, schemas.TraitValue{Name: traits[ti].Name, Value: p.rs.TraitValue(ti, c.traits, at)})
 		}
 	}
-	var err error
-	p.buf, err = p.opt.encodeChange(p.buf[:0], ch)
-	if err != nil {
-		return fmt.Errorf("encode change %s: %w", ch.ID, err)
-	}
 	topic := p.opt.changesTopic
 	if s.Topic != "" {
 		topic = s.Topic
 	}
-	p.env = appendEnvelope(p.env[:0], topic, id, nil, p.buf)
-	seq := p.part.AppendOutbox(p.env)
+	var err error
+	p.buf, err = p.opt.encodeChange(p.buf[:0], ch)
+	seq := uint64(0)
+	if err != nil {
+		// A change the output encoding cannot carry (a trait value that
+		// is NaN or infinite, from state written before segd checked
+		// its numbers) must not stop the partition: failing here would
+		// fail the same records on every restart. The transition stands
+		// and the change is set aside as a dead letter instead.
+		p.opt.log.Warn().Err(err).Str("segment", s.ID).Str("topic", topic).Msg("segment change cannot be encoded; dead-lettered")
+		p.deadLetter(topic, -1, -1, []byte(id), nil, reasonUnencodableChange, err)
+	} else {
+		p.env = appendEnvelope(p.env[:0], topic, id, nil, p.buf)
+		seq = p.part.AppendOutbox(p.env)
+	}
 	if p.rates != nil {
 		p.rates.add(s.ID, in, time.Now())
 	}
@@ -390,7 +449,7 @@ func (p *processor) emit(c *customer, id string, seg int, in bool, at int64, cau
 		sc[1]++
 	}
 	p.stats.segChanges[s.ID] = sc
-	if cause == schemas.CauseEvent {
+	if cause == schemas.CauseEvent && err == nil {
 		p.lat.add(seq, p.recordAt, p.readAt)
 	}
 	p.part.SetMember(s.ID, id, in)
@@ -426,6 +485,16 @@ func changeID(customer, segment string, seq uint64, at, born int64) string {
 	}
 	return string(b)
 }
+
+// processorLog is the logger a processor warns on: base, sampled so that
+// a customer whose every change fails cannot flood it.
+func processorLog(base zerolog.Logger) zerolog.Logger {
+	return base.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Minute})
+}
+
+// reasonUnencodableChange is the dead-letter reason of a segment change
+// the output encoding refused (see emit).
+const reasonUnencodableChange = "unencodable_change"
 
 // deadLetter appends a record segd cannot use to the outbox, bound for the
 // dead-letter topic, with the reason in headers.

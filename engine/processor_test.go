@@ -63,11 +63,9 @@ func newHarness(t *testing.T, src string) *harness {
 	h.proc, err = newProcessor(rs, h.part, processorOptions{
 		changesTopic:    "segment.changes",
 		deadLetterTopic: "segd.deadletter",
-		encodeChange: func(dst []byte, c *schemas.SegmentChange) ([]byte, error) {
-			return schemas.AppendSegmentChangeJSON(dst, c), nil
-		},
-		consentAttr:  "consent_marketing",
-		dedupHorizon: time.Hour.Milliseconds(),
+		encodeChange:    schemas.AppendSegmentChangeJSON,
+		consentAttr:     "consent_marketing",
+		dedupHorizon:    time.Hour.Milliseconds(),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -177,15 +177,14 @@ func replayFiles(ctx context.Context, opt ReplayOptions) (*ReplaySummary, error)
 		}
 		procs[p], err = newProcessor(rs, part, processorOptions{
 			changesTopic: DefaultChangesTopic, deadLetterTopic: DefaultDeadLetterTopic,
-			encodeChange: func(dst []byte, c *schemas.SegmentChange) ([]byte, error) {
-				return schemas.AppendSegmentChangeJSON(dst, c), nil
-			},
-			consentAttr: "consent_marketing", dedupHorizon: time.Hour.Milliseconds(),
+			encodeChange: schemas.AppendSegmentChangeJSON,
+			consentAttr:  "consent_marketing", dedupHorizon: time.Hour.Milliseconds(),
 			deliverMerge: func(target string, rec []byte) error {
 				return procs[connectors.PartitionFor([]byte(target), opt.Partitions)].merge(target, rec)
 			},
 			seen:    seenFn,
 			evalAll: opt.evalAll,
+			log:     processorLog(opt.Log),
 		})
 		if err != nil {
 			return nil, err
@@ -506,14 +505,13 @@ func replayTopics(ctx context.Context, cfg *Config, out io.Writer, log zerolog.L
 		}
 		procs[p], err = newProcessor(rs, part, processorOptions{
 			changesTopic: cfg.Kafka.Topics.Changes, deadLetterTopic: cfg.Kafka.Topics.DeadLetter,
-			encodeChange: func(dst []byte, c *schemas.SegmentChange) ([]byte, error) {
-				return schemas.AppendSegmentChangeJSON(dst, c), nil
-			},
-			consentAttr: cfg.Consent.Attribute, dedupHorizon: cfg.Input.DedupHorizon.Milliseconds(),
+			encodeChange: schemas.AppendSegmentChangeJSON,
+			consentAttr:  cfg.Consent.Attribute, dedupHorizon: cfg.Input.DedupHorizon.Milliseconds(),
 			deliverMerge: func(target string, rec []byte) error {
 				return procs[connectors.PartitionFor([]byte(target), n)].merge(target, rec)
 			},
 			seen: seen.seen,
+			log:  processorLog(log),
 		})
 		if err != nil {
 			return nil, err

@@ -167,9 +167,7 @@ segments:
 	part, _ := st.Partition(0)
 	rsA, _ := rules.CompileFile("../examples/rules.yaml")
 	proc, err := newProcessor(rsA, part, processorOptions{changesTopic: DefaultChangesTopic, deadLetterTopic: DefaultDeadLetterTopic,
-		encodeChange: func(dst []byte, c *schemas.SegmentChange) ([]byte, error) {
-			return schemas.AppendSegmentChangeJSON(dst, c), nil
-		}, consentAttr: "consent_marketing"})
+		encodeChange: schemas.AppendSegmentChangeJSON, consentAttr: "consent_marketing"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -270,6 +270,11 @@ func (t *task) handle(m *connectors.Message) error {
 		defer func() { t.proc.recordAt, t.proc.readAt = time.Time{}, time.Time{} }()
 	}
 	if err := t.proc.apply(e); err != nil {
+		var rej *rejectedError
+		if errors.As(err, &rej) {
+			t.proc.deadLetter(m.Topic, int32(m.Partition), m.Offset, m.Key, m.Value, string(rej.reason), rej.err)
+			return nil
+		}
 		return fmt.Errorf("partition %d: apply %s offset %d: %w", t.id, m.Topic, m.Offset, err)
 	}
 	return nil

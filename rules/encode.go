@@ -185,7 +185,9 @@ func (rs *RuleSet) DecodeState(data []byte, s *State) error {
 		default:
 			d.err = fmt.Errorf("attribute %s has kind %d", name, kind)
 		}
-		s.attrs = append(s.attrs, a)
+		if d.err == nil {
+			s.setAttr(a)
+		}
 	}
 	if d.err != nil {
 		return fmt.Errorf("rules: decode state: %w", d.err)

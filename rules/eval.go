@@ -209,12 +209,20 @@ func computeNum(t *Trait, s *State, now int64) (float64, bool) {
 		for i := range bs {
 			sum += bs[i].sum
 		}
+		if math.IsInf(sum, 0) || math.IsNaN(sum) {
+			// Some partial sum overflowed: add again, saturating.
+			// (Had none overflowed, both ways give the same bits.)
+			sum = sumSat(bs)
+		}
 		return sum, true
 	case aggAvg:
 		n, sum := 0.0, 0.0
 		for i := range bs {
 			n += bs[i].n
 			sum += bs[i].sum
+		}
+		if math.IsInf(sum, 0) || math.IsNaN(sum) {
+			sum = sumSat(bs)
 		}
 		return sum / n, n > 0
 	case aggMin:

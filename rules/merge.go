@@ -65,7 +65,7 @@ func (rs *RuleSet) Merge(dst, src *State, now int64) Touched {
 					b.max = max(b.max, sb.max)
 				}
 				b.n += sb.n
-				b.sum += sb.sum
+				b.sum = addSat(b.sum, sb.sum)
 			}
 		}
 		dt.prune(dst, t, now)

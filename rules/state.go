@@ -1,6 +1,8 @@
 package rules
 
 import (
+	"math"
+
 	"github.com/segd/segd/schemas"
 )
 
@@ -11,7 +13,13 @@ type State struct {
 	layout []*Trait // the rule set's traits, for encoding
 	traits []traitState
 	attrs  []schemas.Attribute
-	env    env // evaluation scratch, here so that evaluation never allocates
+	// attrIdx maps an attribute name to its index in attrs, so that an
+	// update is O(1) however many attributes a customer has. nil (then
+	// lookups scan) until attrs outgrows attrIndexMin; once built it is
+	// kept complete until Reset.
+	attrIdx   map[string]int32
+	attrBytes int // sum of AttrSize over attrs
+	env       env // evaluation scratch, here so that evaluation never allocates
 
 	// memo caches trait values for one (state version, clock): segments
 	// of a rule set read the same traits, and a trait's value is
@@ -107,33 +115,127 @@ func (s *State) Reset() {
 		t.seen = t.seen[:0]
 		t.has, t.str, t.num, t.at = false, "", 0, 0
 	}
+	clear(s.attrs)
 	s.attrs = s.attrs[:0]
+	s.attrIdx = nil
+	s.attrBytes = 0
 	s.env = env{}
 	s.memoGen++
 }
 
-// Attr returns a profile attribute.
-func (s *State) Attr(name string) (schemas.Value, bool) {
+// attrIndexMin is the number of attributes above which lookups go
+// through a map: below it a scan is as fast and allocates nothing.
+const attrIndexMin = 16
+
+// attrIndex returns the index of attribute name in s.attrs, or -1.
+func (s *State) attrIndex(name string) int {
+	if s.attrIdx == nil && len(s.attrs) > attrIndexMin {
+		s.attrIdx = make(map[string]int32, len(s.attrs))
+		for i := range s.attrs {
+			s.attrIdx[s.attrs[i].Name] = int32(i)
+		}
+	}
+	if s.attrIdx != nil {
+		if i, ok := s.attrIdx[name]; ok {
+			return int(i)
+		}
+		return -1
+	}
 	for i := range s.attrs {
 		if s.attrs[i].Name == name {
-			return s.attrs[i].Value, true
+			return i
 		}
+	}
+	return -1
+}
+
+// Attr returns a profile attribute.
+func (s *State) Attr(name string) (schemas.Value, bool) {
+	if i := s.attrIndex(name); i >= 0 {
+		return s.attrs[i].Value, true
 	}
 	return schemas.Value{}, false
 }
 
-func (s *State) setAttr(a schemas.Attribute) {
-	for i := range s.attrs {
-		if s.attrs[i].Name == a.Name {
-			if a.Value.Kind == schemas.KindNull {
-				s.attrs = append(s.attrs[:i], s.attrs[i+1:]...)
-			} else {
-				s.attrs[i].Value = a.Value
+// AttrSize is what attribute a counts towards a customer's attribute
+// bytes: its name, plus 8 for a number, 1 for a boolean, or the string's
+// length. A null (removal) counts 0.
+func AttrSize(a schemas.Attribute) int {
+	switch a.Value.Kind {
+	case schemas.KindString:
+		return len(a.Name) + len(a.Value.Str)
+	case schemas.KindNumber:
+		return len(a.Name) + 8
+	case schemas.KindBool:
+		return len(a.Name) + 1
+	}
+	return 0
+}
+
+// AttrUsage returns the number of profile attributes s holds and the sum
+// of their AttrSize.
+func (s *State) AttrUsage() (n, bytes int) { return len(s.attrs), s.attrBytes }
+
+// AttrUsageAfter returns what AttrUsage would return after updates were
+// applied, without applying them. Updates naming an attribute twice count
+// as applied in order. It allocates only for such updates.
+func (s *State) AttrUsageAfter(updates []schemas.Attribute) (n, bytes int) {
+	n, bytes = len(s.attrs), s.attrBytes
+	var pending map[string]schemas.Attribute // earlier updates of this call
+	for i, u := range updates {
+		if pending == nil && i > 0 && u.Name <= updates[i-1].Name {
+			// Not strictly sorted (decoders sort): names may repeat.
+			pending = make(map[string]schemas.Attribute, len(updates))
+			for _, v := range updates[:i] {
+				pending[v.Name] = v
 			}
-			return
+		}
+		cur, ok := schemas.Attribute{}, false
+		if p, seen := pending[u.Name]; seen {
+			cur, ok = p, p.Value.Kind != schemas.KindNull
+		} else if v, has := s.Attr(u.Name); has {
+			cur, ok = schemas.Attribute{Name: u.Name, Value: v}, true
+		}
+		if ok {
+			n--
+			bytes -= AttrSize(cur)
+		}
+		if u.Value.Kind != schemas.KindNull {
+			n++
+			bytes += AttrSize(u)
+		}
+		if pending != nil {
+			pending[u.Name] = u
 		}
 	}
-	if a.Value.Kind != schemas.KindNull {
+	return n, bytes
+}
+
+// setAttr sets or (with a null value) removes an attribute in O(1).
+// Removal moves the last attribute into the freed slot.
+func (s *State) setAttr(a schemas.Attribute) {
+	i := s.attrIndex(a.Name)
+	switch {
+	case i >= 0 && a.Value.Kind == schemas.KindNull:
+		s.attrBytes -= AttrSize(s.attrs[i])
+		last := len(s.attrs) - 1
+		if s.attrIdx != nil {
+			delete(s.attrIdx, a.Name)
+			if i != last {
+				s.attrIdx[s.attrs[last].Name] = int32(i)
+			}
+		}
+		s.attrs[i] = s.attrs[last]
+		s.attrs[last] = schemas.Attribute{}
+		s.attrs = s.attrs[:last]
+	case i >= 0:
+		s.attrBytes += AttrSize(a) - AttrSize(s.attrs[i])
+		s.attrs[i].Value = a.Value
+	case a.Value.Kind != schemas.KindNull:
+		s.attrBytes += AttrSize(a)
+		if s.attrIdx != nil {
+			s.attrIdx[a.Name] = int32(len(s.attrs))
+		}
 		s.attrs = append(s.attrs, a)
 	}
 }
@@ -258,7 +360,31 @@ func (b *bucket) addNum(v float64) {
 		b.max = max(b.max, v)
 	}
 	b.n++
-	b.sum += v
+	b.sum = addSat(b.sum, v)
+}
+
+// addSat is a+b saturated at ±math.MaxFloat64, so that sums of finite
+// numbers stay finite: a trait value is never an infinity (or, from
+// Inf-Inf, NaN), which no output encoding can carry. Saturating is
+// documented in docs/rules.md (Overflow). NaN in stays NaN.
+func addSat(a, b float64) float64 {
+	s := a + b
+	if s > math.MaxFloat64 {
+		return math.MaxFloat64
+	}
+	if s < -math.MaxFloat64 {
+		return -math.MaxFloat64
+	}
+	return s
+}
+
+// sumSat adds the bucket sums of bs as addSat does, one at a time.
+func sumSat(bs []bucket) float64 {
+	sum := 0.0
+	for i := range bs {
+		sum = addSat(sum, bs[i].sum)
+	}
+	return sum
 }
 
 func (b *bucket) addVal(v string) {
@@ -287,3 +413,40 @@ func (s *State) HasHistory(i int) bool { return !s.traits[i].empty() }
 // Attrs returns the profile attributes. The slice must not be modified and
 // is valid until the state changes.
 func (s *State) Attrs() []schemas.Attribute { return s.attrs }
+
+// FitAttrsInto drops from s the attributes that Merge(dst, s) would copy
+// into dst beyond maxN attributes or maxBytes (AttrSize) in all, taking
+// them in s's order, and returns how many it dropped: merges then respect
+// the same per-customer bounds as updates.
+// A bound <= 0 is no bound.
+func (s *State) FitAttrsInto(dst *State, maxN, maxBytes int) int {
+	if maxN <= 0 {
+		maxN = math.MaxInt
+	}
+	if maxBytes <= 0 {
+		maxBytes = math.MaxInt
+	}
+	n, b := dst.AttrUsage()
+	kept := s.attrs[:0]
+	for _, a := range s.attrs {
+		if _, ok := dst.Attr(a.Name); ok {
+			kept = append(kept, a) // dst's value wins; costs nothing
+			continue
+		}
+		if sz := AttrSize(a); n+1 <= maxN && b+sz <= maxBytes {
+			n, b = n+1, b+sz
+			kept = append(kept, a)
+		}
+	}
+	dropped := len(s.attrs) - len(kept)
+	if dropped > 0 {
+		clear(s.attrs[len(kept):])
+		s.attrs = kept
+		s.attrIdx = nil
+		s.attrBytes = 0
+		for _, a := range kept {
+			s.attrBytes += AttrSize(a)
+		}
+	}
+	return dropped
+}

@@ -1,8 +1,12 @@
 package schemas
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/linkedin/goavro/v2"
@@ -69,26 +73,23 @@ func fillEvent(e *Event, m map[string]any, reason Reason) error {
 		return s
 	}
 	str := func(name string) string { return strAs(name, reason) }
+	// num reads a number field; NaN, an infinity or a JSON number beyond
+	// the float64 range is a bad_value error.
 	num := func(name string) float64 {
-		switch v := m[name].(type) {
-		case nil:
-			return 0
-		case float64:
-			return v
-		case float32:
-			return float64(v)
-		case int64:
-			return float64(v)
-		case int32:
-			return float64(v)
-		case int:
-			return float64(v)
-		default:
-			if err == nil {
-				err = decodeErr(reason, "field %s is %T, want a number", name, v)
-			}
-			return 0
+		f, nerr := toFloat(m[name])
+		if nerr != nil && err == nil {
+			err = fieldErr(name, nerr, reason)
 		}
+		return f
+	}
+	// integer reads an int64 field; a number beyond the int64 range (a
+	// quantity of 1e30 would become math.MinInt64) is a bad_value error.
+	integer := func(name string) int64 {
+		i, nerr := toInt(m[name])
+		if nerr != nil && err == nil {
+			err = fieldErr(name, nerr, reason)
+		}
+		return i
 	}
 	list := func(name string, dst []string) []string {
 		v, ok := m[name]
@@ -121,11 +122,12 @@ func fillEvent(e *Event, m map[string]any, reason Reason) error {
 		e.Time = ts.UnixMilli()
 	case int64:
 		e.Time = ts
-	case float64:
-		if ts < minEventTime || ts > maxEventTime {
-			return decodeErr(ReasonBadTimestamp, "ts %g is outside 2000-01-01 .. 9999-12-31", ts)
+	case json.Number:
+		f, ferr := strconv.ParseFloat(string(ts), 64)
+		if ferr != nil || f < minEventTime || f > maxEventTime {
+			return decodeErr(ReasonBadTimestamp, "ts %s is outside 2000-01-01 .. 9999-12-31", ts)
 		}
-		e.Time = int64(ts)
+		e.Time = int64(f)
 	case nil:
 		return decodeErr(ReasonBadTimestamp, "missing ts")
 	default:
@@ -137,7 +139,7 @@ func fillEvent(e *Event, m map[string]any, reason Reason) error {
 		e.OrderID = str("order_id")
 		e.Amount = num("amount")
 		e.Currency = str("currency")
-		e.Quantity = int64(num("quantity"))
+		e.Quantity = integer("quantity")
 		e.Categories = list("categories", e.Categories)
 		e.ProductIDs = list("product_ids", e.ProductIDs)
 	case EventBrowse:
@@ -185,7 +187,7 @@ func fillEvent(e *Event, m map[string]any, reason Reason) error {
 			for _, k := range names {
 				v, aerr := nativeValue(attrs[k])
 				if aerr != nil {
-					return decodeErr(reason, "attribute %s: %v", k, aerr)
+					return fieldErr("attribute "+k, aerr, reason)
 				}
 				e.Attributes = append(e.Attributes, Attribute{Name: k, Value: v})
 			}
@@ -203,7 +205,7 @@ func typeName(v any) string {
 		return "a string"
 	case bool:
 		return "a boolean"
-	case float64, float32, int64, int32, int:
+	case float64, float32, int64, int32, int, json.Number:
 		return "a number"
 	case []any:
 		return "an array"
@@ -215,7 +217,79 @@ func typeName(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
+// errBadValue marks a number segd cannot take: not finite, or out of
+// range. fieldErr turns it into a bad_value DecodeError.
+var errBadValue = errors.New("bad value")
+
+// fieldErr wraps err, from reading field name, as a DecodeError: reason
+// bad_value for a number segd cannot take, else r.
+func fieldErr(name string, err error, r Reason) error {
+	if errors.Is(err, errBadValue) {
+		r = ReasonBadValue
+	}
+	return &DecodeError{Reason: r, Err: fmt.Errorf("field %s: %w", name, err)}
+}
+
+// toFloat converts a decoded number (Avro native or json.Number) to a
+// finite float64. nil is 0.
+func toFloat(v any) (float64, error) {
+	var f float64
+	switch x := v.(type) {
+	case nil:
+		return 0, nil
+	case float64:
+		f = x
+	case float32:
+		f = float64(x)
+	case int64:
+		return float64(x), nil
+	case int32:
+		return float64(x), nil
+	case int:
+		return float64(x), nil
+	case json.Number:
+		var err error
+		f, err = strconv.ParseFloat(string(x), 64)
+		if err != nil {
+			return 0, fmt.Errorf("%w: %s is beyond the range of a float64 (±%g)", errBadValue, x, math.MaxFloat64)
+		}
+	default:
+		return 0, fmt.Errorf("%s, want a number", typeName(v))
+	}
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, fmt.Errorf("%w: %v: %w", errBadValue, f, ErrNonFinite)
+	}
+	return f, nil
+}
+
+// toInt converts a decoded number to an int64, truncating a fraction as
+// a conversion would; a number outside the int64 range is an error.
+func toInt(v any) (int64, error) {
+	switch x := v.(type) {
+	case int64:
+		return x, nil
+	case int32:
+		return int64(x), nil
+	case int:
+		return int64(x), nil
+	case json.Number:
+		if i, err := strconv.ParseInt(string(x), 10, 64); err == nil {
+			return i, nil
+		}
+	}
+	f, err := toFloat(v)
+	if err != nil {
+		return 0, err
+	}
+	// float64(math.MaxInt64) rounds up to 2^63, which does not fit.
+	if f >= -math.MinInt64 || f < math.MinInt64 {
+		return 0, fmt.Errorf("%w: %v is beyond the range of an int64", errBadValue, v)
+	}
+	return int64(f), nil
+}
+
 // nativeValue converts an Avro union value (or a JSON scalar) to a Value.
+// A number must be finite.
 func nativeValue(v any) (Value, error) {
 	if u, ok := v.(map[string]any); ok {
 		for _, inner := range u {
@@ -227,16 +301,14 @@ func nativeValue(v any) (Value, error) {
 		return Value{}, nil
 	case string:
 		return String(x), nil
-	case float64:
-		return Number(x), nil
-	case float32:
-		return Number(float64(x)), nil
-	case int64:
-		return Number(float64(x)), nil
-	case int32:
-		return Number(float64(x)), nil
 	case bool:
 		return Bool(x), nil
+	case float64, float32, int64, int32, json.Number:
+		f, err := toFloat(x)
+		if err != nil {
+			return Value{}, err
+		}
+		return Number(f), nil
 	}
 	return Value{}, fmt.Errorf("unsupported value type %T", v)
 }

@@ -18,8 +18,14 @@ func appendAvroString(dst []byte, s string) []byte {
 	return append(binary.AppendVarint(dst, int64(len(s))), s...)
 }
 
-// AppendSegmentChangeAvro appends c's Avro binary encoding.
+// AppendSegmentChangeAvro appends c's Avro binary encoding. A trait
+// holding NaN or an infinity is an error wrapping ErrNonFinite (Avro could
+// carry it, but no consumer of segment changes should have to), and dst
+// comes back unchanged.
 func AppendSegmentChangeAvro(dst []byte, c *SegmentChange) ([]byte, error) {
+	if err := checkTraits(c); err != nil {
+		return dst, err
+	}
 	if c.Kind != Enter && c.Kind != Exit {
 		return dst, fmt.Errorf("schemas: change kind %d", c.Kind)
 	}
@@ -115,6 +121,9 @@ func (r *avroReader) value() Value {
 		}
 		v := math.Float64frombits(binary.LittleEndian.Uint64(r.b))
 		r.b = r.b[8:]
+		if !finite(v) && r.err == nil {
+			r.err = fmt.Errorf("%w: trait value %v", ErrNonFinite, v)
+		}
 		return Number(v)
 	case 3:
 		if len(r.b) < 1 {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"math"
 	"sort"
 	"time"
 )
@@ -21,10 +23,19 @@ var jsonFields = map[EventType]map[string]bool{
 
 // DecodeJSON decodes one JSON event into e. Unknown fields are errors, so
 // a typo never silently drops data.
+//
+// Numbers are read exactly as written (json.Number), so that one too
+// large for a float64 (1e400) or, for quantity, for an int64 is a
+// bad_value error rather than a decode error or a silently wrong value.
 func DecodeJSON(data []byte, e *Event) error {
 	var m map[string]any
-	if err := json.Unmarshal(data, &m); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(&m); err != nil {
 		return &DecodeError{Reason: ReasonJSONDecode, Err: err}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return decodeErr(ReasonJSONDecode, "data after the JSON object")
 	}
 	if m == nil {
 		return decodeErr(ReasonJSONDecode, "not a JSON object")
@@ -150,7 +161,12 @@ var causeNames = map[CauseKind]string{CauseEvent: "EVENT", CauseTimer: "TIMER", 
 // AppendSegmentChangeJSON appends c as one JSON object with the Avro
 // schema's field names; kind and cause as their enum symbols, ts as RFC
 // 3339. Keys of traits are sorted, so equal changes give equal bytes.
-func AppendSegmentChangeJSON(dst []byte, c *SegmentChange) []byte {
+// JSON has no NaN or infinity: a trait holding one is an error wrapping
+// ErrNonFinite, and dst comes back unchanged.
+func AppendSegmentChangeJSON(dst []byte, c *SegmentChange) ([]byte, error) {
+	if err := checkTraits(c); err != nil {
+		return dst, err
+	}
 	j := jsonChange{ID: c.ID, CustomerID: c.CustomerID, SegmentID: c.SegmentID, Kind: c.Kind.String(), Seq: c.Seq,
 		Ts: FormatTime(c.Time), Cause: causeNames[c.Cause], RulesVersion: c.RulesVersion, RulesHash: c.RulesHash, Traits: map[string]any{}}
 	if c.CauseEventID != "" {
@@ -164,10 +180,24 @@ func AppendSegmentChangeJSON(dst []byte, c *SegmentChange) []byte {
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(j); err != nil {
-		panic(fmt.Sprintf("schemas: marshal change: %v", err))
+		return dst, fmt.Errorf("schemas: encode change %s: %w", c.ID, err)
 	}
-	return append(dst, bytes.TrimRight(buf.Bytes(), "\n")...)
+	return append(dst, bytes.TrimRight(buf.Bytes(), "\n")...), nil
 }
+
+// checkTraits reports a trait value no output encoding may carry: NaN or
+// an infinity.
+func checkTraits(c *SegmentChange) error {
+	for _, t := range c.Traits {
+		if t.Value.Kind == KindNumber && !finite(t.Value.Num) {
+			return fmt.Errorf("%w: change %s: trait %s is %v", ErrNonFinite, c.ID, t.Name, t.Value.Num)
+		}
+	}
+	return nil
+}
+
+// finite reports whether f is neither NaN nor an infinity.
+func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
 
 // DecodeSegmentChangeJSON decodes the output of AppendSegmentChangeJSON.
 // Traits come back sorted by name.

@@ -60,7 +60,16 @@ const (
 	// ReasonBadField: a control field (delete, alias_of, attributes) of
 	// the wrong type, e.g. "delete":"true". Never read as absent.
 	ReasonBadField Reason = "bad_field"
+	// ReasonTooManyAttributes: a profile event that carries, or would
+	// give its customer, more profile attributes (or attribute bytes)
+	// than the engine's bounds.
+	ReasonTooManyAttributes Reason = "too_many_attributes"
 )
+
+// ErrNonFinite marks a number that is NaN or an infinity where segd allows
+// only finite ones: every numeric field of an input event, every profile
+// attribute and every trait value of a SegmentChange.
+var ErrNonFinite = errors.New("schemas: number is not finite")
 
 // DecodeError is why an input record was rejected.
 type DecodeError struct {
@@ -105,6 +114,13 @@ func (e *Event) Validate(now, maxFutureSkew int64) error {
 		return decodeErr(ReasonBadTimestamp, "ts %d is after 9999-12-31", e.Time)
 	case now > 0 && e.Time > now+maxFutureSkew:
 		return decodeErr(ReasonFutureTimestamp, "ts %d is %d ms ahead of the wall clock (limit %d)", e.Time, e.Time-now, maxFutureSkew)
+	case !finite(e.Amount):
+		return &DecodeError{Reason: ReasonBadValue, Err: fmt.Errorf("amount %v: %w", e.Amount, ErrNonFinite)}
+	}
+	for _, a := range e.Attributes {
+		if a.Value.Kind == KindNumber && !finite(a.Value.Num) {
+			return &DecodeError{Reason: ReasonBadValue, Err: fmt.Errorf("attribute %s %v: %w", a.Name, a.Value.Num, ErrNonFinite)}
+		}
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package schemas
 import (
 	"bytes"
 	"errors"
+	"math"
 	"os"
 	"reflect"
 	"testing"
@@ -148,7 +149,10 @@ func TestSegmentChangeAvroInterop(t *testing.T) {
 		t.Fatalf("hamba trait %#v", traits[1])
 	}
 	// JSON
-	j := AppendSegmentChangeJSON(nil, &c)
+	j, err := AppendSegmentChangeJSON(nil, &c)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var jc SegmentChange
 	if err := DecodeSegmentChangeJSON(j, &jc); err != nil {
 		t.Fatal(err)
@@ -179,7 +183,10 @@ func TestGoldenJSON(t *testing.T) {
 		out = append(out, '\n')
 	}
 	c := sampleChange()
-	out = AppendSegmentChangeJSON(out, &c)
+	out, err := AppendSegmentChangeJSON(out, &c)
+	if err != nil {
+		t.Fatal(err)
+	}
 	out = append(out, '\n')
 	want, err := os.ReadFile("testdata/golden.jsonl")
 	if os.Getenv("SEGD_REWRITE") != "" || errors.Is(err, os.ErrNotExist) {
@@ -197,6 +204,17 @@ func FuzzDecodeAvro(f *testing.F) {
 		b, _ := cs[e.Type].AppendEncode(nil, &e)
 		f.Add(uint8(e.Type), b)
 	}
+	// NaN and infinities, which Avro doubles can carry.
+	for _, f64 := range []float64{math.NaN(), math.Inf(1), math.Inf(-1)} {
+		p := sampleEvents()[0]
+		p.Amount = f64
+		b, _ := cs[EventPurchase].AppendEncode(nil, &p)
+		f.Add(uint8(EventPurchase), b)
+		pr := sampleEvents()[3]
+		pr.Attributes = []Attribute{{"x", Number(f64)}}
+		b, _ = cs[EventProfile].AppendEncode(nil, &pr)
+		f.Add(uint8(EventProfile), b)
+	}
 	f.Fuzz(func(t *testing.T, typ uint8, data []byte) {
 		t2 := EventType(typ%4 + 1)
 		var e Event
@@ -205,7 +223,9 @@ func FuzzDecodeAvro(f *testing.F) {
 			if !errors.As(err, &de) {
 				t.Fatalf("error without a reason: %v", err)
 			}
+			return
 		}
+		checkFinite(t, "avro", &e)
 	})
 }
 
@@ -213,9 +233,14 @@ func FuzzDecodeJSON(f *testing.F) {
 	for _, e := range sampleEvents() {
 		f.Add(AppendJSON(nil, &e))
 	}
+	// Numbers beyond float64 and int64.
+	f.Add([]byte(`{"type":"purchase","event_id":"e","customer_id":"c","ts":1700000000000,"amount":1e400,"quantity":1e30}`))
+	f.Add([]byte(`{"type":"purchase","event_id":"e","customer_id":"c","ts":1700000000000,"amount":-1e400,"quantity":9.3e18}`))
+	f.Add([]byte(`{"type":"profile","event_id":"e","customer_id":"c","ts":1700000000000,"attributes":{"a":1e400}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var e Event
 		if err := DecodeJSON(data, &e); err == nil {
+			checkFinite(t, "json", &e)
 			// What decodes re-encodes and decodes to the same event.
 			var e2 Event
 			if err := DecodeJSON(AppendJSON(nil, &e), &e2); err != nil {

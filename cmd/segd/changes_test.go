@@ -100,7 +100,10 @@ func TestChangesCommand(t *testing.T) {
 			t.Fatal(err)
 		}
 		avro = append(avro, connectors.Message{Topic: "segment.changes", Key: []byte(c.CustomerID), Value: v})
-		j := schemas.AppendSegmentChangeJSON(nil, c)
+		j, err := schemas.AppendSegmentChangeJSON(nil, c)
+		if err != nil {
+			t.Fatal(err)
+		}
 		js = append(js, connectors.Message{Topic: "changes.json", Key: []byte(c.CustomerID), Value: j})
 		file = append(append(file, j...), '\n')
 		partitions[connectors.PartitionFor([]byte(c.CustomerID), 3)] = true
