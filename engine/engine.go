@@ -409,6 +409,16 @@ func (e *Engine) runPartitions(ctx context.Context, parts []int32, rt *partition
 				rp.cl.run(pubCtx)
 			}()
 		}
+		// State evaluated with other rules (changed while the partition
+		// was stopped, or run by an instance with other rules) is brought
+		// to the running rules before any new input, like a live reload.
+		if n, ran, err := rp.task.proc.reconcileRules(10000); err != nil {
+			fail(fmt.Errorf("partition %d: reconcile rules: %w", p, err))
+			break
+		} else if ran {
+			rp.task.log.Warn().Str("stored_rules_hash", rp.task.proc.storedRulesBefore).Str("rules_hash", rp.task.proc.rs.Hash()).Int("changes", n).
+				Msg("partition state was evaluated with other rules: re-evaluated every customer with the running rules (RULE_CHANGE)")
+		}
 		pubWG.Add(1)
 		go func() {
 			defer pubWG.Done()

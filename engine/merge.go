@@ -89,6 +89,7 @@ func (p *processor) alias(e *schemas.Event, now int64) error {
 			}
 		}
 	}
+	p.exitOrphans(c, from, now, schemas.CauseMerge, id)
 	if c.timerAt != 0 {
 		p.part.MoveTimer(from, c.timerAt, 0)
 	}

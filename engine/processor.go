@@ -80,12 +80,19 @@ type processorStats struct {
 // beyond the state partition, so live runs, replays and tests share it.
 // Not safe for concurrent use.
 type processor struct {
+	// storedRules is the rules hash the partition's committed state was
+	// evaluated with; rulesCurrent is whether the running rules' hash may
+	// be recorded (the state is evaluated with them).
+	storedRules  string
+	rulesCurrent bool
+	// storedRulesBefore is storedRules before a reconcile, for its log.
+	storedRulesBefore string
 	// maxTime bounds the time of a merge record (the source partition's
 	// clock); 0 is no bound. The task sets it before each merge.
 	maxTime int64
-	opt  processorOptions
-	rs   *rules.RuleSet
-	part *state.Partition
+	opt     processorOptions
+	rs      *rules.RuleSet
+	part    *state.Partition
 
 	clock int64 // the watermark: the largest event time applied, Unix ms
 	// committedClock is clock as of the last commit, for API readers on
@@ -127,7 +134,34 @@ func newProcessor(rs *rules.RuleSet, part *state.Partition, opt processorOptions
 	}
 	p.clock = offs[clockOffsetKey]
 	p.committedClock.Store(p.clock)
+	if p.storedRules, err = part.RulesHash(); err != nil {
+		return nil, err
+	}
+	has, err := part.HasCustomers()
+	if err != nil {
+		return nil, fmt.Errorf("partition %d: %w", part.ID(), err)
+	}
+	// An empty partition has nothing to reconcile; one evaluated with
+	// other rules (or with unknown rules: a store from before the hash was
+	// kept) must be reconciled before it runs (reconcileRules).
+	p.rulesCurrent = p.storedRules == rs.Hash() || !has
 	return p, nil
+}
+
+// reconcileRules re-evaluates the partition when its state was last
+// evaluated with other rules than the running ones (rules changed while
+// it was stopped, or it moved from an instance that ran other rules):
+// exactly what a live reload does, so members of removed segments EXIT
+// and members whose rule no longer holds EXIT (cause RULE_CHANGE). It
+// returns the number of changes and whether it ran. The caller holds the
+// partition (it must not run yet).
+func (p *processor) reconcileRules(commitEvery int) (int, bool, error) {
+	if p.rulesCurrent {
+		return 0, false, nil
+	}
+	p.storedRulesBefore = p.storedRules
+	n, err := p.reload(p.rs, commitEvery)
+	return n, true, err
 }
 
 func (p *processor) setRules(rs *rules.RuleSet) {
@@ -338,12 +372,24 @@ func (p *processor) erase(id string, now int64) error {
 			}
 		}
 	}
+	p.exitOrphans(c, id, now, schemas.CauseDeletion, "")
 	if c.timerAt != 0 {
 		p.part.MoveTimer(id, c.timerAt, 0)
 	}
 	p.part.Delete(id)
 	p.stats.deleted++
 	return nil
+}
+
+// exitOrphans EXITs c from the segments it is still recorded in that the
+// running rules no longer define, so that neither their membership index
+// nor their counts keep a customer who is going away.
+func (p *processor) exitOrphans(c *customer, id string, at int64, cause schemas.CauseKind, causeEvent string) {
+	for i := range c.orphans {
+		if o := &c.orphans[i]; o.m.in() {
+			p.emitOrphanExit(c, id, o, at, cause, causeEvent)
+		}
+	}
 }
 
 // evaluate re-evaluates segs at now, emits a change for each flipped
@@ -523,8 +569,15 @@ func (p *processor) commit() error {
 	if p.clock != p.committedClock.Load() {
 		p.part.SetOffset(clockOffsetKey, p.clock)
 	}
+	stampRules := p.rulesCurrent && p.storedRules != p.rs.Hash()
+	if stampRules {
+		p.part.SetRulesHash(p.rs.Hash())
+	}
 	if err := p.part.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
+	}
+	if stampRules {
+		p.storedRules = p.rs.Hash()
 	}
 	p.committedClock.Store(p.clock)
 	return nil

@@ -23,8 +23,11 @@ func (p *processor) reload(rs *rules.RuleSet, commitEvery int) (int, error) {
 	if err := p.commit(); err != nil {
 		return 0, err
 	}
-	old := p.rs
+	old, oldCurrent := p.rs, p.rulesCurrent
 	p.setRules(rs)
+	// Until every customer is re-evaluated, commits must not record rs as
+	// the state's rules: a crash half way reconciles again at restart.
+	p.rulesCurrent = false
 	before := p.stats.enters + p.stats.exits
 	n := 0
 	err := p.part.Range(func(id string, rec stateRecord) error {
@@ -44,7 +47,7 @@ func (p *processor) reload(rs *rules.RuleSet, commitEvery int) (int, error) {
 		for i := range c.orphans {
 			o := &c.orphans[i]
 			if o.m.in() {
-				p.emitOrphanExit(c, id, o, p.clock)
+				p.emitOrphanExit(c, id, o, p.clock, schemas.CauseRuleChange, "")
 			}
 		}
 		if err := p.evaluate(c, id, p.allSegs, p.clock, schemas.CauseRuleChange, ""); err != nil {
@@ -59,8 +62,10 @@ func (p *processor) reload(rs *rules.RuleSet, commitEvery int) (int, error) {
 	})
 	if err != nil {
 		p.setRules(old)
+		p.rulesCurrent = oldCurrent
 		return 0, fmt.Errorf("reload rules: %w", err)
 	}
+	p.rulesCurrent = true // every customer is evaluated with rs now
 	if err := p.commit(); err != nil {
 		return 0, err
 	}
@@ -71,14 +76,16 @@ func sameSegments(a, b []*rules.Segment) bool {
 	return len(a) == len(b) && (len(a) == 0 || a[0] == b[0])
 }
 
-// emitOrphanExit EXITs a customer from a segment the rules no longer have.
-func (p *processor) emitOrphanExit(c *customer, id string, o *orphanMember, at int64) {
+// emitOrphanExit EXITs a customer from a segment the rules no longer have
+// (a reload, or an erasure or merge of a customer still recorded in one),
+// removing its membership index entry and count.
+func (p *processor) emitOrphanExit(c *customer, id string, o *orphanMember, at int64, cause schemas.CauseKind, causeEvent string) {
 	o.m.seq++
 	o.m.since = at
 	ch := &p.change
 	*ch = schemas.SegmentChange{
 		ID: changeID(id, o.segment, o.m.seq, at, c.born), CustomerID: id, SegmentID: o.segment, Kind: schemas.Exit,
-		Seq: o.m.seq, Time: at, Cause: schemas.CauseRuleChange, RulesVersion: p.rs.Version(), RulesHash: p.rs.Hash(),
+		Seq: o.m.seq, Time: at, Cause: cause, CauseEventID: causeEvent, RulesVersion: p.rs.Version(), RulesHash: p.rs.Hash(),
 		Traits: ch.Traits[:0],
 	}
 	p.stats.exits++

@@ -356,7 +356,7 @@ func ForEachChangelogOp(entry []byte, fn func(op ChangelogOp) error) error {
 }
 
 // partitionKeyspaces are the keyspaces that carry the partition number.
-var partitionKeyspaces = []byte{ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount, ksChangelog, ksChangelogSeq, ksChangelogEnd, ksChangelogMark}
+var partitionKeyspaces = []byte{ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount, ksChangelog, ksChangelogSeq, ksChangelogEnd, ksChangelogMark, ksRules}
 
 // Restorer rebuilds one partition from its changelog: Store.Restore wipes
 // the partition, Apply writes each changelog record, Finish makes it
@@ -515,7 +515,7 @@ func (r *Restorer) checkKey(key []byte) error {
 	}
 	if len(key) >= 5 && int32(binary.BigEndian.Uint32(key[1:5])) == r.n {
 		switch key[0] {
-		case ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount:
+		case ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount, ksRules:
 			return nil
 		}
 	}

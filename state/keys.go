@@ -18,6 +18,8 @@ import (
 //	'l' p seq(8 BE)          pending changelog entry (Options.Changelog)
 //	'k' p                    next changelog entry sequence (8 bytes BE)
 //	'K' p                    changelog end offset the partition reflects (8 bytes BE)
+//	'h' p                    hash of the rules the partition's state was last evaluated
+//	                         with (Partition.SetRulesHash)
 //	'j' p seq(8 BE)          outbox bounds of pending changelog entry seq: the
 //	                         committed outbox sequence before and after its commit
 //	                         (2 x 8 bytes BE); never sent to the changelog
@@ -38,6 +40,9 @@ const (
 	// entry, so that outbox entries are published only once the commit
 	// that wrote them is in the changelog (see Partition.ReadOutbox).
 	ksChangelogMark = 'j'
+	// ksRules keys the hash of the rules a partition was last evaluated
+	// with, so rules changed while it was stopped are reconciled.
+	ksRules = 'h'
 )
 
 var formatKey = []byte("\x00format")

@@ -311,6 +311,38 @@ func (p *Partition) SetOffset(topic string, next int64) {
 	p.staged.Set(p.keyBuf, be64(uint64(next)), nil)
 }
 
+// SetRulesHash stages the hash of the rules the partition's state is now
+// evaluated with; it commits with the next Commit (and travels in the
+// changelog).
+func (p *Partition) SetRulesHash(hash string) {
+	p.staged.Set(partPrefix(ksRules, p.id), []byte(hash), nil)
+}
+
+// RulesHash returns the committed rules hash ("" if none was ever set).
+func (p *Partition) RulesHash() (string, error) {
+	v, closer, err := p.s.db.Get(partPrefix(ksRules, p.id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("partition %d: rules hash: %w", p.id, err)
+	}
+	defer closer.Close()
+	return string(v), nil
+}
+
+// HasCustomers reports whether the partition holds any committed customer
+// record.
+func (p *Partition) HasCustomers() (bool, error) {
+	prefix := partPrefix(ksCustomer, p.id)
+	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return false, err
+	}
+	defer it.Close()
+	return it.First(), it.Error()
+}
+
 // Offsets returns the committed offsets of this partition by topic.
 func (p *Partition) Offsets() (map[string]int64, error) {
 	prefix := partPrefix(ksOffset, p.id)
