@@ -153,7 +153,7 @@ func (e *Engine) previewRules(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	running := e.rs.Load()
-	segs, err := previewStore(e.st, rs, running, e.cfg.Consent.Attribute, sample)
+	segs, err := previewStore(e.st, rs, running, e.cfg.Consent.Attribute, sample, e.ownedFilter())
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "state unavailable: "+err.Error())
 		return

@@ -258,7 +258,15 @@ func (e *Engine) Run(ctx context.Context) error {
 		defer close(watchDone)
 		e.watchRules(runCtx)
 	}()
-	defer func() { <-watchDone }()
+	// Defers run last-first: cancel before waiting, or an error return
+	// (runCtx still live) would wait for these goroutines forever.
+	defer func() { cancel(); <-watchDone }()
+	sweepDone := make(chan struct{})
+	go func() {
+		defer close(sweepDone)
+		e.sweepStaleCopies(runCtx)
+	}()
+	defer func() { cancel(); <-sweepDone }()
 	rt := &partitionRuntime{inputs: inputs, enc: enc, out: out, groupOut: groupCh}
 	if e.changelogOn() {
 		rt.changelog = func() *connectors.ChangelogWriter {
@@ -601,6 +609,11 @@ func (e *Engine) replication(ctx context.Context) (int, error) {
 	return min(3, max(1, n)), nil
 }
 
+// changelogMaxCompactionLag bounds how long a superseded changelog value
+// (an erased customer's earlier state) stays in Kafka; its tombstone goes
+// after the topic's delete.retention.ms (Kafka's default: a day).
+const changelogMaxCompactionLag = 24 * time.Hour
+
 // ensureChangelog creates the changelog topic (compacted, one partition
 // per input partition) or checks the one that exists.
 func (e *Engine) ensureChangelog(ctx context.Context, n, rf int) error {
@@ -612,6 +625,10 @@ func (e *Engine) ensureChangelog(ctx context.Context, n, rf int) error {
 			// lets old versions of a customer go, so a restore reads
 			// about one record per customer rather than every commit.
 			"segment.ms": "3600000",
+			// Erasure: a superseded value (an erased customer's earlier
+			// state) is compacted away within a day, not whenever the
+			// dirty ratio happens to call for a cleaning.
+			"max.compaction.lag.ms": strconv.FormatInt(changelogMaxCompactionLag.Milliseconds(), 10),
 		}}
 	if err := connectors.EnsureTopics(ctx, e.cfg.Kafka.Brokers, e.sec, []connectors.TopicSpec{spec}); err != nil {
 		return fmt.Errorf("changelog topic %s: %w", topic, err)

@@ -38,7 +38,7 @@ func TestFarFutureRecordsCannotMoveTheClock(t *testing.T) {
 		// segd creates the merges topic when it starts: the producer may
 		// see it as unknown for a moment.
 		var err error
-		for try := 0; try < 50; try++ {
+		for try := 0; try < 300; try++ {
 			if err = prod.Write(context.Background(), m); err == nil {
 				return
 			}

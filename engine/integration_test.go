@@ -168,6 +168,7 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 		"2024-02-10T12:00:01Z erin vip ENTER seq=1 EVENT r1 [spend_90d=2000]",
 		"2024-02-10T12:00:02Z erin buyer EXIT seq=2 DELETION - []",
 		"2024-02-10T12:00:02Z erin vip EXIT seq=2 DELETION - []",
+		"2024-02-10T12:00:02Z erin  EXIT seq=0 DELETION - []", // the erasure notice
 	}
 	msgs := readTopic(t, brokers, DefaultChangesTopic, len(want), 20*time.Second)
 	var got []string

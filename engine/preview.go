@@ -79,17 +79,26 @@ func PreviewWith(opt PreviewOptions) ([]PreviewSegment, error) {
 		return nil, fmt.Errorf("preview: %w", err)
 	}
 	defer st.Close()
-	return previewStore(st, rs, current, opt.ConsentAttribute, opt.Sample)
+	return previewStore(st, rs, current, opt.ConsentAttribute, opt.Sample, nil)
 }
 
 // previewStore evaluates candidate rules rs against every committed
 // customer of st, each at its partition's committed clock. It reads a
 // snapshot and writes nothing, so it runs beside a live engine. current,
-// the running rules, may be nil (see PreviewSegment.NoHistory).
-func previewStore(st *state.Store, rs *rules.RuleSet, current *rules.RuleSet, consentAttr string, sample int) ([]PreviewSegment, error) {
-	parts, err := st.PartitionsWithCustomers()
+// the running rules, may be nil (see PreviewSegment.NoHistory). include,
+// if set, keeps only the partitions it returns true for: a live engine's
+// store also holds stale copies of partitions another instance runs now
+// (where an erased customer may still be).
+func previewStore(st *state.Store, rs *rules.RuleSet, current *rules.RuleSet, consentAttr string, sample int, include func(int32) bool) ([]PreviewSegment, error) {
+	all, err := st.PartitionsWithCustomers()
 	if err != nil {
 		return nil, err
+	}
+	var parts []int32
+	for _, pn := range all {
+		if include == nil || include(pn) {
+			parts = append(parts, pn)
+		}
 	}
 	out := map[string]*PreviewSegment{}
 	get := func(id string) *PreviewSegment {

@@ -72,6 +72,8 @@ type processorStats struct {
 	exits       uint64
 	timers      uint64
 	deadLetter  map[string]uint64 // by reason
+	// erasureNotices counts erasure notices published (not transitions).
+	erasureNotices uint64
 }
 
 // processor is the deterministic heart of a task: it applies decoded events
@@ -378,7 +380,32 @@ func (p *processor) erase(id string, now int64) error {
 	}
 	p.part.Delete(id)
 	p.stats.deleted++
+	p.emitErasureNotice(id, now, c.born)
 	return nil
+}
+
+// emitErasureNotice tells downstream systems that customer id was erased,
+// member of a segment or not, so they can erase what they hold too. It
+// travels on the changes topic as a SegmentChange today's readers decode
+// (no new symbol: an old reader without an enum default would fail on
+// one): kind EXIT, cause DELETION, an empty segment_id and seq 0, which no
+// transition has (docs/schemas.md).
+func (p *processor) emitErasureNotice(id string, at, born int64) {
+	ch := &p.change
+	*ch = schemas.SegmentChange{
+		ID: changeID(id, "", 0, at, born), CustomerID: id, Kind: schemas.Exit, Seq: 0, Time: at,
+		Cause: schemas.CauseDeletion, RulesVersion: p.rs.Version(), RulesHash: p.rs.Hash(), Traits: ch.Traits[:0],
+	}
+	var err error
+	p.buf, err = p.opt.encodeChange(p.buf[:0], ch)
+	if err != nil {
+		p.opt.log.Warn().Err(err).Msg("erasure notice cannot be encoded; dead-lettered")
+		p.deadLetter(p.opt.changesTopic, -1, -1, []byte(id), nil, reasonUnencodableChange, err)
+		return
+	}
+	p.env = appendEnvelope(p.env[:0], p.opt.changesTopic, id, nil, p.buf)
+	p.part.AppendOutbox(p.env)
+	p.stats.erasureNotices++
 }
 
 // exitOrphans EXITs c from the segments it is still recorded in that the

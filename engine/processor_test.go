@@ -221,6 +221,7 @@ func TestProcessorConsentAndErasure(t *testing.T) {
 	h.expect(
 		"2024-01-01T04:00:00Z carol buyer EXIT deletion",
 		"2024-01-01T04:00:00Z carol vip EXIT deletion",
+		"2024-01-01T04:00:00Z carol  EXIT deletion", // the erasure notice
 	)
 	// Erased: no timer fires for carol later, and she starts fresh.
 	h.apply(purchase("z1", "zed", "2024-06-01T00:00:00Z", 1))
@@ -400,4 +401,16 @@ func TestChangeIDsNeverRepeatAcrossLives(t *testing.T) {
 	if again := run(); strings.Join(again, ",") != strings.Join(first, ",") {
 		t.Fatalf("ids differ between two runs of the same input:\n%q\n%q", first, again)
 	}
+}
+
+// TestErasureNoticeForEveryErasedCustomer: erasing a customer who is in no
+// segment still publishes an erasure notice (empty segment, seq 0), so
+// downstream systems erase what they hold; a member gets its EXITs and
+// the notice.
+func TestErasureNoticeForEveryErasedCustomer(t *testing.T) {
+	h := newHarness(t, testRules)
+	h.apply(schemas.Event{Type: schemas.EventBrowse, EventID: "b1", CustomerID: "nora", Time: ts("2024-01-01T01:00:00Z"), Page: "home"})
+	h.expect()
+	h.apply(schemas.Event{Type: schemas.EventProfile, EventID: "d1", CustomerID: "nora", Time: ts("2024-01-01T02:00:00Z"), Delete: true})
+	h.expect("2024-01-01T02:00:00Z nora  EXIT deletion")
 }

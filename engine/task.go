@@ -131,7 +131,10 @@ func (t *task) run(ctx context.Context) error {
 			t.lastCommit = t.opt.now()
 		default:
 		}
-		if t.pending >= t.opt.commitEvents || (t.pending > 0 && t.opt.now().Sub(t.lastCommit) >= t.opt.commitInterval) || t.proc.part.NeedsCommit() {
+		due := t.opt.now().Sub(t.lastCommit) >= t.opt.commitInterval
+		// Published outbox entries leave the changelog only with a commit
+		// (it logs their deletes): an idle partition commits for them too.
+		if t.pending >= t.opt.commitEvents || (due && (t.pending > 0 || t.proc.part.OutboxDeletesUnlogged())) || t.proc.part.NeedsCommit() {
 			if err := t.commit(); err != nil {
 				return err
 			}

@@ -164,6 +164,14 @@ func (p *Partition) changelogCommitted() {
 	p.clCommitted.Store(p.clNext - 1)
 }
 
+// OutboxDeletesUnlogged reports whether published outbox entries were
+// deleted since the last commit: their copies in the changelog go only
+// with the next commit (which logs the deletes), and they may carry an
+// erased customer's id. Call it from the goroutine that commits.
+func (p *Partition) OutboxDeletesUnlogged() bool {
+	return p.changelog && p.deletedTo.Load() > p.outboxLoggedTo
+}
+
 // ChangelogBytes estimates the bytes the next commit would log: what is
 // staged plus the dirty records. The task commits before it passes
 // Options.ChangelogCommitBytes (see NeedsCommit) so that one commit fits
@@ -384,6 +392,20 @@ func (s *Store) Restore(n int32) (*Restorer, error) {
 		return nil, fmt.Errorf("restore partition %d: wipe: %w", n, err)
 	}
 	return &Restorer{s: s, n: n, b: s.db.NewBatch()}, nil
+}
+
+// Drop deletes every key of partition n (its membership index entries
+// included): a copy this process no longer runs and no longer needs. The
+// partition must not be open or being restored.
+func (s *Store) Drop(n int32) error {
+	if err := s.reserve(n, "drop"); err != nil {
+		return err
+	}
+	defer s.unreserve(n)
+	if err := s.wipe(n); err != nil {
+		return fmt.Errorf("drop partition %d: %w", n, err)
+	}
+	return nil
 }
 
 // ErrPendingChangelog is returned by CatchUp for a partition with

@@ -356,3 +356,54 @@ func TestOutboxWaitsForTheChangelog(t *testing.T) {
 		t.Fatalf("partition without changelog: %q", got)
 	}
 }
+
+// TestOutboxDeletesReachTheChangelog: published outbox entries (which may
+// name an erased customer) are flagged until a commit logs their deletes
+// to the changelog, so an idle partition knows to commit for them.
+func TestOutboxDeletesReachTheChangelog(t *testing.T) {
+	s := openMem(t, vfs.NewMem(), Options{})
+	defer s.Close()
+	p, err := s.Partition(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.EnableChangelog(); err != nil {
+		t.Fatal(err)
+	}
+	p.AppendOutbox([]byte("EXIT erased-customer"))
+	if err := p.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.ChangelogSent(1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if p.OutboxDeletesUnlogged() {
+		t.Fatal("deletes flagged before any publish")
+	}
+	if err := p.DeleteOutbox(1); err != nil {
+		t.Fatal(err)
+	}
+	if !p.OutboxDeletesUnlogged() {
+		t.Fatal("a published entry's delete is not flagged for the changelog")
+	}
+	if err := p.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if p.OutboxDeletesUnlogged() {
+		t.Fatal("still flagged after a commit")
+	}
+	var deletes int
+	if err := p.ReadChangelog(1, 10, func(seq uint64, entry []byte) error {
+		return ForEachChangelogOp(entry, func(op ChangelogOp) error {
+			if op.Deleted && len(op.Key) > 0 && op.Key[0] == ksOutbox {
+				deletes++
+			}
+			return nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if deletes != 1 {
+		t.Fatalf("%d outbox deletes in the changelog entry, want 1", deletes)
+	}
+}

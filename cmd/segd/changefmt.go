@@ -20,6 +20,12 @@ func appendChangeLine(dst []byte, c *schemas.SegmentChange) []byte {
 	start := len(dst)
 	dst = append(dst, schemas.FormatTime(c.Time)...)
 	dst = append(dst, ' ')
+	if c.SegmentID == "" && c.Seq == 0 {
+		// An erasure notice (docs/schemas.md), not a transition.
+		dst = append(dst, "ERASED "...)
+		dst = append(dst, c.CustomerID...)
+		return append(dst, '\n')
+	}
 	dst = appendPadded(dst, c.Kind.String(), 5)
 	dst = append(dst, ' ')
 	dst = appendPadded(dst, c.SegmentID, 15)
