@@ -126,6 +126,7 @@ func TestPartitionConsumerBoundsBacklog(t *testing.T) {
 		records int
 		bytes   int64
 	}{
+		{"defaults", 0, 0},
 		{"records bind", 3000, 64 << 20},
 		{"bytes bind", 100000, 256 << 10},
 	} {
@@ -134,6 +135,9 @@ func TestPartitionConsumerBoundsBacklog(t *testing.T) {
 				MaxIdle: 30 * time.Second, MaxBufferedRecords: tc.records, MaxBufferedBytes: tc.bytes})
 			if err != nil {
 				t.Fatal(err)
+			}
+			if tc.records == 0 {
+				tc.records, tc.bytes = DefaultMaxBufferedRecords, DefaultMaxBufferedBytes
 			}
 			defer c.Close()
 			// Sample what a metric scrape would see, from another goroutine.
