@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -30,6 +31,18 @@ type PartitionConsumerOptions struct {
 	StopAtEnd bool
 	// FetchMaxWait bounds a broker fetch. Default 250ms.
 	FetchMaxWait time.Duration
+	// MaxBufferedRecords bounds the records fetched but not yet returned
+	// by Poll, over all topics: each topic gets an equal share (at least
+	// one record), and a topic whose share is full stops fetching until
+	// Poll takes its records; the others go on. Default 10000
+	// (DefaultMaxBufferedRecords).
+	MaxBufferedRecords int
+	// MaxBufferedBytes bounds the keys, values and headers of the same
+	// records, shared out the same way. A record larger than a topic's
+	// share is still taken when the topic has nothing else buffered, or
+	// the merge could wait for it forever. Default 64 MiB
+	// (DefaultMaxBufferedBytes).
+	MaxBufferedBytes int64
 	// Security: TLS and SASL; nil is plaintext.
 	Security *Security
 	// OnFetchError, if set, hears of every failed fetch; the consumer
@@ -44,18 +57,48 @@ type PartitionConsumerOptions struct {
 	OnRecordsLost func(topic string, from, to int64)
 }
 
+// Default bounds of what a PartitionConsumer buffers.
+const (
+	DefaultMaxBufferedRecords       = 10000
+	DefaultMaxBufferedBytes   int64 = 64 << 20
+)
+
+// maxFetchBytes is the most one broker fetch of a topic asks for.
+const maxFetchBytes = 8 << 20
+
 // PartitionConsumer reads one partition number of several topics and
 // merges them into one stream ordered by record timestamp (ties by topic
 // order, then offset), the way Kafka Streams merges a task's partitions:
 // while a topic is behind and has nothing buffered, the others wait up to
 // MaxIdle. With all records already in Kafka (a replay, a restart under
 // backlog) the order is therefore deterministic. Poll is for one goroutine;
-// Close may be called from any.
+// Close and Buffered may be called from any.
+//
+// # Back-pressure
+//
+// Each topic has its own queue, bounded by its share of MaxBufferedRecords
+// and MaxBufferedBytes. A topic whose queue is full (it is ahead of the
+// others in time, or the caller is slow) stops fetching until Poll takes
+// from it; topics that are behind keep fetching, and a topic with an empty
+// queue always takes the next record it fetches, so the merge never waits
+// for a record that back-pressure keeps out. The bounds decide when records
+// arrive, never which goes next: the merge order is the same whatever they
+// are. Beyond the queues, kafka-go's reader of each topic holds the records
+// it decoded ahead (readAhead) and the record batch it is decoding.
 type PartitionConsumer struct {
-	opts    PartitionConsumerOptions
-	in      chan fetched
-	queues  [][]Message
-	caught  []bool
+	opts         PartitionConsumerOptions
+	shareRecords int   // per topic
+	shareBytes   int64 // per topic
+
+	mu      sync.Mutex
+	topics  []topicBuffer // guarded by mu
+	arrived chan struct{} // a fetcher queued a record; capacity 1
+
+	// Totals over the queues, written under mu, read by Buffered.
+	records, bytes, paused atomic.Int64
+	peakRecords, peakBytes atomic.Int64
+
+	// Poll's own.
 	end     []int64 // StopAtEnd: end offsets at start
 	next    []int64 // next offset each topic will deliver
 	startAt []int64 // the offset each topic started at
@@ -67,10 +110,32 @@ type PartitionConsumer struct {
 	once   sync.Once
 }
 
-type fetched struct {
-	topic int
-	msg   kafka.Message
-	err   error
+// topicBuffer is one topic's queue of fetched records.
+type topicBuffer struct {
+	q      ring
+	bytes  int64
+	caught bool          // the last record queued was the end of the partition
+	paused bool          // the fetcher waits for room
+	room   chan struct{} // Poll took records while paused; capacity 1
+}
+
+// BufferStats describe what a PartitionConsumer holds fetched but not yet
+// returned by Poll.
+type BufferStats struct {
+	Records, Bytes int64 // buffered now
+	// PeakRecords and PeakBytes are the most buffered at any moment since
+	// the consumer started.
+	PeakRecords, PeakBytes int64
+	// PausedTopics are the topics whose fetching waits for Poll to take
+	// records from their full queue.
+	PausedTopics int
+}
+
+// Buffered returns the consumer's buffer statistics. Safe for concurrent
+// use.
+func (c *PartitionConsumer) Buffered() BufferStats {
+	return BufferStats{Records: c.records.Load(), Bytes: c.bytes.Load(),
+		PeakRecords: c.peakRecords.Load(), PeakBytes: c.peakBytes.Load(), PausedTopics: int(c.paused.Load())}
 }
 
 // NewPartitionConsumer starts a reader per topic at the given offsets.
@@ -84,12 +149,22 @@ func NewPartitionConsumer(opts PartitionConsumerOptions) (*PartitionConsumer, er
 	if opts.FetchMaxWait == 0 {
 		opts.FetchMaxWait = 250 * time.Millisecond
 	}
+	if opts.MaxBufferedRecords <= 0 {
+		opts.MaxBufferedRecords = DefaultMaxBufferedRecords
+	}
+	if opts.MaxBufferedBytes <= 0 {
+		opts.MaxBufferedBytes = DefaultMaxBufferedBytes
+	}
+	n := len(opts.Topics)
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &PartitionConsumer{
-		opts: opts, in: make(chan fetched, 4096), ctx: ctx, cancel: cancel,
-		queues: make([][]Message, len(opts.Topics)), caught: make([]bool, len(opts.Topics)),
-		end: make([]int64, len(opts.Topics)), next: make([]int64, len(opts.Topics)),
-		startAt: make([]int64, len(opts.Topics)),
+		opts: opts, ctx: ctx, cancel: cancel,
+		shareRecords: max(1, opts.MaxBufferedRecords/n), shareBytes: max(1, opts.MaxBufferedBytes/int64(n)),
+		topics: make([]topicBuffer, n), arrived: make(chan struct{}, 1),
+		end: make([]int64, n), next: make([]int64, n), startAt: make([]int64, n),
+	}
+	for i := range c.topics {
+		c.topics[i].room = make(chan struct{}, 1)
 	}
 	startCtx, startCancel := context.WithTimeout(ctx, 30*time.Second)
 	defer startCancel()
@@ -115,7 +190,7 @@ func NewPartitionConsumer(opts PartitionConsumerOptions) (*PartitionConsumer, er
 		}
 		c.next[i], c.startAt[i] = start, start
 		c.end[i] = end[t]
-		c.caught[i] = start >= end[t]
+		c.topics[i].caught = start >= end[t]
 		r, err := c.newReader(t, start)
 		if err != nil {
 			c.Close()
@@ -127,14 +202,25 @@ func NewPartitionConsumer(opts PartitionConsumerOptions) (*PartitionConsumer, er
 	return c, nil
 }
 
+// readAhead is how many records kafka-go's reader of a topic may decode
+// ahead of the topic's queue: a few, so that back-pressure reaches the
+// broker soon, yet enough to keep the reader busy while Poll runs.
+func (c *PartitionConsumer) readAhead() int {
+	return min(100, max(1, c.shareRecords/16))
+}
+
 func (c *PartitionConsumer) newReader(topic string, offset int64) (*kafka.Reader, error) {
+	// A fetch asks for no more than the topic's share of the byte bound
+	// (Kafka still returns a first record batch that is larger).
+	fetchMax := int(min(maxFetchBytes, max(64<<10, c.shareBytes)))
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:         c.opts.Brokers,
 		Topic:           topic,
 		Partition:       c.opts.Partition,
 		MinBytes:        1,
-		MaxBytes:        8 << 20,
+		MaxBytes:        fetchMax,
 		MaxWait:         c.opts.FetchMaxWait,
+		QueueCapacity:   c.readAhead(),
 		ReadLagInterval: -1,
 		Dialer:          c.opts.Security.dialer(),
 	})
@@ -145,7 +231,8 @@ func (c *PartitionConsumer) newReader(topic string, offset int64) (*kafka.Reader
 	return r, nil
 }
 
-// fetch reads topic i into c.in until the consumer closes. A failed fetch
+// fetch reads topic i into its queue until the consumer closes, waiting
+// while the queue is full. A failed fetch
 // (a broker down, a leader moving) is reported to OnFetchError and retried
 // from the next offset with a new reader, with backoff: losing a broker
 // must not stop the partition.
@@ -190,12 +277,85 @@ func (c *PartitionConsumer) fetch(i int, r *kafka.Reader, next int64) {
 			c.checkGap(i, next, m.Offset, &lastGapCheck)
 		}
 		next = m.Offset + 1
-		select {
-		case c.in <- fetched{topic: i, msg: m}:
-		case <-c.ctx.Done():
+		if !c.put(i, fromKafka(&m)) {
 			return
 		}
 	}
+}
+
+// recordBytes is what a record counts against MaxBufferedBytes.
+func recordBytes(m *Message) int64 {
+	n := len(m.Key) + len(m.Value)
+	for _, h := range m.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return int64(n)
+}
+
+// put queues m, fetched from topic i, once the topic's queue has room for
+// it: fewer records than its share and room for m's bytes, or nothing at
+// all (a record is never kept out of an empty queue, so the merge cannot
+// wait for a record that back-pressure holds back). It returns false if
+// the consumer closed meanwhile.
+func (c *PartitionConsumer) put(i int, m Message) bool {
+	size := recordBytes(&m)
+	t := &c.topics[i]
+	for {
+		c.mu.Lock()
+		if n := t.q.len(); n == 0 || (n < c.shareRecords && t.bytes+size <= c.shareBytes) {
+			if t.paused {
+				t.paused = false
+				c.paused.Add(-1)
+			}
+			t.q.push(m)
+			t.bytes += size
+			if m.HighWaterMark > 0 && m.Offset+1 >= m.HighWaterMark {
+				t.caught = true
+			} else if m.HighWaterMark > m.Offset+1 {
+				t.caught = false
+			}
+			if r := c.records.Add(1); r > c.peakRecords.Load() {
+				c.peakRecords.Store(r)
+			}
+			if b := c.bytes.Add(size); b > c.peakBytes.Load() {
+				c.peakBytes.Store(b)
+			}
+			c.mu.Unlock()
+			select {
+			case c.arrived <- struct{}{}:
+			default:
+			}
+			return true
+		}
+		if !t.paused {
+			t.paused = true
+			c.paused.Add(1)
+		}
+		c.mu.Unlock()
+		select {
+		case <-t.room:
+		case <-c.ctx.Done():
+			return false
+		}
+	}
+}
+
+// take removes the head of topic i's queue, under c.mu, and wakes the
+// topic's fetcher if it waits for room.
+func (c *PartitionConsumer) take(i int) Message {
+	t := &c.topics[i]
+	m := t.q.pop()
+	size := recordBytes(&m)
+	t.bytes -= size
+	c.records.Add(-1)
+	c.bytes.Add(-size)
+	if t.paused {
+		select {
+		case t.room <- struct{}{}:
+		default:
+		}
+	}
+	return m
 }
 
 // bigGap is a jump in offsets checked against the log start however
@@ -228,42 +388,32 @@ func (c *PartitionConsumer) checkGap(i int, from, to int64, last *time.Time) {
 	}
 }
 
-func (c *PartitionConsumer) accept(f fetched) error {
-	if f.err != nil {
-		return fmt.Errorf("fetch %s/%d: %w", c.opts.Topics[f.topic], c.opts.Partition, f.err)
-	}
-	m := fromKafka(&f.msg)
-	c.queues[f.topic] = append(c.queues[f.topic], m)
-	if m.HighWaterMark > 0 && m.Offset+1 >= m.HighWaterMark {
-		c.caught[f.topic] = true
-	} else if m.HighWaterMark > m.Offset+1 {
-		c.caught[f.topic] = false
-	}
-	return nil
-}
-
 // done reports whether topic i has delivered everything up to its end
 // offset at start (StopAtEnd).
 func (c *PartitionConsumer) done(i int) bool {
 	return c.opts.StopAtEnd && c.next[i] >= c.end[i]
 }
 
-// pick returns the topic whose head goes next, or -1 to wait.
+// pick returns the topic whose head goes next, or -1 to wait. It runs
+// under c.mu.
 func (c *PartitionConsumer) pick(now time.Time) int {
 	best := -1
+	var bestTime time.Time
 	waiting := false
-	for i := range c.queues {
-		if len(c.queues[i]) == 0 {
-			if !c.caught[i] && !c.done(i) {
+	for i := range c.topics {
+		t := &c.topics[i]
+		if t.q.len() == 0 {
+			if !t.caught && !c.done(i) {
 				waiting = true
 			}
 			continue
 		}
-		if c.opts.StopAtEnd && c.queues[i][0].Offset >= c.end[i] {
+		head := t.q.front()
+		if c.opts.StopAtEnd && head.Offset >= c.end[i] {
 			continue // past the replay's end
 		}
-		if best < 0 || c.queues[i][0].Time.Before(c.queues[best][0].Time) {
-			best = i
+		if best < 0 || head.Time.Before(bestTime) {
+			best, bestTime = i, head.Time
 		}
 	}
 	if best < 0 {
@@ -286,40 +436,31 @@ func (c *PartitionConsumer) pick(now time.Time) int {
 // Poll returns the next records, in merge order, appended to dst (up to
 // its capacity, at least 64). It waits up to maxWait for the first one; it
 // returns io.EOF with StopAtEnd once everything up to the end is delivered.
+// Records it returns no longer count against the buffer bounds.
 func (c *PartitionConsumer) Poll(ctx context.Context, dst []Message, maxWait time.Duration) ([]Message, error) {
 	limit := max(cap(dst), 64)
 	deadline := time.Now().Add(maxWait)
 	timer := time.NewTimer(maxWait)
 	defer timer.Stop()
 	for {
-		for drained := false; !drained; {
-			select {
-			case f := <-c.in:
-				if err := c.accept(f); err != nil {
-					return dst, err
-				}
-			default:
-				drained = true
-			}
-		}
 		now := time.Now()
+		c.mu.Lock()
 		for len(dst) < limit {
 			i := c.pick(now)
 			if i < 0 {
 				break
 			}
-			m := c.queues[i][0]
-			c.queues[i][0] = Message{}
-			c.queues[i] = c.queues[i][1:]
+			m := c.take(i)
 			c.next[i] = m.Offset + 1
 			dst = append(dst, m)
 		}
+		c.mu.Unlock()
 		if len(dst) > 0 {
 			return dst, nil
 		}
 		if c.opts.StopAtEnd {
 			all := true
-			for i := range c.queues {
+			for i := range c.topics {
 				if !c.done(i) {
 					all = false
 				}
@@ -337,10 +478,7 @@ func (c *PartitionConsumer) Poll(ctx context.Context, dst []Message, maxWait tim
 		}
 		timer.Reset(max(wait, time.Millisecond))
 		select {
-		case f := <-c.in:
-			if err := c.accept(f); err != nil {
-				return dst, err
-			}
+		case <-c.arrived:
 		case <-timer.C:
 		case <-ctx.Done():
 			return dst, ctx.Err()
@@ -348,6 +486,37 @@ func (c *PartitionConsumer) Poll(ctx context.Context, dst []Message, maxWait tim
 			return dst, errors.New("connectors: consumer closed")
 		}
 	}
+}
+
+// ring is a FIFO of records that grows by doubling and never shrinks: a
+// queue's memory follows its bound, not the backlog.
+type ring struct {
+	buf     []Message
+	head, n int
+}
+
+func (r *ring) len() int { return r.n }
+
+func (r *ring) front() *Message { return &r.buf[r.head] }
+
+func (r *ring) push(m Message) {
+	if r.n == len(r.buf) {
+		grown := make([]Message, max(16, 2*len(r.buf)))
+		for k := 0; k < r.n; k++ {
+			grown[k] = r.buf[(r.head+k)%len(r.buf)]
+		}
+		r.buf, r.head = grown, 0
+	}
+	r.buf[(r.head+r.n)%len(r.buf)] = m
+	r.n++
+}
+
+func (r *ring) pop() Message {
+	m := r.buf[r.head]
+	r.buf[r.head] = Message{} // let the record's bytes go
+	r.head = (r.head + 1) % len(r.buf)
+	r.n--
+	return m
 }
 
 // StartLag returns, by topic, how many records the consumer was behind

@@ -83,6 +83,14 @@ type KafkaConfig struct {
 	// one topic is behind with nothing fetched yet, the others wait this
 	// long for it. Default 500ms.
 	MaxTaskIdle time.Duration `yaml:"max_task_idle"`
+	// MaxBufferedRecords bounds, per partition, the input records fetched
+	// and not yet handed to the task, over all its input topics (each
+	// topic gets an equal share); a topic whose share is full pauses
+	// fetching. Default 10000.
+	MaxBufferedRecords int `yaml:"max_buffered_records"`
+	// MaxBufferedBytes bounds the same records' keys, values and headers
+	// per partition, shared out the same way. Default 64 MiB.
+	MaxBufferedBytes int64 `yaml:"max_buffered_bytes"`
 	// Topics names the input and output topics.
 	Topics TopicsConfig `yaml:"topics"`
 	// TLS encrypts every connection to Kafka.
@@ -305,6 +313,12 @@ func (c *Config) EnsureDefaults() {
 	if k.MaxTaskIdle == 0 {
 		k.MaxTaskIdle = 500 * time.Millisecond
 	}
+	if k.MaxBufferedRecords == 0 {
+		k.MaxBufferedRecords = connectors.DefaultMaxBufferedRecords
+	}
+	if k.MaxBufferedBytes == 0 {
+		k.MaxBufferedBytes = connectors.DefaultMaxBufferedBytes
+	}
 	t := &k.Topics
 	def(&t.Purchases.Name, DefaultPurchasesTopic)
 	def(&t.Browses.Name, DefaultBrowsesTopic)
@@ -423,6 +437,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Kafka.MaxTaskIdle < 0 || c.Kafka.MaxTaskIdle > time.Hour {
 		bad("kafka.max_task_idle (%s) must be between 0 and 1h", c.Kafka.MaxTaskIdle)
+	}
+	if c.Kafka.MaxBufferedRecords < 100 || c.Kafka.MaxBufferedRecords > 10_000_000 {
+		bad("kafka.max_buffered_records (%d) must be between 100 and 10000000", c.Kafka.MaxBufferedRecords)
+	}
+	if c.Kafka.MaxBufferedBytes < 1<<20 || c.Kafka.MaxBufferedBytes > 16<<30 {
+		bad("kafka.max_buffered_bytes (%d) must be between 1048576 (1 MiB) and 17179869184 (16 GiB)", c.Kafka.MaxBufferedBytes)
 	}
 	if c.Kafka.Assignment != "group" && c.Kafka.Assignment != "all" {
 		bad("kafka.assignment (%q) must be group or all", c.Kafka.Assignment)

@@ -32,6 +32,8 @@ func TestConfigDefaultsAndEnv(t *testing.T) {
 		{"env duration", cfg.Commit.Interval, 50 * time.Millisecond},
 		{"cache default", cfg.State.CacheBytes, int64(256 << 20)},
 		{"group default", cfg.Kafka.Group, "segd"},
+		{"buffered records default", cfg.Kafka.MaxBufferedRecords, 10000},
+		{"buffered bytes default", cfg.Kafka.MaxBufferedBytes, int64(64 << 20)},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -59,6 +61,8 @@ func TestConfigValidateNamesFields(t *testing.T) {
 		{"tls off with files", "kafka: {brokers: [a:1], tls: {ca_file: ca.pem}}\nrules: {file: r}\n",
 			[]string{"kafka.tls files are set but kafka.tls.enabled is false"}},
 		{"tiny cache", "kafka: {brokers: [a:1]}\nrules: {file: r}\nstate: {cache_bytes: 10}\n", []string{"state.cache_bytes (10) must be >= 1048576"}},
+		{"buffer bounds", "kafka: {brokers: [a:1], max_buffered_records: 5, max_buffered_bytes: -1}\nrules: {file: r}\n",
+			[]string{"kafka.max_buffered_records (5) must be between 100 and 10000000", "kafka.max_buffered_bytes (-1) must be between 1048576 (1 MiB) and 17179869184 (16 GiB)"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

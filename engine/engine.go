@@ -540,6 +540,10 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 		Offsets:   start,
 		Latest:    e.cfg.Kafka.StartFrom == "latest",
 		MaxIdle:   e.cfg.Kafka.MaxTaskIdle,
+		// Back-pressure: what the partition may hold fetched but not
+		// yet processed.
+		MaxBufferedRecords: e.cfg.Kafka.MaxBufferedRecords,
+		MaxBufferedBytes:   e.cfg.Kafka.MaxBufferedBytes,
 		// The documented meaning of kafka.max_wait: a fetch waits at most
 		// this long for new records.
 		FetchMaxWait: e.cfg.Kafka.MaxWait,
@@ -560,6 +564,7 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 	pm := e.m.partition(p)
 	pm.outboxDepth.Set(float64(part.OutboxDepth()))
 	pm.changelogDepth.Set(float64(part.ChangelogDepth()))
+	pm.reportBuffered(src.Buffered())
 	pub := newPublisher(part, out, log, pm, setAsidePolicy{deadLetterTopic: e.cfg.Kafka.Topics.DeadLetter, unknownTopicFor: e.cfg.Output.UnknownTopicTimeout})
 	pub.lat = &latencyTracker{}
 	proc.lat = pub.lat

@@ -50,7 +50,8 @@ func gaugePartitions(t *testing.T, eng *Engine) string {
 	by := map[string]string{}
 	for _, mf := range mfs {
 		switch mf.GetName() {
-		case "segd_outbox_depth", "segd_changelog_depth", "segd_watermark_seconds", "segd_consumer_lag":
+		case "segd_outbox_depth", "segd_changelog_depth", "segd_watermark_seconds", "segd_consumer_lag",
+			"segd_consumer_buffered_records", "segd_consumer_buffered_bytes", "segd_consumer_paused_topics":
 		default:
 			continue
 		}

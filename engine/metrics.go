@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/segd/segd/connectors"
 	"github.com/segd/segd/schemas"
 	"github.com/segd/segd/state"
 )
@@ -39,6 +40,9 @@ type metrics struct {
 	evaluations   prometheus.Counter
 	transitions   *prometheus.CounterVec // segment, kind
 	lag           *prometheus.GaugeVec   // topic, partition
+	bufRecords    *prometheus.GaugeVec   // partition
+	bufBytes      *prometheus.GaugeVec   // partition
+	pausedTopics  *prometheus.GaugeVec   // partition
 
 	changelogRecords *prometheus.CounterVec // partition
 	changelogSecs    prometheus.Histogram
@@ -118,6 +122,15 @@ func newMetrics() *metrics {
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "segd_consumer_lag", Help: "Records behind the end of each input topic partition, as of the last record read.",
 		}, []string{"topic", "partition"}),
+		bufRecords: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "segd_consumer_buffered_records", Help: "Input records fetched but not yet processed, by partition (bounded by kafka.max_buffered_records), as of the task's last poll.",
+		}, []string{"partition"}),
+		bufBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "segd_consumer_buffered_bytes", Help: "Keys, values and headers of the input records fetched but not yet processed, by partition (bounded by kafka.max_buffered_bytes), as of the task's last poll.",
+		}, []string{"partition"}),
+		pausedTopics: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "segd_consumer_paused_topics", Help: "Input topics of a partition whose fetching waits because their share of the buffer is full (they are ahead of the others, or the partition is behind), as of the task's last poll.",
+		}, []string{"partition"}),
 		corruptOutbox: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "segd_outbox_corrupt_total", Help: "Outbox entries skipped because they could not be decoded.",
 		}),
@@ -164,7 +177,7 @@ func newMetrics() *metrics {
 			Name: "segd_input_records_lost_total", Help: "Input records Kafka deleted (retention, DeleteRecords) before segd read them, by topic: state misses them.",
 		}, []string{"topic"}),
 	}
-	reg.MustRegister(m.fetchErrors, m.recordsLost)
+	reg.MustRegister(m.fetchErrors, m.recordsLost, m.bufRecords, m.bufBytes, m.pausedTopics)
 	reg.MustRegister(m.changelogRecords, m.changelogSecs, m.changelogDepth, m.restoring, m.restoreRecords, m.restoreSeconds, m.rebalances, m.owned, m.rebalancePause)
 	reg.MustRegister(m.events, m.deadLetters, m.duplicates, m.late, m.tooLate, m.deletions, m.changes, m.timers,
 		m.commitSeconds, m.published, m.publishFail, m.publishErrs, m.setAside, m.publishSecs, m.eventToChange, m.consumeToChg, m.corruptOutbox, m.evaluations, m.transitions, m.lag, m.watermark, m.outboxDepth,
@@ -187,6 +200,9 @@ type partitionMetrics struct {
 	corruptOutbox   prometheus.Counter
 	watermark       prometheus.Gauge
 	outboxDepth     prometheus.Gauge
+	bufRecords      prometheus.Gauge
+	bufBytes        prometheus.Gauge
+	pausedTopics    prometheus.Gauge
 
 	changelogRecords prometheus.Counter
 	changelogSeconds prometheus.Histogram
@@ -204,6 +220,9 @@ func (m *metrics) forgetPartition(p int32) {
 	m.publishFail.DeleteLabelValues(label)
 	m.changelogDepth.DeleteLabelValues(label)
 	m.lag.DeletePartialMatch(prometheus.Labels{"partition": label})
+	m.bufRecords.DeleteLabelValues(label)
+	m.bufBytes.DeleteLabelValues(label)
+	m.pausedTopics.DeleteLabelValues(label)
 }
 
 func (m *metrics) partition(p int32) *partitionMetrics {
@@ -222,6 +241,9 @@ func (m *metrics) partition(p int32) *partitionMetrics {
 		corruptOutbox:   m.corruptOutbox,
 		watermark:       m.watermark.WithLabelValues(label),
 		outboxDepth:     m.outboxDepth.WithLabelValues(label),
+		bufRecords:      m.bufRecords.WithLabelValues(label),
+		bufBytes:        m.bufBytes.WithLabelValues(label),
+		pausedTopics:    m.pausedTopics.WithLabelValues(label),
 
 		changelogRecords: m.changelogRecords.WithLabelValues(label),
 		changelogSeconds: m.changelogSecs,
@@ -278,6 +300,13 @@ func (pm *partitionMetrics) report(p *processor, last *processorStats, commit ti
 	// Also here, not only after a write: while the changelog cannot be
 	// written (a broker down) the depth must show it growing.
 	pm.changelogDepth.Set(float64(p.part.ChangelogDepth()))
+}
+
+// reportBuffered exports what the partition's consumer buffers.
+func (pm *partitionMetrics) reportBuffered(s connectors.BufferStats) {
+	pm.bufRecords.Set(float64(s.Records))
+	pm.bufBytes.Set(float64(s.Bytes))
+	pm.pausedTopics.Set(float64(s.PausedTopics))
 }
 
 func addDelta(c prometheus.Counter, now uint64, last *uint64) {

@@ -534,6 +534,7 @@ func replayTopics(ctx context.Context, cfg *Config, out io.Writer, log zerolog.L
 		part, proc := procs[p].part, procs[p]
 		src, err := connectors.NewPartitionConsumer(connectors.PartitionConsumerOptions{
 			Brokers: cfg.Kafka.Brokers, Topics: topics, Partition: int(p), StopAtEnd: true, MaxIdle: 30 * time.Second, Security: sec,
+			MaxBufferedRecords: cfg.Kafka.MaxBufferedRecords, MaxBufferedBytes: cfg.Kafka.MaxBufferedBytes,
 			OnRecordsLost: func(topic string, from, to int64) {
 				lost.Add(to - from)
 				logRecordsLost(log, topic, p, from, to)

@@ -24,6 +24,12 @@ type source interface {
 	Close() error
 }
 
+// bufferedSource is a source that reports what it holds fetched but not
+// yet polled (connectors.PartitionConsumer does), for the buffer gauges.
+type bufferedSource interface {
+	Buffered() connectors.BufferStats
+}
+
 // inputDecoder decodes one input topic's values.
 type inputDecoder interface {
 	Decode(value []byte, e *schemas.Event) error
@@ -61,6 +67,7 @@ type task struct {
 	opt  taskOptions
 	proc *processor
 	src  source
+	bsrc bufferedSource // src, if it reports its buffer; else nil
 	pub  *publisher
 	cl   *changelogPublisher // nil without a changelog
 	log  zerolog.Logger
@@ -100,6 +107,9 @@ func (t *task) run(ctx context.Context) error {
 			}
 		}
 		msgs, err := t.src.Poll(ctx, t.buf[:0], wait)
+		if t.m != nil && t.bsrc != nil {
+			t.m.reportBuffered(t.bsrc.Buffered())
+		}
 		for i := range msgs {
 			if herr := t.handle(&msgs[i]); herr != nil {
 				return herr
@@ -368,6 +378,8 @@ const groupCommitInterval = time.Second
 
 // openTask builds a task for partition id, resuming from its stored offsets.
 func openTask(id int32, part *state.Partition, proc *processor, src source, pub *publisher, opt taskOptions, log zerolog.Logger, m *partitionMetrics) *task {
-	return &task{id: id, opt: opt, proc: proc, src: src, pub: pub, log: log, m: m, next: map[string]int64{}, committed: map[string]int64{},
+	t := &task{id: id, opt: opt, proc: proc, src: src, pub: pub, log: log, m: m, next: map[string]int64{}, committed: map[string]int64{},
 		control: make(chan pauseReq, 1), done: make(chan struct{})}
+	t.bsrc, _ = src.(bufferedSource)
+	return t
 }
