@@ -60,6 +60,10 @@ const (
 	// ReasonBadField: a control field (delete, alias_of, attributes) of
 	// the wrong type, e.g. "delete":"true". Never read as absent.
 	ReasonBadField Reason = "bad_field"
+	// ReasonIncompatibleSchema: the writer schema (from the registry)
+	// lacks a field segd's reader schema has without a default
+	// (ErrSchemaMismatch), or is not a record.
+	ReasonIncompatibleSchema Reason = "incompatible_schema"
 )
 
 // DecodeError is why an input record was rejected.
