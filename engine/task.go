@@ -81,6 +81,9 @@ type task struct {
 	event      schemas.Event
 	buf        []connectors.Message
 	reported   processorStats
+	// decodeWaiting is set while the task waits on a record it cannot
+	// decode yet (decodewait.go), for /readyz.
+	decodeWaiting atomic.Pointer[DecodeWait]
 }
 
 // run consumes until ctx is done or the source ends (io.EOF, replays), then
@@ -101,7 +104,10 @@ func (t *task) run(ctx context.Context) error {
 		}
 		msgs, err := t.src.Poll(ctx, t.buf[:0], wait)
 		for i := range msgs {
-			if herr := t.handle(&msgs[i]); herr != nil {
+			if herr := t.handleOrWait(ctx, &msgs[i]); herr != nil {
+				if errors.Is(herr, errDecodeStopped) {
+					return t.commit()
+				}
 				return herr
 			}
 		}
@@ -120,15 +126,9 @@ func (t *task) run(ctx context.Context) error {
 		t.reportGroupOffsets()
 		select {
 		case req := <-t.control:
-			// Commit, then hold still while the engine works on this
-			// partition from its own goroutine (rule reload).
-			if err := t.commit(); err != nil {
-				close(req.paused)
+			if err := t.pause(req); err != nil {
 				return err
 			}
-			close(req.paused)
-			<-req.resume
-			t.lastCommit = t.opt.now()
 		default:
 		}
 		if t.pending >= t.opt.commitEvents || (t.pending > 0 && t.opt.now().Sub(t.lastCommit) >= t.opt.commitInterval) || t.proc.part.NeedsCommit() {
@@ -192,7 +192,9 @@ func (t *task) setLag(topic string, lag int64) {
 }
 
 // handle applies one input record. Only state failures are returned; a bad
-// record is dead-lettered and the partition moves on.
+// record is dead-lettered and the partition moves on. A decode error marked
+// connectors.ErrTransient is returned too, with the record neither applied
+// nor counted as read.
 func (t *task) handle(m *connectors.Message) error {
 	t.next[m.Topic] = m.Offset + 1
 	t.pending++
@@ -233,6 +235,13 @@ func (t *task) handle(m *connectors.Message) error {
 		return nil
 	default:
 		if err := in.decoder.Decode(m.Value, e); err != nil {
+			if errors.Is(err, connectors.ErrTransient) {
+				// Not the record's fault: not applied, not skipped;
+				// handleOrWait tries it again.
+				t.next[m.Topic] = m.Offset
+				t.pending--
+				return err
+			}
 			t.proc.deadLetter(m.Topic, int32(m.Partition), m.Offset, m.Key, m.Value, reasonOf(err), err)
 			return nil
 		}
@@ -301,6 +310,19 @@ func (t *task) commit() error {
 	if t.cl != nil {
 		t.cl.poke()
 	}
+	return nil
+}
+
+// pause commits, then holds still while the engine works on this
+// partition from its own goroutine (rule reload), until req.resume.
+func (t *task) pause(req pauseReq) error {
+	if err := t.commit(); err != nil {
+		close(req.paused)
+		return err
+	}
+	close(req.paused)
+	<-req.resume
+	t.lastCommit = t.opt.now()
 	return nil
 }
 
