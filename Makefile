@@ -5,7 +5,7 @@ PKGS      := ./...
 FUZZTIME  ?= 60s
 STATICCHECK_VERSION ?= v0.7.0
 
-.PHONY: all build test test-kafka test-fast demo bench bench-quick bench-scaling bench-go lint fuzz clean
+.PHONY: all build test test-kafka test-registry test-fast demo bench bench-quick bench-scaling bench-go lint fuzz clean
 
 all: build
 
@@ -13,7 +13,9 @@ build:
 	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/segd
 
 # test runs every test with the race detector: vet, unit, crash and integration
-# tests (the embedded Kafka broker needs nothing installed).
+# tests (the embedded Kafka broker needs nothing installed), with a real schema
+# registry running for the registry tests (see test-registry; they fail here
+# without one).
 test: build
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
@@ -21,7 +23,8 @@ test: build
 	cd bench/goka && $(GO) vet ./...
 	cd deploy/validate && $(GO) test -count=1 ./...
 	./scripts/install-chromium.sh
-	SEGD_UI_TEST=1 SEGD_ARTIFACTS=$(CURDIR)/artifacts $(GO) test -race -count=1 -timeout 20m $(PKGS)
+	SEGD_UI_TEST=1 SEGD_REQUIRE_REGISTRY=1 SEGD_ARTIFACTS=$(CURDIR)/artifacts \
+	  ./deploy/registry/with-registry.sh $(GO) test -race -count=1 -timeout 20m $(PKGS)
 	$(MAKE) test-kafka
 
 # test-kafka starts real Apache Kafka brokers (3.9.1 and 4.1.0, KRaft, jars
@@ -29,6 +32,13 @@ test: build
 # the real-broker tests against each (deploy/kafka/).
 test-kafka:
 	GO=$(GO) ./deploy/kafka/test-kafka.sh
+
+# test-registry runs only the tests that need a real schema registry: Apicurio
+# Registry 2.6.13.Final (Java 17), installed with mvn from Maven Central into
+# ~/.cache/segd on first use and started on a free loopback port for the run
+# (deploy/registry/). Without it, `go test ./...` skips them.
+test-registry:
+	SEGD_REQUIRE_REGISTRY=1 ./deploy/registry/with-registry.sh $(GO) test -count=1 -v -run 'RealRegistry' ./engine
 
 # test-fast skips the race detector, for quick local iterations.
 test-fast:

@@ -13,8 +13,29 @@ import (
 	"time"
 )
 
-// ErrSchemaNotFound is returned for a schema id the registry does not know.
+// ErrSchemaNotFound is returned for a schema id the registry says it does
+// not know: HTTP 404 with the Confluent error code 40403. It is permanent.
 var ErrSchemaNotFound = errors.New("connectors: schema id not found in the registry")
+
+// ErrTransient marks an error that says nothing about the record, only that
+// a service could not answer now: the registry down, refusing connections,
+// timing out, answering 5xx or anything but a schema or an authoritative
+// not-found. The same call may succeed later; callers retry, and never
+// cache it. Test with errors.Is.
+var ErrTransient = errors.New("connectors: transient error")
+
+// transient marks err with ErrTransient, keeping it for errors.Is/As.
+func transient(err error) error { return transientError{err} }
+
+type transientError struct{ err error }
+
+func (e transientError) Error() string        { return e.err.Error() }
+func (e transientError) Unwrap() error        { return e.err }
+func (e transientError) Is(target error) bool { return target == ErrTransient }
+
+// errorCodeSchemaNotFound is the Confluent API's error code for an unknown
+// schema id.
+const errorCodeSchemaNotFound = 40403
 
 // RegistryOptions configure a Registry client.
 type RegistryOptions struct {
@@ -45,7 +66,10 @@ func NewRegistry(url string, opts RegistryOptions) *Registry {
 	return &Registry{base: strings.TrimRight(url, "/"), client: c, byID: map[uint32]string{}}
 }
 
-// Schema returns the schema text of id.
+// Schema returns the schema text of id. A 404 answer with error code 40403
+// is ErrSchemaNotFound; every other failure (transport, timeout, another
+// status, a 404 without that code such as a wrong URL, a malformed answer)
+// is marked ErrTransient.
 func (r *Registry) Schema(ctx context.Context, id uint32) (string, error) {
 	r.mu.Lock()
 	s, ok := r.byID[id]
@@ -60,21 +84,29 @@ func (r *Registry) Schema(ctx context.Context, id uint32) (string, error) {
 	req.Header.Set("Accept", "application/vnd.schemaregistry.v1+json, application/json")
 	resp, err := r.client.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("registry get schema %d: %w", id, err)
+		return "", transient(fmt.Errorf("registry get schema %d: %w", id, err))
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	switch {
-	case resp.StatusCode == http.StatusNotFound:
-		return "", fmt.Errorf("%w: %d", ErrSchemaNotFound, id)
-	case resp.StatusCode != http.StatusOK:
-		return "", fmt.Errorf("registry get schema %d: HTTP %d: %s", id, resp.StatusCode, bytes.TrimSpace(body))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return "", transient(fmt.Errorf("registry get schema %d: read answer: %w", id, err))
+	}
+	if resp.StatusCode == http.StatusNotFound {
+		var e struct {
+			Code int `json:"error_code"`
+		}
+		if json.Unmarshal(body, &e) == nil && e.Code == errorCodeSchemaNotFound {
+			return "", fmt.Errorf("%w: %d", ErrSchemaNotFound, id)
+		}
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", transient(fmt.Errorf("registry get schema %d: HTTP %d: %s", id, resp.StatusCode, truncate(bytes.TrimSpace(body), 200)))
 	}
 	var out struct {
 		Schema string `json:"schema"`
 	}
 	if err := json.Unmarshal(body, &out); err != nil || out.Schema == "" {
-		return "", fmt.Errorf("registry get schema %d: bad response %q", id, truncate(body, 200))
+		return "", transient(fmt.Errorf("registry get schema %d: bad response %q", id, truncate(body, 200)))
 	}
 	r.mu.Lock()
 	r.byID[id] = out.Schema

@@ -54,6 +54,14 @@ func (e *Engine) Handler() http.Handler {
 			body["status"] = "ready, but publishing fails"
 			body["publish_failing"] = failing
 		}
+		if waits := e.DecodeWaits(); len(waits) > 0 {
+			if body["status"] == "ready" {
+				body["status"] = "ready, but decoding waits for the schema registry"
+			} else {
+				body["status"] = "ready, but publishing fails and decoding waits for the schema registry"
+			}
+			body["decode_waiting"] = waits
+		}
 		writeJSON(w, http.StatusOK, body)
 	})
 	mux.Handle("GET /metrics", e.auth(promhttp.HandlerFor(e.m.reg, promhttp.HandlerOpts{})))

@@ -160,7 +160,10 @@ type InputTopic struct {
 	// kafka.schema_registry_url) or "json".
 	Format string `yaml:"format"`
 	// SchemaFile, for the avro format, is the writer schema (.avsc) the
-	// producers use, when it is not the one in schemas/. Default none.
+	// producers use, when it is not the one in schemas/; for the
+	// confluent format, it is the reader schema the registry's writer
+	// schemas are resolved to (its defaults fill the fields an older
+	// writer lacks), when it is not the one in schemas/. Default none.
 	SchemaFile string `yaml:"schema_file"`
 }
 
@@ -471,8 +474,8 @@ func (c *Config) Validate() error {
 		field string
 		t     InputTopic
 	}{{"purchases", t.Purchases}, {"browses", t.Browses}, {"engagements", t.Engagements}, {"profiles", t.Profiles}} {
-		if in.t.SchemaFile != "" && in.t.Format != "avro" {
-			bad("kafka.topics.%s.schema_file is set but the format is %s: it is for the avro format", in.field, in.t.Format)
+		if in.t.SchemaFile != "" && in.t.Format != "avro" && in.t.Format != "confluent" {
+			bad("kafka.topics.%s.schema_file is set but the format is %s: it is for the avro and confluent formats", in.field, in.t.Format)
 		}
 		switch in.t.Format {
 		case "avro", "json":
@@ -741,7 +744,7 @@ func (c *Config) CheckFiles() []string {
 		t     InputTopic
 		typ   schemas.EventType
 	}{{"purchases", t.Purchases, schemas.EventPurchase}, {"browses", t.Browses, schemas.EventBrowse}, {"engagements", t.Engagements, schemas.EventEngagement}, {"profiles", t.Profiles, schemas.EventProfile}} {
-		if in.t.SchemaFile == "" || in.t.Format != "avro" {
+		if in.t.SchemaFile == "" || (in.t.Format != "avro" && in.t.Format != "confluent") {
 			continue
 		}
 		b, err := os.ReadFile(in.t.SchemaFile)
@@ -749,7 +752,9 @@ func (c *Config) CheckFiles() []string {
 			p = append(p, fmt.Sprintf("kafka.topics.%s.schema_file: %v", in.field, err))
 			continue
 		}
-		if _, err := connectors.NewDecoder(connectors.DecoderOptions{Type: in.typ, Format: connectors.Format(in.t.Format), Schema: string(b), MaxBytes: c.Input.MaxRecordBytes}); err != nil {
+		// The registry is only asked once records arrive.
+		reg := connectors.NewRegistry("http://unused.invalid", connectors.RegistryOptions{})
+		if _, err := connectors.NewDecoder(connectors.DecoderOptions{Type: in.typ, Format: connectors.Format(in.t.Format), Schema: string(b), Registry: reg, MaxBytes: c.Input.MaxRecordBytes}); err != nil {
 			p = append(p, fmt.Sprintf("kafka.topics.%s.schema_file (%s): %v", in.field, in.t.SchemaFile, err))
 		}
 	}

@@ -55,6 +55,8 @@ type metrics struct {
 	rebalancePause   prometheus.Histogram
 	fetchErrors      prometheus.Counter
 	recordsLost      *prometheus.CounterVec
+	registryErrs     *prometheus.CounterVec // partition
+	decodeWait       *prometheus.GaugeVec   // partition
 }
 
 func newMetrics() *metrics {
@@ -177,6 +179,13 @@ func newMetrics() *metrics {
 			Name: "segd_input_records_lost_total", Help: "Input records Kafka deleted (retention, DeleteRecords) before segd read them, by topic: state misses them.",
 		}, []string{"topic"}),
 	}
+	m.registryErrs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "segd_registry_errors_total", Help: "Transient failures (schema registry down, slow, 5xx) decoding an input record, by partition; each is retried, the partition waiting at the record.",
+	}, []string{"partition"})
+	m.decodeWait = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "segd_decode_waiting", Help: "1 while a partition waits at a record it cannot decode because the schema registry does not answer, by partition.",
+	}, []string{"partition"})
+	reg.MustRegister(m.registryErrs, m.decodeWait)
 	reg.MustRegister(m.fetchErrors, m.recordsLost, m.bufRecords, m.bufBytes, m.pausedTopics)
 	reg.MustRegister(m.changelogRecords, m.changelogSecs, m.changelogDepth, m.restoring, m.restoreRecords, m.restoreSeconds, m.rebalances, m.owned, m.rebalancePause)
 	reg.MustRegister(m.events, m.deadLetters, m.duplicates, m.late, m.tooLate, m.deletions, m.changes, m.timers,
@@ -207,6 +216,9 @@ type partitionMetrics struct {
 	changelogRecords prometheus.Counter
 	changelogSeconds prometheus.Histogram
 	changelogDepth   prometheus.Gauge
+
+	registryErrors prometheus.Counter
+	decodeWaiting  prometheus.Gauge
 }
 
 // forgetPartition removes the gauges of a partition this process no
@@ -219,6 +231,7 @@ func (m *metrics) forgetPartition(p int32) {
 	m.outboxDepth.DeleteLabelValues(label)
 	m.publishFail.DeleteLabelValues(label)
 	m.changelogDepth.DeleteLabelValues(label)
+	m.decodeWait.DeleteLabelValues(label)
 	m.lag.DeletePartialMatch(prometheus.Labels{"partition": label})
 	m.bufRecords.DeleteLabelValues(label)
 	m.bufBytes.DeleteLabelValues(label)
@@ -248,6 +261,9 @@ func (m *metrics) partition(p int32) *partitionMetrics {
 		changelogRecords: m.changelogRecords.WithLabelValues(label),
 		changelogSeconds: m.changelogSecs,
 		changelogDepth:   m.changelogDepth.WithLabelValues(label),
+
+		registryErrors: m.registryErrs.WithLabelValues(label),
+		decodeWaiting:  m.decodeWait.WithLabelValues(label),
 	}
 	for t := 1; t < schemas.NumEventTypes; t++ {
 		pm.events[t] = m.events.WithLabelValues(schemas.EventType(t).String())

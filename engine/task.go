@@ -88,6 +88,9 @@ type task struct {
 	event      schemas.Event
 	buf        []connectors.Message
 	reported   processorStats
+	// decodeWaiting is set while the task waits on a record it cannot
+	// decode yet (decodewait.go), for /readyz.
+	decodeWaiting atomic.Pointer[DecodeWait]
 }
 
 // run consumes until ctx is done or the source ends (io.EOF, replays), then
@@ -111,7 +114,10 @@ func (t *task) run(ctx context.Context) error {
 			t.m.reportBuffered(t.bsrc.Buffered())
 		}
 		for i := range msgs {
-			if herr := t.handle(&msgs[i]); herr != nil {
+			if herr := t.handleOrWait(ctx, &msgs[i]); herr != nil {
+				if errors.Is(herr, errDecodeStopped) {
+					return t.commit()
+				}
 				return herr
 			}
 		}
@@ -130,15 +136,9 @@ func (t *task) run(ctx context.Context) error {
 		t.reportGroupOffsets()
 		select {
 		case req := <-t.control:
-			// Commit, then hold still while the engine works on this
-			// partition from its own goroutine (rule reload).
-			if err := t.commit(); err != nil {
-				close(req.paused)
+			if err := t.pause(req); err != nil {
 				return err
 			}
-			close(req.paused)
-			<-req.resume
-			t.lastCommit = t.opt.now()
 		default:
 		}
 		due := t.opt.now().Sub(t.lastCommit) >= t.opt.commitInterval
@@ -205,7 +205,9 @@ func (t *task) setLag(topic string, lag int64) {
 }
 
 // handle applies one input record. Only state failures are returned; a bad
-// record is dead-lettered and the partition moves on.
+// record is dead-lettered and the partition moves on. A decode error marked
+// connectors.ErrTransient is returned too, with the record neither applied
+// nor counted as read.
 func (t *task) handle(m *connectors.Message) error {
 	t.next[m.Topic] = m.Offset + 1
 	t.pending++
@@ -260,6 +262,13 @@ func (t *task) handle(m *connectors.Message) error {
 		return nil
 	default:
 		if err := in.decoder.Decode(m.Value, e); err != nil {
+			if errors.Is(err, connectors.ErrTransient) {
+				// Not the record's fault: not applied, not skipped;
+				// handleOrWait tries it again.
+				t.next[m.Topic] = m.Offset
+				t.pending--
+				return err
+			}
 			t.proc.deadLetter(m.Topic, int32(m.Partition), m.Offset, m.Key, m.Value, reasonOf(err), err)
 			return nil
 		}
@@ -339,6 +348,19 @@ func (t *task) commit() error {
 	if t.cl != nil {
 		t.cl.poke()
 	}
+	return nil
+}
+
+// pause commits, then holds still while the engine works on this
+// partition from its own goroutine (rule reload), until req.resume.
+func (t *task) pause(req pauseReq) error {
+	if err := t.commit(); err != nil {
+		close(req.paused)
+		return err
+	}
+	close(req.paused)
+	<-req.resume
+	t.lastCommit = t.opt.now()
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"math"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/linkedin/goavro/v2"
@@ -17,6 +18,8 @@ import (
 type AvroCodec struct {
 	typ   EventType
 	codec *goavro.Codec
+	// defaults fill the reader fields the writer lacks (NewResolvingCodec).
+	defaults []fieldDefault
 }
 
 // NewAvroCodec compiles schemaText (the writer's schema) for events of type t.
@@ -47,6 +50,9 @@ func (c *AvroCodec) Decode(data []byte, e *Event) error {
 	m, ok := native.(map[string]any)
 	if !ok {
 		return decodeErr(ReasonAvroDecode, "%s value is %T, not a record", c.typ, native)
+	}
+	for _, d := range c.defaults {
+		m[d.name] = d.value
 	}
 	e.Reset()
 	e.Type = c.typ
@@ -399,4 +405,84 @@ const maxAvroBlockBytes = 16 << 20
 func init() {
 	goavro.MaxBlockCount = maxAvroBlockItems
 	goavro.MaxBlockSize = maxAvroBlockBytes
+}
+
+// ErrSchemaMismatch marks a writer schema that cannot be resolved to the
+// reader schema (Avro schema resolution): not a record, or lacking a reader
+// field that has no default. Every record written with it is rejected with
+// reason incompatible_schema.
+var ErrSchemaMismatch = errors.New("schemas: writer schema does not resolve to the reader schema")
+
+// NewResolvingCodec compiles writer, the schema records were written with,
+// for reading as reader (segd's schema of t, or an override), following
+// Avro schema resolution for record fields: a writer field the reader does
+// not have is ignored (Decode picks fields by name), and a reader field the
+// writer lacks takes the reader's default. A reader field the writer lacks
+// that has no default is an error wrapping ErrSchemaMismatch. Field types
+// are checked per record as Decode reads them (a wrong type is
+// avro_decode), not here.
+func NewResolvingCodec(t EventType, writer, reader string) (*AvroCodec, error) {
+	c, err := NewAvroCodec(t, writer)
+	if err != nil {
+		return nil, err
+	}
+	rf, err := recordFields(reader)
+	if err != nil {
+		return nil, fmt.Errorf("schemas: reader schema of %s: %w", t, err)
+	}
+	wf, err := recordFields(writer)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSchemaMismatch, err)
+	}
+	have := make(map[string]bool, len(wf))
+	for _, f := range wf {
+		have[f.Name] = true
+	}
+	var missing []string
+	for _, f := range rf {
+		if have[f.Name] {
+			continue
+		}
+		if f.Default == nil {
+			missing = append(missing, f.Name)
+			continue
+		}
+		var v any
+		if err := json.Unmarshal(f.Default, &v); err != nil {
+			return nil, fmt.Errorf("schemas: reader schema of %s: default of %s: %w", t, f.Name, err)
+		}
+		c.defaults = append(c.defaults, fieldDefault{name: f.Name, value: v})
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("%w: the writer's %s record lacks %s, which the reader's has without a default", ErrSchemaMismatch, t, strings.Join(missing, ", "))
+	}
+	return c, nil
+}
+
+// fieldDefault is a reader field the writer lacks, and its default as a
+// decoded JSON value (what Decode's field readers accept, like Avro native).
+type fieldDefault struct {
+	name  string
+	value any
+}
+
+// avroField is a record field of a schema, as far as resolution needs it.
+type avroField struct {
+	Name    string          `json:"name"`
+	Default json.RawMessage `json:"default"`
+}
+
+// recordFields returns the fields of a record schema.
+func recordFields(schema string) ([]avroField, error) {
+	var s struct {
+		Type   any         `json:"type"`
+		Fields []avroField `json:"fields"`
+	}
+	if err := json.Unmarshal([]byte(schema), &s); err != nil {
+		return nil, fmt.Errorf("not a record schema: %v", err)
+	}
+	if s.Type != "record" {
+		return nil, fmt.Errorf("not a record schema (type %v)", s.Type)
+	}
+	return s.Fields, nil
 }

@@ -64,6 +64,10 @@ const (
 	// give its customer, more profile attributes (or attribute bytes)
 	// than the engine's bounds.
 	ReasonTooManyAttributes Reason = "too_many_attributes"
+	// ReasonIncompatibleSchema: the writer schema (from the registry)
+	// lacks a field segd's reader schema has without a default
+	// (ErrSchemaMismatch), or is not a record.
+	ReasonIncompatibleSchema Reason = "incompatible_schema"
 )
 
 // ErrNonFinite marks a number that is NaN or an infinity where segd allows

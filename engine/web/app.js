@@ -40,15 +40,25 @@ function sparkline(points) {
   return svg;
 }
 
-// showHealth warns when a partition cannot publish its changes (from
-// /readyz, which needs no token).
+// showHealth warns when a partition cannot publish its changes, or waits
+// at a record because the schema registry does not answer (from /readyz,
+// which needs no token).
 function showHealth() {
   fetch("/readyz").then(r => r.json()).then(body => {
     const el = document.getElementById("health");
     const failing = body.publish_failing || [];
-    if (failing.length === 0) { el.hidden = true; return; }
-    el.textContent = "Changes are not being published: " + failing.map(f =>
-      "partition " + f.partition + " since " + new Date(f.since).toLocaleTimeString() + " (" + f.error + ")").join("; ");
+    const waiting = body.decode_waiting || [];
+    const parts = [];
+    if (failing.length > 0) {
+      parts.push("Changes are not being published: " + failing.map(f =>
+        "partition " + f.partition + " since " + new Date(f.since).toLocaleTimeString() + " (" + f.error + ")").join("; "));
+    }
+    if (waiting.length > 0) {
+      parts.push("Input waits for the schema registry: " + waiting.map(w =>
+        "partition " + w.partition + " at " + w.topic + " offset " + w.offset + " since " + new Date(w.since).toLocaleTimeString() + " (" + w.error + ")").join("; "));
+    }
+    if (parts.length === 0) { el.hidden = true; return; }
+    el.textContent = parts.join(" ");
     el.hidden = false;
   }).catch(() => {});
 }
