@@ -223,6 +223,10 @@ func (c *PartitionConsumer) newReader(topic string, offset int64) (*kafka.Reader
 		QueueCapacity:   c.readAhead(),
 		ReadLagInterval: -1,
 		Dialer:          c.opts.Security.dialer(),
+		// Never past an open transaction (the last stable offset). kafka-go
+		// does not drop the records of aborted transactions below it
+		// (its issue 1332): docs/operations.md says what that means.
+		IsolationLevel: kafka.ReadCommitted,
 	})
 	if err := r.SetOffset(offset); err != nil {
 		r.Close()

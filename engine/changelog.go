@@ -176,7 +176,14 @@ func (e *Engine) prepareState(ctx context.Context, p int32) error {
 	decision, why := decideRestore(synced, ok, end)
 	if decision == keepLocal {
 		if ok && synced > end {
-			log.Error().Msg(why)
+			// The changelog lost what this store wrote (deleted and
+			// created again): write the whole state to it again, or the
+			// next hand-over would restore part of it.
+			n, err := e.st.Reseed(p)
+			if err != nil {
+				return fmt.Errorf("partition %d: re-seed the changelog: %w", p, err)
+			}
+			log.Error().Int("entries", n).Msg(why + "; writing the partition's whole state to the changelog again")
 		} else {
 			log.Info().Msg(why)
 		}

@@ -464,10 +464,18 @@ func (e *Engine) runPartitions(ctx context.Context, parts []int32, rt *partition
 	defer flushCancel()
 	pubCancel()
 	pubWG.Wait()
+	// Flush without holding e.mu: up to 10 s of Kafka writes must not
+	// block /readyz and the API, which only read e.parts.
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	stopping := map[int32]*runningPartition{}
 	for _, p := range parts {
-		rp := e.parts[p]
+		if rp := e.parts[p]; rp != nil {
+			stopping[p] = rp
+		}
+	}
+	e.mu.Unlock()
+	for _, p := range parts {
+		rp := stopping[p]
 		if rp == nil {
 			continue
 		}
@@ -485,6 +493,14 @@ func (e *Engine) runPartitions(ctx context.Context, parts []int32, rt *partition
 		}
 		if err := rp.task.src.Close(); err != nil {
 			e.log.Warn().Err(err).Int32("partition", p).Msg("close consumer")
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, p := range parts {
+		rp := stopping[p]
+		if rp == nil {
+			continue
 		}
 		if err := rp.task.proc.part.Close(); err != nil && firstErr == nil {
 			firstErr = fmt.Errorf("close partition %d: %w", p, err)

@@ -573,3 +573,111 @@ func (r *Restorer) Abort() {
 	r.b.Close()
 	r.s.unreserve(r.n)
 }
+
+// stateKeyspaces are the keyspaces a partition's changelog carries (its
+// state), as opposed to the changelog's own bookkeeping.
+var stateKeyspaces = []byte{ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount, ksRules}
+
+// Reseed queues the whole committed state of partition n as pending
+// changelog entries (each under Options.ChangelogCommitBytes), for a
+// changelog that lost what this store wrote (a topic deleted and created
+// again: it ends before the offset this store synced to). Without it a
+// later hand-over would restore whatever the new topic holds: part of the
+// state. The partition must not be open or being restored; it returns the
+// number of entries queued.
+func (s *Store) Reseed(n int32) (int, error) {
+	if err := s.reserve(n, "reseed"); err != nil {
+		return 0, err
+	}
+	defer s.unreserve(n)
+	next := uint64(1)
+	switch v, closer, err := s.db.Get(partPrefix(ksChangelogSeq, n)); {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return 0, err
+	default:
+		if len(v) == 8 {
+			next = binary.BigEndian.Uint64(v)
+		}
+		closer.Close()
+	}
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	entry := s.db.NewBatch()
+	defer entry.Close()
+	out := s.db.NewBatch()
+	defer out.Close()
+	queued := 0
+	flush := func() error {
+		if entry.Empty() {
+			return nil
+		}
+		out.Set(changelogKey(nil, n, next), append([]byte(nil), entry.Repr()...), nil)
+		next++
+		queued++
+		out.Set(partPrefix(ksChangelogSeq, n), be64(next), nil)
+		entry.Reset()
+		return nil
+	}
+	add := func(k, v []byte) error {
+		if err := entry.Set(k, v, nil); err != nil {
+			return err
+		}
+		if int64(entry.Len()) >= s.opts.ChangelogCommitBytes {
+			return flush()
+		}
+		return nil
+	}
+	ids := map[string]struct{}{}
+	for _, ks := range stateKeyspaces {
+		prefix := partPrefix(ks, n)
+		it, err := snap.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+		if err != nil {
+			return 0, err
+		}
+		for it.First(); it.Valid(); it.Next() {
+			if ks == ksCustomer {
+				ids[string(it.Key()[len(prefix):])] = struct{}{}
+			}
+			if err := add(it.Key(), it.Value()); err != nil {
+				it.Close()
+				return 0, err
+			}
+		}
+		if err := errors.Join(it.Error(), it.Close()); err != nil {
+			return 0, err
+		}
+	}
+	if len(ids) > 0 {
+		mit, err := snap.NewIter(&pebble.IterOptions{LowerBound: []byte{ksMember}, UpperBound: []byte{ksMember + 1}})
+		if err != nil {
+			return 0, err
+		}
+		for mit.First(); mit.Valid(); mit.Next() {
+			k := mit.Key()
+			l, w := binary.Uvarint(k[1:])
+			if w <= 0 || 1+w+int(l) > len(k) {
+				continue
+			}
+			if _, ok := ids[string(k[1+w+int(l):])]; ok {
+				if err := add(k, mit.Value()); err != nil {
+					mit.Close()
+					return 0, err
+				}
+			}
+		}
+		if err := errors.Join(mit.Error(), mit.Close()); err != nil {
+			return 0, err
+		}
+	}
+	if err := flush(); err != nil {
+		return 0, err
+	}
+	if out.Empty() {
+		return 0, nil
+	}
+	if err := out.Commit(s.wo); err != nil {
+		return 0, fmt.Errorf("reseed partition %d: %w", n, err)
+	}
+	return queued, nil
+}

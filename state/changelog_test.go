@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -19,7 +20,7 @@ func dumpPartition(t *testing.T, s *Store, n int32) []string {
 	t.Helper()
 	var out []string
 	ids := map[string]bool{}
-	for _, ks := range []byte{ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount} {
+	for _, ks := range []byte{ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount, ksRules} {
 		p := partPrefix(ks, n)
 		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
 		if err != nil {
@@ -405,5 +406,70 @@ func TestOutboxDeletesReachTheChangelog(t *testing.T) {
 	}
 	if deletes != 1 {
 		t.Fatalf("%d outbox deletes in the changelog entry, want 1", deletes)
+	}
+}
+
+// TestReseedRebuildsTheChangelog: a changelog that lost what a store wrote
+// (deleted and created again) gets the partition's whole state as pending
+// entries; restoring another store from them gives the same partition.
+func TestReseedRebuildsTheChangelog(t *testing.T) {
+	src := openMem(t, vfs.NewMem(), Options{ChangelogCommitBytes: 4 << 10})
+	defer src.Close()
+	p, err := src.Partition(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 300; i++ {
+		id := fmt.Sprintf("c%03d", i)
+		p.MarkDirty(id, &testRecord{n: 1, data: bytes.Repeat([]byte{byte(i)}, 40)})
+		if i%3 == 0 {
+			p.SetMember("vip", id, true)
+		}
+		p.MoveTimer(id, 0, int64(1000+i))
+	}
+	p.SetOffset("in", 42)
+	p.SetRulesHash("abc")
+	p.AppendOutbox([]byte("unpublished change"))
+	if err := p.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	n, err := src.Reseed(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 2 {
+		t.Fatalf("%d entries queued, want several (4 KiB each)", n)
+	}
+	// Ship every pending entry as the changelog publisher would, into a
+	// restore of another store.
+	dst := openMem(t, vfs.NewMem(), Options{})
+	defer dst.Close()
+	r, err := dst.Restore(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err = src.Partition(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.EnableChangelog(); err != nil {
+		t.Fatal(err)
+	}
+	if d := p.ChangelogDepth(); d != int64(n) {
+		t.Fatalf("changelog depth %d, want the %d queued entries", d, n)
+	}
+	err = p.ReadChangelog(0, 1000, func(seq uint64, entry []byte) error {
+		return ForEachChangelogOp(entry, func(op ChangelogOp) error { return r.Apply(op.Key, op.Value, op.Deleted) })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Finish(1); err != nil {
+		t.Fatal(err)
+	}
+	got, want := dumpPartition(t, dst, 3), dumpPartition(t, src, 3)
+	if len(want) < 600 || strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("restored partition differs: %d keys vs %d", len(got), len(want))
 	}
 }
