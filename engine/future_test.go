@@ -116,3 +116,49 @@ func gaugeMax(t *testing.T, eng *Engine, name string) float64 {
 	}
 	return out
 }
+
+// TestNothingIsPublishedBeforeTheChangelogHoldsIt: while the changelog
+// cannot take a partition's commits (here its topic refuses every record
+// batch), that partition's changes stay in the outbox: published first,
+// a change could be re-derived differently by the next owner restoring the
+// older changelog (consumers saw EXIT seq=2 twice with different ids).
+func TestNothingIsPublishedBeforeTheChangelogHoldsIt(t *testing.T) {
+	_, brokers := startTestBroker(t)
+	cfg, _ := jsonTestConfig(t, brokers)
+	cfg.Rules.WatchInterval = -1
+	cfg.Kafka.Assignment = "all"
+	cfg.EnsureDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	// A changelog topic that refuses every write.
+	if err := connectors.EnsureTopics(context.Background(), brokers, nil, []connectors.TopicSpec{{Name: cfg.Kafka.Topics.Changelog, Partitions: 1, Compacted: true,
+		Configs: map[string]string{"max.message.bytes": "64"}}}); err != nil {
+		t.Fatal(err)
+	}
+	prod, err := connectors.NewProducer(brokers, connectors.ProducerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	at := time.Date(2024, 1, 1, 10, 0, 0, 0, time.UTC)
+	body := fmt.Sprintf(`{"type":"purchase","event_id":"o1","customer_id":"alice","ts":%q,"amount":1500}`, at.Format(time.RFC3339))
+	if err := prod.Write(context.Background(), connectors.Message{Topic: DefaultPurchasesTopic, Key: []byte("alice"), Value: []byte(body), Time: at}); err != nil {
+		t.Fatal(err)
+	}
+	eng, stop := runStoppable(t, cfg)
+	defer stop()
+	waitFor(t, 30*time.Second, "the purchase applied", func() bool { return eng.Progress().Events == 1 })
+	waitFor(t, 30*time.Second, "the changelog write failing", func() bool { return gaugeMax(t, eng, "segd_changelog_depth") > 0 })
+	// Publishing would take milliseconds; give it well over a second.
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		if p := counterSum(t, eng, "segd_outbox_published_total", "", ""); p != 0 {
+			t.Fatalf("%v changes published while the changelog holds none of their commits", p)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if d := gaugeMax(t, eng, "segd_outbox_depth"); d != 2 {
+		t.Fatalf("outbox depth %v, want the 2 changes waiting", d)
+	}
+}
