@@ -54,6 +54,9 @@ func (e *Engine) Handler() http.Handler {
 			body["status"] = "ready, but publishing fails"
 			body["publish_failing"] = failing
 		}
+		if at := e.st.DiskFullSince(); !at.IsZero() {
+			body["status"], body["disk_full_since"] = "ready, but the state disk is full: partitions paused", at
+		}
 		writeJSON(w, http.StatusOK, body)
 	})
 	mux.Handle("GET /metrics", e.auth(promhttp.HandlerFor(e.m.reg, promhttp.HandlerOpts{})))

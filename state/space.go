@@ -88,6 +88,10 @@ func (h *health) probeSpace() error {
 // space, and the engine pauses its partitions. Safe for concurrent use.
 func (s *Store) DiskFull() bool { return s.h.diskFull.Load() }
 
+// DiskFull reports whether the store's disk is full now (Store.DiskFull).
+// Safe for concurrent use.
+func (p *Partition) DiskFull() bool { return p.s.h.diskFull.Load() }
+
 // DiskFullSince is when the disk filled (the zero time when it is not
 // full). Safe for concurrent use.
 func (s *Store) DiskFullSince() time.Time {
