@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/segd/segd/internal/faultfs"
 )
 
 // fillStore writes n customers to partition 0 of a store on fs and closes
@@ -180,5 +182,49 @@ func TestFatalfNeverCrashes(t *testing.T) {
 	}
 	if err := s2.Close(); err == nil {
 		t.Fatal("Close of a store with a parked Pebble goroutine reported success")
+	}
+}
+
+// TestOpenOnFullDiskFailsClearly: opening a store (replaying its
+// write-ahead log) on a full disk returns ErrDiskFull at once instead of
+// waiting or spinning.
+func TestOpenOnFullDiskFailsClearly(t *testing.T) {
+	mem := vfs.NewMem()
+	s := openMem(t, mem, Options{})
+	p, err := s.Partition(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.SetOffset("in", 7)
+	if err := p.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fs := faultfs.NewDiskFull(mem)
+	fs.SetFull(true)
+	done := make(chan error, 1)
+	go func() {
+		s, err := Open("db", Options{FS: fs, Decode: decodeTest})
+		if err == nil {
+			s.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrDiskFull) || !strings.Contains(err.Error(), "free space") {
+			t.Fatalf("open on a full disk: got %v, want ErrDiskFull saying to free space", err)
+		}
+		t.Logf("open error: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("open on a full disk did not return within 20 s")
+	}
+	fs.SetFull(false)
+	s = openMem(t, fs, Options{})
+	defer s.Close()
+	if offs, err := s.CommittedOffsets(0); err != nil || offs["in"] != 7 {
+		t.Fatalf("after space returned: offsets %v, %v; want in=7", offs, err)
 	}
 }
