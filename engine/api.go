@@ -49,18 +49,23 @@ func (e *Engine) Handler() http.Handler {
 		// Readiness is about serving answers, which a partition that
 		// cannot publish still does (from committed state): it stays
 		// ready, and says what is wrong (docs/api.md).
-		body := map[string]any{"status": "ready"}
+		body := map[string]any{}
+		var problems []string
 		if failing := e.PublishFailures(); len(failing) > 0 {
-			body["status"] = "ready, but publishing fails"
+			problems = append(problems, "publishing fails")
 			body["publish_failing"] = failing
 		}
 		if waits := e.DecodeWaits(); len(waits) > 0 {
-			if body["status"] == "ready" {
-				body["status"] = "ready, but decoding waits for the schema registry"
-			} else {
-				body["status"] = "ready, but publishing fails and decoding waits for the schema registry"
-			}
+			problems = append(problems, "decoding waits for the schema registry")
 			body["decode_waiting"] = waits
+		}
+		if at := e.st.DiskFullSince(); !at.IsZero() {
+			problems = append(problems, "the state disk is full: partitions paused")
+			body["disk_full_since"] = at
+		}
+		body["status"] = "ready"
+		if len(problems) > 0 {
+			body["status"] = "ready, but " + strings.Join(problems, "; ")
 		}
 		writeJSON(w, http.StatusOK, body)
 	})

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
@@ -31,6 +32,9 @@ type Options struct {
 	// record after Kafka acknowledged it (the demo prints them). It runs on
 	// publisher goroutines, concurrently, and must not block.
 	OnPublished func(topic string, key, value []byte)
+	// StateFS is the file system of the state store. Default: the OS
+	// (tests inject faults through it).
+	StateFS vfs.FS
 }
 
 // Engine is one segd process's pipeline: for each input partition number, a
@@ -91,14 +95,9 @@ func New(cfg *Config, opt Options) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, opt: opt, sec: sec, log: opt.Logger.With().Str("component", "engine").Logger(), m: newMetrics(), parts: map[int32]*runningPartition{}}
 	e.rs.Store(rs)
-	st, err := state.Open(cfg.State.Dir, state.Options{
-		CacheBytes: cfg.State.CacheBytes,
-		Decode: func(_ string, data []byte) (state.Record, error) {
-			return decodeCustomer(e.rs.Load(), data)
-		},
-	})
+	st, err := e.openState()
 	if err != nil {
-		return nil, fmt.Errorf("open state %s: %w", cfg.State.Dir, err)
+		return nil, err // state.Open names the directory
 	}
 	e.st = st
 	e.m.registerStore(st)
@@ -453,7 +452,7 @@ func (e *Engine) runPartitions(ctx context.Context, parts []int32, rt *partition
 	e.ready.Store(false)
 	stopped := time.Now()
 	e.stoppedAt.Store(&stopped)
-	taskWG.Wait()
+	e.waitTasks(&taskWG)
 
 	// Tasks have committed; give the publishers a bounded time to send what
 	// is committed. Whatever is left stays in the store: the outbox for

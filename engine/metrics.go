@@ -349,6 +349,8 @@ func (m *metrics) registerStore(st *state.Store) {
 		gauge("segd_state_read_amplification", "Pebble read amplification.", func(x state.Metrics) float64 { return float64(x.ReadAmp) }),
 		counter("segd_state_compactions_total", "Pebble compactions.", func(x state.Metrics) float64 { return float64(x.Compactions) }),
 		gauge("segd_timers_pending", "Timers in the in-memory near-horizon heaps.", func(x state.Metrics) float64 { return float64(x.TimersPending) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "segd_state_disk_full", Help: "1 while the state disk is full: writes wait and every partition is paused."},
+			func() float64 { return b2f(st.DiskFull()) }),
 	)
 }
 
@@ -373,4 +375,11 @@ func (c segmentSizes) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(segmentSizeDesc, prometheus.GaugeValue, float64(n), s.ID)
 	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

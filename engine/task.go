@@ -103,6 +103,9 @@ func (t *task) run(ctx context.Context) error {
 		t.buf = make([]connectors.Message, 0, 512)
 	}
 	for {
+		if !t.pauseForSpace(ctx) {
+			return nil
+		}
 		wait := t.opt.maxWait
 		if t.pending > 0 {
 			if left := t.opt.commitInterval - t.opt.now().Sub(t.lastCommit); left < wait {

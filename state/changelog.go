@@ -37,7 +37,7 @@ func changelogKey(dst []byte, p int32, seq uint64) []byte {
 // pending changelog entry. Call it right after Store.Partition, before
 // the first commit.
 func (p *Partition) EnableChangelog() error {
-	if err := p.initChangelog(); err != nil {
+	if err := p.s.h.guard("read changelog", p.initChangelog); err != nil {
 		return fmt.Errorf("partition %d: changelog: %w", p.id, err)
 	}
 	p.changelog = true
@@ -184,6 +184,10 @@ func (p *Partition) ChangelogBytes() int64 {
 // entries with a sequence above after, in order. entry is valid only
 // during fn. Safe to call concurrently with the task.
 func (p *Partition) ReadChangelog(after uint64, limit int, fn func(seq uint64, entry []byte) error) error {
+	return p.s.h.guard("read changelog", func() error { return p.readChangelog(after, limit, fn) })
+}
+
+func (p *Partition) readChangelog(after uint64, limit int, fn func(seq uint64, entry []byte) error) error {
 	if p.closed.Load() {
 		return ErrClosed
 	}
@@ -220,6 +224,10 @@ func (p *Partition) ChangelogDepth() int64 {
 // and end is remembered (SyncedEnd). Safe to call concurrently with the
 // task.
 func (p *Partition) ChangelogSent(upTo uint64, end int64) error {
+	return p.s.h.guard("record changelog sent", func() error { return p.changelogSent(upTo, end) })
+}
+
+func (p *Partition) changelogSent(upTo uint64, end int64) error {
 	if p.closed.Load() {
 		return ErrClosed
 	}
@@ -273,6 +281,14 @@ func (s *Store) SyncedAt(n int32) (at time.Time, ok bool, err error) {
 // synced reads partition n's synced changelog end and, in stores that
 // keep it, when it was recorded (else the zero time).
 func (s *Store) synced(n int32) (end int64, at time.Time, ok bool, err error) {
+	err = s.h.guard("read changelog end", func() error {
+		end, at, ok, err = s.readSynced(n)
+		return err
+	})
+	return end, at, ok, err
+}
+
+func (s *Store) readSynced(n int32) (end int64, at time.Time, ok bool, err error) {
 	if s.isClosed() {
 		return 0, time.Time{}, false, ErrClosed
 	}
@@ -387,7 +403,7 @@ func (s *Store) Restore(n int32) (*Restorer, error) {
 	if err := s.reserve(n, "restore"); err != nil {
 		return nil, err
 	}
-	if err := s.wipe(n); err != nil {
+	if err := s.h.guard("wipe partition", func() error { return s.wipe(n) }); err != nil {
 		s.unreserve(n)
 		return nil, fmt.Errorf("restore partition %d: wipe: %w", n, err)
 	}
@@ -422,13 +438,16 @@ func (s *Store) CatchUp(n int32) (*Restorer, error) {
 		return nil, err
 	}
 	prefix := partPrefix(ksChangelog, n)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	var pending bool
+	err := s.h.guard("catch up", func() error {
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+		if err != nil {
+			return err
+		}
+		pending = it.First()
+		return errors.Join(it.Error(), it.Close())
+	})
 	if err != nil {
-		s.unreserve(n)
-		return nil, err
-	}
-	pending := it.First()
-	if err := errors.Join(it.Error(), it.Close()); err != nil {
 		s.unreserve(n)
 		return nil, err
 	}
@@ -523,7 +542,7 @@ func (r *Restorer) Apply(key, value []byte, deleted bool) error {
 	}
 	r.applied++
 	if r.b.Len() >= restoreBatchBytes {
-		if err := r.b.Commit(pebble.NoSync); err != nil {
+		if err := r.s.h.guard("restore", func() error { return r.b.Commit(pebble.NoSync) }); err != nil {
 			return fmt.Errorf("restore partition %d: %w", r.n, err)
 		}
 		r.b.Reset()
@@ -557,7 +576,7 @@ func (r *Restorer) Finish(end int64) error {
 	defer r.s.unreserve(r.n)
 	defer r.b.Close()
 	r.b.Set(partPrefix(ksChangelogEnd, r.n), syncedValue(end), nil)
-	if err := r.b.Commit(pebble.Sync); err != nil {
+	if err := r.s.h.guard("restore", func() error { return r.b.Commit(pebble.Sync) }); err != nil {
 		return fmt.Errorf("restore partition %d: %w", r.n, err)
 	}
 	return nil

@@ -19,4 +19,11 @@
 // A Partition belongs to one task goroutine. Only ReadOutbox, DeleteOutbox
 // and OutboxDepth may be called from another goroutine (the publisher).
 // Store methods are safe for concurrent use.
+//
+// # Failures
+//
+// Pebble's panics and fatal errors never leave the package: they fail the
+// store, and every later operation returns an error wrapping
+// ErrStoreFailed (ErrCorrupt for corruption). A full disk holds writes
+// until space returns (DiskFull). See health.go, space.go and docs/state.md.
 package state

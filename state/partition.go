@@ -168,24 +168,47 @@ func (p *Partition) Get(customerID string) (Record, error) {
 
 func (p *Partition) load(id string) (Record, error) {
 	p.keyBuf = customerKey(p.keyBuf[:0], p.id, id)
-	v, closer, err := p.s.db.Get(p.keyBuf)
-	if errors.Is(err, pebble.ErrNotFound) {
+	var rec Record
+	found := false
+	err := p.s.h.guard("get customer", func() error {
+		v, closer, err := p.s.db.Get(p.keyBuf)
+		if errors.Is(err, pebble.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		defer closer.Close()
+		found = true
+		data, err := openEnvelope(v)
+		if err != nil {
+			return err
+		}
+		// Decode copies what it keeps (Options.Decode).
+		rec, err = p.s.opts.Decode(id, data)
+		if err != nil {
+			return &decodeError{err}
+		}
+		return nil
+	})
+	if !found && err == nil {
 		return p.s.opts.Decode(id, nil)
+	}
+	var de *decodeError
+	if errors.As(err, &de) {
+		return nil, fmt.Errorf("decode customer %s: %w", id, de.err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get customer %s: %w", id, err)
 	}
-	defer closer.Close()
-	data, err := openEnvelope(v)
-	if err != nil {
-		return nil, fmt.Errorf("customer %s: %w", id, err)
-	}
-	rec, err := p.s.opts.Decode(id, data)
-	if err != nil {
-		return nil, fmt.Errorf("decode customer %s: %w", id, err)
-	}
 	return rec, nil
 }
+
+// decodeError carries Options.Decode's failure out of guard.
+type decodeError struct{ err error }
+
+func (e *decodeError) Error() string { return e.err.Error() }
+func (e *decodeError) Unwrap() error { return e.err }
 
 // openEnvelope checks the envelope byte and returns the record bytes.
 // Older envelopes would be migrated here.
@@ -320,6 +343,10 @@ func (p *Partition) SetRulesHash(hash string) {
 
 // RulesHash returns the committed rules hash ("" if none was ever set).
 func (p *Partition) RulesHash() (string, error) {
+	return guard1(p.s.h, "read rules hash", p.rulesHash)
+}
+
+func (p *Partition) rulesHash() (string, error) {
 	v, closer, err := p.s.db.Get(partPrefix(ksRules, p.id))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return "", nil
@@ -334,6 +361,10 @@ func (p *Partition) RulesHash() (string, error) {
 // HasCustomers reports whether the partition holds any committed customer
 // record.
 func (p *Partition) HasCustomers() (bool, error) {
+	return guard1(p.s.h, "read customers", p.hasCustomers)
+}
+
+func (p *Partition) hasCustomers() (bool, error) {
 	prefix := partPrefix(ksCustomer, p.id)
 	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
 	if err != nil {
@@ -345,6 +376,10 @@ func (p *Partition) HasCustomers() (bool, error) {
 
 // Offsets returns the committed offsets of this partition by topic.
 func (p *Partition) Offsets() (map[string]int64, error) {
+	return guard1(p.s.h, "read offsets", p.offsets)
+}
+
+func (p *Partition) offsets() (map[string]int64, error) {
 	prefix := partPrefix(ksOffset, p.id)
 	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
 	if err != nil {
@@ -376,6 +411,10 @@ func (p *Partition) AppendOutbox(value []byte) uint64 {
 // above after, in order. value is valid only during fn. Safe to call
 // concurrently with the task.
 func (p *Partition) ReadOutbox(after uint64, limit int, fn func(seq uint64, value []byte) error) error {
+	return p.s.h.guard("read outbox", func() error { return p.readOutbox(after, limit, fn) })
+}
+
+func (p *Partition) readOutbox(after uint64, limit int, fn func(seq uint64, value []byte) error) error {
 	if p.closed.Load() {
 		return ErrClosed
 	}
@@ -406,6 +445,10 @@ func (p *Partition) ReadOutbox(after uint64, limit int, fn func(seq uint64, valu
 // DeleteOutbox deletes every entry up to and including upTo, once the sink
 // confirmed them. Safe to call concurrently with the task.
 func (p *Partition) DeleteOutbox(upTo uint64) error {
+	return p.s.h.guard("delete outbox", func() error { return p.deleteOutbox(upTo) })
+}
+
+func (p *Partition) deleteOutbox(upTo uint64) error {
 	if p.closed.Load() {
 		return ErrClosed
 	}
@@ -489,6 +532,10 @@ func (p *Partition) countKey(segment string) []byte {
 
 // Commit writes every staged change in one atomic batch.
 func (p *Partition) Commit() error {
+	return p.s.h.guard("commit", p.commit)
+}
+
+func (p *Partition) commit() error {
 	if p.closed.Load() {
 		return ErrClosed
 	}
@@ -578,6 +625,10 @@ func (p *Partition) committedCount(segment string) (int64, error) {
 // cached record where there is one. Commit first: uncommitted new
 // customers are not visited. Records decoded for Range are not cached.
 func (p *Partition) Range(fn func(customerID string, rec Record) error) error {
+	return p.s.h.guard("range", func() error { return p.rangeRecords(fn) })
+}
+
+func (p *Partition) rangeRecords(fn func(customerID string, rec Record) error) error {
 	if p.closed.Load() {
 		return ErrClosed
 	}

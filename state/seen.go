@@ -19,6 +19,7 @@ type SeenSet struct {
 	db  *pebble.DB
 	b   *pebble.Batch // indexed: Add reads its own uncommitted keys
 	n   int           // keys in b
+	h   *health
 }
 
 // seenBatchKeys commits the set's batch every this many new keys.
@@ -31,20 +32,34 @@ func OpenSeenSet(dir string) (*SeenSet, error) {
 	}
 	cache := pebble.NewCache(8 << 20)
 	defer cache.Unref()
-	po := &pebble.Options{Cache: cache, MemTableSize: 16 << 20, DisableWAL: true, Logger: quietLogger{}}
+	h := &health{dir: dir}
+	po := &pebble.Options{Cache: cache, MemTableSize: 16 << 20, DisableWAL: true, Logger: pebbleLogger{h}, EventListener: h.eventListener()}
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
 	po.EnsureDefaults()
-	db, err := pebble.Open(dir, po)
+	var db *pebble.DB
+	err := h.guard("open seen set", func() error {
+		var err error
+		db, err = pebble.Open(dir, po)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open seen set %s: %w", dir, err)
 	}
-	return &SeenSet{dir: dir, db: db, b: db.NewIndexedBatch()}, nil
+	return &SeenSet{dir: dir, db: db, b: db.NewIndexedBatch(), h: h}, nil
 }
 
 // Add adds key and reports whether it was new.
 func (s *SeenSet) Add(key []byte) (added bool, err error) {
+	err = s.h.guard("seen set", func() error {
+		added, err = s.add(key)
+		return err
+	})
+	return added, err
+}
+
+func (s *SeenSet) add(key []byte) (added bool, err error) {
 	_, closer, err := s.b.Get(key)
 	if err == nil {
 		closer.Close()

@@ -5,12 +5,15 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/rs/zerolog"
 )
 
 // FormatVersion is the store layout this code writes. A store written by a
@@ -85,6 +88,17 @@ type Options struct {
 	// write-ahead log in memory), writes fail, and a directory without a
 	// segd store is refused with ErrNotStore. Default false.
 	ReadOnly bool
+	// Logger receives Pebble's logs and events and the store's failures
+	// (corruption, full disk). Default: none.
+	Logger zerolog.Logger
+	// SkipVerify skips the checksum check of every block that Open makes
+	// (a full read of the store) to find corruption before any partition
+	// runs. Default false.
+	SkipVerify bool
+	// DiskFullProbeBytes is the size of the probe file that must fit
+	// before writes stopped by a full disk resume. Default 1 MiB; at least
+	// 4096.
+	DiskFullProbeBytes int64
 }
 
 // EnsureDefaults fills zero fields.
@@ -107,6 +121,9 @@ func (o *Options) EnsureDefaults() {
 	if o.ChangelogCommitBytes == 0 {
 		o.ChangelogCommitBytes = 1 << 20
 	}
+	if o.DiskFullProbeBytes == 0 {
+		o.DiskFullProbeBytes = 1 << 20
+	}
 }
 
 // Validate reports every invalid field.
@@ -127,6 +144,9 @@ func (o *Options) Validate() error {
 	if o.ChangelogCommitBytes < 4096 {
 		p = append(p, fmt.Sprintf("ChangelogCommitBytes (%d) must be >= 4096", o.ChangelogCommitBytes))
 	}
+	if o.DiskFullProbeBytes < 4096 {
+		p = append(p, fmt.Sprintf("DiskFullProbeBytes (%d) must be >= 4096", o.DiskFullProbeBytes))
+	}
 	if o.Decode == nil {
 		p = append(p, "Decode is nil: the store needs the record decoder")
 	}
@@ -142,6 +162,7 @@ type Store struct {
 	opts Options
 	db   *pebble.DB
 	wo   *pebble.WriteOptions
+	h    *health
 
 	mu        sync.Mutex
 	parts     map[int32]*Partition
@@ -150,6 +171,9 @@ type Store struct {
 }
 
 // Open opens (creating if needed, unless opts.ReadOnly) the store in dir.
+// A store that is corrupt (a checksum mismatch, or the CorruptMarker an
+// earlier run left) is refused with an error wrapping ErrCorrupt; a full
+// disk fails it with ErrDiskFull.
 func Open(dir string, opts Options) (*Store, error) {
 	opts.EnsureDefaults()
 	if err := opts.Validate(); err != nil {
@@ -169,14 +193,25 @@ func Open(dir string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open state %s: %w (no Pebble store in it)", dir, ErrNotStore)
 		}
 	}
+	if b, err := readMarker(opts.FS, dir); err == nil {
+		return nil, fmt.Errorf("open state %s: %w: a run found corruption (%s says %q): rebuild the directory", dir, ErrCorrupt, CorruptMarker, b)
+	}
+	h := &health{dir: dir, fs: opts.FS, log: opts.Logger, probe: opts.DiskFullProbeBytes, abandon: make(chan struct{})}
+	h.opening.Store(true)
+	defer h.opening.Store(false)
+	fs := opts.FS
+	if !opts.ReadOnly {
+		fs = vfs.OnDiskFull(fs, h.onDiskFull)
+	}
 	cache := pebble.NewCache(opts.BlockCacheBytes)
 	defer cache.Unref()
 	po := &pebble.Options{
-		FS:           opts.FS,
-		Cache:        cache,
-		MemTableSize: uint64(opts.MemTableBytes),
-		DisableWAL:   opts.DisableWAL,
-		Logger:       quietLogger{},
+		FS:            fs,
+		Cache:         cache,
+		MemTableSize:  uint64(opts.MemTableBytes),
+		DisableWAL:    opts.DisableWAL,
+		Logger:        pebbleLogger{h},
+		EventListener: h.eventListener(),
 		// A small threshold lets Pebble start a fresh MANIFEST once the
 		// edits since the last one outweigh the live files (its own rule
 		// bounds the cost), so the file boundaries of erased customers do
@@ -190,19 +225,83 @@ func Open(dir string, opts Options) (*Store, error) {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
 	po.EnsureDefaults()
-	db, err := pebble.Open(dir, po)
+	start := time.Now()
+	h.log.Info().Str("state_dir", dir).Msg("opening state store (Pebble replays its write-ahead log)")
+	var db *pebble.DB
+	err := h.guard("open", func() error {
+		var err error
+		db, err = pebble.Open(dir, po)
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("open pebble %s: %w", dir, err)
+		return nil, openError(dir, err)
 	}
-	s := &Store{opts: opts, db: db, wo: pebble.NoSync, parts: map[int32]*Partition{}}
+	s := &Store{opts: opts, db: db, wo: pebble.NoSync, h: h, parts: map[int32]*Partition{}}
 	if opts.Sync == SyncCommit {
 		s.wo = pebble.Sync
 	}
-	if err := s.checkFormat(); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open state %s: %w", dir, err)
+	err = h.guard("check format", s.checkFormat)
+	if err == nil && !opts.SkipVerify {
+		err = h.guard("verify", s.verify)
 	}
+	if err != nil {
+		s.closeDB()
+		return nil, openError(dir, err)
+	}
+	h.log.Info().Str("state_dir", dir).Dur("took", time.Since(start)).Msg("state store open")
 	return s, nil
+}
+
+// openError names the directory and, for a full disk, what to do.
+func openError(dir string, err error) error {
+	if vfs.IsNoSpaceError(err) || errors.Is(err, ErrDiskFull) {
+		if !errors.Is(err, ErrDiskFull) {
+			err = fmt.Errorf("%w: %w", ErrDiskFull, err)
+		}
+		return fmt.Errorf("open state %s: %w (free space on its volume and start again)", dir, err)
+	}
+	return fmt.Errorf("open state %s: %w", dir, err)
+}
+
+// readMarker returns the content of dir's CorruptMarker, or an error if
+// there is none.
+func readMarker(fs vfs.FS, dir string) (string, error) {
+	f, err := fs.Open(fs.PathJoin(dir, CorruptMarker))
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 1024))
+	return strings.TrimSpace(string(b)), err
+}
+
+// verify reads every key of the store, which checks the checksum of every
+// data and index block Pebble reads on the way.
+func (s *Store) verify() error {
+	it, err := s.db.NewIter(nil)
+	if err != nil {
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+	}
+	return errors.Join(it.Error(), it.Close())
+}
+
+// Wipe removes the store in dir (every file of the directory) so that the
+// next Open starts an empty one: for a corrupt store whose state can be
+// rebuilt (the engine restores it from the changelog). fs nil means the
+// OS. The store must not be open.
+func Wipe(fs vfs.FS, dir string) error {
+	if fs == nil {
+		fs = vfs.Default
+	}
+	if err := fs.RemoveAll(dir); err != nil {
+		return fmt.Errorf("wipe state %s: %w", dir, err)
+	}
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("wipe state %s: %w", dir, err)
+	}
+	return nil
 }
 
 func (s *Store) checkFormat() error {
@@ -247,7 +346,12 @@ func (s *Store) Partition(n int32) (*Partition, error) {
 	if s.restoring[n] {
 		return nil, fmt.Errorf("state: partition %d is being restored", n)
 	}
-	p, err := openPartition(s, n)
+	var p *Partition
+	err := s.h.guard("open partition", func() error {
+		var err error
+		p, err = openPartition(s, n)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open partition %d: %w", n, err)
 	}
@@ -292,11 +396,41 @@ func (s *Store) Close() error {
 	for _, p := range parts {
 		p.closeNoRelease()
 	}
-	if err := s.db.Close(); err != nil {
+	// Writes still waiting for space give up: nobody will commit again.
+	s.AbandonDiskWait()
+	return s.closeDB()
+}
+
+// closeDB closes Pebble, unless one of its goroutines is parked after a
+// fatal error (Close would wait for it forever): the process must exit.
+func (s *Store) closeDB() error {
+	if s.h.parked.Load() {
+		return fmt.Errorf("close pebble: not closed: %w", s.h.err())
+	}
+	failed := s.h.err()
+	err := func() (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("pebble close panicked: %v", r)
+			}
+		}()
+		return s.db.Close()
+	}()
+	if failed != nil {
+		// Pebble's Close may report the failure again, or panic on it:
+		// neither is news.
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("close pebble: %w", err)
 	}
 	return nil
 }
+
+// Err returns the store's failure (wrapping ErrStoreFailed, and
+// ErrCorrupt or ErrDiskFull when that was the cause), or nil while it
+// works. Safe for concurrent use.
+func (s *Store) Err() error { return s.h.err() }
 
 func (s *Store) isClosed() bool {
 	s.mu.Lock()
@@ -316,6 +450,10 @@ func (s *Store) CountMembers(segment string) (int64, error) {
 // with others keeps the state of partitions it ran before, which it must
 // not count.
 func (s *Store) CountMembersOf(segment string, include func(partition int32) bool) (int64, error) {
+	return guard1(s.h, "count members", func() (int64, error) { return s.countMembersOf(segment, include) })
+}
+
+func (s *Store) countMembersOf(segment string, include func(partition int32) bool) (int64, error) {
 	if s.isClosed() {
 		return 0, ErrClosed
 	}
@@ -353,6 +491,14 @@ func (s *Store) Members(segment, cursor string, limit int) (ids []string, next s
 // is true. Members written before the index recorded partitions are
 // always included.
 func (s *Store) MembersOf(segment, cursor string, limit int, include func(partition int32) bool) (ids []string, next string, err error) {
+	err = s.h.guard("list members", func() error {
+		ids, next, err = s.membersOf(segment, cursor, limit, include)
+		return err
+	})
+	return ids, next, err
+}
+
+func (s *Store) membersOf(segment, cursor string, limit int, include func(partition int32) bool) (ids []string, next string, err error) {
 	if s.isClosed() {
 		return nil, "", ErrClosed
 	}
@@ -385,6 +531,10 @@ func (s *Store) MembersOf(segment, cursor string, limit int, include func(partit
 // Checkpoint writes a consistent copy of the store to dir (which must not
 // exist), for backups.
 func (s *Store) Checkpoint(dir string) error {
+	return s.h.guard("checkpoint", func() error { return s.checkpoint(dir) })
+}
+
+func (s *Store) checkpoint(dir string) error {
 	if s.isClosed() {
 		return ErrClosed
 	}
@@ -397,10 +547,14 @@ func (s *Store) Checkpoint(dir string) error {
 // Compact flushes the memtable and compacts the whole key space, so that
 // deleted data no longer exists in any file.
 func (s *Store) Compact() error {
+	return s.h.guard("compact", s.compact)
+}
+
+func (s *Store) compact() error {
 	if s.isClosed() {
 		return ErrClosed
 	}
-	if err := s.db.Flush(); err != nil {
+	if err := s.h.check(s.db.Flush()); err != nil {
 		return fmt.Errorf("flush: %w", err)
 	}
 	if err := s.db.Compact(context.Background(), []byte{0}, []byte{0xff, 0xff}, true); err != nil {
@@ -433,31 +587,32 @@ func (s *Store) Metrics() Metrics {
 	}
 	closed := s.closed
 	s.mu.Unlock()
-	if closed {
+	if closed || s.h.err() != nil {
 		return m
 	}
-	pm := s.db.Metrics()
+	var pm *pebble.Metrics
+	if s.h.guard("metrics", func() error { pm = s.db.Metrics(); return nil }) != nil {
+		return m
+	}
 	m.DiskBytes = pm.DiskSpaceUsage()
 	m.ReadAmp = pm.ReadAmp()
 	m.Compactions = pm.Compact.Count
 	return m
 }
 
-// quietLogger drops Pebble's informational logs; errors still surface as
-// returned errors. Fatalf must not return.
-type quietLogger struct{}
-
-func (quietLogger) Infof(string, ...any)  {}
-func (quietLogger) Errorf(string, ...any) {}
-func (quietLogger) Fatalf(format string, args ...any) {
-	panic(fmt.Sprintf("pebble: "+format, args...))
-}
-
 // Lookup returns the committed record bytes of a customer of partition n
 // (without the envelope), for readers outside the partition's task such as
 // the HTTP API. It reads Pebble, not the cache, so it is safe for
 // concurrent use and as fresh as the last commit.
-func (s *Store) Lookup(n int32, customerID string) ([]byte, bool, error) {
+func (s *Store) Lookup(n int32, customerID string) (data []byte, found bool, err error) {
+	err = s.h.guard("lookup", func() error {
+		data, found, err = s.lookup(n, customerID)
+		return err
+	})
+	return data, found, err
+}
+
+func (s *Store) lookup(n int32, customerID string) ([]byte, bool, error) {
 	if s.isClosed() {
 		return nil, false, ErrClosed
 	}
@@ -489,6 +644,10 @@ func (s *Store) CommittedOffsets(n int32) (map[string]int64, error) {
 // CountCustomers returns the number of committed customer records of
 // partition n.
 func (s *Store) CountCustomers(n int32) (int64, error) {
+	return guard1(s.h, "count customers", func() (int64, error) { return s.countCustomers(n) })
+}
+
+func (s *Store) countCustomers(n int32) (int64, error) {
 	if s.isClosed() {
 		return 0, ErrClosed
 	}
@@ -507,6 +666,10 @@ func (s *Store) CountCustomers(n int32) (int64, error) {
 
 // PartitionsWithCustomers lists the partitions that hold customer records.
 func (s *Store) PartitionsWithCustomers() ([]int32, error) {
+	return guard1(s.h, "list partitions", s.partitionsWithCustomers)
+}
+
+func (s *Store) partitionsWithCustomers() ([]int32, error) {
 	if s.isClosed() {
 		return nil, ErrClosed
 	}
@@ -557,6 +720,10 @@ type DiskUsage struct {
 // DiskUsage estimates the bytes each keyspace takes in the store's files
 // (Pebble's estimate: whole sstables, prorated where they span keyspaces).
 func (s *Store) DiskUsage() (DiskUsage, error) {
+	return guard1(s.h, "disk usage", s.diskUsage)
+}
+
+func (s *Store) diskUsage() (DiskUsage, error) {
 	if s.isClosed() {
 		return DiskUsage{}, ErrClosed
 	}
@@ -586,6 +753,10 @@ func (s *Store) DiskUsage() (DiskUsage, error) {
 // call from any goroutine while the partition's task runs (it sees the
 // last commit, not the cache). data is valid only during fn.
 func (s *Store) RangeCommitted(n int32, fn func(customerID string, data []byte) error) error {
+	return s.h.guard("range", func() error { return s.rangeCommitted(n, fn) })
+}
+
+func (s *Store) rangeCommitted(n int32, fn func(customerID string, data []byte) error) error {
 	if s.isClosed() {
 		return ErrClosed
 	}

@@ -116,7 +116,7 @@ func (t *timerIndex) peek() (timerItem, bool) {
 		if t.horizon == math.MaxInt64 {
 			return timerItem{}, false
 		}
-		if err := t.refill(); err != nil {
+		if err := t.p.s.h.guard("read timers", t.refill); err != nil {
 			// Reads of the index fail only when the store is broken;
 			// report no timer and let the next commit surface it.
 			t.p.refillErr = err
