@@ -153,10 +153,10 @@ func (a *APIConfig) validate(bad func(format string, args ...any)) {
 		bad("api.auth.metrics (%q) must be open or read", m)
 	}
 	for _, s := range []struct {
-		key     string
-		entries []string
-	}{{"api.auth.read_tokens", a.Auth.ReadTokens}, {"api.auth.pii_tokens", a.Auth.PIITokens}, {"api.auth.admin_tokens", a.Auth.AdminTokens}} {
-		if _, err := parseTokenEntries(s.entries, "", nil); err != nil {
+		key, scope string
+		entries    []string
+	}{{"api.auth.read_tokens", "read", a.Auth.ReadTokens}, {"api.auth.pii_tokens", "pii", a.Auth.PIITokens}, {"api.auth.admin_tokens", "admin", a.Auth.AdminTokens}} {
+		if _, err := parseTokenEntries(s.entries, s.scope, nil); err != nil {
 			bad("%s: %v", s.key, err)
 		}
 	}
