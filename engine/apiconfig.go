@@ -99,13 +99,13 @@ func (a *APIConfig) ensureDefaults() {
 }
 
 // hasCredentials tells whether the config names any API credential: a
-// token (inline, file or the deprecated api.token) or required client
+// token (inline, file or the deprecated api.token) or client
 // certificates. With one, requests without a credential are refused.
 func (a *APIConfig) hasCredentials() bool {
 	au := a.Auth
 	return a.Token != "" || len(au.ReadTokens)+len(au.PIITokens)+len(au.AdminTokens) > 0 ||
 		au.ReadTokensFile != "" || au.PIITokensFile != "" || au.AdminTokensFile != "" ||
-		(a.TLS.ClientCAFile != "" && a.TLS.ClientAuth == "require")
+		a.TLS.ClientCAFile != ""
 }
 
 // acceptsClientCerts tells whether client certificates authenticate.
@@ -130,7 +130,7 @@ func (a *APIConfig) validate(bad func(format string, args ...any)) {
 		return
 	}
 	if !loopbackAddr(a.Addr) && !a.hasCredentials() && !a.InsecureAllowUnauthenticated {
-		bad("api.addr (%q) is not a loopback address and no API credentials are configured: anyone who reaches it could read profiles and erase customers; set api.auth tokens (or api.tls.client_ca_file with client_auth require), bind 127.0.0.1, or set api.insecure_allow_unauthenticated: true", a.Addr)
+		bad("api.addr (%q) is not a loopback address and no API credentials are configured: anyone who reaches it could read profiles and erase customers; set api.auth tokens or api.tls.client_ca_file, bind 127.0.0.1, or set api.insecure_allow_unauthenticated: true", a.Addr)
 	}
 	for _, d := range []struct {
 		key string

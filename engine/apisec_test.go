@@ -670,7 +670,7 @@ func TestAPITLSAndClientCertificates(t *testing.T) {
 }
 
 // TestAPIRequireClientCertificate: with client_auth require, a
-// connection without a certificate fails, and such a config counts as
+// connection without a certificate fails; client certificates count as
 // credentials for a non-loopback address.
 func TestAPIRequireClientCertificate(t *testing.T) {
 	dir := t.TempDir()
@@ -696,7 +696,7 @@ func TestAPIRequireClientCertificate(t *testing.T) {
 	cfg.API.TLS = s.eng.cfg.API.TLS
 	cfg.EnsureDefaults()
 	if !cfg.API.hasCredentials() {
-		t.Error("required client certificates do not count as credentials")
+		t.Error("client certificates do not count as credentials")
 	}
 }
 

@@ -90,6 +90,9 @@ func (e *Engine) serveAPI() (addr string, stop func(), err error) {
 		ev = e.log.Warn().Bool("insecure_allow_unauthenticated", true)
 	}
 	ev.Str("addr", ln.Addr().String()).Str("scheme", scheme).Bool("credentials", c.hasCredentials()).Msg("api listening")
+	if c.hasCredentials() && len(*g.tokens.Load()) == 0 && !c.acceptsClientCerts() {
+		e.log.Warn().Msg("api credentials are configured but no token is loaded: every request that needs one gets 401 until a token file holds one")
+	}
 	if g.open && !loopbackAddr(c.Addr) {
 		e.log.Warn().Str("addr", c.Addr).Msg("INSECURE: the API answers anyone who can reach it, without credentials (api.insecure_allow_unauthenticated): profiles, member lists, erasure and rules")
 	} else if g.tls == nil && !loopbackAddr(c.Addr) {
