@@ -1,8 +1,8 @@
 package engine
 
 import (
-	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -77,6 +77,8 @@ func (e *Engine) Handler() http.Handler {
 	mux.Handle("GET /v1/segments", e.auth(http.HandlerFunc(e.getSegments)))
 	mux.Handle("POST /v1/rules/preview", e.auth(http.HandlerFunc(e.previewRules)))
 	mux.Handle("GET /v1/segments/{id}/members", e.auth(http.HandlerFunc(e.getMembers)))
+	mux.Handle("POST /v1/segments/{id}/export", e.auth(http.HandlerFunc(e.postExport)))
+	mux.Handle("GET /v1/segments/{id}/members.csv", e.signedLink(http.HandlerFunc(e.getMembersCSV)))
 	// The built-in page (engine/web, embedded): no external resources.
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -86,7 +88,7 @@ func (e *Engine) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 	})
-	return mux
+	return e.protect(mux)
 }
 
 // PublishFailures lists the partitions of this process whose outbox
@@ -104,23 +106,6 @@ func (e *Engine) PublishFailures() []PublishFailure {
 	return out
 }
 
-// auth requires the bearer token when one is configured.
-func (e *Engine) auth(h http.Handler) http.Handler {
-	token := e.cfg.API.Token
-	if token == "" {
-		return h
-	}
-	want := []byte("Bearer " + token)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="segd"`)
-			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
@@ -130,9 +115,6 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
 }
-
-// maxPreviewRulesBytes bounds a preview request's rules file.
-const maxPreviewRulesBytes = 1 << 20
 
 // previewRules evaluates the rules file in the request body against every
 // customer's committed state and reports, per segment, the size now and
@@ -147,13 +129,15 @@ func (e *Engine) previewRules(w http.ResponseWriter, r *http.Request) {
 		}
 		sample = n
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxPreviewRulesBytes+1))
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "read body: "+err.Error())
+	// auth bounds the body to rules.MaxRulesBytes.
+	body, err := io.ReadAll(r.Body)
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("rules file over %d bytes", tooLarge.Limit))
 		return
 	}
-	if len(body) > maxPreviewRulesBytes {
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("rules file over %d bytes", maxPreviewRulesBytes))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "read body: "+err.Error())
 		return
 	}
 	if len(body) == 0 {
@@ -161,6 +145,10 @@ func (e *Engine) previewRules(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rs, err := rules.Compile("request.yaml", body)
+	if errors.Is(err, rules.ErrLimit) {
+		writeError(w, http.StatusRequestEntityTooLarge, err.Error())
+		return
+	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
@@ -312,9 +300,10 @@ func (e *Engine) getCustomer(w http.ResponseWriter, r *http.Request) {
 		if segs == nil {
 			segs = []map[string]any{}
 		}
+		masked := maskPII(r, traits, profile)
 		writeJSON(w, http.StatusOK, map[string]any{
 			"customer_id": id, "partition": p, "clock": schemas.FormatTime(clock),
-			"segments": segs, "traits": traits, "profile": profile,
+			"segments": segs, "traits": traits, "profile": profile, "masked": masked,
 		})
 		return
 	}

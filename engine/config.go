@@ -129,6 +129,11 @@ type SASLConfig struct {
 	PasswordFile string `yaml:"password_file"`
 	// PasswordEnv names an environment variable holding the password.
 	PasswordEnv string `yaml:"password_env"`
+	// InsecureAllowPlaintext lets mechanism plain run without
+	// kafka.tls.enabled, which sends the password in the clear: Validate
+	// refuses that unless this is true, and segd then logs a warning at
+	// every start. Default false.
+	InsecureAllowPlaintext bool `yaml:"insecure_allow_plaintext"`
 }
 
 // TopicsConfig names segd's topics.
@@ -264,13 +269,53 @@ type ConsentConfig struct {
 type APIConfig struct {
 	// Addr is the listen address. Default 127.0.0.1:8080; "off" disables.
 	Addr string `yaml:"addr"`
-	// Token, if set, is required as a bearer token on everything but the
-	// health endpoints.
+	// Token is deprecated: one bearer token with every scope (read, pii
+	// and admin), named "api.token" in the audit log. Prefer Auth.
+	// Default none.
 	Token string `yaml:"token"`
 	// ReadyMaxLag: /readyz answers 503 while any partition is more than
 	// this many records behind the end of an input topic. Default 100000;
 	// negative: lag never affects readiness.
 	ReadyMaxLag int64 `yaml:"ready_max_lag"`
+	// InsecureAllowUnauthenticated lets segd serve a non-loopback Addr
+	// with no credentials configured, to anyone who can reach it. Validate
+	// refuses that configuration unless this is true; segd then logs a
+	// warning at every start. Default false.
+	InsecureAllowUnauthenticated bool `yaml:"insecure_allow_unauthenticated"`
+	// AllowedHosts are the Host header names (without port) the API
+	// answers, against DNS rebinding; others get 421. Default: localhost,
+	// 127.0.0.1 and ::1 while Addr is a loopback address, no check
+	// otherwise. When set, it is checked whatever Addr is, except on
+	// /healthz, /readyz and /metrics of a non-loopback Addr (probes and
+	// scrapes send the pod IP). "*" turns the check off.
+	AllowedHosts []string `yaml:"allowed_hosts"`
+	// CORSOrigins are the browser origins (scheme://host[:port]) allowed
+	// to call the API from other sites. Default none: no CORS headers,
+	// cross-site mutations refused.
+	CORSOrigins []string `yaml:"cors_origins"`
+	// ReadTimeout bounds reading a whole request, body included. Default
+	// 30s.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds writing a response, from the end of the request
+	// headers. Default 2m (a preview over a large store takes a while).
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// IdleTimeout closes keep-alive connections idle this long. Default
+	// 2m.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// AdminConcurrency is how many rules previews and reloads may run at
+	// once; more get 429. Default 2.
+	AdminConcurrency int `yaml:"admin_concurrency"`
+	// AdminRate is how many previews and reloads one client (credential,
+	// or address without one) may start per minute, with bursts of up to
+	// a third of it (at least 1); more get 429. Default 30.
+	AdminRate int `yaml:"admin_rate"`
+	// DownloadLinkTTL is how long a signed member export link stays
+	// valid. Default 1m; 1s..1h.
+	DownloadLinkTTL time.Duration `yaml:"download_link_ttl"`
+	// Auth names the API's bearer tokens.
+	Auth APIAuthConfig `yaml:"auth"`
+	// TLS serves the API over HTTPS, optionally with client certificates.
+	TLS APITLSConfig `yaml:"tls"`
 }
 
 // LogConfig configures logging.
@@ -379,6 +424,7 @@ func (c *Config) EnsureDefaults() {
 	if c.API.ReadyMaxLag == 0 {
 		c.API.ReadyMaxLag = 100000
 	}
+	c.API.ensureDefaults()
 	def(&c.Log.Level, "info")
 	def(&c.Log.Format, "json")
 }
@@ -532,6 +578,10 @@ func (c *Config) Validate() error {
 	}
 	if c.API.Addr != "off" && !strings.Contains(c.API.Addr, ":") {
 		bad("api.addr (%q) must be host:port or off", c.API.Addr)
+	}
+	c.API.validate(bad)
+	if sa := c.Kafka.SASL; strings.EqualFold(sa.Mechanism, "plain") && !c.Kafka.TLS.Enabled && !sa.InsecureAllowPlaintext {
+		bad("kafka.sasl.mechanism is plain but kafka.tls.enabled is false: the password would cross the network in the clear; enable kafka.tls or set kafka.sasl.insecure_allow_plaintext: true")
 	}
 	if c.Output.Format != "avro" && c.Output.Format != "json" {
 		bad("output.format (%q) must be avro or json", c.Output.Format)

@@ -4,10 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,6 +70,8 @@ type Engine struct {
 	restoringNow atomic.Int64
 	// stoppedAt is when the partitions last stopped for a rebalance.
 	stoppedAt atomic.Pointer[time.Time]
+	// api guards the HTTP API (auth.go).
+	api *apiGuard
 }
 
 type runningPartition struct {
@@ -95,6 +96,12 @@ func New(cfg *Config, opt Options) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, opt: opt, sec: sec, log: opt.Logger.With().Str("component", "engine").Logger(), m: newMetrics(), parts: map[int32]*runningPartition{}}
 	e.rs.Store(rs)
+	if e.api, err = newAPIGuard(&cfg.API, opt.Logger, e.m.reg); err != nil {
+		return nil, err
+	}
+	if sa := cfg.Kafka.SASL; strings.EqualFold(sa.Mechanism, "plain") && !cfg.Kafka.TLS.Enabled && sa.InsecureAllowPlaintext {
+		e.log.Warn().Msg("INSECURE: SASL PLAIN without TLS sends the Kafka password in the clear (kafka.sasl.insecure_allow_plaintext)")
+	}
 	st, err := e.openState()
 	if err != nil {
 		return nil, err // state.Open names the directory
@@ -223,25 +230,11 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 
 	if e.cfg.API.Addr != "off" {
-		ln, err := net.Listen("tcp", e.cfg.API.Addr)
+		_, stop, err := e.serveAPI()
 		if err != nil {
-			return fmt.Errorf("api.addr %s: %w", e.cfg.API.Addr, err)
+			return err
 		}
-		srv := &http.Server{Handler: e.Handler(), ReadHeaderTimeout: 10 * time.Second}
-		serveDone := make(chan struct{})
-		go func() {
-			defer close(serveDone)
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				e.log.Error().Err(err).Msg("api server stopped")
-			}
-		}()
-		defer func() {
-			sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer scancel()
-			srv.Shutdown(sctx)
-			<-serveDone
-		}()
-		e.log.Info().Str("addr", ln.Addr().String()).Msg("api listening")
+		defer stop()
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()

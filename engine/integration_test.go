@@ -281,7 +281,7 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 	eng.mu.Unlock()
 	readyz := func() (int, string) {
 		rec := httptest.NewRecorder()
-		eng.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		eng.Handler().ServeHTTP(rec, apiRequest(http.MethodGet, "/readyz", nil))
 		return rec.Code, rec.Body.String()
 	}
 	tk.maxLag.Store(250000)
@@ -436,6 +436,7 @@ func testReload(t *testing.T, eng *Engine, rulesPath string, brokers []string, b
 	post := func() (int, map[string]any) {
 		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/rules/reload", nil)
 		req.Header.Set("Authorization", "Bearer s3cret")
+		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -565,7 +566,7 @@ func startEngine(t *testing.T, cfg *Config) *Engine {
 func testPreviewHTTP(t *testing.T, eng *Engine) {
 	t.Helper()
 	post := func(query, body string, token bool) (int, map[string]any) {
-		req := httptest.NewRequest(http.MethodPost, "/v1/rules/preview"+query, strings.NewReader(body))
+		req := apiRequest(http.MethodPost, "/v1/rules/preview"+query, strings.NewReader(body))
 		if token {
 			req.Header.Set("Authorization", "Bearer s3cret")
 		}

@@ -167,7 +167,7 @@ func TestIdentityMergeAcrossPartitions(t *testing.T) {
 func getCustomer(t *testing.T, eng *Engine, id string) map[string]any {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	eng.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/customers/"+id, nil))
+	eng.Handler().ServeHTTP(rec, apiRequest(http.MethodGet, "/v1/customers/"+id, nil))
 	if rec.Code == http.StatusNotFound {
 		return nil
 	}

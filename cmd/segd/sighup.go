@@ -12,8 +12,9 @@ import (
 )
 
 // reloadOnHangup reloads eng's rules file on every SIGHUP (as POST
-// /v1/rules/reload does) until ctx is done; a file with errors leaves the
-// running rules in place and is logged. The returned stop waits for the
+// /v1/rules/reload does), and the API's token and TLS files, until ctx is
+// done; a file with errors leaves the running rules (or credentials) in
+// place and is logged. The returned stop waits for the
 // watcher to end. report, if set, is told each outcome too.
 func reloadOnHangup(ctx context.Context, eng *engine.Engine, log zerolog.Logger, report func(*engine.ReloadResult, error)) (stop func()) {
 	hup := make(chan os.Signal, 1)
@@ -27,6 +28,9 @@ func reloadOnHangup(ctx context.Context, eng *engine.Engine, log zerolog.Logger,
 			case <-ctx.Done():
 				return
 			case <-hup:
+			}
+			if err := eng.ReloadAPICredentials(); err != nil {
+				log.Error().Err(err).Msg("api credentials reload failed; the previous ones stay")
 			}
 			res, err := eng.Reload(ctx)
 			if err != nil {

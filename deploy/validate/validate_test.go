@@ -14,6 +14,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -46,6 +47,10 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 			obj = &corev1.ConfigMap{}
 		case "PodDisruptionBudget":
 			obj = &policyv1.PodDisruptionBudget{}
+		case "Secret":
+			obj = &corev1.Secret{}
+		case "NetworkPolicy":
+			obj = &networkingv1.NetworkPolicy{}
 		case "Kustomization":
 			continue
 		default:
@@ -57,7 +62,7 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 		}
 		kinds[meta.Kind]++
 	}
-	for _, k := range []string{"StatefulSet", "Service", "ConfigMap", "PodDisruptionBudget"} {
+	for _, k := range []string{"StatefulSet", "Service", "ConfigMap", "PodDisruptionBudget", "Secret", "NetworkPolicy"} {
 		if kinds[k] != 1 {
 			t.Errorf("%d %s manifests, want 1", kinds[k], k)
 		}

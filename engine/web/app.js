@@ -4,14 +4,24 @@
 "use strict";
 const history = {}; // segment id -> recent sizes
 const maxPoints = 60;
+// The API token, if the API needs one (docs/api.md, "Security"): kept in
+// this tab's sessionStorage only (gone when the tab closes), sent in the
+// Authorization header, never in a URL.
 const tokenInput = document.getElementById("token");
-tokenInput.value = localStorage.getItem("segd-token") || "";
-tokenInput.addEventListener("change", () => { localStorage.setItem("segd-token", tokenInput.value); refresh(); });
+localStorage.removeItem("segd-token"); // where earlier versions kept it
+tokenInput.value = sessionStorage.getItem("segd-token") || "";
+tokenInput.addEventListener("change", () => { sessionStorage.setItem("segd-token", tokenInput.value); refresh(); });
 
-function api(path) {
-  const headers = {};
-  if (tokenInput.value) headers["Authorization"] = "Bearer " + tokenInput.value;
-  return fetch(path, { headers }).then(async r => {
+// api calls the API. A POST sends a JSON body: the API refuses other body
+// types on POST, which cross-site forms could send.
+function api(path, method) {
+  const opts = { headers: {}, method: method || "GET", credentials: "omit" };
+  if (tokenInput.value) opts.headers["Authorization"] = "Bearer " + tokenInput.value;
+  if (opts.method === "POST") {
+    opts.headers["Content-Type"] = "application/json";
+    opts.body = "{}";
+  }
+  return fetch(path, opts).then(async r => {
     const body = await r.json().catch(() => ({}));
     if (!r.ok) throw new Error(body.error || (r.status + " " + r.statusText));
     return body;
@@ -81,6 +91,14 @@ function refresh() {
       const spark = document.createElement("td");
       spark.appendChild(sparkline(h));
       tr.append(spark, cell(s.enters_1h, "num"), cell(s.exits_1h, "num"), cell(s.enters_24h, "num"), cell(s.exits_24h, "num"));
+      const dl = document.createElement("td");
+      const btn = document.createElement("button");
+      btn.textContent = "CSV";
+      btn.className = "export";
+      btn.title = "download the members of " + s.id;
+      btn.addEventListener("click", () => exportMembers(s.id));
+      dl.appendChild(btn);
+      tr.appendChild(dl);
       tbody.appendChild(tr);
     }
     document.getElementById("status").textContent = "updated " + new Date().toLocaleTimeString();
@@ -89,12 +107,30 @@ function refresh() {
   });
 }
 
+// exportMembers downloads a segment's members as CSV through a short-lived
+// signed link that an authenticated request issues: the token stays in
+// the header, out of the URL, the history and the server's logs.
+function exportMembers(id) {
+  api("/v1/segments/" + encodeURIComponent(id) + "/export", "POST").then(link => {
+    const a = document.createElement("a");
+    a.href = link.url;
+    a.download = id + "-members.csv";
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+  }).catch(err => {
+    document.getElementById("status").textContent = "cannot export " + id + ": " + err.message;
+  });
+}
+
 document.getElementById("lookup").addEventListener("submit", ev => {
   ev.preventDefault();
   const id = document.getElementById("customer").value.trim();
   const out = document.getElementById("customer-result");
   api("/v1/customers/" + encodeURIComponent(id))
-    .then(c => { out.textContent = JSON.stringify(c, null, 2); })
+    .then(c => {
+      out.textContent = (c.masked ? "(traits and profile masked: this token lacks the pii scope)\n" : "") + JSON.stringify(c, null, 2);
+    })
     .catch(err => { out.textContent = err.message; });
 });
 
