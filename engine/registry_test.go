@@ -79,7 +79,9 @@ func purchaseRecord(eventID, customer string, at time.Time, amount float64) map[
 func readyz(t *testing.T, eng *Engine) (int, map[string]any) {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	eng.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	req := httptest.NewRequest(http.MethodGet, "/readyz", nil)
+	req.Host = "localhost" // the API serves loopback names only (api.allowed_hosts)
+	eng.Handler().ServeHTTP(rec, req)
 	var body map[string]any
 	json.Unmarshal(rec.Body.Bytes(), &body)
 	return rec.Code, body
@@ -257,7 +259,9 @@ func TestRegistryWaitEndsOnShutdown(t *testing.T) {
 func customerTraits(t *testing.T, eng *Engine, id string) map[string]any {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	eng.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/customers/"+id, nil))
+	req := httptest.NewRequest(http.MethodGet, "/v1/customers/"+id, nil)
+	req.Host = "localhost"
+	eng.Handler().ServeHTTP(rec, req)
 	var body struct {
 		Traits map[string]any `json:"traits"`
 	}

@@ -162,7 +162,9 @@ func TestFullDiskPausesAndResumes(t *testing.T) {
 		t.Fatalf("the store failed on a full disk: %v", err)
 	}
 	rec := httptest.NewRecorder()
-	eng.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	req := httptest.NewRequest("GET", "/readyz", nil)
+	req.Host = "localhost" // api.allowed_hosts
+	eng.Handler().ServeHTTP(rec, req)
 	if !strings.Contains(rec.Body.String(), "state disk is full") {
 		t.Errorf("/readyz does not tell of the full disk: %d %s", rec.Code, rec.Body)
 	}
