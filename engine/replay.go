@@ -83,6 +83,9 @@ type ReplaySummary struct {
 	// RecordsLost counts input records Kafka deleted (retention) while
 	// the replay read the topics: the rebuilt state misses them.
 	RecordsLost int64
+	// Evaluations counts segment evaluations (one segment for one
+	// customer at one instant): the work incremental evaluation saves.
+	Evaluations int64
 	Elapsed     time.Duration
 }
 
@@ -331,6 +334,7 @@ func replayFiles(ctx context.Context, opt ReplayOptions) (*ReplaySummary, error)
 		}
 		sum.Duplicates += int64(p.stats.duplicates)
 		sum.TooLate += int64(p.stats.tooLate)
+		sum.Evaluations += int64(p.stats.evaluations)
 	}
 	if err := collectReplay(st, rs, procs, opt.Output, sum, true); err != nil {
 		return nil, err
@@ -569,6 +573,7 @@ func replayTopics(ctx context.Context, cfg *Config, out io.Writer, log zerolog.L
 		}
 		sum.Duplicates += int64(p.stats.duplicates)
 		sum.TooLate += int64(p.stats.tooLate)
+		sum.Evaluations += int64(p.stats.evaluations)
 	}
 	if err := collectReplay(e.st, rs, procs, out, sum, true); err != nil {
 		return nil, err

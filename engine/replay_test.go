@@ -111,21 +111,28 @@ func TestReplayIsDeterministic(t *testing.T) {
 func TestIncrementalEvaluationIsExact(t *testing.T) {
 	input := filepath.Join(t.TempDir(), "events.jsonl")
 	writeEvents(t, input, 6000)
-	run := func(all bool) []byte {
+	run := func(all bool) ([]byte, int64) {
 		var out bytes.Buffer
-		_, err := Replay(context.Background(), ReplayOptions{
+		sum, err := Replay(context.Background(), ReplayOptions{
 			RulesFile: "../examples/rules.yaml", StateDir: filepath.Join(t.TempDir(), "state"),
 			Inputs: []string{input}, Output: &out, evalAll: all,
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return out.Bytes()
+		return out.Bytes(), sum.Evaluations
 	}
-	inc, all := run(false), run(true)
+	inc, incWork := run(false)
+	all, allWork := run(true)
 	if len(inc) == 0 || !bytes.Equal(inc, all) {
 		t.Fatalf("incremental output (%d bytes) differs from full re-evaluation (%d bytes)", len(inc), len(all))
 	}
+	// Both runs must have done what they say: the comparison means
+	// nothing if evalAll does not reach the processor.
+	if incWork == 0 || allWork <= incWork {
+		t.Fatalf("evaluations: incremental %d, every segment %d: want fewer incremental ones", incWork, allWork)
+	}
+	t.Logf("evaluations: incremental %d, every segment %d", incWork, allWork)
 }
 
 // A segment edited in a running engine leaves no stale member: replaying
