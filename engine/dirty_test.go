@@ -197,7 +197,7 @@ func TestDirtyInputDeadLettersExactlyTheBadOnes(t *testing.T) {
 	if p := dirtyEng.Progress(); int(p.Events) != good || int(p.DeadLetters) != len(wantBad) {
 		t.Fatalf("dirty run: %v events applied, %v dead letters; want %d and %d", p.Events, p.DeadLetters, good, len(wantBad))
 	}
-	dls := readAllPartitions(t, brokers, dirtyTopics[5], partitions, len(wantBad), 30*time.Second)
+	dls := readAll(t, brokers, dirtyTopics[5], partitions, len(wantBad), 30*time.Second)
 	if len(dls) != len(wantBad) {
 		t.Fatalf("%d dead letters, want %d", len(dls), len(wantBad))
 	}
@@ -294,27 +294,6 @@ func allMembers(t *testing.T, eng *Engine, segment string) []string {
 		}
 		cursor = next
 	}
-}
-
-func readAllPartitions(t *testing.T, brokers []string, topic string, partitions, want int, timeout time.Duration) []connectors.Message {
-	t.Helper()
-	var out []connectors.Message
-	deadline := time.Now().Add(timeout)
-	for p := 0; p < partitions; p++ {
-		c, err := connectors.NewPartitionConsumer(connectors.PartitionConsumerOptions{Brokers: brokers, Topics: []string{topic}, Partition: p, StopAtEnd: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for time.Now().Before(deadline) {
-			msgs, err := c.Poll(context.Background(), make([]connectors.Message, 0, 256), 100*time.Millisecond)
-			out = append(out, msgs...)
-			if err != nil {
-				break // io.EOF: the partition is read to its end
-			}
-		}
-		c.Close()
-	}
-	return out
 }
 
 func truncateForTest(b []byte) string {

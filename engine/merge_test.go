@@ -153,7 +153,7 @@ func TestIdentityMergeAcrossPartitions(t *testing.T) {
 	// The anonymous id left its segments with cause MERGE.
 	waitFor(t, 10*time.Second, "the anonymous id's EXITs", func() bool {
 		var exits int
-		for _, m := range readAllPartitions(t, brokers, merged[4], partitions, 0, 2*time.Second) {
+		for _, m := range readAll(t, brokers, merged[4], partitions, 0, 2*time.Second) {
 			var c schemas.SegmentChange
 			if schemas.DecodeSegmentChangeAvro(m.Value, &c) == nil && c.CustomerID == anon && c.Kind == schemas.Exit && c.Cause == schemas.CauseMerge && c.CauseEventID == "alias-1" {
 				exits++

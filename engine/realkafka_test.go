@@ -90,7 +90,7 @@ func TestRealKafkaMatchesEmbedded(t *testing.T) {
 	if total == 0 {
 		t.Fatal("no members at all: the comparison proves nothing")
 	}
-	changes := readAllPartitions(t, strings.Split(real, ","), ts[4], partitions, int(pr.Enters+pr.Exits), 30*time.Second)
+	changes := readAll(t, strings.Split(real, ","), ts[4], partitions, int(pr.Enters+pr.Exits), 30*time.Second)
 	if len(changes) != int(pr.Enters+pr.Exits) {
 		t.Errorf("read %d changes back from real Kafka, published %v", len(changes), pr.Enters+pr.Exits)
 	}

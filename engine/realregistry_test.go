@@ -200,7 +200,7 @@ func TestRealRegistryEndToEnd(t *testing.T) {
 			}
 		}
 	}
-	dls := readAllPartitions(t, broker.Addrs(), ts[5], partitions, 2, 30*time.Second)
+	dls := readAll(t, broker.Addrs(), ts[5], partitions, 2, 30*time.Second)
 	reasons := map[string]int{}
 	for _, m := range dls {
 		for _, h := range m.Headers {
