@@ -188,6 +188,8 @@ func replayFiles(ctx context.Context, opt ReplayOptions) (*ReplaySummary, error)
 			seen:    seenFn,
 			evalAll: opt.evalAll,
 			log:     processorLog(opt.Log),
+			// The live defaults: a file replay has no config.
+			maxAttributes: DefaultMaxAttributes, maxAttributeBytes: DefaultMaxAttributeBytes,
 		})
 		if err != nil {
 			return nil, err
@@ -239,6 +241,12 @@ func replayFiles(ctx context.Context, opt ReplayOptions) (*ReplaySummary, error)
 				schemas.FormatTime(pe.e.Time), opt.MaxJump, schemas.FormatTime(ref)))
 		}
 		if err := applyOne(&pe.e); err != nil {
+			var rej *rejectedError
+			if errors.As(err, &rej) {
+				// Refused by a bound (input.max_attributes): skipped like
+				// any bad line, as live dead-letters it.
+				return skip(pe.file, pe.line, string(rej.reason), rej.err)
+			}
 			return fmt.Errorf("replay %s:%d: %w", pe.file, pe.line, err)
 		}
 		return nil
@@ -514,8 +522,9 @@ func replayTopics(ctx context.Context, cfg *Config, out io.Writer, log zerolog.L
 			deliverMerge: func(target string, rec []byte) error {
 				return procs[connectors.PartitionFor([]byte(target), n)].merge(target, rec)
 			},
-			seen: seen.seen,
-			log:  processorLog(log),
+			seen:          seen.seen,
+			log:           processorLog(log),
+			maxAttributes: cfg.Input.MaxAttributes, maxAttributeBytes: cfg.Input.MaxAttributeBytes,
 		})
 		if err != nil {
 			return nil, err

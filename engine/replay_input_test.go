@@ -272,3 +272,29 @@ func abs(x int) int {
 	}
 	return x
 }
+
+// TestReplayBoundsAttributes: a profile line over input.max_attributes is
+// skipped as too_many_attributes (live dead-letters it); it used to be
+// applied, or to end the replay once the bound reached the processor.
+func TestReplayBoundsAttributes(t *testing.T) {
+	rulesPath := filepath.Join(t.TempDir(), "rules.yaml")
+	os.WriteFile(rulesPath, []byte(`version: 1
+traits:
+  spend_30d: sum(purchase.amount) over 30d
+segments:
+  buyer: { when: "spend_30d > 0" }
+`), 0o644)
+	var attrs []string
+	for i := 0; i < DefaultMaxAttributes+1; i++ {
+		attrs = append(attrs, fmt.Sprintf(`"a%d":1`, i))
+	}
+	big := `{"type":"profile","event_id":"p-1","customer_id":"c1","ts":"2011-03-01T09:00:00Z","attributes":{` + strings.Join(attrs, ",") + "}}\n"
+	o1 := `{"type":"purchase","event_id":"o-1","customer_id":"c1","ts":"2011-03-01T10:00:00Z","amount":55}` + "\n"
+	_, sum, err := replayTexts(t, ReplayOptions{RulesFile: rulesPath}, big+o1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Skipped["too_many_attributes"] != 1 || sum.Events != 1 || sum.Sizes["buyer"] != 1 {
+		t.Fatalf("skipped %v, events %d, sizes %v: want the profile line skipped and the purchase applied", sum.Skipped, sum.Events, sum.Sizes)
+	}
+}
