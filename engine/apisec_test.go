@@ -518,8 +518,8 @@ func TestAPITokenRotation(t *testing.T) {
 		t.Fatal("a broken token file dropped the running tokens")
 	}
 
-	// SIGHUP: segd run calls ReloadAPICredentials.
-	s.eng.api.cfg.Auth.WatchInterval = -1
+	// SIGHUP: segd run calls ReloadAPICredentials; the file is read at
+	// once, whenever the watcher would next look.
 	write("hup:" + oldTok + "\n")
 	if err := s.eng.ReloadAPICredentials(); err != nil {
 		t.Fatal(err)
