@@ -541,10 +541,10 @@ func jsonInt(d []byte, v jspan) (int64, error) {
 	return int64(x), nil
 }
 
-// jsonInterned holds the values of the enumerated fields (channel, page,
+// internedValues holds the values of the enumerated fields (channel, page,
 // action) and common currencies: decoding one of them shares the constant
 // instead of allocating a copy.
-var jsonInterned = func() map[string]string {
+var internedValues = func() map[string]string {
 	m := map[string]string{}
 	for _, s := range strings.Fields(`web app store email push sms
 		home category product search cart checkout
@@ -555,10 +555,10 @@ var jsonInterned = func() map[string]string {
 	return m
 }()
 
-// internJSON is jstring for a value that is often one of jsonInterned.
+// internJSON is jstring for a value that is often one of internedValues.
 func internJSON(d []byte, v jspan) string {
 	if v.kind&jEscaped == 0 {
-		if s, ok := jsonInterned[string(v.raw(d))]; ok {
+		if s, ok := internedValues[string(v.raw(d))]; ok {
 			return s
 		}
 	}
