@@ -140,7 +140,7 @@ func DecodeJSON(data []byte, e *Event) error {
 		if err != nil {
 			return &DecodeError{Reason: ReasonJSONDecode, Err: err}
 		}
-		top = jspan{int32(i), int32(end), jObject}
+		top = jspan{i, end, jObject}
 		i = end
 	} else {
 		v, end, err := scanValue(data, i, 0)
@@ -168,7 +168,7 @@ func (doc *jsonDoc) member(key, val jspan) {
 	var k int
 	if plain(key, doc.d) {
 		k = jsonFieldIndex(bstr(key.raw(doc.d)))
-	} else if key.end-key.start <= 3*int32(len("customer_id"))*2 {
+	} else if key.end-key.start <= 3*len("customer_id")*2 {
 		k = jsonFieldIndex(bstr(appendUnquoted(buf[:0], key.raw(doc.d))))
 	} else {
 		k = -1 // too long to unquote to a known name

@@ -35,7 +35,7 @@ const (
 
 // jspan locates one JSON value in the input.
 type jspan struct {
-	start, end int32
+	start, end int
 	kind       uint8 // jString.. ; jString|jEscaped for strings to unquote
 }
 
@@ -97,19 +97,19 @@ func scanValue(d []byte, i, depth int) (jspan, int, error) {
 		if esc {
 			k |= jEscaped
 		}
-		return jspan{int32(i + 1), int32(end - 1), k}, end, nil
+		return jspan{i + 1, end - 1, k}, end, nil
 	case c == '{' || c == '[':
 		end, err := scanContainer(d, i, depth+1)
 		if err != nil {
 			return jspan{}, i, err
 		}
-		return jspan{int32(i), int32(end), c}, end, nil
+		return jspan{i, end, c}, end, nil
 	case c == '-' || c >= '0' && c <= '9':
 		end, err := scanNumber(d, i)
 		if err != nil {
 			return jspan{}, i, err
 		}
-		return jspan{int32(i), int32(end), jNumber}, end, nil
+		return jspan{i, end, jNumber}, end, nil
 	case c == 't':
 		return scanLiteral(d, i, "true", jTrue)
 	case c == 'f':
@@ -130,7 +130,7 @@ func scanLiteral(d []byte, i int, lit string, k uint8) (jspan, int, error) {
 			return jspan{}, i, syntaxErr(d, i+j, "in literal "+lit+" (expecting "+quoteChar(lit[j])+")")
 		}
 	}
-	return jspan{int32(i), int32(i + len(lit)), k}, i + len(lit), nil
+	return jspan{i, i + len(lit), k}, i + len(lit), nil
 }
 
 // scanString checks the string whose opening quote is d[i] and returns
@@ -288,7 +288,7 @@ func scanObject(d []byte, i, depth int, member func(key, val jspan)) (int, error
 		if err != nil {
 			return end, err
 		}
-		key := jspan{int32(i + 1), int32(end - 1), jString}
+		key := jspan{i + 1, end - 1, jString}
 		if esc {
 			key.kind |= jEscaped
 		}
