@@ -20,6 +20,9 @@ type AvroCodec struct {
 	codec *goavro.Codec
 	// defaults fill the reader fields the writer lacks (NewResolvingCodec).
 	defaults []fieldDefault
+	// fast is the writer schema compiled for this event type (avrofast.go),
+	// or nil if its shape is one only goavro decodes.
+	fast *avroProgram
 }
 
 // NewAvroCodec compiles schemaText (the writer's schema) for events of type t.
@@ -31,15 +34,39 @@ func NewAvroCodec(t EventType, schemaText string) (*AvroCodec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("schemas: compile %s schema: %w", t, err)
 	}
-	return &AvroCodec{typ: t, codec: c}, nil
+	ac := &AvroCodec{typ: t, codec: c}
+	ac.fast, _ = compileAvro(t, schemaText, nil)
+	return ac, nil
 }
+
+// Compiled reports whether the codec decodes with the decoder compiled
+// from the writer schema; if not (a schema shape it does not take, see
+// docs/schemas.md), it decodes with goavro.
+func (c *AvroCodec) Compiled() bool { return c.fast != nil }
 
 // Type returns the event type the codec reads.
 func (c *AvroCodec) Type() EventType { return c.typ }
 
 // Decode decodes one Avro binary value into e (Reset first, slices reused).
-// Errors are *DecodeError with reason avro_decode.
+// Errors are *DecodeError with reason avro_decode, or bad_value, or
+// bad_field. The strings decode stores in e are copies (or shared
+// constants) that never alias data and may be kept; e's slices are valid
+// until the next decode into e. On an error e's content is unspecified.
+//
+// With a compiled writer schema (Compiled) it reads the binary straight
+// into e, allocating only the strings it keeps; otherwise it decodes with
+// goavro into a map and projects that. Both give the same event and the
+// same error reasons (FuzzDecodeAvroDifferential).
 func (c *AvroCodec) Decode(data []byte, e *Event) error {
+	if c.fast != nil {
+		return c.fast.decode(data, e)
+	}
+	return c.decodeGoavro(data, e)
+}
+
+// decodeGoavro is Decode with goavro: the reference the compiled decoder
+// is tested against.
+func (c *AvroCodec) decodeGoavro(data []byte, e *Event) error {
 	native, rest, err := c.codec.NativeFromBinary(data)
 	if err != nil {
 		return &DecodeError{Reason: ReasonAvroDecode, Err: err}
@@ -456,6 +483,7 @@ func NewResolvingCodec(t EventType, writer, reader string) (*AvroCodec, error) {
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("%w: the writer's %s record lacks %s, which the reader's has without a default", ErrSchemaMismatch, t, strings.Join(missing, ", "))
 	}
+	c.fast, _ = compileAvro(t, writer, c.defaults)
 	return c, nil
 }
 
