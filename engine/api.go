@@ -22,7 +22,31 @@ import (
 // Prometheus metrics, customers, segments and members, rules. Safe for
 // concurrent use; it reads committed state, as fresh as the last commit.
 func (e *Engine) Handler() http.Handler {
-	mux := http.NewServeMux()
+	h, _ := e.handler()
+	return h
+}
+
+// routeMux is a ServeMux that remembers its patterns, so the OpenAPI
+// check compares the document with the routes really served.
+type routeMux struct {
+	*http.ServeMux
+	patterns []string
+}
+
+func (m *routeMux) Handle(pattern string, h http.Handler) {
+	m.patterns = append(m.patterns, pattern)
+	m.ServeMux.Handle(pattern, h)
+}
+
+func (m *routeMux) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	m.patterns = append(m.patterns, pattern)
+	m.ServeMux.HandleFunc(pattern, h)
+}
+
+// handler builds the API's handler and returns the route patterns it
+// serves.
+func (e *Engine) handler() (http.Handler, []string) {
+	mux := &routeMux{ServeMux: http.NewServeMux()}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -88,7 +112,7 @@ func (e *Engine) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 	})
-	return e.protect(mux)
+	return e.protect(mux.ServeMux), mux.patterns
 }
 
 // PublishFailures lists the partitions of this process whose outbox

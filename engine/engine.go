@@ -115,7 +115,7 @@ func New(cfg *Config, opt Options) (*Engine, error) {
 }
 
 // Registry exposes the engine's metrics (for tests and embedding).
-func (e *Engine) Registry() *prometheus.Registry { return e.m.reg }
+func (e *Engine) Registry() *prometheus.Registry { return e.m.reg.Registry }
 
 // consumedTopics are the input topics and the merges topic, which every
 // partition reads.

@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"regexp"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,7 +18,7 @@ import (
 // hot path and push deltas here at each commit, so an event costs no atomic
 // operations.
 type metrics struct {
-	reg *prometheus.Registry
+	reg *registry
 
 	events        *prometheus.CounterVec // type
 	deadLetters   *prometheus.CounterVec // reason
@@ -60,7 +62,7 @@ type metrics struct {
 }
 
 func newMetrics() *metrics {
-	reg := prometheus.NewRegistry()
+	reg := newRegistry()
 	m := &metrics{
 		reg: reg,
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -192,6 +194,51 @@ func newMetrics() *metrics {
 		m.commitSeconds, m.published, m.publishFail, m.publishErrs, m.setAside, m.publishSecs, m.eventToChange, m.consumeToChg, m.corruptOutbox, m.evaluations, m.transitions, m.lag, m.watermark, m.outboxDepth,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// registry is a Prometheus registry that remembers the names of the
+// metric families registered with it, so that the dashboard, alert and
+// docs checks compare with what segd really exports.
+type registry struct {
+	*prometheus.Registry
+	mu    sync.Mutex
+	names map[string]bool
+}
+
+func newRegistry() *registry {
+	return &registry{Registry: prometheus.NewRegistry(), names: map[string]bool{}}
+}
+
+var descName = regexp.MustCompile(`fqName: "([^"]+)"`)
+
+// MustRegister registers cs and records their metric names.
+func (r *registry) MustRegister(cs ...prometheus.Collector) {
+	r.Registry.MustRegister(cs...)
+	ch := make(chan *prometheus.Desc, 16)
+	go func() {
+		defer close(ch)
+		for _, c := range cs {
+			c.Describe(ch)
+		}
+	}()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for d := range ch {
+		if m := descName.FindStringSubmatch(d.String()); m != nil {
+			r.names[m[1]] = true
+		}
+	}
+}
+
+// metricNames returns the names of every registered metric family.
+func (r *registry) metricNames() map[string]bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]bool, len(r.names))
+	for n := range r.names {
+		out[n] = true
+	}
+	return out
 }
 
 // partitionMetrics are a partition's labelled children, resolved once.
