@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/segd/segd/internal/envconf"
 	"io"
 	"os"
 	"reflect"
@@ -641,106 +642,23 @@ func LoadConfig(path string, environ []string) (*Config, error) {
 
 // EnvName returns the environment variable that overrides a config field
 // given by its YAML path, e.g. "kafka.brokers" -> SEGD_KAFKA_BROKERS.
-func EnvName(path string) string {
-	return "SEGD_" + strings.ToUpper(strings.ReplaceAll(path, ".", "_"))
-}
+func EnvName(path string) string { return envconf.Name(envPrefix, path) }
+
+const envPrefix = "SEGD"
+
+var durationType = reflect.TypeOf(time.Duration(0))
 
 // applyEnv sets every field whose SEGD_* variable is present. Lists are
 // comma-separated.
 func applyEnv(c *Config, environ []string) error {
-	env := map[string]string{}
-	for _, kv := range environ {
-		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "SEGD_") {
-			env[k] = v
-		}
-	}
-	if len(env) == 0 {
-		return nil
-	}
-	var errs []string
-	walkFields(reflect.ValueOf(c).Elem(), "", func(path string, v reflect.Value) {
-		s, ok := env[EnvName(path)]
-		if !ok {
-			return
-		}
-		if err := setFromString(v, s); err != nil {
-			errs = append(errs, fmt.Sprintf("%s (%q) for %s: %v", EnvName(path), s, path, err))
-		}
-	})
-	if len(errs) > 0 {
-		return &ConfigError{Problems: errs}
+	if p := envconf.Apply(c, envPrefix, environ); len(p) > 0 {
+		return &ConfigError{Problems: p}
 	}
 	return nil
 }
 
 // ConfigFields lists every leaf field's YAML path, for docs and tests.
-func ConfigFields() []string {
-	var out []string
-	var c Config
-	walkFields(reflect.ValueOf(&c).Elem(), "", func(path string, _ reflect.Value) { out = append(out, path) })
-	return out
-}
-
-func walkFields(v reflect.Value, prefix string, fn func(path string, v reflect.Value)) {
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if name == "" || name == "-" {
-			continue
-		}
-		path := name
-		if prefix != "" {
-			path = prefix + "." + name
-		}
-		fv := v.Field(i)
-		if fv.Kind() == reflect.Struct {
-			walkFields(fv, path, fn)
-			continue
-		}
-		fn(path, fv)
-	}
-}
-
-var durationType = reflect.TypeOf(time.Duration(0))
-
-func setFromString(v reflect.Value, s string) error {
-	if v.Type() == durationType {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			return err
-		}
-		v.SetInt(int64(d))
-		return nil
-	}
-	switch v.Kind() {
-	case reflect.String:
-		v.SetString(s)
-	case reflect.Int, reflect.Int64, reflect.Int32:
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return err
-		}
-		v.SetInt(n)
-	case reflect.Bool:
-		b, err := strconv.ParseBool(s)
-		if err != nil {
-			return err
-		}
-		v.SetBool(b)
-	case reflect.Slice:
-		var parts []string
-		for _, p := range strings.Split(s, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				parts = append(parts, p)
-			}
-		}
-		v.Set(reflect.ValueOf(parts))
-	default:
-		return fmt.Errorf("unsupported kind %s", v.Kind())
-	}
-	return nil
-}
+func ConfigFields() []string { return envconf.Fields(&Config{}) }
 
 // Security builds the Kafka connection security of the config, reading the
 // SASL password from wherever the config says. Errors never contain it.
