@@ -33,7 +33,8 @@ type ChangelogWriter struct {
 }
 
 // NewChangelogWriter returns a writer to topic. Close it.
-func NewChangelogWriter(brokers []string, sec *Security, topic string) *ChangelogWriter {
+func (c Cluster) ChangelogWriter(topic string) *ChangelogWriter {
+	brokers, sec := c.Brokers, c.Security
 	tr := sec.transport()
 	return &ChangelogWriter{
 		client: &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 30 * time.Second, Transport: tr},
@@ -82,8 +83,8 @@ func (w *ChangelogWriter) Write(ctx context.Context, partition int, recs []Chang
 
 // ChangelogEnd returns the end offset (high-water mark) of one partition
 // of a changelog topic.
-func ChangelogEnd(ctx context.Context, brokers []string, sec *Security, topic string, partition int) (int64, error) {
-	_, end, err := EndOffsets(ctx, brokers, sec, []string{topic}, partition)
+func (c Cluster) ChangelogEnd(ctx context.Context, topic string, partition int) (int64, error) {
+	_, end, err := c.EndOffsets(ctx, []string{topic}, partition)
 	if err != nil {
 		return 0, err
 	}
@@ -94,8 +95,8 @@ func ChangelogEnd(ctx context.Context, brokers []string, sec *Security, topic st
 // record up to end (exclusive; see ChangelogEnd) and calls fn for each
 // record in order; deleted is true for a tombstone. The slices are valid
 // only during fn. A value in an unknown format is an error.
-func ReadChangelog(ctx context.Context, brokers []string, sec *Security, topic string, partition int, end int64, fn func(key, value []byte, deleted bool) error) error {
-	return ReadChangelogFrom(ctx, brokers, sec, topic, partition, -1, end, fn)
+func (c Cluster) ReadChangelog(ctx context.Context, topic string, partition int, end int64, fn func(key, value []byte, deleted bool) error) error {
+	return c.ReadChangelogFrom(ctx, topic, partition, -1, end, fn)
 }
 
 // ErrChangelogGone is returned by ReadChangelogFrom when the log no longer
@@ -106,8 +107,9 @@ var ErrChangelogGone = errors.New("connectors: the changelog no longer starts at
 // record). Records between from and end that compaction removed were
 // superseded by later ones, so applying what is left on top of the state
 // as of from gives the state as of end.
-func ReadChangelogFrom(ctx context.Context, brokers []string, sec *Security, topic string, partition int, from, end int64, fn func(key, value []byte, deleted bool) error) error {
-	first, _, err := EndOffsets(ctx, brokers, sec, []string{topic}, partition)
+func (c Cluster) ReadChangelogFrom(ctx context.Context, topic string, partition int, from, end int64, fn func(key, value []byte, deleted bool) error) error {
+	brokers, sec := c.Brokers, c.Security
+	first, _, err := c.EndOffsets(ctx, []string{topic}, partition)
 	if err != nil {
 		return err
 	}

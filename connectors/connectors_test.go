@@ -91,18 +91,18 @@ func TestCoPartitionCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b2.Close()
-	n, err := CheckCoPartitioned(context.Background(), brokers, nil, []string{"x", "y"})
+	n, err := (Cluster{Brokers: brokers, Security: nil}).CheckCoPartitioned(context.Background(), []string{"x", "y"})
 	if err != nil || n != 3 {
 		t.Fatalf("got %d %v", n, err)
 	}
-	if err := EnsureTopics(context.Background(), brokers, nil, []TopicSpec{{Name: "w", Partitions: 5}}); err != nil {
+	if err := (Cluster{Brokers: brokers, Security: nil}).EnsureTopics(context.Background(), []TopicSpec{{Name: "w", Partitions: 5}}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = CheckCoPartitioned(context.Background(), brokers, nil, []string{"x", "w"})
+	_, err = (Cluster{Brokers: brokers, Security: nil}).CheckCoPartitioned(context.Background(), []string{"x", "w"})
 	if err == nil || !strings.Contains(err.Error(), "x=3, w=5") || !strings.Contains(err.Error(), "not co-partitioned") {
 		t.Fatalf("got %v", err)
 	}
-	_, err = CheckCoPartitioned(context.Background(), brokers, nil, []string{"x", "missing"})
+	_, err = (Cluster{Brokers: brokers, Security: nil}).CheckCoPartitioned(context.Background(), []string{"x", "missing"})
 	if err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Fatalf("got %v", err)
 	}
@@ -338,13 +338,13 @@ func TestClosedClientsLeaveNothingRunning(t *testing.T) {
 			t.Fatal(err)
 		}
 		prod.Close()
-		w := NewChangelogWriter(brokers, nil, "leak")
+		w := (Cluster{Brokers: brokers, Security: nil}).ChangelogWriter("leak")
 		if _, err := w.Write(context.Background(), 0, []ChangelogRecord{{Key: []byte("k"), Value: []byte("v")}}); err != nil {
 			t.Fatal(err)
 		}
 		w.Close()
 		w.Close()
-		gc := NewGroupOffsetCommitter(brokers, "leak-group", nil)
+		gc := (Cluster{Brokers: brokers, Security: nil}).GroupOffsetCommitter("leak-group")
 		if err := gc.Commit(context.Background(), 0, map[string]int64{"leak": 1}); err != nil {
 			t.Fatal(err)
 		}

@@ -168,7 +168,7 @@ func NewPartitionConsumer(opts PartitionConsumerOptions) (*PartitionConsumer, er
 	}
 	startCtx, startCancel := context.WithTimeout(ctx, 30*time.Second)
 	defer startCancel()
-	first, end, err := EndOffsets(startCtx, opts.Brokers, opts.Security, opts.Topics, opts.Partition)
+	first, end, err := Cluster{Brokers: opts.Brokers, Security: opts.Security}.EndOffsets(startCtx, opts.Topics, opts.Partition)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -380,7 +380,7 @@ func (c *PartitionConsumer) checkGap(i int, from, to int64, last *time.Time) {
 	topic := c.opts.Topics[i]
 	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 	defer cancel()
-	first, _, err := endOffsetsOnce(ctx, c.opts.Brokers, c.opts.Security, []string{topic}, c.opts.Partition)
+	first, _, err := Cluster{Brokers: c.opts.Brokers, Security: c.opts.Security}.endOffsetsOnce(ctx, []string{topic}, c.opts.Partition)
 	if err != nil {
 		if c.opts.OnFetchError != nil && c.ctx.Err() == nil {
 			c.opts.OnFetchError(topic, fmt.Errorf("check a jump from offset %d to %d against the log start: %w", from, to, err))

@@ -20,7 +20,8 @@ type GroupOffsetCommitter struct {
 }
 
 // NewGroupOffsetCommitter returns a committer for group. Close it.
-func NewGroupOffsetCommitter(brokers []string, group string, sec *Security) *GroupOffsetCommitter {
+func (c Cluster) GroupOffsetCommitter(group string) *GroupOffsetCommitter {
+	brokers, sec := c.Brokers, c.Security
 	tr := sec.transport()
 	return &GroupOffsetCommitter{
 		client: &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: tr},

@@ -138,7 +138,8 @@ func dialAny(ctx context.Context, brokers []string, sec *Security) (*kafka.Conn,
 
 // PartitionCounts returns the number of partitions of each topic. A topic
 // that does not exist is an error naming it.
-func PartitionCounts(ctx context.Context, brokers []string, sec *Security, topics []string) (map[string]int, error) {
+func (c Cluster) PartitionCounts(ctx context.Context, topics []string) (map[string]int, error) {
+	brokers, sec := c.Brokers, c.Security
 	conn, err := dialAny(ctx, brokers, sec)
 	if err != nil {
 		return nil, err
@@ -168,7 +169,8 @@ func PartitionCounts(ctx context.Context, brokers []string, sec *Security, topic
 }
 
 // MissingTopics returns those of topics that do not exist, in their order.
-func MissingTopics(ctx context.Context, brokers []string, sec *Security, topics []string) ([]string, error) {
+func (c Cluster) MissingTopics(ctx context.Context, topics []string) ([]string, error) {
+	brokers, sec := c.Brokers, c.Security
 	conn, err := dialAny(ctx, brokers, sec)
 	if err != nil {
 		return nil, err
@@ -192,8 +194,8 @@ func MissingTopics(ctx context.Context, brokers []string, sec *Security, topics 
 // CheckCoPartitioned verifies that every topic has the same number of
 // partitions (customer state is owned per partition number, so a customer
 // must land on the same partition number in every input topic) and returns it.
-func CheckCoPartitioned(ctx context.Context, brokers []string, sec *Security, topics []string) (int, error) {
-	counts, err := PartitionCounts(ctx, brokers, sec, topics)
+func (c Cluster) CheckCoPartitioned(ctx context.Context, topics []string) (int, error) {
+	counts, err := c.PartitionCounts(ctx, topics)
 	if err != nil {
 		return 0, err
 	}
@@ -227,7 +229,8 @@ type TopicSpec struct {
 
 // EnsureTopics creates the topics that do not exist yet. Existing topics
 // are left alone, whatever their settings.
-func EnsureTopics(ctx context.Context, brokers []string, sec *Security, specs []TopicSpec) error {
+func (c Cluster) EnsureTopics(ctx context.Context, specs []TopicSpec) error {
+	brokers, sec := c.Brokers, c.Security
 	conn, err := dialAny(ctx, brokers, sec)
 	if err != nil {
 		return err
@@ -273,7 +276,7 @@ func EnsureTopics(ctx context.Context, brokers []string, sec *Security, specs []
 	}
 	giveUp := time.Now().Add(30 * time.Second)
 	for {
-		_, err := PartitionCounts(ctx, brokers, sec, names)
+		_, err := c.PartitionCounts(ctx, names)
 		if err == nil || time.Now().After(giveUp) || ctx.Err() != nil {
 			return err
 		}
@@ -286,7 +289,8 @@ func EnsureTopics(ctx context.Context, brokers []string, sec *Security, specs []
 }
 
 // BrokerCount returns the number of brokers in the cluster's metadata.
-func BrokerCount(ctx context.Context, brokers []string, sec *Security) (int, error) {
+func (c Cluster) BrokerCount(ctx context.Context) (int, error) {
+	brokers, sec := c.Brokers, c.Security
 	conn, err := dialAny(ctx, brokers, sec)
 	if err != nil {
 		return 0, err
@@ -303,11 +307,11 @@ func BrokerCount(ctx context.Context, brokers []string, sec *Security) (int, err
 // partition of each topic. While a partition has no reachable leader (a
 // broker just died, an election is under way) it retries for up to a
 // minute, or until ctx ends.
-func EndOffsets(ctx context.Context, brokers []string, sec *Security, topics []string, partition int) (first, end map[string]int64, err error) {
+func (c Cluster) EndOffsets(ctx context.Context, topics []string, partition int) (first, end map[string]int64, err error) {
 	backoff := 200 * time.Millisecond
 	giveUp := time.Now().Add(time.Minute)
 	for {
-		first, end, err = endOffsetsOnce(ctx, brokers, sec, topics, partition)
+		first, end, err = c.endOffsetsOnce(ctx, topics, partition)
 		if err == nil || ctx.Err() != nil || time.Now().After(giveUp) {
 			return first, end, err
 		}
@@ -320,7 +324,8 @@ func EndOffsets(ctx context.Context, brokers []string, sec *Security, topics []s
 	}
 }
 
-func endOffsetsOnce(ctx context.Context, brokers []string, sec *Security, topics []string, partition int) (first, end map[string]int64, err error) {
+func (c Cluster) endOffsetsOnce(ctx context.Context, topics []string, partition int) (first, end map[string]int64, err error) {
+	brokers, sec := c.Brokers, c.Security
 	first, end = map[string]int64{}, map[string]int64{}
 	for _, t := range topics {
 		var lastErr error
@@ -355,4 +360,12 @@ func PartitionFor(key []byte, n int) int {
 		parts[i] = i
 	}
 	return (&kafka.Murmur2Balancer{}).Balance(kafka.Message{Key: key}, parts...)
+}
+
+// Cluster is a Kafka cluster as segd reaches it: the bootstrap brokers and
+// how to connect (TLS, SASL; nil Security is plaintext). Its methods are
+// the admin and changelog operations; each dials what it needs.
+type Cluster struct {
+	Brokers  []string
+	Security *Security
 }

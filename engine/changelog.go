@@ -164,7 +164,7 @@ func decideRestore(synced int64, haveSynced bool, end int64) (restoreDecision, s
 // task starts: kept, or restored from the changelog.
 func (e *Engine) prepareState(ctx context.Context, p int32) error {
 	topic := e.cfg.Kafka.Topics.Changelog
-	end, err := connectors.ChangelogEnd(ctx, e.cfg.Kafka.Brokers, e.sec, topic, int(p))
+	end, err := e.cluster().ChangelogEnd(ctx, topic, int(p))
 	if err != nil {
 		return fmt.Errorf("partition %d: changelog end: %w", p, err)
 	}
@@ -213,7 +213,7 @@ func (e *Engine) prepareState(ctx context.Context, p int32) error {
 		return err
 	}
 	lastLog := start
-	err = connectors.ReadChangelog(ctx, e.cfg.Kafka.Brokers, e.sec, topic, int(p), end, func(key, value []byte, deleted bool) error {
+	err = e.cluster().ReadChangelog(ctx, topic, int(p), end, func(key, value []byte, deleted bool) error {
 		if err := r.Apply(key, value, deleted); err != nil {
 			return err
 		}
@@ -269,7 +269,7 @@ func (e *Engine) catchUp(ctx context.Context, p int32, synced, end int64, log ze
 		return false, "", err
 	}
 	start := time.Now()
-	err = connectors.ReadChangelogFrom(ctx, e.cfg.Kafka.Brokers, e.sec, e.cfg.Kafka.Topics.Changelog, int(p), synced, end, func(key, value []byte, deleted bool) error {
+	err = e.cluster().ReadChangelogFrom(ctx, e.cfg.Kafka.Topics.Changelog, int(p), synced, end, func(key, value []byte, deleted bool) error {
 		if err := r.Apply(key, value, deleted); err != nil {
 			return err
 		}

@@ -170,10 +170,10 @@ func TestCrashRecoveryEffectivelyOnce(t *testing.T) {
 	// consumed reports whether the engine writing to topic has committed
 	// every input record (its consumer group's offsets reached the ends).
 	consumed := func(topic string) bool {
-		gc := connectors.NewGroupOffsetCommitter(brokers, "segd-"+topic, nil)
+		gc := (connectors.Cluster{Brokers: brokers, Security: nil}).GroupOffsetCommitter("segd-" + topic)
 		defer gc.Close()
 		for p := 0; p < partitions; p++ {
-			_, end, err := connectors.EndOffsets(context.Background(), brokers, nil, inputs, p)
+			_, end, err := (connectors.Cluster{Brokers: brokers, Security: nil}).EndOffsets(context.Background(), inputs, p)
 			if err != nil {
 				return false
 			}

@@ -169,6 +169,11 @@ func (e *Engine) encoder() (changeEncoder, error) {
 	return nil, fmt.Errorf("output.format %q", e.cfg.Output.Format)
 }
 
+// cluster is the Kafka cluster of the config.
+func (e *Engine) cluster() connectors.Cluster {
+	return connectors.Cluster{Brokers: e.cfg.Kafka.Brokers, Security: e.sec}
+}
+
 // Run consumes, segments and publishes until ctx is done or a task fails.
 // On return every task has committed what it applied and the publishers
 // have sent what they could within a few seconds.
@@ -177,7 +182,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		return errors.New("engine: Run after Close")
 	}
 	brokers := e.cfg.Kafka.Brokers
-	n, err := connectors.CheckCoPartitioned(ctx, brokers, e.sec, e.inputTopics())
+	n, err := e.cluster().CheckCoPartitioned(ctx, e.inputTopics())
 	if err != nil {
 		return fmt.Errorf("input topics: %w", err)
 	}
@@ -186,10 +191,10 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := connectors.EnsureTopics(ctx, brokers, e.sec, []connectors.TopicSpec{{Name: e.cfg.Kafka.Topics.Merges, Partitions: n, Replication: rf}}); err != nil {
+	if err := e.cluster().EnsureTopics(ctx, []connectors.TopicSpec{{Name: e.cfg.Kafka.Topics.Merges, Partitions: n, Replication: rf}}); err != nil {
 		return fmt.Errorf("merges topic: %w", err)
 	}
-	if _, err := connectors.CheckCoPartitioned(ctx, brokers, e.sec, e.consumedTopics()); err != nil {
+	if _, err := e.cluster().CheckCoPartitioned(ctx, e.consumedTopics()); err != nil {
 		return fmt.Errorf("merges topic %s: %w", e.cfg.Kafka.Topics.Merges, err)
 	}
 	if e.changelogOn() {
@@ -262,7 +267,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	rt := &partitionRuntime{inputs: inputs, enc: enc, out: out, groupOut: groupCh}
 	if e.changelogOn() {
 		rt.changelog = func() *connectors.ChangelogWriter {
-			return connectors.NewChangelogWriter(brokers, e.sec, e.cfg.Kafka.Topics.Changelog)
+			return e.cluster().ChangelogWriter(e.cfg.Kafka.Topics.Changelog)
 		}
 	}
 
@@ -615,7 +620,7 @@ func (e *Engine) replication(ctx context.Context) (int, error) {
 	if rf := e.cfg.Kafka.ChangelogReplication; rf > 0 {
 		return rf, nil
 	}
-	n, err := connectors.BrokerCount(ctx, e.cfg.Kafka.Brokers, e.sec)
+	n, err := e.cluster().BrokerCount(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("count brokers: %w", err)
 	}
@@ -643,10 +648,10 @@ func (e *Engine) ensureChangelog(ctx context.Context, n, rf int) error {
 			// dirty ratio happens to call for a cleaning.
 			"max.compaction.lag.ms": strconv.FormatInt(changelogMaxCompactionLag.Milliseconds(), 10),
 		}}
-	if err := connectors.EnsureTopics(ctx, e.cfg.Kafka.Brokers, e.sec, []connectors.TopicSpec{spec}); err != nil {
+	if err := e.cluster().EnsureTopics(ctx, []connectors.TopicSpec{spec}); err != nil {
 		return fmt.Errorf("changelog topic %s: %w", topic, err)
 	}
-	counts, err := connectors.PartitionCounts(ctx, e.cfg.Kafka.Brokers, e.sec, []string{topic})
+	counts, err := e.cluster().PartitionCounts(ctx, []string{topic})
 	if err != nil {
 		return fmt.Errorf("changelog topic %s: %w", topic, err)
 	}
@@ -669,7 +674,7 @@ func logRecordsLost(log zerolog.Logger, topic string, p int32, from, to int64) {
 // member, else as a non-member. Failures are logged, never fatal: the
 // store's offsets are the truth.
 func (e *Engine) commitGroupOffsets(ch <-chan partitionOffsets) {
-	gc := connectors.NewGroupOffsetCommitter(e.cfg.Kafka.Brokers, e.cfg.Kafka.Group, e.sec)
+	gc := e.cluster().GroupOffsetCommitter(e.cfg.Kafka.Group)
 	defer gc.Close()
 	var lastWarn time.Time
 	for po := range ch {
@@ -707,7 +712,7 @@ func (e *Engine) inSyncPartitions(ctx context.Context, n int) []int {
 		if err != nil || !ok {
 			continue
 		}
-		end, err := connectors.ChangelogEnd(ctx, e.cfg.Kafka.Brokers, e.sec, e.cfg.Kafka.Topics.Changelog, p)
+		end, err := e.cluster().ChangelogEnd(ctx, e.cfg.Kafka.Topics.Changelog, p)
 		if err != nil {
 			continue
 		}

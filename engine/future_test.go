@@ -132,7 +132,7 @@ func TestNothingIsPublishedBeforeTheChangelogHoldsIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A changelog topic that refuses every write.
-	if err := connectors.EnsureTopics(context.Background(), brokers, nil, []connectors.TopicSpec{{Name: cfg.Kafka.Topics.Changelog, Partitions: 1, Compacted: true,
+	if err := (connectors.Cluster{Brokers: brokers, Security: nil}).EnsureTopics(context.Background(), []connectors.TopicSpec{{Name: cfg.Kafka.Topics.Changelog, Partitions: 1, Compacted: true,
 		Configs: map[string]string{"max.message.bytes": "64"}}}); err != nil {
 		t.Fatal(err)
 	}

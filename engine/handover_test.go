@@ -227,7 +227,7 @@ func TestReturningInstanceCatchesUpOnTheChangelog(t *testing.T) {
 	if got := b.ownedPartitions()[0]; got != p {
 		t.Fatalf("B got partition %d back, it had %d", got, p)
 	}
-	end, err := connectors.ChangelogEnd(context.Background(), brokers, nil, cfgA.Kafka.Topics.Changelog, int(p))
+	end, err := (connectors.Cluster{Brokers: brokers, Security: nil}).ChangelogEnd(context.Background(), cfgA.Kafka.Topics.Changelog, int(p))
 	if err != nil {
 		t.Fatal(err)
 	}

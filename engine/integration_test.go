@@ -267,7 +267,7 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 		t.Errorf("segd_rule_evaluations_total = %v", mv["segd_rule_evaluations_total"])
 	}
 	// The consumer group sees the committed offsets (lag monitoring).
-	gc := connectors.NewGroupOffsetCommitter(brokers, cfg.Kafka.Group, nil)
+	gc := (connectors.Cluster{Brokers: brokers, Security: nil}).GroupOffsetCommitter(cfg.Kafka.Group)
 	defer gc.Close()
 	waitFor(t, 10*time.Second, "group offsets", func() bool {
 		offs, err := gc.Committed(context.Background(), 0, []string{DefaultPurchasesTopic, DefaultEngagementsTopic, DefaultProfilesTopic})

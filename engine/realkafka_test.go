@@ -55,7 +55,7 @@ func TestRealKafkaMatchesEmbedded(t *testing.T) {
 			// retention may delete them before they are read.
 			specs = append(specs, connectors.TopicSpec{Name: tp, Partitions: partitions, Configs: map[string]string{"retention.ms": "-1"}})
 		}
-		if err := connectors.EnsureTopics(ctx, brokers, nil, specs); err != nil {
+		if err := (connectors.Cluster{Brokers: brokers, Security: nil}).EnsureTopics(ctx, specs); err != nil {
 			t.Fatalf("%s: create topics: %v", name, err)
 		}
 		prod, err := connectors.NewProducer(brokers, connectors.ProducerOptions{})
@@ -94,7 +94,7 @@ func TestRealKafkaMatchesEmbedded(t *testing.T) {
 	if len(changes) != int(pr.Enters+pr.Exits) {
 		t.Errorf("read %d changes back from real Kafka, published %v", len(changes), pr.Enters+pr.Exits)
 	}
-	gc := connectors.NewGroupOffsetCommitter(strings.Split(real, ","), prefix+"real", nil)
+	gc := (connectors.Cluster{Brokers: strings.Split(real, ","), Security: nil}).GroupOffsetCommitter(prefix + "real")
 	defer gc.Close()
 	waitFor(t, 15*time.Second, "group offsets on the real broker", func() bool {
 		sum := int64(0)

@@ -495,7 +495,8 @@ func replayTopics(ctx context.Context, cfg *Config, out io.Writer, log zerolog.L
 	if err != nil {
 		return nil, err
 	}
-	n, err := connectors.CheckCoPartitioned(ctx, cfg.Kafka.Brokers, sec, topics)
+	cluster := connectors.Cluster{Brokers: cfg.Kafka.Brokers, Security: sec}
+	n, err := cluster.CheckCoPartitioned(ctx, topics)
 	if err != nil {
 		return nil, fmt.Errorf("input topics: %w", err)
 	}
@@ -532,11 +533,11 @@ func replayTopics(ctx context.Context, cfg *Config, out io.Writer, log zerolog.L
 	}
 	// Merges already in the merges topic came from the history being
 	// replayed: the live run that follows must not apply them again.
-	if err := connectors.EnsureTopics(ctx, cfg.Kafka.Brokers, sec, []connectors.TopicSpec{{Name: cfg.Kafka.Topics.Merges, Partitions: n}}); err != nil {
+	if err := cluster.EnsureTopics(ctx, []connectors.TopicSpec{{Name: cfg.Kafka.Topics.Merges, Partitions: n}}); err != nil {
 		return nil, fmt.Errorf("merges topic: %w", err)
 	}
 	for p := range procs {
-		_, end, err := connectors.EndOffsets(ctx, cfg.Kafka.Brokers, sec, []string{cfg.Kafka.Topics.Merges}, p)
+		_, end, err := cluster.EndOffsets(ctx, []string{cfg.Kafka.Topics.Merges}, p)
 		if err != nil {
 			return nil, fmt.Errorf("merges topic: %w", err)
 		}

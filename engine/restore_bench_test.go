@@ -23,11 +23,11 @@ func restoreFixture(tb testing.TB, brokers []string, customers, valueBytes int) 
 	tb.Helper()
 	topic := fmt.Sprintf("restore%d-changelog", time.Now().UnixNano())
 	ctx := context.Background()
-	if err := connectors.EnsureTopics(ctx, brokers, nil, []connectors.TopicSpec{{Name: topic, Partitions: 1, Compacted: true,
+	if err := (connectors.Cluster{Brokers: brokers, Security: nil}).EnsureTopics(ctx, []connectors.TopicSpec{{Name: topic, Partitions: 1, Compacted: true,
 		Configs: map[string]string{"max.message.bytes": fmt.Sprint(changelogMaxMessage)}}}); err != nil {
 		tb.Fatal(err)
 	}
-	w := connectors.NewChangelogWriter(brokers, nil, topic)
+	w := (connectors.Cluster{Brokers: brokers, Security: nil}).ChangelogWriter(topic)
 	defer w.Close()
 	// Keys follow the store's layout (docs/state.md): keyspace byte,
 	// partition number (4 bytes big-endian), customer id.
@@ -95,7 +95,7 @@ func TestRestoreRebuildsEveryCustomer(t *testing.T) {
 	if err != nil || offs["customer.purchases"] != 12345 {
 		t.Fatalf("restored offsets %v (%v)", offs, err)
 	}
-	end, err := connectors.ChangelogEnd(context.Background(), e.cfg.Kafka.Brokers, nil, topic, 0)
+	end, err := (connectors.Cluster{Brokers: e.cfg.Kafka.Brokers, Security: nil}).ChangelogEnd(context.Background(), topic, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,7 +43,7 @@ func (e *Engine) outputTopics(rs *rules.RuleSet) []string {
 // would otherwise retry forever while the partition's outbox grows.
 func (e *Engine) ensureOutputTopics(ctx context.Context, rs *rules.RuleSet, layout outputLayout) error {
 	topics := e.outputTopics(rs)
-	missing, err := connectors.MissingTopics(ctx, e.cfg.Kafka.Brokers, e.sec, topics)
+	missing, err := e.cluster().MissingTopics(ctx, topics)
 	if err != nil {
 		return fmt.Errorf("check output topics: %w", err)
 	}
@@ -57,7 +57,7 @@ func (e *Engine) ensureOutputTopics(ctx context.Context, rs *rules.RuleSet, layo
 	for i, t := range missing {
 		specs[i] = connectors.TopicSpec{Name: t, Partitions: layout.partitions, Replication: layout.replication}
 	}
-	if err := connectors.EnsureTopics(ctx, e.cfg.Kafka.Brokers, e.sec, specs); err != nil {
+	if err := e.cluster().EnsureTopics(ctx, specs); err != nil {
 		return fmt.Errorf("create output topic(s) %s: %w", strings.Join(missing, ", "), err)
 	}
 	e.log.Info().Strs("topics", missing).Int("partitions", layout.partitions).Int("replication", layout.replication).Msg("created output topics")

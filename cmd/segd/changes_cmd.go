@@ -181,7 +181,7 @@ type partitionRecords struct {
 }
 
 func (s *changeSource) run(ctx context.Context, fn func(*schemas.SegmentChange) error) error {
-	counts, err := connectors.PartitionCounts(ctx, s.brokers, s.sec, []string{s.topic})
+	counts, err := (connectors.Cluster{Brokers: s.brokers, Security: s.sec}).PartitionCounts(ctx, []string{s.topic})
 	if err != nil {
 		return err
 	}

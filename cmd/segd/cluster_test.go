@@ -132,14 +132,14 @@ func (p pipeline) createTopics(t *testing.T, rf int, extra ...string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := connectors.EnsureTopics(ctx, p.brokers, nil, specs); err != nil {
+	if err := (connectors.Cluster{Brokers: p.brokers, Security: nil}).EnsureTopics(ctx, specs); err != nil {
 		t.Fatalf("create topics: %v", err)
 	}
 	// A new topic reaches every broker's metadata a little later; wait
 	// until each partition has a leader that answers.
 	for _, sp := range specs {
 		for part := 0; part < p.partitions; part++ {
-			if _, _, err := connectors.EndOffsets(ctx, p.brokers, nil, []string{sp.Name}, part); err != nil {
+			if _, _, err := (connectors.Cluster{Brokers: p.brokers, Security: nil}).EndOffsets(ctx, []string{sp.Name}, part); err != nil {
 				t.Fatalf("topic %s not ready: %v", sp.Name, err)
 			}
 		}
@@ -191,7 +191,7 @@ func (p pipeline) endOffsets(t *testing.T) map[string]int64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for part := 0; part < p.partitions; part++ {
-		_, end, err := connectors.EndOffsets(ctx, p.brokers, nil, p.inputTopics(), part)
+		_, end, err := (connectors.Cluster{Brokers: p.brokers, Security: nil}).EndOffsets(ctx, p.inputTopics(), part)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -206,7 +206,7 @@ func (p pipeline) endOffsets(t *testing.T) map[string]int64 {
 // its store) of every input topic partition; missing ones are absent.
 func (p pipeline) committed(t *testing.T) map[string]int64 {
 	t.Helper()
-	gc := connectors.NewGroupOffsetCommitter(p.brokers, p.group, nil)
+	gc := (connectors.Cluster{Brokers: p.brokers, Security: nil}).GroupOffsetCommitter(p.group)
 	defer gc.Close()
 	out := map[string]int64{}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

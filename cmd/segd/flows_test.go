@@ -297,7 +297,7 @@ func TestFlowReadmeRun(t *testing.T) {
 	gen := startUser(t, "segd gen", dir, nil, "gen", "--brokers", addr, "--create-topics", "12", "--rate", "1000")
 	// gen creates the input topics first; segd refuses to start without them.
 	waitFor(t, 30*time.Second, "the input topics", func() bool {
-		_, err := connectors.PartitionCounts(t.Context(), []string{addr}, nil, []string{"customer.purchases", "customer.profiles"})
+		_, err := (connectors.Cluster{Brokers: []string{addr}, Security: nil}).PartitionCounts(t.Context(), []string{"customer.purchases", "customer.profiles"})
 		return err == nil
 	})
 	api := freeLoopback(t)

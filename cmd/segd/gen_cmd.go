@@ -47,7 +47,7 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			{Name: engine.DefaultEngagementsTopic, Partitions: *create},
 			{Name: engine.DefaultProfilesTopic, Partitions: *create, Compacted: true},
 		}
-		if err := connectors.EnsureTopics(ctx, bl, nil, specs); err != nil {
+		if err := (connectors.Cluster{Brokers: bl}).EnsureTopics(ctx, specs); err != nil {
 			fmt.Fprintln(stderr, "segd gen:", err)
 			return 1
 		}

@@ -514,7 +514,7 @@ func createTopics(brokers []string, partitions int) error {
 	for _, t := range append(topicOf[1:], engine.DefaultChangesTopic, engine.DefaultDeadLetterTopic, "goka.changes") {
 		specs = append(specs, connectors.TopicSpec{Name: t, Partitions: partitions})
 	}
-	return connectors.EnsureTopics(context.Background(), brokers, nil, specs)
+	return (connectors.Cluster{Brokers: brokers, Security: nil}).EnsureTopics(context.Background(), specs)
 }
 
 // produceAll writes the records to the input topics, keyed by customer.
