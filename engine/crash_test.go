@@ -5,7 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"github.com/segd/segd/internal/segdtest"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -75,40 +75,11 @@ func writeChildConfig(t *testing.T, dir string, brokers []string, changes string
 
 // readAll reads every partition of topic until nothing new arrives for
 // quiet, or until want records (0: no target) arrived.
-// readAll reads every partition of topic to its end, again until it holds
-// at least want records; it fails the test on a read error or when want
-// is not reached within timeout.
+// readAll reads every partition of topic until it holds want records
+// (segdtest.ReadTopic).
 func readAll(t *testing.T, brokers []string, topic string, partitions int, want int, timeout time.Duration) []connectors.Message {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		var out []connectors.Message
-		for p := 0; p < partitions; p++ {
-			c, err := connectors.NewPartitionConsumer(connectors.PartitionConsumerOptions{Brokers: brokers, Topics: []string{topic}, Partition: p, StopAtEnd: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for {
-				msgs, err := c.Poll(context.Background(), make([]connectors.Message, 0, 512), time.Second)
-				out = append(out, msgs...)
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					c.Close()
-					t.Fatalf("read %s/%d: %v", topic, p, err)
-				}
-			}
-			c.Close()
-		}
-		if len(out) >= want {
-			return out
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s holds %d records after %s, want at least %d", topic, len(out), timeout, want)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return segdtest.ReadTopic(t, brokers, topic, partitions, want, timeout)
 }
 
 // TestCrashRecoveryEffectivelyOnce kills an engine process with SIGKILL at

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/segd/segd/internal/segdtest"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -24,34 +25,14 @@ import (
 // waitFor polls cond until it is true or the deadline passes.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	segdtest.WaitFor(t, timeout, what, cond)
 }
 
-// readTopic reads partition 0 of topic from the start until want records
-// arrived or the timeout passed.
+// readTopic reads partition 0 of topic until it holds want records
+// (segdtest.ReadTopic).
 func readTopic(t *testing.T, brokers []string, topic string, want int, timeout time.Duration) []connectors.Message {
 	t.Helper()
-	c, err := connectors.NewPartitionConsumer(connectors.PartitionConsumerOptions{Brokers: brokers, Topics: []string{topic}, Partition: 0})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var out []connectors.Message
-	deadline := time.Now().Add(timeout)
-	for len(out) < want && time.Now().Before(deadline) {
-		msgs, err := c.Poll(context.Background(), make([]connectors.Message, 0, 64), 100*time.Millisecond)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, msgs...)
-	}
-	return out
+	return segdtest.ReadTopic(t, brokers, topic, 1, want, timeout)
 }
 
 // startTestBroker starts an embedded broker, closed when the test ends,
@@ -59,12 +40,7 @@ func readTopic(t *testing.T, brokers []string, topic string, want int, timeout t
 func startTestBroker(t *testing.T) (*connectors.EmbeddedBroker, []string) {
 	t.Helper()
 	topics := []string{DefaultPurchasesTopic, DefaultBrowsesTopic, DefaultEngagementsTopic, DefaultProfilesTopic, DefaultChangesTopic, DefaultDeadLetterTopic}
-	broker, err := connectors.StartEmbeddedBroker(0, 1, topics...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(broker.Close)
-	return broker, broker.Addrs()
+	return segdtest.StartBroker(t, 1, topics...)
 }
 
 // jsonTestConfig is the config of the tests over the embedded broker:
@@ -489,7 +465,7 @@ func testDelete(t *testing.T, eng *Engine, brokers []string) {
 	}
 	schema, _ := avro.Parse(schemas.SegmentChangeSchema())
 	waitFor(t, 10*time.Second, "bob's DELETION exit", func() bool {
-		for _, m := range readTopic(t, brokers, DefaultChangesTopic, 1<<20, 300*time.Millisecond) {
+		for _, m := range readTopic(t, brokers, DefaultChangesTopic, 0, 0) { // what is there now
 			var c map[string]any
 			if avro.Unmarshal(schema, m.Value, &c) == nil && c["customer_id"] == "bob" && c["cause"] == "DELETION" && c["kind"] == "EXIT" {
 				return true

@@ -8,6 +8,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"github.com/segd/segd/internal/segdtest"
 	"io"
 	"net/http"
 	"os"
@@ -425,13 +426,7 @@ func absPath(t *testing.T, p string) string {
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	segdtest.WaitFor(t, timeout, what, cond)
 }
 
 // scrapeMetric sums a metric family's samples on api's /metrics (-1 when
@@ -456,28 +451,5 @@ func httpGet(t *testing.T, url string) (int, string) {
 // readTopic reads every record of topic's partitions up to their end.
 func readTopic(t *testing.T, addr, topic string, partitions int) []connectors.Message {
 	t.Helper()
-	var out []connectors.Message
-	for part := 0; part < partitions; part++ {
-		c, err := connectors.NewPartitionConsumer(connectors.PartitionConsumerOptions{
-			Brokers: []string{addr}, Topics: []string{topic}, Partition: part, StopAtEnd: true, FetchMaxWait: 100 * time.Millisecond,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx := t.Context()
-		var buf []connectors.Message
-		for {
-			msgs, err := c.Poll(ctx, buf[:0], time.Second)
-			out = append(out, msgs...)
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				c.Close()
-				t.Fatalf("read %s/%d: %v", topic, part, err)
-			}
-		}
-		c.Close()
-	}
-	return out
+	return segdtest.ReadTopic(t, []string{addr}, topic, partitions, 0, 0)
 }
