@@ -115,12 +115,28 @@ func (p *Partition) loadMarks() error {
 	if err := it.Error(); err != nil {
 		return err
 	}
-	if len(p.clMarks) > 0 {
-		p.released.Store(p.clMarks[0].before)
-	} else {
-		p.released.Store(p.committed.Load())
-	}
 	return nil
+}
+
+// releasedOutbox is the highest outbox sequence ReadOutbox may return: the
+// committed one, or, with the changelog on, where the commit of the first
+// changelog entry Kafka has not acknowledged began. It is derived from the
+// pending entries' marks each time, not tracked, so it cannot lag behind
+// what the changelog holds. Safe to call concurrently.
+func (p *Partition) releasedOutbox() uint64 {
+	hi := p.committed.Load()
+	if !p.changelog {
+		return hi
+	}
+	p.outMu.Lock()
+	defer p.outMu.Unlock()
+	acked := p.clDeletedTo.Load()
+	for _, m := range p.clMarks {
+		if m.cl > acked {
+			return min(hi, m.before)
+		}
+	}
+	return hi
 }
 
 // stageChangelog adds the outbox deletes since the last commit to b and
@@ -244,12 +260,12 @@ func (p *Partition) changelogSent(upTo uint64, end int64) error {
 			b.Delete(k, nil)
 		}
 	}
-	released, sent := p.released.Load(), 0
+	sent := 0
 	for _, m := range p.clMarks {
 		if m.cl > upTo {
 			break
 		}
-		released, sent = max(released, m.after), sent+1
+		sent++
 	}
 	b.Set(partPrefix(ksChangelogEnd, p.id), syncedValue(end), nil)
 	if err := b.Commit(pebble.NoSync); err != nil {
@@ -259,7 +275,6 @@ func (p *Partition) changelogSent(upTo uint64, end int64) error {
 		p.clDeletedTo.Store(upTo)
 	}
 	p.clMarks = p.clMarks[sent:]
-	p.released.Store(released)
 	return nil
 }
 

@@ -68,7 +68,6 @@ type Partition struct {
 	// from the changelog then re-derives nothing that was already
 	// published. clMarks are the pending entries' outbox bounds (guarded
 	// by outMu); clStaged is the one the current commit stages.
-	released atomic.Uint64
 	clMarks  []clMark
 	clStaged clMark
 
@@ -418,10 +417,7 @@ func (p *Partition) readOutbox(after uint64, limit int, fn func(seq uint64, valu
 	if p.closed.Load() {
 		return ErrClosed
 	}
-	hi := p.committed.Load()
-	if p.changelog {
-		hi = min(hi, p.released.Load())
-	}
+	hi := p.releasedOutbox()
 	if after >= hi {
 		return nil
 	}
@@ -492,11 +488,7 @@ const outboxPointDeletes = 4096
 // the committed one, or, with the changelog on, the last one whose commit
 // the changelog acknowledged. Safe to call concurrently.
 func (p *Partition) OutboxReleased() uint64 {
-	hi := p.committed.Load()
-	if p.changelog {
-		hi = min(hi, p.released.Load())
-	}
-	return hi
+	return p.releasedOutbox()
 }
 
 // OutboxDepth is the number of committed entries not yet deleted. Safe to
@@ -597,10 +589,13 @@ func (p *Partition) commit() error {
 		c.committed += c.delta
 		c.delta = 0
 	}
-	p.committed.Store(committedSeq)
+	// The commit's changelog mark first: from the moment the outbox
+	// entries count as committed, releasedOutbox must see that their
+	// changelog entry is still pending.
 	if p.changelog {
 		p.changelogCommitted()
 	}
+	p.committed.Store(committedSeq)
 	p.timers.committed()
 	p.evict()
 	return nil

@@ -13,11 +13,12 @@ import (
 // way, from the commands down to schemas. A new package must be
 // added here, with the place it takes in the order.
 var allowedImports = map[string][]string{
-	"cmd/segd":             {"engine", "connectors", "rules", "state", "schemas", "examples", "internal/gen", "internal/retail"},
+	"cmd/segd":             {"engine", "connectors", "rules", "state", "schemas", "examples", "internal/gen", "internal/retail", "internal/segdtest"},
 	"bench/cmd/segd-bench": {"engine", "connectors", "rules", "state", "schemas", "internal/gen", "bench/membership"},
 	"bench/membership":     {},
-	"engine":               {"connectors", "rules", "state", "schemas", "internal/envconf", "internal/retail", "internal/faultfs", "internal/gen"},
+	"engine":               {"connectors", "rules", "state", "schemas", "internal/envconf", "internal/retail", "internal/faultfs", "internal/gen", "internal/segdtest"},
 	"internal/envconf":     {},
+	"internal/segdtest":    {"connectors"},
 	"connectors":           {"schemas"},
 	"rules":                {"schemas"},
 	"state":                {"internal/faultfs"},
