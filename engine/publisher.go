@@ -155,9 +155,13 @@ func flushAll(ctx context.Context, drain func(context.Context) (int, error)) err
 func (pb *publisher) drain(ctx context.Context) (int, error) {
 	start := time.Now()
 	if len(pb.pending) == 0 {
-		n, err := pb.readBatch()
-		if err != nil || n == 0 {
+		hi := pb.part.OutboxReleased()
+		n, err := pb.readBatch(hi)
+		if err != nil {
 			return 0, err
+		}
+		if n == 0 {
+			return 0, pb.skipHole(hi)
 		}
 	}
 	sent := 0
@@ -261,11 +265,30 @@ func (pb *publisher) write(ctx context.Context) ([]error, error) {
 	return errs, first
 }
 
-// readBatch reads the next outbox entries into pb.pending.
-func (pb *publisher) readBatch() (int, error) {
+// skipHole moves past released sequence numbers that hold no entry: a
+// partition restored from a changelog that still carried entries a
+// previous owner had published, but not the later ones it published and
+// logged the deletes of, has such a hole; without this its depth never
+// reached zero and the entries after it would wait for ever.
+func (pb *publisher) skipHole(hi uint64) error {
+	if hi <= pb.after {
+		return nil
+	}
+	if err := pb.part.DeleteOutbox(hi); err != nil {
+		return err
+	}
+	pb.after = hi
+	if pb.m != nil {
+		pb.m.outboxDepth.Set(float64(pb.part.OutboxDepth()))
+	}
+	return nil
+}
+
+// readBatch reads the next outbox entries up to hi into pb.pending.
+func (pb *publisher) readBatch(hi uint64) (int, error) {
 	pb.pending = pb.pending[:0]
 	pb.batchLast, pb.batchEntries = 0, 0
-	err := pb.part.ReadOutbox(pb.after, pb.batch, func(seq uint64, v []byte) error {
+	err := pb.part.ReadOutboxTo(pb.after, hi, pb.batch, func(seq uint64, v []byte) error {
 		pb.batchLast = seq
 		pb.batchEntries++
 		env, err := decodeEnvelope(v)

@@ -73,6 +73,18 @@ func (p *Partition) initChangelog() error {
 		p.clDeletedTo.Store(p.clNext - 1)
 	}
 	p.outboxLoggedTo = p.deletedTo.Load()
+	switch v, closer, err := p.s.db.Get(partPrefix(ksOutboxLogged, p.id)); {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return err
+	default:
+		// Entries published after the last commit were deleted locally
+		// but not in the changelog: the next commit logs their deletes.
+		if len(v) == 8 {
+			p.outboxLoggedTo = min(p.outboxLoggedTo, binary.BigEndian.Uint64(v))
+		}
+		closer.Close()
+	}
 	if err := it.Error(); err != nil {
 		return err
 	}
@@ -158,7 +170,9 @@ func (p *Partition) stageChangelog(b *pebble.Batch, outboxBefore, outboxAfter ui
 	p.clNext++
 	b.Set(changelogKey(nil, p.id, seq), entry, nil)
 	b.Set(partPrefix(ksChangelogSeq, p.id), be64(p.clNext), nil)
-	// After the copy: the mark is local bookkeeping, not state.
+	// After the copy: the mark and the logged-deletes position are local
+	// bookkeeping, not state.
+	b.Set(partPrefix(ksOutboxLogged, p.id), be64(max(p.clLoggedPending, p.outboxLoggedTo)), nil)
 	p.clStaged = clMark{cl: seq, before: outboxBefore, after: outboxAfter}
 	var v [16]byte
 	binary.BigEndian.PutUint64(v[:], outboxBefore)
@@ -395,7 +409,7 @@ func ForEachChangelogOp(entry []byte, fn func(op ChangelogOp) error) error {
 }
 
 // partitionKeyspaces are the keyspaces that carry the partition number.
-var partitionKeyspaces = []byte{ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount, ksChangelog, ksChangelogSeq, ksChangelogEnd, ksChangelogMark, ksRules}
+var partitionKeyspaces = []byte{ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount, ksChangelog, ksChangelogSeq, ksChangelogEnd, ksChangelogMark, ksRules, ksOutboxLogged}
 
 // Restorer rebuilds one partition from its changelog: Store.Restore wipes
 // the partition, Apply writes each changelog record, Finish makes it

@@ -473,3 +473,59 @@ func TestReseedRebuildsTheChangelog(t *testing.T) {
 		t.Fatalf("restored partition differs: %d keys vs %d", len(got), len(want))
 	}
 }
+
+// TestDeletesAfterTheLastCommitReachTheChangelog: outbox entries published
+// (deleted) after a partition's last commit, before it closed, have their
+// deletes logged by the first commit after it reopens. Lost, a new owner
+// restoring the changelog re-published them and kept a hole in the outbox
+// sequence its depth never got past.
+func TestDeletesAfterTheLastCommitReachTheChangelog(t *testing.T) {
+	fs := vfs.NewMem()
+	s := openMem(t, fs, Options{})
+	p, err := s.Partition(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.EnableChangelog(); err != nil {
+		t.Fatal(err)
+	}
+	p.AppendOutbox([]byte("a"))
+	p.AppendOutbox([]byte("b"))
+	if err := p.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.ChangelogSent(1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.DeleteOutbox(2); err != nil { // published at hand-over
+		t.Fatal(err)
+	}
+	p.Close()
+	s.Close()
+	s = openMem(t, fs, Options{})
+	defer s.Close()
+	if p, err = s.Partition(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.EnableChangelog(); err != nil {
+		t.Fatal(err)
+	}
+	p.SetOffset("in", 1)
+	if err := p.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	deletes := 0
+	if err := p.ReadChangelog(1, 10, func(seq uint64, entry []byte) error {
+		return ForEachChangelogOp(entry, func(op ChangelogOp) error {
+			if op.Deleted && op.Key[0] == ksOutbox {
+				deletes++
+			}
+			return nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if deletes != 2 {
+		t.Fatalf("%d outbox deletes logged after the reopen, want 2", deletes)
+	}
+}

@@ -18,6 +18,7 @@ import (
 //	'l' p seq(8 BE)          pending changelog entry (Options.Changelog)
 //	'k' p                    next changelog entry sequence (8 bytes BE)
 //	'K' p                    changelog end offset the partition reflects (8 bytes BE)
+//	'g' p                    outbox deletions logged to the changelog up to (8 bytes BE)
 //	'h' p                    hash of the rules the partition's state was last evaluated
 //	                         with (Partition.SetRulesHash)
 //	'j' p seq(8 BE)          outbox bounds of pending changelog entry seq: the
@@ -43,6 +44,10 @@ const (
 	// ksRules keys the hash of the rules a partition was last evaluated
 	// with, so rules changed while it was stopped are reconciled.
 	ksRules = 'h'
+	// ksOutboxLogged keys the highest outbox sequence whose deletion the
+	// changelog carries (local bookkeeping, never sent), so deletes made
+	// after a partition's last commit are logged after it reopens.
+	ksOutboxLogged = 'g'
 )
 
 var formatKey = []byte("\x00format")

@@ -407,17 +407,23 @@ func (p *Partition) AppendOutbox(value []byte) uint64 {
 }
 
 // ReadOutbox calls fn for up to limit committed entries with a sequence
-// above after, in order. value is valid only during fn. Safe to call
-// concurrently with the task.
+// above after, in order, up to OutboxReleased. value is valid only during
+// fn. Safe to call concurrently with the task.
 func (p *Partition) ReadOutbox(after uint64, limit int, fn func(seq uint64, value []byte) error) error {
-	return p.s.h.guard("read outbox", func() error { return p.readOutbox(after, limit, fn) })
+	return p.ReadOutboxTo(after, p.releasedOutbox(), limit, fn)
 }
 
-func (p *Partition) readOutbox(after uint64, limit int, fn func(seq uint64, value []byte) error) error {
+// ReadOutboxTo is ReadOutbox up to hi (at most OutboxReleased): a caller
+// that found nothing in (after, hi] knows no entry is there.
+func (p *Partition) ReadOutboxTo(after, hi uint64, limit int, fn func(seq uint64, value []byte) error) error {
+	return p.s.h.guard("read outbox", func() error { return p.readOutbox(after, hi, limit, fn) })
+}
+
+func (p *Partition) readOutbox(after, hi uint64, limit int, fn func(seq uint64, value []byte) error) error {
 	if p.closed.Load() {
 		return ErrClosed
 	}
-	hi := p.releasedOutbox()
+	hi = min(hi, p.releasedOutbox())
 	if after >= hi {
 		return nil
 	}
