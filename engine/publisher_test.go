@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -123,5 +124,84 @@ func TestDeadLettersAreBounded(t *testing.T) {
 	small, shs := boundDeadLetter([]byte("ok"), []header{{key: "segd-error", value: []byte("short")}})
 	if string(small) != "ok" || len(shs) != 1 || string(shs[0].value) != "short" {
 		t.Errorf("a small dead letter changed: %q %v", small, shs)
+	}
+}
+
+// TestPublisherSkipsAHoleInTheOutbox: a partition restored from a
+// changelog that still carries entries a previous owner published, but not
+// later ones it published and logged the deletes of, has sequence numbers
+// with no entry below its committed one; the publisher sends what is there
+// and moves past the hole, so the depth reaches zero (before, it stayed at
+// the hole's size for good and the failover test stalled).
+func TestPublisherSkipsAHoleInTheOutbox(t *testing.T) {
+	_, brokers := startTestBroker(t)
+	open := func() *state.Store {
+		st, err := state.Open(t.TempDir(), state.Options{Decode: func(string, []byte) (state.Record, error) { return nil, nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	// The previous owner: two commits, entries 1-3, then 4-5.
+	src := open()
+	sp, err := src.Partition(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.EnableChangelog(); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range []int{3, 2} {
+		for j := 0; j < n; j++ {
+			sp.AppendOutbox(appendEnvelope(nil, DefaultChangesTopic, "c1", nil, []byte(fmt.Sprintf("commit %d entry %d", i, j))))
+		}
+		if err := sp.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The changelog as the new owner finds it: the first commit whole, of
+	// the second only the outbox sequence (its entries were deleted).
+	dst := open()
+	r, err := dst.Restore(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = sp.ReadChangelog(0, 10, func(seq uint64, entry []byte) error {
+		return state.ForEachChangelogOp(entry, func(op state.ChangelogOp) error {
+			if seq == 2 && op.Key[0] == 'x' {
+				return nil
+			}
+			return r.Apply(op.Key, op.Value, op.Deleted)
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Finish(2); err != nil {
+		t.Fatal(err)
+	}
+	part, err := dst.Partition(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := part.OutboxDepth(); d != 5 {
+		t.Fatalf("restored outbox depth %d, want 5 (3 entries and a hole of 2)", d)
+	}
+	prod, err := connectors.NewProducer(brokers, connectors.ProducerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	pb := newPublisher(part, prod, zerolog.New(zerolog.NewTestWriter(t)), nil, setAsidePolicy{deadLetterTopic: DefaultDeadLetterTopic, unknownTopicFor: time.Second})
+	pb.lat = &latencyTracker{}
+	if err := pb.flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if d := part.OutboxDepth(); d != 0 {
+		t.Fatalf("outbox depth %d after a flush, want 0", d)
+	}
+	if got := readTopic(t, brokers, DefaultChangesTopic, 3, 10*time.Second); len(got) != 3 {
+		t.Fatalf("%d changes published, want the 3 entries", len(got))
 	}
 }
