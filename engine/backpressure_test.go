@@ -2,13 +2,10 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/rs/zerolog"
 
 	"github.com/segd/segd/connectors"
 )
@@ -58,22 +55,7 @@ func TestEngineBufferBoundedUnderBacklog(t *testing.T) {
 		}
 	}
 
-	eng, err := New(cfg, Options{Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- eng.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("Run: %v", err)
-		}
-		if err := eng.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
+	eng := startEngineWith(t, cfg, Options{Logger: warnLogger(t)})
 	var (
 		mu                     sync.Mutex
 		records, bytes, paused float64

@@ -2,12 +2,9 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"testing"
 	"time"
-
-	"github.com/rs/zerolog"
 
 	"github.com/segd/segd/connectors"
 )
@@ -55,20 +52,7 @@ func TestFarFutureRecordsCannotMoveTheClock(t *testing.T) {
 	// a none is erased at the partition's clock. 2200 is far enough.
 	far := time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
 
-	eng, err := New(cfg, Options{Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- eng.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("Run: %v", err)
-		}
-		eng.Close()
-	}()
+	eng := startEngineWith(t, cfg, Options{Logger: warnLogger(t)})
 
 	send(purchase("o1", base))
 	waitFor(t, 30*time.Second, "the first purchase", func() bool { return eng.Progress().Events == 1 })

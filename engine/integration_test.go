@@ -521,7 +521,14 @@ func TestRulesFileWatch(t *testing.T) {
 // startEngine runs an engine until the test ends.
 func startEngine(t *testing.T, cfg *Config) *Engine {
 	t.Helper()
-	eng, err := New(cfg, Options{})
+	return startEngineWith(t, cfg, Options{})
+}
+
+// startEngineWith runs an engine with opt until the test ends, then
+// stops it (Run must end with nothing but the cancel) and closes it.
+func startEngineWith(t *testing.T, cfg *Config, opt Options) *Engine {
+	t.Helper()
+	eng, err := New(cfg, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -533,9 +540,16 @@ func startEngine(t *testing.T, cfg *Config) *Engine {
 		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 			t.Errorf("Run: %v", err)
 		}
-		eng.Close()
+		if err := eng.Close(); err != nil {
+			t.Error(err)
+		}
 	})
 	return eng
+}
+
+// warnLogger logs warnings and errors to the test's output.
+func warnLogger(t *testing.T) zerolog.Logger {
+	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 }
 
 // testPreviewHTTP: POST /v1/rules/preview over the live engine's state.

@@ -15,18 +15,11 @@ import (
 	"github.com/segd/segd/schemas"
 )
 
-// buildSegd builds the segd binary into a temp dir, once per test binary.
+// buildSegd returns the segd binary, built once per test process
+// (segdBinary).
 func buildSegd(t *testing.T) string {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	bin := filepath.Join(t.TempDir(), "segd")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
+	return segdBinary(t)
 }
 
 // runSegd runs the binary in dir and returns its exit code and output.
