@@ -373,3 +373,21 @@ func TestClosedClientsLeaveNothingRunning(t *testing.T) {
 		t.Fatalf("%d goroutines before 10 rounds of closed clients, %d after", before, after)
 	}
 }
+
+// PartitionFor must agree with kafka-go's Murmur2Balancer (which producers
+// use), or replays would split customers differently from the topics.
+func TestPartitionForMatchesKafkaGo(t *testing.T) {
+	for n := 1; n <= 64; n *= 2 {
+		parts := make([]int, n+1)
+		for i := range parts {
+			parts[i] = i
+		}
+		for i := 0; i < 2000; i++ {
+			key := []byte(fmt.Sprintf("customer-%d-%s", i, strings.Repeat("x", i%7)))
+			want := (&kafka.Murmur2Balancer{}).Balance(kafka.Message{Key: key}, parts...)
+			if got := PartitionFor(key, n+1); got != want {
+				t.Fatalf("PartitionFor(%q, %d) = %d, kafka-go %d", key, n+1, got, want)
+			}
+		}
+	}
+}

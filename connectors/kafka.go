@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/segd/segd/internal/kpart"
+
 	"github.com/segmentio/kafka-go"
 )
 
@@ -355,11 +357,7 @@ func (c Cluster) endOffsetsOnce(ctx context.Context, topics []string, partition 
 // among n partitions with murmur2 (the Java client's default, and the
 // producer segd uses).
 func PartitionFor(key []byte, n int) int {
-	parts := make([]int, n)
-	for i := range parts {
-		parts[i] = i
-	}
-	return (&kafka.Murmur2Balancer{}).Balance(kafka.Message{Key: key}, parts...)
+	return kpart.For(key, n)
 }
 
 // Cluster is a Kafka cluster as segd reaches it: the bootstrap brokers and

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segd/segd/segment"
+
 	"github.com/rs/zerolog"
 
 	"github.com/segd/segd/connectors"
@@ -21,17 +23,22 @@ import (
 // (decode, validate, de-duplicate, apply, evaluate, stage) allocates only
 // the decoded event's strings.
 func TestTaskHandleAllocations(t *testing.T) {
-	h := newHarness(t, testRules)
 	dec, err := connectors.NewDecoder(connectors.DecoderOptions{Type: schemas.EventPurchase, Format: connectors.FormatJSON})
 	if err != nil {
 		t.Fatal(err)
 	}
+	h := newHarness(t, testRules)
+	rs, part := h.proc.Rules(), h.proc.Partition()
+	proc, err := segment.New(rs, part, segment.Options{
+		Inputs:       map[string]segment.Input{DefaultPurchasesTopic: {Type: schemas.EventPurchase, Decoder: dec}},
+		ChangesTopic: DefaultChangesTopic, DeadLetterTopic: DefaultDeadLetterTopic, EncodeChange: schemas.AppendSegmentChangeJSON,
+		DedupHorizon: time.Hour, MaxRecordBytes: 1 << 20, MaxFutureSkew: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	now := time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC)
-	tk := openTask(0, h.part, h.proc, nil, nil, taskOptions{
-		inputs:         map[string]topicInput{DefaultPurchasesTopic: {typ: schemas.EventPurchase, decoder: dec}},
-		maxRecordBytes: 1 << 20, maxFutureSkew: time.Hour, idleAfter: -1,
-		now: func() time.Time { return now },
-	}, zerolog.Nop(), nil)
+	tk := openTask(0, proc, nil, nil, nil, taskOptions{idleAfter: -1, now: func() time.Time { return now }}, zerolog.Nop(), nil)
 	values := make([][]byte, 4096)
 	for i := range values {
 		at := now.Add(-time.Hour).Add(time.Duration(i) * time.Millisecond)
@@ -49,7 +56,7 @@ func TestTaskHandleAllocations(t *testing.T) {
 	for range 64 { // warm: customers loaded, maps sized
 		handle()
 	}
-	if err := h.proc.commit(); err != nil {
+	if err := proc.Commit(); err != nil {
 		t.Fatal(err)
 	}
 	allocs := testing.AllocsPerRun(1000, handle)
@@ -68,7 +75,7 @@ func TestPublisherSendAllocations(t *testing.T) {
 	pb := newPublisher(h.part, discardSink{}, zerolog.Nop(), nil, setAsidePolicy{deadLetterTopic: DefaultDeadLetterTopic, unknownTopicFor: time.Second})
 	pb.lat = &latencyTracker{}
 	value := []byte(`{"id":"c1:buyer:1:0:1","customer_id":"c1","segment_id":"buyer","kind":"ENTER"}`)
-	env := appendEnvelope(nil, DefaultChangesTopic, "c1", nil, value)
+	env := segment.AppendEnvelope(nil, DefaultChangesTopic, "c1", nil, value)
 	const perRound = 64
 	send := func() {
 		for range perRound {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/segd/segd/segment"
+
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/segd/segd/connectors"
@@ -178,7 +180,7 @@ func (e *Engine) previewRules(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	running := e.rs.Load()
-	segs, err := previewStore(e.st, rs, running, e.cfg.Consent.Attribute, sample, e.ownedFilter())
+	segs, err := segment.Preview(e.st, rs, running, e.cfg.Consent.Attribute, sample, e.ownedFilter())
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "state unavailable: "+err.Error())
 		return
@@ -194,7 +196,7 @@ func (e *Engine) previewRules(w http.ResponseWriter, r *http.Request) {
 	for _, w := range rs.Warnings() {
 		warnings = append(warnings, w.Error())
 	}
-	if note := NoHistoryNote(segs, "NEW.yaml", running.File()); note != "" {
+	if note := segment.NoHistoryNote(segs, "NEW.yaml", running.File()); note != "" {
 		warnings = append(warnings, note)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"version": rs.Version(), "hash": rs.Hash(), "segments": out, "warnings": nonNil(warnings)})
@@ -255,13 +257,13 @@ func (e *Engine) committedClock(p int32) (int64, error) {
 	proc := e.procs[p]
 	e.mu.Unlock()
 	if proc != nil {
-		return proc.committedClock.Load(), nil
+		return proc.CommittedClock(), nil
 	}
 	offs, err := e.st.CommittedOffsets(p)
 	if err != nil {
 		return 0, err
 	}
-	return offs[clockOffsetKey], nil
+	return offs[segment.ClockOffsetKey], nil
 }
 
 func (e *Engine) ownedPartitions() []int32 {
@@ -292,7 +294,7 @@ func (e *Engine) getCustomer(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			continue
 		}
-		c, err := decodeCustomer(rs, data)
+		c, err := segment.DecodeCustomer(rs, data)
 		if err != nil {
 			writeError(w, http.StatusInternalServerError, "stored record cannot be decoded: "+err.Error())
 			return
@@ -304,13 +306,13 @@ func (e *Engine) getCustomer(w http.ResponseWriter, r *http.Request) {
 		}
 		var segs []map[string]any
 		for i, s := range rs.Segments() {
-			if m := c.members[i]; m.in() {
-				segs = append(segs, map[string]any{"id": s.ID, "entered_at": schemas.FormatTime(m.since), "seq": m.seq})
+			if in, since, seq := c.Member(i); in {
+				segs = append(segs, map[string]any{"id": s.ID, "entered_at": schemas.FormatTime(since), "seq": seq})
 			}
 		}
 		traits := map[string]any{}
 		for i, t := range rs.Traits() {
-			v := rs.TraitValue(i, c.traits, clock)
+			v := rs.TraitValue(i, c.Traits(), clock)
 			if t.IsTime() && v.Kind == schemas.KindNumber {
 				traits[t.Name] = schemas.FormatTime(int64(v.Num))
 			} else {
@@ -318,7 +320,7 @@ func (e *Engine) getCustomer(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		profile := map[string]any{}
-		for _, a := range c.traits.Attrs() {
+		for _, a := range c.Traits().Attrs() {
 			profile[a.Name] = jsonValue(a.Value)
 		}
 		if segs == nil {

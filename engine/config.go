@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/segd/segd/internal/envconf"
 	"io"
 	"os"
 	"reflect"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/segd/segd/segment"
+
+	"github.com/segd/segd/internal/envconf"
 
 	"gopkg.in/yaml.v3"
 
@@ -220,8 +223,8 @@ type ClockConfig struct {
 // limits keep a customer's record far below the changelog's per-record
 // limit (changelogMaxMessage; docs/state.md).
 const (
-	DefaultMaxAttributes     = 256
-	DefaultMaxAttributeBytes = 64 << 10
+	DefaultMaxAttributes     = segment.DefaultMaxAttributes
+	DefaultMaxAttributeBytes = segment.DefaultMaxAttributeBytes
 	maxMaxAttributes         = 1 << 16
 	maxMaxAttributeBytes     = 1 << 20
 )
@@ -331,8 +334,8 @@ const (
 	DefaultBrowsesTopic     = "customer.browses"
 	DefaultEngagementsTopic = "customer.engagements"
 	DefaultProfilesTopic    = "customer.profiles"
-	DefaultChangesTopic     = "segment.changes"
-	DefaultDeadLetterTopic  = "segd.deadletter"
+	DefaultChangesTopic     = segment.DefaultChangesTopic
+	DefaultDeadLetterTopic  = segment.DefaultDeadLetterTopic
 	DefaultMergesTopic      = "segd.merges"
 )
 
@@ -420,7 +423,7 @@ func (c *Config) EnsureDefaults() {
 	if c.Output.UnknownTopicTimeout == 0 {
 		c.Output.UnknownTopicTimeout = 2 * time.Minute
 	}
-	def(&c.Consent.Attribute, "consent_marketing")
+	def(&c.Consent.Attribute, segment.DefaultConsentAttribute)
 	def(&c.API.Addr, "127.0.0.1:8080")
 	if c.API.ReadyMaxLag == 0 {
 		c.API.ReadyMaxLag = 100000

@@ -101,7 +101,7 @@ func TestReplayTopicsThenRunIsACutOver(t *testing.T) {
 	produce(3000)
 	liveCfg := config(t.TempDir(), "live.changes")
 	var replayed bytes.Buffer
-	sum, err := ReplayTopics(context.Background(), liveCfg, &replayed, zerolog.Nop())
+	sum, err := Backfill(context.Background(), liveCfg, &replayed, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestReplayTopicsThenRunIsACutOver(t *testing.T) {
 			final[seg]++
 		}
 	}
-	full, err := ReplayTopics(context.Background(), config(t.TempDir(), "unused.changes"), nil, zerolog.Nop())
+	full, err := Backfill(context.Background(), config(t.TempDir(), "unused.changes"), nil, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

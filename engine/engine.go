@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/segd/segd/segment"
+
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -50,7 +52,10 @@ type Engine struct {
 	localParts []int32
 	// procs are the processors of the partitions this process runs, live
 	// or Local (guarded by mu), for API reads of their committed clock.
-	procs map[int32]*processor
+	procs map[int32]*segment.Processor
+	// keepBackfillOutbox leaves a backfill's changes and dead letters in
+	// the outboxes (tests compare them with a live run's).
+	keepBackfillOutbox bool
 	// rates counts changes per segment over the last hour and day.
 	rates segmentRates
 	m     *metrics
@@ -129,13 +134,13 @@ func (e *Engine) inputTopics() []string {
 	return []string{t.Purchases.Name, t.Browses.Name, t.Engagements.Name, t.Profiles.Name}
 }
 
-func (e *Engine) inputs() (map[string]topicInput, error) {
+func (e *Engine) inputs() (map[string]segment.Input, error) {
 	t := e.cfg.Kafka.Topics
 	var reg *connectors.Registry
 	if e.cfg.Kafka.SchemaRegistryURL != "" {
 		reg = connectors.NewRegistry(e.cfg.Kafka.SchemaRegistryURL, connectors.RegistryOptions{})
 	}
-	out := map[string]topicInput{}
+	out := map[string]segment.Input{}
 	for _, in := range []struct {
 		t   InputTopic
 		typ schemas.EventType
@@ -154,12 +159,12 @@ func (e *Engine) inputs() (map[string]topicInput, error) {
 		if err != nil {
 			return nil, fmt.Errorf("decoder for %s: %w", in.t.Name, err)
 		}
-		out[in.t.Name] = topicInput{typ: in.typ, decoder: dec}
+		out[in.t.Name] = segment.Input{Type: in.typ, Decoder: dec}
 	}
 	return out, nil
 }
 
-func (e *Engine) encoder() (changeEncoder, error) {
+func (e *Engine) encoder() (segment.ChangeEncoder, error) {
 	switch e.cfg.Output.Format {
 	case "json":
 		return schemas.AppendSegmentChangeJSON, nil
@@ -350,8 +355,8 @@ func (e *Engine) Run(ctx context.Context) error {
 
 // partitionRuntime is what every partition of a Run shares.
 type partitionRuntime struct {
-	inputs   map[string]topicInput
-	enc      changeEncoder
+	inputs   map[string]segment.Input
+	enc      segment.ChangeEncoder
 	out      sink
 	groupOut chan<- partitionOffsets
 	// changelog, if set, makes a changelog writer per partition.
@@ -399,11 +404,11 @@ func (e *Engine) runPartitions(ctx context.Context, parts []int32, rt *partition
 		}
 		rp.task.groupOut = rt.groupOut
 		if rt.changelog != nil {
-			if err := rp.task.proc.part.EnableChangelog(); err != nil {
+			if err := rp.task.part.EnableChangelog(); err != nil {
 				fail(err)
 				break
 			}
-			rp.cl = newChangelogPublisher(rp.task.proc.part, rt.changelog(), rp.task.log, rp.task.m)
+			rp.cl = newChangelogPublisher(rp.task.part, rt.changelog(), rp.task.log, rp.task.m)
 			// Outbox entries wait for the changelog (state.Partition.
 			// ReadOutbox): wake the publisher as soon as they are released.
 			rp.cl.sent = rp.pub.poke
@@ -417,11 +422,11 @@ func (e *Engine) runPartitions(ctx context.Context, parts []int32, rt *partition
 		// State evaluated with other rules (changed while the partition
 		// was stopped, or run by an instance with other rules) is brought
 		// to the running rules before any new input, like a live reload.
-		if n, ran, err := rp.task.proc.reconcileRules(10000); err != nil {
+		if n, ran, err := rp.task.proc.ReconcileRules(10000); err != nil {
 			fail(fmt.Errorf("partition %d: reconcile rules: %w", p, err))
 			break
 		} else if ran {
-			rp.task.log.Warn().Str("stored_rules_hash", rp.task.proc.storedRulesBefore).Str("rules_hash", rp.task.proc.rs.Hash()).Int("changes", n).
+			rp.task.log.Warn().Str("stored_rules_hash", rp.task.proc.StoredRulesBefore()).Str("rules_hash", rp.task.proc.Rules().Hash()).Int("changes", n).
 				Msg("partition state was evaluated with other rules: re-evaluated every customer with the running rules (RULE_CHANGE)")
 		}
 		pubWG.Add(1)
@@ -499,7 +504,7 @@ func (e *Engine) runPartitions(ctx context.Context, parts []int32, rt *partition
 		if rp == nil {
 			continue
 		}
-		if err := rp.task.proc.part.Close(); err != nil && firstErr == nil {
+		if err := rp.task.part.Close(); err != nil && firstErr == nil {
 			firstErr = fmt.Errorf("close partition %d: %w", p, err)
 		}
 		delete(e.parts, p)
@@ -510,29 +515,39 @@ func (e *Engine) runPartitions(ctx context.Context, parts []int32, rt *partition
 	return firstErr
 }
 
-// processorOptions are the config's processor settings, for live and
-// Local partitions alike.
-func (e *Engine) processorOptions(enc changeEncoder) processorOptions {
+// processorOptions are the config's processor settings, for live, Local
+// and backfill partitions alike.
+func (e *Engine) processorOptions(inputs map[string]segment.Input, enc segment.ChangeEncoder, onChange func(segment.Change)) segment.Options {
 	t := e.cfg.Kafka.Topics
-	return processorOptions{
-		changesTopic:      t.Changes,
-		deadLetterTopic:   t.DeadLetter,
-		encodeChange:      enc,
-		consentAttr:       e.cfg.Consent.Attribute,
-		dedupHorizon:      e.cfg.Input.DedupHorizon.Milliseconds(),
-		mergesTopic:       t.Merges,
-		log:               processorLog(e.log),
-		maxAttributes:     e.cfg.Input.MaxAttributes,
-		maxAttributeBytes: e.cfg.Input.MaxAttributeBytes,
+	return segment.Options{
+		Inputs:            inputs,
+		ChangesTopic:      t.Changes,
+		DeadLetterTopic:   t.DeadLetter,
+		MergesTopic:       t.Merges,
+		EncodeChange:      enc,
+		ConsentAttribute:  e.cfg.Consent.Attribute,
+		DedupHorizon:      e.cfg.Input.DedupHorizon,
+		MaxRecordBytes:    e.cfg.Input.MaxRecordBytes,
+		MaxFutureSkew:     e.cfg.Input.MaxFutureSkew,
+		MaxAttributes:     e.cfg.Input.MaxAttributes,
+		MaxAttributeBytes: e.cfg.Input.MaxAttributeBytes,
+		Transient:         isTransient,
+		OnChange:          onChange,
+		Log:               segment.SampledLog(e.log),
 	}
 }
 
-func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]topicInput, enc changeEncoder, out sink) (*runningPartition, error) {
+// isTransient reports a decode error that is not the record's fault (the
+// schema registry is out of reach).
+func isTransient(err error) bool { return errors.Is(err, connectors.ErrTransient) }
+
+func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]segment.Input, enc segment.ChangeEncoder, out sink) (*runningPartition, error) {
 	part, err := e.st.Partition(p)
 	if err != nil {
 		return nil, fmt.Errorf("open partition %d: %w", p, err)
 	}
-	proc, err := newProcessor(e.rs.Load(), part, e.processorOptions(enc))
+	obs := &changeObserver{rates: &e.rates, lat: &latencyTracker{}}
+	proc, err := segment.New(e.rs.Load(), part, e.processorOptions(inputs, enc, obs.observe))
 	if err != nil {
 		return nil, fmt.Errorf("partition %d: %w", p, err)
 	}
@@ -579,15 +594,10 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 	pm.changelogDepth.Set(float64(part.ChangelogDepth()))
 	pm.reportBuffered(src.Buffered())
 	pub := newPublisher(part, out, log, pm, setAsidePolicy{deadLetterTopic: e.cfg.Kafka.Topics.DeadLetter, unknownTopicFor: e.cfg.Output.UnknownTopicTimeout})
-	pub.lat = &latencyTracker{}
-	proc.lat = pub.lat
-	proc.rates = &e.rates
-	tk := openTask(p, part, proc, src, pub, taskOptions{
-		inputs:         inputs,
+	pub.lat = obs.lat
+	tk := openTask(p, proc, src, pub, obs, taskOptions{
 		commitInterval: e.cfg.Commit.Interval,
 		commitEvents:   e.cfg.Commit.MaxEvents,
-		maxRecordBytes: e.cfg.Input.MaxRecordBytes,
-		maxFutureSkew:  e.cfg.Input.MaxFutureSkew,
 		idleAfter:      e.cfg.Clock.IdleAfter,
 		idleLag:        e.cfg.Clock.IdleLag,
 		maxWait:        e.cfg.Kafka.MaxWait,
@@ -605,11 +615,11 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 	e.mu.Lock()
 	e.parts[p] = rp
 	if e.procs == nil {
-		e.procs = map[int32]*processor{}
+		e.procs = map[int32]*segment.Processor{}
 	}
 	e.procs[p] = proc
 	e.mu.Unlock()
-	log.Info().Interface("offsets", start).Int64("watermark", proc.clock).Msg("partition assigned")
+	log.Info().Interface("offsets", start).Int64("watermark", proc.Clock()).Msg("partition assigned")
 	return rp, nil
 }
 

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segd/segd/segment"
+
 	"github.com/segd/segd/connectors"
 )
 
@@ -58,7 +60,7 @@ func TestFarFutureRecordsCannotMoveTheClock(t *testing.T) {
 	waitFor(t, 30*time.Second, "the first purchase", func() bool { return eng.Progress().Events == 1 })
 	send(connectors.Message{Topic: DefaultProfilesTopic, Key: []byte("c2"), Value: nil, Time: far})
 	send(purchase("o2", time.Date(9000, 1, 1, 0, 0, 0, 0, time.UTC)))
-	merge := appendMergeRecord(nil, "m1", "c3", far.UnixMilli(), nil)
+	merge := segment.AppendMergeRecord(nil, "m1", "c3", far.UnixMilli(), nil)
 	send(connectors.Message{Topic: cfg.Kafka.Topics.Merges, Key: []byte("c1"), Value: merge, Time: base})
 	send(purchase("o3", base.Add(time.Hour)))
 	// The partition merges its topics by record timestamp: the far-future

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/segd/segd/internal/segdtest"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/segd/segd/internal/segdtest"
 
 	"github.com/hamba/avro/v2"
 	"github.com/rs/zerolog"

@@ -3,6 +3,9 @@ package engine
 import (
 	"sync"
 	"time"
+
+	"github.com/segd/segd/schemas"
+	"github.com/segd/segd/segment"
 )
 
 // latencyTracker connects a change in the outbox to the input record that
@@ -55,4 +58,23 @@ func (l *latencyTracker) ack(seq uint64, now time.Time, m *partitionMetrics) {
 	}
 	l.marks = append(l.marks[:0], l.marks[n:]...)
 	l.mu.Unlock()
+}
+
+// changeObserver is a partition's segment.Options.OnChange: it feeds the
+// API's per-segment rates and, for changes an input record caused, the
+// latency tracker with that record's times (set by the task around
+// Handle).
+type changeObserver struct {
+	rates            *segmentRates
+	lat              *latencyTracker
+	recordAt, readAt time.Time
+}
+
+func (o *changeObserver) observe(c segment.Change) {
+	if o.rates != nil {
+		o.rates.add(c.Segment, c.Enter, time.Now())
+	}
+	if c.Cause == schemas.CauseEvent && c.OutboxSeq != 0 {
+		o.lat.add(c.OutboxSeq, o.recordAt, o.readAt)
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"math"
 	"time"
 
+	"github.com/segd/segd/segment"
+
 	"github.com/segd/segd/connectors"
 	"github.com/segd/segd/state"
 )
@@ -46,26 +48,23 @@ func (e *Engine) OpenLocal(partitions int) (*Local, error) {
 			l.Close()
 			return nil, fmt.Errorf("local: open partition %d: %w", p, err)
 		}
-		proc, err := newProcessor(e.rs.Load(), part, e.processorOptions(enc))
+		obs := &changeObserver{rates: &e.rates}
+		proc, err := segment.New(e.rs.Load(), part, e.processorOptions(inputs, enc, obs.observe))
 		if err != nil {
 			part.Close()
 			l.Close()
 			return nil, fmt.Errorf("local: partition %d: %w", p, err)
 		}
-		proc.rates = &e.rates
-		l.tasks = append(l.tasks, openTask(p, part, proc, nil, nil, taskOptions{
-			inputs:         inputs,
+		l.tasks = append(l.tasks, openTask(p, proc, nil, nil, obs, taskOptions{
 			commitInterval: e.cfg.Commit.Interval,
 			commitEvents:   e.cfg.Commit.MaxEvents,
-			maxRecordBytes: e.cfg.Input.MaxRecordBytes,
-			maxFutureSkew:  e.cfg.Input.MaxFutureSkew,
 			idleAfter:      -1,
 			now:            e.opt.Now,
 		}, e.log, nil))
 	}
 	e.mu.Lock()
 	if e.procs == nil {
-		e.procs = map[int32]*processor{}
+		e.procs = map[int32]*segment.Processor{}
 	}
 	for _, t := range l.tasks {
 		e.localParts = append(e.localParts, t.id)
@@ -91,7 +90,7 @@ func (l *Local) Handle(p int32, topic string, offset int64, key, value []byte, t
 	if err := t.handle(&m); err != nil {
 		return err
 	}
-	if t.pending >= t.opt.commitEvents || t.proc.part.NeedsCommit() {
+	if t.pending >= t.opt.commitEvents || t.part.NeedsCommit() {
 		return t.commit()
 	}
 	return nil
@@ -106,7 +105,7 @@ func (l *Local) Advance(p int32, t int64) error {
 	if p < 0 || int(p) >= len(l.tasks) {
 		return fmt.Errorf("local: partition %d not open (have %d)", p, len(l.tasks))
 	}
-	return l.tasks[p].proc.advance(t)
+	return l.tasks[p].proc.Advance(t)
 }
 
 // Commit commits every partition.
@@ -130,19 +129,19 @@ func (l *Local) Drain(fn func(topic string, key, value []byte) error) error {
 	}
 	for _, t := range l.tasks {
 		var last uint64
-		err := t.proc.part.ReadOutbox(0, 1<<62, func(seq uint64, v []byte) error {
+		err := t.part.ReadOutbox(0, 1<<62, func(seq uint64, v []byte) error {
 			last = seq
-			env, err := decodeEnvelope(v)
+			env, err := segment.DecodeEnvelope(v)
 			if err != nil {
 				return err
 			}
-			return fn(env.topic, env.key, env.value)
+			return fn(env.Topic, env.Key, env.Value)
 		})
 		if err != nil {
 			return fmt.Errorf("local: partition %d outbox: %w", t.id, err)
 		}
 		if last > 0 {
-			if err := t.proc.part.DeleteOutbox(last); err != nil {
+			if err := t.part.DeleteOutbox(last); err != nil {
 				return err
 			}
 		}
@@ -168,7 +167,7 @@ func (l *Local) Close() error {
 		if err := t.commit(); err != nil && first == nil {
 			first = err
 		}
-		if err := t.proc.part.Close(); err != nil && first == nil {
+		if err := t.part.Close(); err != nil && first == nil {
 			first = err
 		}
 	}
@@ -177,16 +176,16 @@ func (l *Local) Close() error {
 
 // Members returns every committed member of segment across the open
 // partitions, in id order.
-func (l *Local) Members(segment string) ([]string, error) {
+func (l *Local) Members(segmentID string) ([]string, error) {
 	if l.closed {
 		return nil, state.ErrClosed
 	}
 	var all []string
 	cursor := ""
 	for {
-		ids, next, err := l.e.st.Members(segment, cursor, 10000)
+		ids, next, err := l.e.st.Members(segmentID, cursor, 10000)
 		if err != nil {
-			return nil, fmt.Errorf("local: members of %s: %w", segment, err)
+			return nil, fmt.Errorf("local: members of %s: %w", segmentID, err)
 		}
 		all = append(all, ids...)
 		if next == "" {

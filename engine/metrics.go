@@ -11,6 +11,7 @@ import (
 
 	"github.com/segd/segd/connectors"
 	"github.com/segd/segd/schemas"
+	"github.com/segd/segd/segment"
 	"github.com/segd/segd/state"
 )
 
@@ -319,50 +320,50 @@ func (m *metrics) partition(p int32) *partitionMetrics {
 }
 
 // report pushes what the processor counted since the last report.
-func (pm *partitionMetrics) report(p *processor, last *processorStats, commit time.Duration) {
-	s := &p.stats
+func (pm *partitionMetrics) report(p *segment.Processor, last *segment.Stats, commit time.Duration) {
+	s := p.Stats()
 	for t := 1; t < schemas.NumEventTypes; t++ {
-		if d := s.events[t] - last.events[t]; d > 0 {
+		if d := s.Events[t] - last.Events[t]; d > 0 {
 			pm.events[t].Add(float64(d))
 		}
 	}
-	addDelta(pm.all.duplicates, s.duplicates, &last.duplicates)
-	addDelta(pm.all.late, s.late, &last.late)
-	addDelta(pm.all.tooLate, s.tooLate, &last.tooLate)
-	addDelta(pm.all.deletions, s.deleted, &last.deleted)
-	addDelta(pm.enter, s.enters, &last.enters)
-	addDelta(pm.exit, s.exits, &last.exits)
-	addDelta(pm.all.timers, s.timers, &last.timers)
-	addDelta(pm.all.evaluations, s.evaluations, &last.evaluations)
-	if last.segChanges == nil {
-		last.segChanges = map[string][2]uint64{}
+	addDelta(pm.all.duplicates, s.Duplicates, &last.Duplicates)
+	addDelta(pm.all.late, s.Late, &last.Late)
+	addDelta(pm.all.tooLate, s.TooLate, &last.TooLate)
+	addDelta(pm.all.deletions, s.Deleted, &last.Deleted)
+	addDelta(pm.enter, s.Enters, &last.Enters)
+	addDelta(pm.exit, s.Exits, &last.Exits)
+	addDelta(pm.all.timers, s.Timers, &last.Timers)
+	addDelta(pm.all.evaluations, s.Evaluations, &last.Evaluations)
+	if last.SegmentChanges == nil {
+		last.SegmentChanges = map[string][2]uint64{}
 	}
-	for seg, n := range s.segChanges {
-		l := last.segChanges[seg]
+	for seg, n := range s.SegmentChanges {
+		l := last.SegmentChanges[seg]
 		if d := n[0] - l[0]; d > 0 {
 			pm.all.transitions.WithLabelValues(seg, "ENTER").Add(float64(d))
 		}
 		if d := n[1] - l[1]; d > 0 {
 			pm.all.transitions.WithLabelValues(seg, "EXIT").Add(float64(d))
 		}
-		last.segChanges[seg] = n
+		last.SegmentChanges[seg] = n
 	}
-	last.events = s.events
-	if last.deadLetter == nil {
-		last.deadLetter = map[string]uint64{}
+	last.Events = s.Events
+	if last.DeadLetters == nil {
+		last.DeadLetters = map[string]uint64{}
 	}
-	for reason, n := range s.deadLetter {
-		if d := n - last.deadLetter[reason]; d > 0 {
+	for reason, n := range s.DeadLetters {
+		if d := n - last.DeadLetters[reason]; d > 0 {
 			pm.all.deadLetters.WithLabelValues(reason).Add(float64(d))
-			last.deadLetter[reason] = n
+			last.DeadLetters[reason] = n
 		}
 	}
 	pm.all.commitSeconds.Observe(commit.Seconds())
-	pm.watermark.Set(float64(p.clock) / 1000)
-	pm.outboxDepth.Set(float64(p.part.OutboxDepth()))
+	pm.watermark.Set(float64(p.Clock()) / 1000)
+	pm.outboxDepth.Set(float64(p.Partition().OutboxDepth()))
 	// Also here, not only after a write: while the changelog cannot be
 	// written (a broker down) the depth must show it growing.
-	pm.changelogDepth.Set(float64(p.part.ChangelogDepth()))
+	pm.changelogDepth.Set(float64(p.Partition().ChangelogDepth()))
 }
 
 // reportBuffered exports what the partition's consumer buffers.

@@ -10,39 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segd/segd/segment"
+
 	"github.com/rs/zerolog"
 
 	"github.com/segd/segd/connectors"
 	"github.com/segd/segd/schemas"
 )
-
-// A change the output encoding refuses (here: a trait that is NaN, as
-// state written before segd checked numbers could hold) is set aside as a
-// dead letter; the event is not an error, so the partition never stops on
-// it, the transition stands and later changes flow.
-func TestProcessorUnencodableChangeIsDeadLettered(t *testing.T) {
-	h := newHarness(t, testRules)
-	h.proc.opt.encodeChange = func(dst []byte, c *schemas.SegmentChange) ([]byte, error) {
-		if c.SegmentID == "vip" && c.Kind == schemas.Enter {
-			for i := range c.Traits {
-				c.Traits[i].Value = schemas.Number(math.NaN())
-			}
-		}
-		return schemas.AppendSegmentChangeJSON(dst, c)
-	}
-	h.apply(purchase("e1", "alice", "2024-01-01T10:00:00Z", 2000))
-	h.expect(
-		"2024-01-01T10:00:00Z alice buyer ENTER event e1",
-		"DEADLETTER segd.deadletter",
-	)
-	if n := h.proc.stats.deadLetter[reasonUnencodableChange]; n != 1 {
-		t.Fatalf("dead letters %s = %d, want 1", reasonUnencodableChange, n)
-	}
-	// alice is in vip (the transition stood), so a cancellation takes her
-	// out with an EXIT that encodes.
-	h.apply(purchase("e2", "alice", "2024-01-02T10:00:00Z", -1500))
-	h.expect("2024-01-02T10:00:00Z alice vip EXIT event e2")
-}
 
 // The crash loop of huge amounts, end to end: two purchases of 1e308 with
 // output.format json used to make spend_90d +Inf and panic the JSON
@@ -153,49 +127,10 @@ segments:
 	}
 }
 
-func profile(id, customer, at string, attrs ...schemas.Attribute) schemas.Event {
-	return schemas.Event{Type: schemas.EventProfile, EventID: id, CustomerID: customer, Time: ts(at), Attributes: attrs}
-}
-
-// Profile attributes are bounded per event and per customer, in count and
-// bytes; an update past a bound is refused whole with too_many_attributes
-// (the task dead-letters it), and a customer past a bound may shrink.
-func TestProcessorAttributeBounds(t *testing.T) {
-	h := newHarness(t, testRules)
-	h.proc.opt.maxAttributes, h.proc.opt.maxAttributeBytes = 4, 100
-	str := func(name, v string) schemas.Attribute { return schemas.Attribute{Name: name, Value: schemas.String(v)} }
-	refused := func(e schemas.Event, want string) {
-		t.Helper()
-		err := h.proc.apply(&e)
-		var rej *rejectedError
-		if !errors.As(err, &rej) || rej.reason != schemas.ReasonTooManyAttributes || !strings.Contains(err.Error(), want) {
-			t.Fatalf("got %v, want too_many_attributes with %q", err, want)
-		}
-	}
-	h.apply(profile("p1", "alice", "2024-01-01T00:00:00Z", str("a", "1"), str("b", "2"), str("c", "3")))
-	refused(profile("p2", "alice", "2024-01-01T00:00:01Z", str("d", "4"), str("e", "5")), "customer would have 5 attributes, limit 4")
-	refused(profile("p3", "alice", "2024-01-01T00:00:02Z", str("a", "1"), str("b", "1"), str("c", "1"), str("d", "1"), str("e", "1")),
-		"the event carries 5 attributes, limit 4")
-	refused(profile("p4", "alice", "2024-01-01T00:00:03Z", str("d", strings.Repeat("x", 100))), "would take 107 bytes, limit 100")
-	if v, ok := h.proc.load("alice", ""); ok == nil {
-		if n, _ := v.traits.AttrUsage(); n != 3 {
-			t.Fatalf("refused updates applied: %d attributes", n)
-		}
-	}
-	// Replacing and removing within the bounds is fine.
-	h.apply(profile("p5", "alice", "2024-01-01T00:00:04Z", str("a", "new"), schemas.Attribute{Name: "b"}, str("d", "4"), str("e", "5")))
-	// Lowered bounds: the customer is past them, and may still shrink.
-	h.proc.opt.maxAttributes = 2
-	h.apply(profile("p6", "alice", "2024-01-01T00:00:05Z", schemas.Attribute{Name: "a"}))
-	refused(profile("p7", "alice", "2024-01-01T00:00:06Z", str("z", "1")), "customer would have 4 attributes, limit 2")
-}
-
 // A customer at the largest attribute bounds the config allows, with every
 // trait of the test rules holding state, encodes far below the changelog's
 // per-record limit: no customer record can wedge the changelog.
 func TestCustomerAtBoundsFitsChangelog(t *testing.T) {
-	h := newHarness(t, testRules)
-	h.proc.opt.maxAttributes, h.proc.opt.maxAttributeBytes = maxMaxAttributes, maxMaxAttributeBytes
 	// 65,536 attributes are over the bytes bound with any value; fill the
 	// bytes bound with as many attributes as fit (the worst case for
 	// per-attribute overhead), then the last bytes with one long string.
@@ -210,19 +145,17 @@ func TestCustomerAtBoundsFitsChangelog(t *testing.T) {
 		used += 7
 	}
 	attrs = append(attrs, schemas.Attribute{Name: "zz", Value: schemas.String(strings.Repeat("x", maxMaxAttributeBytes-used-2))})
+	var events []schemas.Event
 	for i := 0; i < len(attrs); i += maxMaxAttributes / 4 {
 		batch := attrs[i:min(i+maxMaxAttributes/4, len(attrs))]
-		h.apply(profile(fmt.Sprintf("p%d", i), "alice", "2024-01-01T00:00:00Z", batch...))
+		events = append(events, profile(fmt.Sprintf("p%d", i), "alice", "2024-01-01T00:00:00Z", batch...))
 	}
 	for d := range 90 {
 		at := time.Date(2024, 1, 1, 12, 0, 0, 0, time.UTC).AddDate(0, 0, d).Format(time.RFC3339)
-		h.apply(purchase(fmt.Sprintf("o%d", d), "alice", at, 1e6))
+		events = append(events, purchase(fmt.Sprintf("o%d", d), "alice", at, 1e6))
 	}
-	c, err := h.proc.load("alice", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, b := c.traits.AttrUsage()
+	c := customerAfter(t, maxMaxAttributes, maxMaxAttributeBytes, "alice", events)
+	n, b := c.Traits().AttrUsage()
 	if n != len(attrs) || b != maxMaxAttributeBytes {
 		t.Fatalf("customer holds %d attributes, %d bytes; want %d, %d", n, b, len(attrs), maxMaxAttributeBytes)
 	}
@@ -232,15 +165,36 @@ func TestCustomerAtBoundsFitsChangelog(t *testing.T) {
 		t.Fatalf("record is %d bytes, want under a quarter of the changelog's %d", size, changelogMaxMessage)
 	}
 	// And at the defaults.
-	h2 := newHarness(t, testRules)
-	h2.proc.opt.maxAttributes, h2.proc.opt.maxAttributeBytes = DefaultMaxAttributes, DefaultMaxAttributeBytes
 	var def []schemas.Attribute
 	per := DefaultMaxAttributeBytes / DefaultMaxAttributes
 	for i := range DefaultMaxAttributes {
 		name := fmt.Sprintf("%06d", i)
 		def = append(def, schemas.Attribute{Name: name, Value: schemas.String(strings.Repeat("x", per-len(name)))})
 	}
-	h2.apply(profile("d1", "bob", "2024-01-01T00:00:00Z", def...))
-	c2, _ := h2.proc.load("bob", "")
+	c2 := customerAfter(t, DefaultMaxAttributes, DefaultMaxAttributeBytes, "bob", []schemas.Event{profile("d1", "bob", "2024-01-01T00:00:00Z", def...)})
 	t.Logf("customer at the default bounds: %d bytes encoded", len(c2.AppendBinary(nil)))
+}
+
+// customerAfter applies events under the attribute bounds and returns
+// customer id's record.
+func customerAfter(t *testing.T, maxN, maxBytes int, id string, events []schemas.Event) *segment.Customer {
+	t.Helper()
+	h := newHarness(t, testRules)
+	proc, err := segment.New(h.rs, h.part, segment.Options{
+		ChangesTopic: DefaultChangesTopic, DeadLetterTopic: DefaultDeadLetterTopic, EncodeChange: schemas.AppendSegmentChangeJSON,
+		MaxAttributes: maxN, MaxAttributeBytes: maxBytes,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range events {
+		if err := proc.Apply(&events[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec, err := h.part.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec.(*segment.Customer)
 }

@@ -2,9 +2,10 @@ package engine
 
 import (
 	"context"
-	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/segd/segd/segment"
 
 	"github.com/rs/zerolog"
 
@@ -291,7 +292,7 @@ func (pb *publisher) readBatch(hi uint64) (int, error) {
 	err := pb.part.ReadOutboxTo(pb.after, hi, pb.batch, func(seq uint64, v []byte) error {
 		pb.batchLast = seq
 		pb.batchEntries++
-		env, err := decodeEnvelope(v)
+		env, err := segment.DecodeEnvelope(v)
 		if err != nil {
 			// Only a bug or disk corruption gets here; stalling the
 			// partition forever would help nobody.
@@ -302,9 +303,9 @@ func (pb *publisher) readBatch(hi uint64) (int, error) {
 			return nil
 		}
 		// ReadOutbox's bytes are valid only during the callback.
-		msg := connectors.Message{Topic: env.topic, Key: clone(env.key), Value: clone(env.value)}
-		for _, h := range env.headers {
-			msg.Headers = append(msg.Headers, connectors.Header{Key: h.key, Value: clone(h.value)})
+		msg := connectors.Message{Topic: env.Topic, Key: clone(env.Key), Value: clone(env.Value)}
+		for _, h := range env.Headers {
+			msg.Headers = append(msg.Headers, connectors.Header{Key: h.Key, Value: clone(h.Value)})
 		}
 		pb.pending = append(pb.pending, pendingRecord{msg: msg, seq: seq})
 		return nil
@@ -344,41 +345,16 @@ func (pb *publisher) setAsideRecord(pm pendingRecord, cause error) (pendingRecor
 	if pb.m != nil {
 		pb.m.setAside.WithLabelValues(class).Inc()
 	}
-	value, hs := boundDeadLetter(pm.msg.Value, []header{
-		{key: "segd-reason", value: []byte("unpublishable")},
-		{key: "segd-error", value: []byte(cause.Error())},
-		{key: "segd-original-topic", value: []byte(pm.msg.Topic)},
+	value, hs := segment.BoundDeadLetter(pm.msg.Value, []segment.Header{
+		{Key: "segd-reason", Value: []byte("unpublishable")},
+		{Key: "segd-error", Value: []byte(cause.Error())},
+		{Key: "segd-original-topic", Value: []byte(pm.msg.Topic)},
 	})
 	out := pendingRecord{seq: pm.seq, setAside: true, msg: connectors.Message{Topic: pb.setAside.deadLetterTopic, Key: pm.msg.Key, Value: value}}
 	for _, h := range hs {
-		out.msg.Headers = append(out.msg.Headers, connectors.Header{Key: h.key, Value: h.value})
+		out.msg.Headers = append(out.msg.Headers, connectors.Header{Key: h.Key, Value: h.Value})
 	}
 	return out, true
-}
-
-// Dead letters carry at most deadLetterMaxValue bytes of the record and
-// deadLetterMaxHeader bytes per header value, so that a dead letter always
-// fits in a Kafka record batch (kafka-go's writer refuses records over
-// 1 MiB): a 614 KB record with its error quoting the field once became a
-// 1.2 MB dead letter that wedged its partition's output.
-const (
-	deadLetterMaxValue  = 256 << 10
-	deadLetterMaxHeader = 1 << 10
-)
-
-// boundDeadLetter truncates value and each header value to the caps,
-// adding segd-truncated (the original value size) when value was cut.
-func boundDeadLetter(value []byte, hs []header) ([]byte, []header) {
-	for i := range hs {
-		if len(hs[i].value) > deadLetterMaxHeader {
-			hs[i].value = append(hs[i].value[:deadLetterMaxHeader-3:deadLetterMaxHeader-3], "..."...)
-		}
-	}
-	if len(value) > deadLetterMaxValue {
-		hs = append(hs, header{key: "segd-truncated", value: strconv.AppendInt(nil, int64(len(value)), 10)})
-		value = value[:deadLetterMaxValue]
-	}
-	return value, hs
 }
 
 func clone(b []byte) []byte {

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/segd/segd/connectors"
+	"github.com/segd/segd/segment"
 	"github.com/segd/segd/state"
 )
 
@@ -32,10 +33,10 @@ func TestPublisherSetsAsideWhatKafkaRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	huge := bytes.Repeat([]byte("x"), 2<<20)
-	part.AppendOutbox(appendEnvelope(nil, DefaultChangesTopic, "c1", nil, []byte("before")))
-	part.AppendOutbox(appendEnvelope(nil, "no.such.topic", "c2", nil, []byte("lost topic")))
-	part.AppendOutbox(appendEnvelope(nil, DefaultChangesTopic, "c3", nil, huge))
-	part.AppendOutbox(appendEnvelope(nil, DefaultChangesTopic, "c4", nil, []byte("after")))
+	part.AppendOutbox(segment.AppendEnvelope(nil, DefaultChangesTopic, "c1", nil, []byte("before")))
+	part.AppendOutbox(segment.AppendEnvelope(nil, "no.such.topic", "c2", nil, []byte("lost topic")))
+	part.AppendOutbox(segment.AppendEnvelope(nil, DefaultChangesTopic, "c3", nil, huge))
+	part.AppendOutbox(segment.AppendEnvelope(nil, DefaultChangesTopic, "c4", nil, []byte("after")))
 	if err := part.Commit(); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +83,7 @@ func TestPublisherSetsAsideWhatKafkaRefuses(t *testing.T) {
 	if h := headers(lost); h["segd-reason"] != "unpublishable" || string(lost.Value) != "lost topic" {
 		t.Errorf("dead letter for the unknown topic: %d bytes, headers %v", len(lost.Value), h)
 	}
-	if h := headers(big); h["segd-reason"] != "unpublishable" || h["segd-truncated"] != "2097152" || len(big.Value) != deadLetterMaxValue {
+	if h := headers(big); h["segd-reason"] != "unpublishable" || h["segd-truncated"] != "2097152" || len(big.Value) != segment.DeadLetterMaxValue {
 		t.Errorf("dead letter for the too-large record: %d bytes, headers %v", len(big.Value), h)
 	}
 	for class, want := range map[string]float64{"unknown_topic": 1, "permanent": 1} {
@@ -96,34 +97,6 @@ func TestPublisherSetsAsideWhatKafkaRefuses(t *testing.T) {
 	}
 	if pb.failing.Load() != nil {
 		t.Errorf("publisher still reports a failure: %+v", pb.failing.Load())
-	}
-}
-
-// TestDeadLettersAreBounded: a dead letter carries at most
-// deadLetterMaxValue bytes of the record and deadLetterMaxHeader bytes per
-// header, with the original size, so it always fits a Kafka batch.
-func TestDeadLettersAreBounded(t *testing.T) {
-	long := bytes.Repeat([]byte("e"), 600<<10)
-	value, hs := boundDeadLetter(bytes.Repeat([]byte("v"), 614<<10), []header{{key: "segd-error", value: long}, {key: "segd-reason", value: []byte("too_large")}})
-	if len(value) != deadLetterMaxValue {
-		t.Errorf("value %d bytes, want %d", len(value), deadLetterMaxValue)
-	}
-	want := map[string]string{"segd-reason": "too_large", "segd-truncated": "628736"}
-	for _, h := range hs {
-		if len(h.value) > deadLetterMaxHeader {
-			t.Errorf("header %s is %d bytes", h.key, len(h.value))
-		}
-		if w, ok := want[h.key]; ok && string(h.value) != w {
-			t.Errorf("header %s = %q, want %q", h.key, h.value, w)
-		}
-		delete(want, h.key)
-	}
-	if len(want) > 0 {
-		t.Errorf("headers missing: %v", want)
-	}
-	small, shs := boundDeadLetter([]byte("ok"), []header{{key: "segd-error", value: []byte("short")}})
-	if string(small) != "ok" || len(shs) != 1 || string(shs[0].value) != "short" {
-		t.Errorf("a small dead letter changed: %q %v", small, shs)
 	}
 }
 
@@ -154,7 +127,7 @@ func TestPublisherSkipsAHoleInTheOutbox(t *testing.T) {
 	}
 	for i, n := range []int{3, 2} {
 		for j := 0; j < n; j++ {
-			sp.AppendOutbox(appendEnvelope(nil, DefaultChangesTopic, "c1", nil, []byte(fmt.Sprintf("commit %d entry %d", i, j))))
+			sp.AppendOutbox(segment.AppendEnvelope(nil, DefaultChangesTopic, "c1", nil, []byte(fmt.Sprintf("commit %d entry %d", i, j))))
 		}
 		if err := sp.Commit(); err != nil {
 			t.Fatal(err)

@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segd/segd/segment"
+
 	"github.com/rs/zerolog"
 )
 
@@ -32,7 +34,7 @@ func TestStaleCopiesAreDropped(t *testing.T) {
 		if err := part.EnableChangelog(); err != nil {
 			t.Fatal(err)
 		}
-		c, err := decodeCustomer(eng.rs.Load(), nil)
+		c, err := segment.DecodeCustomer(eng.rs.Load(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

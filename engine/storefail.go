@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/segd/segd/segment"
+
 	"github.com/segd/segd/state"
 )
 
@@ -20,11 +22,8 @@ func (e *Engine) openState() (*state.Store, error) {
 		FS:         e.opt.StateFS,
 		CacheBytes: e.cfg.State.CacheBytes,
 		Logger:     e.opt.Logger.With().Str("component", "state").Logger(),
-		Decode: func(_ string, data []byte) (state.Record, error) {
-			return decodeCustomer(e.rs.Load(), data)
-		},
 	}
-	st, err := state.Open(dir, opts)
+	st, err := segment.OpenStore(dir, e.rs.Load, opts)
 	if err == nil || !errors.Is(err, state.ErrCorrupt) {
 		return st, err
 	}
@@ -36,7 +35,7 @@ func (e *Engine) openState() (*state.Store, error) {
 	if err := state.Wipe(opts.FS, dir); err != nil {
 		return nil, err
 	}
-	return state.Open(dir, opts)
+	return segment.OpenStore(dir, e.rs.Load, opts)
 }
 
 // pauseForSpace holds the task while the state disk is full: nothing is
@@ -46,7 +45,7 @@ func (e *Engine) openState() (*state.Store, error) {
 // stops without committing (it could not), and whoever runs the partition
 // next re-reads the uncommitted input from Kafka.
 func (t *task) pauseForSpace(ctx context.Context) bool {
-	part := t.proc.part
+	part := t.part
 	if !part.DiskFull() {
 		return true
 	}

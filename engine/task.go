@@ -13,7 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/segd/segd/connectors"
-	"github.com/segd/segd/schemas"
+	"github.com/segd/segd/segment"
 	"github.com/segd/segd/state"
 )
 
@@ -30,24 +30,10 @@ type bufferedSource interface {
 	Buffered() connectors.BufferStats
 }
 
-// inputDecoder decodes one input topic's values.
-type inputDecoder interface {
-	Decode(value []byte, e *schemas.Event) error
-}
-
-// topicInput says how to read one input topic.
-type topicInput struct {
-	typ     schemas.EventType
-	decoder inputDecoder
-}
-
 // taskOptions configures a task.
 type taskOptions struct {
-	inputs         map[string]topicInput
 	commitInterval time.Duration
 	commitEvents   int
-	maxRecordBytes int
-	maxFutureSkew  time.Duration
 	// idleAfter < 0 means event time only (replays).
 	idleAfter time.Duration
 	// wallAtStart, in a backfill, is the wall clock (Unix ms) the future
@@ -65,7 +51,9 @@ type taskOptions struct {
 type task struct {
 	id   int32
 	opt  taskOptions
-	proc *processor
+	proc *segment.Processor
+	part *state.Partition // proc's
+	obs  *changeObserver  // proc's OnChange; nil in a backfill
 	src  source
 	bsrc bufferedSource // src, if it reports its buffer; else nil
 	pub  *publisher
@@ -85,9 +73,9 @@ type task struct {
 	lags       map[string]int64            // records behind, by topic
 	maxLag     atomic.Int64                // the worst of lags, for /readyz
 	lastInput  time.Time
-	event      schemas.Event
+	rec        segment.Record
 	buf        []connectors.Message
-	reported   processorStats
+	reported   segment.Stats
 	// decodeWaiting is set while the task waits on a record it cannot
 	// decode yet (decodewait.go), for /readyz.
 	decodeWaiting atomic.Pointer[DecodeWait]
@@ -147,7 +135,7 @@ func (t *task) run(ctx context.Context) error {
 		due := t.opt.now().Sub(t.lastCommit) >= t.opt.commitInterval
 		// Published outbox entries leave the changelog only with a commit
 		// (it logs their deletes): an idle partition commits for them too.
-		if t.pending >= t.opt.commitEvents || (due && (t.pending > 0 || t.proc.part.OutboxDeletesUnlogged())) || t.proc.part.NeedsCommit() {
+		if t.pending >= t.opt.commitEvents || (due && (t.pending > 0 || t.part.OutboxDeletesUnlogged())) || t.part.NeedsCommit() {
 			if err := t.commit(); err != nil {
 				return err
 			}
@@ -166,16 +154,17 @@ func (t *task) maybeAdvanceIdle() error {
 		return nil
 	}
 	target := now.Add(-t.opt.idleLag).UnixMilli()
-	if target <= t.proc.clock {
+	if target <= t.proc.Clock() {
 		return nil
 	}
-	before := t.proc.stats.enters + t.proc.stats.exits
-	if err := t.proc.advance(target); err != nil {
+	st := t.proc.Stats()
+	before := st.Enters + st.Exits
+	if err := t.proc.Advance(target); err != nil {
 		return fmt.Errorf("partition %d: advance idle clock: %w", t.id, err)
 	}
 	// A clock move with no change costs no commit; one with changes must
 	// commit so they get published.
-	if t.proc.stats.enters+t.proc.stats.exits != before {
+	if st.Enters+st.Exits != before {
 		t.pending++
 	}
 	return nil
@@ -207,100 +196,31 @@ func (t *task) setLag(topic string, lag int64) {
 	t.maxLag.Store(worst)
 }
 
-// handle applies one input record. Only state failures are returned; a bad
-// record is dead-lettered and the partition moves on. A decode error marked
-// connectors.ErrTransient is returned too, with the record neither applied
-// nor counted as read.
+// handle applies one input record through the processor's entry point.
+// Only state failures are returned; a bad record is dead-lettered and the
+// partition moves on. A decode error marked connectors.ErrTransient is
+// returned too, with the record neither applied nor counted as read.
 func (t *task) handle(m *connectors.Message) error {
+	t.rec = segment.Record{Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time}
+	if t.obs != nil && t.obs.lat != nil {
+		t.obs.recordAt, t.obs.readAt = m.Time, t.opt.now()
+	}
+	err := t.proc.Handle(&t.rec, t.wall())
+	if t.obs != nil {
+		t.obs.recordAt, t.obs.readAt = time.Time{}, time.Time{}
+	}
+	if errors.Is(err, connectors.ErrTransient) {
+		// Not the record's fault: not applied, not skipped; handleOrWait
+		// tries it again.
+		return err
+	}
 	t.next[m.Topic] = m.Offset + 1
 	t.pending++
 	if m.HighWaterMark > 0 {
 		t.setLag(m.Topic, m.HighWaterMark-m.Offset-1)
 	}
-	// Every record kind's time is held to one bound, whatever the idle
-	// clock does: one far-future record would otherwise move the
-	// watermark for good and fire every timer at once.
-	wall := t.wall()
-	maxSkew := t.opt.maxFutureSkew.Milliseconds()
-	if m.Topic == t.proc.opt.mergesTopic && m.Topic != "" {
-		t.proc.maxTime = wall + maxSkew
-		err := t.proc.merge(string(m.Key), m.Value)
-		if errors.Is(err, errBadMerge) {
-			t.proc.deadLetter(m.Topic, int32(m.Partition), m.Offset, m.Key, m.Value, "bad_merge", err)
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("partition %d: merge at %s offset %d: %w", t.id, m.Topic, m.Offset, err)
-		}
-		return nil
-	}
-	in, ok := t.opt.inputs[m.Topic]
-	if !ok {
-		t.proc.deadLetter(m.Topic, int32(m.Partition), m.Offset, m.Key, m.Value, "unknown_topic", fmt.Errorf("topic %q is not an input topic", m.Topic))
-		return nil
-	}
-	e := &t.event
-	e.Reset()
-	switch {
-	case m.Value == nil && in.typ == schemas.EventProfile:
-		// A tombstone on the (compacted) profile topic erases the customer.
-		e.Type = schemas.EventProfile
-		e.CustomerID = string(m.Key)
-		e.Delete = true
-		e.Time = m.Time.UnixMilli()
-		if m.Time.IsZero() || e.Time <= 0 {
-			// No timestamp (an old producer): erase at the partition's clock.
-			e.Time = max(t.proc.clock, wall)
-		}
-		if e.CustomerID == "" {
-			t.proc.deadLetter(m.Topic, int32(m.Partition), m.Offset, m.Key, m.Value, string(schemas.ReasonMissingCustomerID), errors.New("tombstone without a key"))
-			return nil
-		}
-		if err := e.Validate(wall, maxSkew); err != nil {
-			t.proc.deadLetter(m.Topic, int32(m.Partition), m.Offset, m.Key, m.Value, reasonOf(err), fmt.Errorf("tombstone: %w", err))
-			return nil
-		}
-	case len(m.Value) > t.opt.maxRecordBytes:
-		t.proc.deadLetter(m.Topic, int32(m.Partition), m.Offset, m.Key, m.Value, string(schemas.ReasonTooLarge), fmt.Errorf("value is %d bytes, limit %d", len(m.Value), t.opt.maxRecordBytes))
-		return nil
-	default:
-		if err := in.decoder.Decode(m.Value, e); err != nil {
-			if errors.Is(err, connectors.ErrTransient) {
-				// Not the record's fault: not applied, not skipped;
-				// handleOrWait tries it again.
-				t.next[m.Topic] = m.Offset
-				t.pending--
-				return err
-			}
-			t.proc.deadLetter(m.Topic, int32(m.Partition), m.Offset, m.Key, m.Value, reasonOf(err), err)
-			return nil
-		}
-		if e.Type == schemas.EventUnknown {
-			e.Type = in.typ
-		}
-		if e.Type != in.typ {
-			t.proc.deadLetter(m.Topic, int32(m.Partition), m.Offset, m.Key, m.Value, string(schemas.ReasonUnknownEventType), fmt.Errorf("a %s event on the %s topic", e.Type, in.typ))
-			return nil
-		}
-		if e.CustomerID == "" {
-			e.CustomerID = string(m.Key)
-		}
-		if err := e.Validate(wall, maxSkew); err != nil {
-			t.proc.deadLetter(m.Topic, int32(m.Partition), m.Offset, m.Key, m.Value, reasonOf(err), err)
-			return nil
-		}
-	}
-	if t.proc.lat != nil {
-		t.proc.recordAt, t.proc.readAt = m.Time, t.opt.now()
-		defer func() { t.proc.recordAt, t.proc.readAt = time.Time{}, time.Time{} }()
-	}
-	if err := t.proc.apply(e); err != nil {
-		var rej *rejectedError
-		if errors.As(err, &rej) {
-			t.proc.deadLetter(m.Topic, int32(m.Partition), m.Offset, m.Key, m.Value, string(rej.reason), rej.err)
-			return nil
-		}
-		return fmt.Errorf("partition %d: apply %s offset %d: %w", t.id, m.Topic, m.Offset, err)
+	if err != nil {
+		return fmt.Errorf("partition %d: %s offset %d: %w", t.id, m.Topic, m.Offset, err)
 	}
 	return nil
 }
@@ -315,24 +235,14 @@ func (t *task) wall() int64 {
 	return t.opt.now().UnixMilli()
 }
 
-// reasonOf extracts the machine-readable reason of a decode or validation
-// error.
-func reasonOf(err error) string {
-	var de *schemas.DecodeError
-	if errors.As(err, &de) {
-		return string(de.Reason)
-	}
-	return "invalid"
-}
-
 // commit stages the offsets and commits everything in one batch, then wakes
 // the publisher.
 func (t *task) commit() error {
 	start := t.opt.now()
 	for topic, off := range t.next {
-		t.proc.part.SetOffset(topic, off)
+		t.part.SetOffset(topic, off)
 	}
-	if err := t.proc.commit(); err != nil {
+	if err := t.proc.Commit(); err != nil {
 		return fmt.Errorf("partition %d: %w", t.id, err)
 	}
 	for topic, off := range t.next {
@@ -402,8 +312,8 @@ func (t *task) reportGroupOffsets() {
 const groupCommitInterval = time.Second
 
 // openTask builds a task for partition id, resuming from its stored offsets.
-func openTask(id int32, part *state.Partition, proc *processor, src source, pub *publisher, opt taskOptions, log zerolog.Logger, m *partitionMetrics) *task {
-	t := &task{id: id, opt: opt, proc: proc, src: src, pub: pub, log: log, m: m, next: map[string]int64{}, committed: map[string]int64{},
+func openTask(id int32, proc *segment.Processor, src source, pub *publisher, obs *changeObserver, opt taskOptions, log zerolog.Logger, m *partitionMetrics) *task {
+	t := &task{id: id, opt: opt, proc: proc, part: proc.Partition(), src: src, pub: pub, obs: obs, log: log, m: m, next: map[string]int64{}, committed: map[string]int64{},
 		control: make(chan pauseReq, 1), done: make(chan struct{})}
 	t.bsrc, _ = src.(bufferedSource)
 	return t

@@ -8,7 +8,6 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"github.com/segd/segd/internal/segdtest"
 	"io"
 	"net/http"
 	"os"
@@ -23,6 +22,7 @@ import (
 	"time"
 
 	"github.com/segd/segd/connectors"
+	"github.com/segd/segd/internal/segdtest"
 	"github.com/segd/segd/schemas"
 )
 

@@ -11,6 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/segd/segd/segment"
+
+	"github.com/segd/segd/tool"
+
 	"github.com/segd/segd/engine"
 )
 
@@ -34,10 +38,11 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	logFormat := fs.String("log-format", "console", "json or console")
 	configPath := fs.String("config", "", "with --from-topics: the config `FILE` segd run will use (its state.dir must be empty)")
 	fromTopics := fs.Bool("from-topics", false, "replay the config's input topics from their earliest offsets to their current ends; segd run with the same config then continues where the replay stopped")
+	consentAttr := fs.String("consent-attribute", segment.DefaultConsentAttribute, "the profile attribute that, when false, keeps a customer out of requires_consent segments (consent.attribute of segd run's config)")
 	strict := fs.Bool("strict", false, "stop at the first bad input line (file:line) instead of skipping it")
-	maxLineBytes := fs.Int("max-line-bytes", engine.DefaultReplayMaxLineBytes, "skip input lines longer than this (too_large)")
+	maxLineBytes := fs.Int("max-line-bytes", tool.DefaultReplayMaxLineBytes, "skip input lines longer than this (too_large)")
 	maxFutureSkew := fs.Duration("max-future-skew", time.Hour, "skip lines stamped later than the wall clock plus this (future_timestamp); input.max_future_skew with --from-topics")
-	maxJump := fs.Duration("max-jump", engine.DefaultReplayMaxJump*time.Millisecond, "skip lines this far ahead of their neighbours in the input (out_of_order_future)")
+	maxJump := fs.Duration("max-jump", tool.DefaultReplayMaxJump*time.Millisecond, "skip lines this far ahead of their neighbours in the input (out_of_order_future)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -63,15 +68,15 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintln(stderr, "segd replay:", err)
 		return 2
 	}
-	opt := engine.ReplayOptions{RulesFile: *rulesFile, StateDir: *stateDir, Inputs: inputs, Retail: *retailCSV, Partitions: *partitions, Log: log,
-		Strict: *strict, MaxLineBytes: *maxLineBytes, MaxFutureSkew: *maxFutureSkew, MaxJump: *maxJump}
+	opt := tool.ReplayOptions{RulesFile: *rulesFile, StateDir: *stateDir, Inputs: inputs, Retail: *retailCSV, Partitions: *partitions, Log: log,
+		ConsentAttribute: *consentAttr, Strict: *strict, MaxLineBytes: *maxLineBytes, MaxFutureSkew: *maxFutureSkew, MaxJump: *maxJump}
 	out, err := openReplayOutput(*output, *dryRun)
 	if err != nil {
 		fmt.Fprintln(stderr, "segd replay:", err)
 		return 1
 	}
 	opt.Output = out.writer()
-	sum, err := engine.Replay(ctx, opt)
+	sum, err := tool.Replay(ctx, opt)
 	if err == nil {
 		err = out.finish()
 	}
@@ -106,7 +111,7 @@ func replayTopics(ctx context.Context, configPath, output string, dryRun bool, l
 		fmt.Fprintln(stderr, "segd replay:", err)
 		return 1
 	}
-	sum, err := engine.ReplayTopics(ctx, cfg, out.writer(), log)
+	sum, err := engine.Backfill(ctx, cfg, out.writer(), log)
 	if err == nil {
 		err = out.finish()
 	}

@@ -8,6 +8,9 @@ import (
 	"os"
 	"strings"
 
+	"github.com/segd/segd/segment"
+	"github.com/segd/segd/tool"
+
 	"github.com/segd/segd/engine"
 	"github.com/segd/segd/rules"
 	"github.com/segd/segd/state"
@@ -113,7 +116,7 @@ func runPreview(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, use)
 		return 2
 	}
-	opt := engine.PreviewOptions{Candidate: file, StateDir: *stateDir, Current: *current, Sample: *sample}
+	opt := tool.PreviewOptions{Candidate: file, StateDir: *stateDir, Current: *current, Sample: *sample}
 	if *configPath != "" {
 		cfg, err := engine.LoadConfig(*configPath, os.Environ())
 		if err != nil {
@@ -136,7 +139,7 @@ func runPreview(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "segd rules preview:", err)
 		return 2
 	}
-	res, err := engine.PreviewWith(opt)
+	res, err := tool.PreviewWith(opt)
 	if errors.Is(err, state.ErrNotStore) {
 		fmt.Fprintf(stderr, "segd rules preview: %s is not a segd state directory: give the state.dir of a stopped segd run, or a replay's --state-dir (%v)\n", opt.StateDir, err)
 		return 1
@@ -145,8 +148,8 @@ func runPreview(args []string, stdout, stderr io.Writer) int {
 		printRulesError(stderr, err)
 		return 1
 	}
-	engine.WritePreview(stdout, res)
-	if note := engine.NoHistoryNote(res, file, opt.Current); note != "" {
+	tool.WritePreview(stdout, res)
+	if note := segment.NoHistoryNote(res, file, opt.Current); note != "" {
 		fmt.Fprintln(stdout)
 		fmt.Fprintln(stdout, note)
 	}

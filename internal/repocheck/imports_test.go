@@ -13,13 +13,17 @@ import (
 // way, from the commands down to schemas. A new package must be
 // added here, with the place it takes in the order.
 var allowedImports = map[string][]string{
-	"cmd/segd":             {"engine", "connectors", "rules", "state", "schemas", "examples", "internal/gen", "internal/retail", "internal/segdtest"},
+	"cmd/segd":             {"tool", "engine", "segment", "connectors", "rules", "state", "schemas", "examples", "internal/gen", "internal/retail", "internal/segdtest"},
+	"tool":                 {"segment", "rules", "state", "schemas", "internal/kpart", "internal/retail", "internal/eventtest", "internal/gen", "engine"},
+	"segment":              {"rules", "state", "schemas", "internal/eventtest"},
+	"internal/kpart":       {},
+	"internal/eventtest":   {"schemas"},
 	"bench/cmd/segd-bench": {"engine", "connectors", "rules", "state", "schemas", "internal/gen", "bench/membership"},
 	"bench/membership":     {},
-	"engine":               {"connectors", "rules", "state", "schemas", "internal/envconf", "internal/retail", "internal/faultfs", "internal/gen", "internal/segdtest"},
+	"engine":               {"segment", "connectors", "rules", "state", "schemas", "internal/kpart", "internal/eventtest", "internal/envconf", "internal/retail", "internal/faultfs", "internal/gen", "internal/segdtest"},
 	"internal/envconf":     {},
 	"internal/segdtest":    {"connectors"},
-	"connectors":           {"schemas"},
+	"connectors":           {"schemas", "internal/kpart"},
 	"rules":                {"schemas"},
 	"state":                {"internal/faultfs"},
 	"schemas":              {},
@@ -70,5 +74,50 @@ func TestImportsPointOneWay(t *testing.T) {
 	}
 	if seen < 10 {
 		t.Fatalf("go list gave only %d packages", seen)
+	}
+}
+
+// TestSegmentHasNoTransport: the per-partition core depends on no Kafka
+// client, and imports neither Prometheus nor HTTP itself (Pebble, under
+// state, brings Prometheus's histograms along), so every front end can use
+// it as is.
+func TestSegmentHasNoTransport(t *testing.T) {
+	goList := func(args ...string) []string {
+		out, err := exec.Command("go", append([]string{"list"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list: %v\n%s", err, out)
+		}
+		return strings.Fields(string(out))
+	}
+	deps := goList("-deps", "../../segment")
+	if len(deps) < 10 {
+		t.Fatalf("go list -deps gave %d packages", len(deps))
+	}
+	for _, d := range deps {
+		if strings.HasPrefix(d, "github.com/segmentio/kafka-go") || strings.HasPrefix(d, "github.com/twmb/franz-go") || d == module+"connectors" {
+			t.Errorf("segment depends on %s", d)
+		}
+	}
+	for _, imp := range goList("-f", `{{join .Imports " "}}`, "../../segment") {
+		if strings.HasPrefix(imp, "github.com/prometheus/") || strings.HasPrefix(imp, "net/") {
+			t.Errorf("segment imports %s", imp)
+		}
+	}
+}
+
+// TestOfflineToolsDoNotImportTheEngine: tool's code runs on files and
+// stopped state without the live pipeline (its tests may compare with it).
+func TestOfflineToolsDoNotImportTheEngine(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{join .Imports " "}}`, "../../tool").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), module+"segment") {
+		t.Fatalf("go list gave %q", out)
+	}
+	for _, imp := range strings.Fields(string(out)) {
+		if imp == module+"engine" || imp == module+"connectors" {
+			t.Errorf("tool imports %s", imp)
+		}
 	}
 }

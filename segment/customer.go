@@ -1,4 +1,4 @@
-package engine
+package segment
 
 import (
 	"encoding/binary"
@@ -9,7 +9,7 @@ import (
 )
 
 // recordVersion is the first byte of every encoded customer record. Bump it
-// when the layout changes and teach decodeCustomer the old one. Version 2
+// when the layout changes and teach DecodeCustomer the old one. Version 2
 // added born; version 1 records decode with born 0.
 const recordVersion = 2
 
@@ -18,7 +18,7 @@ const recordVersion = 2
 const recentIDs = 4
 
 // errCorruptRecord marks a stored record that cannot be decoded.
-var errCorruptRecord = errors.New("engine: corrupt customer record")
+var errCorruptRecord = errors.New("segment: corrupt customer record")
 
 // member is a customer's standing in one segment.
 type member struct {
@@ -34,10 +34,10 @@ type recentEvent struct {
 	time int64
 }
 
-// customer is the engine's per-customer record: the rules' trait state plus
+// Customer is segd's per-customer record: the rules' trait state plus
 // what the engine itself tracks (memberships, the pending timer, recently
 // seen event ids). It implements state.Record.
-type customer struct {
+type Customer struct {
 	traits  *rules.State
 	timerAt int64 // the customer's scheduled timer, 0 = none
 	// born identifies this life of the customer (an erasure or a merge
@@ -81,7 +81,7 @@ func eventIDHash(id string) uint64 {
 }
 
 // seen reports whether an event id was recently applied.
-func (c *customer) seen(h uint64) bool {
+func (c *Customer) seen(h uint64) bool {
 	for i := range c.recent {
 		if c.recent[i].hash == h {
 			return true
@@ -91,7 +91,7 @@ func (c *customer) seen(h uint64) bool {
 }
 
 // remember records h, evicting the oldest fingerprint.
-func (c *customer) remember(h uint64, t int64) {
+func (c *Customer) remember(h uint64, t int64) {
 	oldest := 0
 	for i := range c.recent {
 		if c.recent[i].hash == 0 {
@@ -107,7 +107,7 @@ func (c *customer) remember(h uint64, t int64) {
 
 // forgetBefore drops fingerprints older than t, so they cost no disk space
 // once outside the de-duplication horizon.
-func (c *customer) forgetBefore(t int64) {
+func (c *Customer) forgetBefore(t int64) {
 	for i := range c.recent {
 		if c.recent[i].hash != 0 && c.recent[i].time < t {
 			c.recent[i] = recentEvent{}
@@ -123,7 +123,7 @@ func (c *customer) forgetBefore(t int64) {
 //	nMembers, then per segment with seq > 0: len(id) id seq since
 //	nRecent, then per fingerprint: hash (8 bytes LE) time
 //	trait state (rules.State encoding) to the end
-func (c *customer) AppendBinary(dst []byte) []byte {
+func (c *Customer) AppendBinary(dst []byte) []byte {
 	dst = append(dst, recordVersion)
 	dst = binary.AppendVarint(dst, c.timerAt)
 	dst = binary.AppendVarint(dst, c.born)
@@ -170,15 +170,15 @@ func (c *customer) AppendBinary(dst []byte) []byte {
 }
 
 // SizeBytes implements state.Record.
-func (c *customer) SizeBytes() int {
+func (c *Customer) SizeBytes() int {
 	return 96 + len(c.members)*16 + len(c.orphans)*48 + c.traits.SizeBytes()
 }
 
-// decodeCustomer decodes a stored record for the rule set rs. data == nil
+// DecodeCustomer decodes a stored record for the rule set rs. data == nil
 // yields a new, empty customer.
-func decodeCustomer(rs *rules.RuleSet, data []byte) (*customer, error) {
+func DecodeCustomer(rs *rules.RuleSet, data []byte) (*Customer, error) {
 	segs := rs.Segments()
-	c := &customer{traits: rs.NewState(), members: make([]member, len(segs)), segments: segs}
+	c := &Customer{traits: rs.NewState(), members: make([]member, len(segs)), segments: segs}
 	if data == nil {
 		c.fresh = true
 		return c, nil
@@ -283,4 +283,15 @@ func (r *reader) bytes() []byte {
 	v := r.b[:n]
 	r.b = r.b[n:]
 	return v
+}
+
+// Traits is the customer's trait state.
+func (c *Customer) Traits() *rules.State { return c.traits }
+
+// Member is the customer's standing in segment i of the rule set the
+// record was decoded for: whether they are in it, since when (Unix ms),
+// and the transitions so far.
+func (c *Customer) Member(i int) (in bool, since int64, seq uint64) {
+	m := c.members[i]
+	return m.in(), m.since, m.seq
 }

@@ -1,4 +1,4 @@
-package engine
+package segment
 
 import (
 	"bytes"
@@ -9,21 +9,21 @@ import (
 )
 
 func FuzzDecodeEnvelope(f *testing.F) {
-	f.Add(appendEnvelope(nil, "segment.changes", "c1", []header{{"segd-reason", []byte("json_decode")}}, []byte("value")))
+	f.Add(AppendEnvelope(nil, "segment.changes", "c1", []Header{{"segd-reason", []byte("json_decode")}}, []byte("value")))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		env, err := decodeEnvelope(data)
+		env, err := DecodeEnvelope(data)
 		if err != nil {
 			return
 		}
 		// Varints may be non-minimal, so compare meaning: what decodes
 		// re-encodes canonically, and that decodes to the same envelope.
-		canon := appendEnvelope(nil, env.topic, string(env.key), env.headers, env.value)
-		back, err := decodeEnvelope(canon)
+		canon := AppendEnvelope(nil, env.Topic, string(env.Key), env.Headers, env.Value)
+		back, err := DecodeEnvelope(canon)
 		if err != nil {
 			t.Fatalf("canonical form does not decode: %v", err)
 		}
-		if !bytes.Equal(appendEnvelope(nil, back.topic, string(back.key), back.headers, back.value), canon) {
+		if !bytes.Equal(AppendEnvelope(nil, back.Topic, string(back.Key), back.Headers, back.Value), canon) {
 			t.Fatal("canonical encoding is not stable")
 		}
 	})
@@ -34,18 +34,18 @@ func FuzzDecodeCustomer(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	c, _ := decodeCustomer(rs, nil)
+	c, _ := DecodeCustomer(rs, nil)
 	c.timerAt = 1234
 	c.members[0] = member{seq: 3, since: 99}
 	c.remember(eventIDHash("e1"), 5)
 	f.Add(c.AppendBinary(nil))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := decodeCustomer(rs, data)
+		c, err := DecodeCustomer(rs, data)
 		if err != nil {
 			return
 		}
 		// A decoded record encodes and decodes again without error.
-		if _, err := decodeCustomer(rs, c.AppendBinary(nil)); err != nil {
+		if _, err := DecodeCustomer(rs, c.AppendBinary(nil)); err != nil {
 			t.Fatalf("re-decode: %v", err)
 		}
 	})
@@ -54,18 +54,18 @@ func FuzzDecodeCustomer(f *testing.F) {
 // FuzzDecodeMergeRecord: a merge record from the merges topic never
 // panics the decoder, and what decodes re-encodes to the same meaning.
 func FuzzDecodeMergeRecord(f *testing.F) {
-	f.Add(appendMergeRecord(nil, "alias-1", "anon-7", 1714564800000, []byte{1, 0, 0}))
+	f.Add(AppendMergeRecord(nil, "alias-1", "anon-7", 1714564800000, []byte{1, 0, 0}))
 	f.Add([]byte{})
 	f.Add([]byte{mergeRecordVersion, 0x80})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		id, from, at, traits, err := decodeMergeRecord(data)
+		id, from, at, traits, err := DecodeMergeRecord(data)
 		if err != nil {
-			if !errors.Is(err, errBadMerge) {
-				t.Fatalf("error %v does not wrap errBadMerge", err)
+			if !errors.Is(err, ErrBadMerge) {
+				t.Fatalf("error %v does not wrap ErrBadMerge", err)
 			}
 			return
 		}
-		id2, from2, at2, traits2, err := decodeMergeRecord(appendMergeRecord(nil, id, from, at, traits))
+		id2, from2, at2, traits2, err := DecodeMergeRecord(AppendMergeRecord(nil, id, from, at, traits))
 		if err != nil || id2 != id || from2 != from || at2 != at || !bytes.Equal(traits2, traits) {
 			t.Fatalf("round trip: %q %q %d %x, %v", id2, from2, at2, traits2, err)
 		}

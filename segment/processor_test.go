@@ -1,4 +1,4 @@
-package engine
+package segment
 
 import (
 	"fmt"
@@ -13,32 +13,13 @@ import (
 	"github.com/segd/segd/state"
 )
 
-const testRules = `version: 3
-traits:
-  orders_30d: count(purchase) over 30d
-  spend_90d: sum(purchase.amount) over 90d
-  last_order_at: last(purchase.ts)
-  email_clicks_14d: count(engagement where channel == "email" and action == "click") over 14d
-segments:
-  buyer:
-    description: ordered in the last 30 days
-    when: "orders_30d >= 1"
-  vip:
-    when: "spend_90d >= 1000"
-  lapsed:
-    when: "last_order_at is not null and since(last_order_at) > 60d"
-  clicker:
-    requires_consent: true
-    when: "email_clicks_14d >= 1"
-`
-
 // harness runs a processor over a real Pebble store on an in-memory FS.
 type harness struct {
 	t    *testing.T
 	rs   *rules.RuleSet
 	st   *state.Store
 	part *state.Partition
-	proc *processor
+	proc *Processor
 	read uint64
 }
 
@@ -50,7 +31,7 @@ func newHarness(t *testing.T, src string) *harness {
 	}
 	h := &harness{t: t, rs: rs}
 	h.st, err = state.Open("db", state.Options{FS: vfs.NewMem(), Decode: func(_ string, data []byte) (state.Record, error) {
-		return decodeCustomer(h.rs, data)
+		return DecodeCustomer(h.rs, data)
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -60,12 +41,12 @@ func newHarness(t *testing.T, src string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.proc, err = newProcessor(rs, h.part, processorOptions{
-		changesTopic:    "segment.changes",
-		deadLetterTopic: "segd.deadletter",
-		encodeChange:    schemas.AppendSegmentChangeJSON,
-		consentAttr:     "consent_marketing",
-		dedupHorizon:    time.Hour.Milliseconds(),
+	h.proc, err = New(rs, h.part, Options{
+		ChangesTopic:     DefaultChangesTopic,
+		DeadLetterTopic:  DefaultDeadLetterTopic,
+		EncodeChange:     schemas.AppendSegmentChangeJSON,
+		ConsentAttribute: DefaultConsentAttribute,
+		DedupHorizon:     time.Hour,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -73,19 +54,9 @@ func newHarness(t *testing.T, src string) *harness {
 	return h
 }
 
-func ts(s string) int64 {
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		panic(err)
-	}
-	return t.UnixMilli()
-}
-
-func fmtTime(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339Nano) }
-
 func (h *harness) apply(e schemas.Event) {
 	h.t.Helper()
-	if err := h.proc.apply(&e); err != nil {
+	if err := h.proc.Apply(&e); err != nil {
 		h.t.Fatal(err)
 	}
 }
@@ -94,26 +65,26 @@ func (h *harness) apply(e schemas.Event) {
 // one line each: "time customer segment KIND cause".
 func (h *harness) changes() []string {
 	h.t.Helper()
-	if err := h.proc.commit(); err != nil {
+	if err := h.proc.Commit(); err != nil {
 		h.t.Fatal(err)
 	}
 	var out []string
 	err := h.part.ReadOutbox(h.read, 1<<20, func(seq uint64, v []byte) error {
 		h.read = seq
-		env, err := decodeEnvelope(v)
+		env, err := DecodeEnvelope(v)
 		if err != nil {
 			return err
 		}
-		if env.topic != "segment.changes" {
-			out = append(out, fmt.Sprintf("DEADLETTER %s", env.topic))
+		if env.Topic != "segment.changes" {
+			out = append(out, fmt.Sprintf("DEADLETTER %s", env.Topic))
 			return nil
 		}
 		var c schemas.SegmentChange
-		if err := schemas.DecodeSegmentChangeJSON(env.value, &c); err != nil {
+		if err := schemas.DecodeSegmentChangeJSON(env.Value, &c); err != nil {
 			return err
 		}
-		if string(env.key) != c.CustomerID {
-			return fmt.Errorf("key %q, customer %q", env.key, c.CustomerID)
+		if string(env.Key) != c.CustomerID {
+			return fmt.Errorf("key %q, customer %q", env.Key, c.CustomerID)
 		}
 		line := fmt.Sprintf("%s %s %s %s %s", fmtTime(c.Time), c.CustomerID, c.SegmentID, c.Kind, c.Cause)
 		if c.CauseEventID != "" {
@@ -136,10 +107,6 @@ func (h *harness) expect(want ...string) {
 	}
 }
 
-func purchase(id, customer, at string, amount float64) schemas.Event {
-	return schemas.Event{Type: schemas.EventPurchase, EventID: id, CustomerID: customer, Time: ts(at), Amount: amount, Channel: "web", Currency: "GBP", Quantity: 1}
-}
-
 func TestProcessorEventAndTimeTransitions(t *testing.T) {
 	h := newHarness(t, testRules)
 	h.apply(purchase("e1", "alice", "2024-01-01T10:00:00Z", 600))
@@ -151,8 +118,8 @@ func TestProcessorEventAndTimeTransitions(t *testing.T) {
 	// A re-delivered event is applied once.
 	h.apply(purchase("e2", "alice", "2024-01-05T09:31:00Z", 500))
 	h.expect()
-	if h.proc.stats.duplicates != 1 {
-		t.Fatalf("duplicates = %d, want 1", h.proc.stats.duplicates)
+	if h.proc.stats.Duplicates != 1 {
+		t.Fatalf("duplicates = %d, want 1", h.proc.stats.Duplicates)
 	}
 
 	// Bob's events move the partition's watermark; alice's timers fire at
@@ -193,8 +160,8 @@ func TestProcessorLateEventAppliesAtWatermark(t *testing.T) {
 		"2024-01-10T00:00:00Z alice buyer ENTER event a1",
 		"2024-01-10T00:00:00Z alice vip ENTER event a1",
 	)
-	if h.proc.stats.late != 1 {
-		t.Fatalf("late = %d, want 1", h.proc.stats.late)
+	if h.proc.stats.Late != 1 {
+		t.Fatalf("late = %d, want 1", h.proc.stats.Late)
 	}
 }
 
@@ -236,7 +203,7 @@ func TestProcessorRestartResumesClockAndTimers(t *testing.T) {
 	h.expect("2024-01-01T10:00:00Z alice buyer ENTER event e1")
 	// A new processor over the same partition (a restart) resumes the
 	// committed clock, and the durable timer still fires.
-	p2, err := newProcessor(h.rs, h.part, h.proc.opt)
+	p2, err := New(h.rs, h.part, h.proc.opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,16 +219,16 @@ func TestProcessorRestartResumesClockAndTimers(t *testing.T) {
 }
 
 func TestEnvelopeRoundTrip(t *testing.T) {
-	b := appendEnvelope(nil, "t", "k", []header{{"a", []byte("1")}, {"b", nil}}, []byte("value"))
-	e, err := decodeEnvelope(b)
+	b := AppendEnvelope(nil, "t", "k", []Header{{"a", []byte("1")}, {"b", nil}}, []byte("value"))
+	e, err := DecodeEnvelope(b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.topic != "t" || string(e.key) != "k" || len(e.headers) != 2 || e.headers[0].key != "a" || string(e.headers[0].value) != "1" || string(e.value) != "value" {
+	if e.Topic != "t" || string(e.Key) != "k" || len(e.Headers) != 2 || e.Headers[0].Key != "a" || string(e.Headers[0].Value) != "1" || string(e.Value) != "value" {
 		t.Fatalf("got %+v", e)
 	}
 	for i := 0; i < len(b)-len("value"); i++ {
-		if _, err := decodeEnvelope(b[:i]); err == nil {
+		if _, err := DecodeEnvelope(b[:i]); err == nil {
 			t.Fatalf("truncated at %d: no error", i)
 		}
 	}
@@ -291,7 +258,7 @@ segments:
 		t.Fatal(err)
 	}
 	h.rs = rs2
-	n, err := h.proc.reload(rs2, 1)
+	n, err := h.proc.Reload(rs2, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,8 +295,8 @@ func TestProcessorTooLateEventIgnored(t *testing.T) {
 	h.expect("2024-06-10T00:00:00Z bob buyer ENTER event b1")
 	h.apply(purchase("a1", "alice", "2023-01-01T00:00:00Z", 2000))
 	h.expect()
-	if h.proc.stats.tooLate != 1 || h.proc.stats.events[schemas.EventPurchase] != 1 {
-		t.Fatalf("tooLate = %d, purchases applied = %d; want 1 and 1", h.proc.stats.tooLate, h.proc.stats.events[schemas.EventPurchase])
+	if h.proc.stats.TooLate != 1 || h.proc.stats.Events[schemas.EventPurchase] != 1 {
+		t.Fatalf("tooLate = %d, purchases applied = %d; want 1 and 1", h.proc.stats.TooLate, h.proc.stats.Events[schemas.EventPurchase])
 	}
 	// Within the window, late is applied.
 	h.apply(purchase("a2", "alice", "2024-06-01T00:00:00Z", 2000))
@@ -349,17 +316,17 @@ func TestChangeIDsNeverRepeatAcrossLives(t *testing.T) {
 		h := newHarness(t, testRules)
 		var ids []string
 		collect := func() {
-			if err := h.proc.commit(); err != nil {
+			if err := h.proc.Commit(); err != nil {
 				t.Fatal(err)
 			}
 			err := h.part.ReadOutbox(h.read, 1<<20, func(seq uint64, v []byte) error {
 				h.read = seq
-				env, err := decodeEnvelope(v)
+				env, err := DecodeEnvelope(v)
 				if err != nil {
 					return err
 				}
 				var c schemas.SegmentChange
-				if err := schemas.DecodeSegmentChangeJSON(env.value, &c); err != nil {
+				if err := schemas.DecodeSegmentChangeJSON(env.Value, &c); err != nil {
 					return err
 				}
 				ids = append(ids, c.Kind.String()+" "+c.ID)

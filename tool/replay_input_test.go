@@ -1,4 +1,4 @@
-package engine
+package tool
 
 import (
 	"bytes"
@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/segd/segd/segment"
 )
 
 // replayNow is the wall clock of the replays in these tests.
@@ -63,7 +65,7 @@ func mixLines(good []string) (mixed string, badAt []int, clean string) {
 	return m.String(), badAt, c.String()
 }
 
-func replayTexts(t *testing.T, opt ReplayOptions, texts ...string) ([]byte, *ReplaySummary, error) {
+func replayTexts(t *testing.T, opt ReplayOptions, texts ...string) ([]byte, *segment.ReplaySummary, error) {
 	t.Helper()
 	dir := t.TempDir()
 	for i, text := range texts {
@@ -113,7 +115,7 @@ func TestReplaySkipsBadLinesByReason(t *testing.T) {
 		t.Errorf("output with bad lines (%d bytes, %d events, %d too late) differs from the output without (%d bytes, %d events)",
 			len(got), sum.Events, sum.TooLate, len(want), wantSum.Events)
 	}
-	if len(sum.FirstSkipped) != maxReportedLines {
+	if len(sum.FirstSkipped) != segment.MaxReportedLines {
 		t.Fatalf("%d skipped lines reported: %v", len(sum.FirstSkipped), sum.FirstSkipped)
 	}
 	for i, l := range sum.FirstSkipped {
@@ -285,7 +287,7 @@ segments:
   buyer: { when: "spend_30d > 0" }
 `), 0o644)
 	var attrs []string
-	for i := 0; i < DefaultMaxAttributes+1; i++ {
+	for i := 0; i < segment.DefaultMaxAttributes+1; i++ {
 		attrs = append(attrs, fmt.Sprintf(`"a%d":1`, i))
 	}
 	big := `{"type":"profile","event_id":"p-1","customer_id":"c1","ts":"2011-03-01T09:00:00Z","attributes":{` + strings.Join(attrs, ",") + "}}\n"

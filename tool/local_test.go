@@ -1,4 +1,4 @@
-package engine
+package tool
 
 import (
 	"bytes"
@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/segd/segd/engine"
 
 	"github.com/rs/zerolog"
 	"github.com/segd/segd/internal/gen"
@@ -27,7 +29,7 @@ func TestLocalMatchesReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := &Config{}
+	cfg := &engine.Config{}
 	cfg.Kafka.Brokers = []string{"127.0.0.1:1"} // never dialled
 	cfg.Rules.File = "../bench/standard.yaml"
 	cfg.State.Dir = filepath.Join(dir, "local")
@@ -37,7 +39,7 @@ func TestLocalMatchesReplay(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	eng, err := New(cfg, Options{Logger: zerolog.Nop()})
+	eng, err := engine.New(cfg, engine.Options{Logger: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,16 +1,19 @@
-package engine
+package tool
 
 import (
 	"bufio"
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/segd/segd/rules"
-	"github.com/segd/segd/state"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/segd/segd/segment"
+
+	"github.com/segd/segd/rules"
+	"github.com/segd/segd/state"
 
 	"github.com/segd/segd/internal/gen"
 	"github.com/segd/segd/schemas"
@@ -35,7 +38,7 @@ func writeEvents(t *testing.T, path string, n int) {
 	}
 }
 
-func replayTo(t *testing.T, input string, partitions, commit int, cacheBytes ...int64) ([]byte, *ReplaySummary) {
+func replayTo(t *testing.T, input string, partitions, commit int, cacheBytes ...int64) ([]byte, *segment.ReplaySummary) {
 	t.Helper()
 	var out bytes.Buffer
 	opt := ReplayOptions{
@@ -166,19 +169,19 @@ segments:
 		t.Fatal(err)
 	}
 	current := rsB
-	st, err := state.Open(stA, state.Options{Decode: func(_ string, data []byte) (state.Record, error) { return decodeCustomer(current, data) }})
+	st, err := segment.OpenStore(stA, func() *rules.RuleSet { return current }, state.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
 	part, _ := st.Partition(0)
 	rsA, _ := rules.CompileFile("../examples/rules.yaml")
-	proc, err := newProcessor(rsA, part, processorOptions{changesTopic: DefaultChangesTopic, deadLetterTopic: DefaultDeadLetterTopic,
-		encodeChange: schemas.AppendSegmentChangeJSON, consentAttr: "consent_marketing"})
+	proc, err := segment.New(rsA, part, segment.Options{ChangesTopic: segment.DefaultChangesTopic, DeadLetterTopic: segment.DefaultDeadLetterTopic,
+		EncodeChange: schemas.AppendSegmentChangeJSON, ConsentAttribute: segment.DefaultConsentAttribute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := proc.reload(rsB, 100); err != nil {
+	if _, err := proc.Reload(rsB, 100); err != nil {
 		t.Fatal(err)
 	}
 	// Rules B from the start.
@@ -191,7 +194,7 @@ segments:
 		if err != nil {
 			t.Fatal(err)
 		}
-		stB, _ := state.Open(filepath.Join(dir, "b-state"), state.Options{Decode: func(_ string, data []byte) (state.Record, error) { return decodeCustomer(rsB, data) }})
+		stB, _ := segment.OpenStore(filepath.Join(dir, "b-state"), func() *rules.RuleSet { return rsB }, state.Options{})
 		want, _, _ := stB.Members(s.ID, "", 1<<20)
 		stB.Close()
 		if strings.Join(got, ",") != strings.Join(want, ",") {

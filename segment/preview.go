@@ -1,9 +1,7 @@
-package engine
+package segment
 
 import (
 	"fmt"
-	"io"
-	"os"
 	"sort"
 	"strings"
 
@@ -29,67 +27,14 @@ type PreviewSegment struct {
 	NoHistory []string
 }
 
-// PreviewOptions say what to preview against.
-type PreviewOptions struct {
-	// StateDir is the store of a stopped segd. Required.
-	StateDir string
-	// Candidate is the rules file to preview. Required.
-	Candidate string
-	// Current is the running rules file, to tell new traits exactly.
-	// Default none: traits without state in the store count as new.
-	Current string
-	// ConsentAttribute is consent.attribute. Default consent_marketing.
-	ConsentAttribute string
-	// Sample is how many customer ids to keep per segment and direction.
-	Sample int
-}
-
-// Preview evaluates a candidate rules file against the customers in a
-// state directory (not in use by a running segd). It opens the store read
-// only and changes no file; a directory without a segd store is refused
-// (state.ErrNotStore). Each customer is evaluated at its partition's
-// committed clock; traits the candidate adds start empty, as they would
-// after a reload (PreviewSegment.NoHistory names them).
-func Preview(stateDir, candidate string, sample int) ([]PreviewSegment, error) {
-	return PreviewWith(PreviewOptions{StateDir: stateDir, Candidate: candidate, Sample: sample})
-}
-
-// PreviewWith is Preview with every option.
-func PreviewWith(opt PreviewOptions) ([]PreviewSegment, error) {
-	if opt.ConsentAttribute == "" {
-		opt.ConsentAttribute = "consent_marketing"
-	}
-	if _, err := os.Stat(opt.StateDir); err != nil {
-		return nil, fmt.Errorf("preview: state dir: %w", err)
-	}
-	rs, err := rules.CompileFile(opt.Candidate)
-	if err != nil {
-		return nil, err
-	}
-	var current *rules.RuleSet
-	if opt.Current != "" {
-		if current, err = rules.CompileFile(opt.Current); err != nil {
-			return nil, fmt.Errorf("running rules: %w", err)
-		}
-	}
-	st, err := state.Open(opt.StateDir, state.Options{ReadOnly: true, Decode: func(_ string, data []byte) (state.Record, error) {
-		return decodeCustomer(rs, data)
-	}})
-	if err != nil {
-		return nil, fmt.Errorf("preview: %w", err)
-	}
-	defer st.Close()
-	return previewStore(st, rs, current, opt.ConsentAttribute, opt.Sample, nil)
-}
-
-// previewStore evaluates candidate rules rs against every committed
+// Preview evaluates candidate rules rs against every committed
 // customer of st, each at its partition's committed clock. It reads a
 // snapshot and writes nothing, so it runs beside a live engine. current,
 // the running rules, may be nil (see PreviewSegment.NoHistory). include,
 // if set, keeps only the partitions it returns true for: a live engine's
 // store also holds stale copies of partitions another instance runs now
 // (where an erased customer may still be).
-func previewStore(st *state.Store, rs *rules.RuleSet, current *rules.RuleSet, consentAttr string, sample int, include func(int32) bool) ([]PreviewSegment, error) {
+func Preview(st *state.Store, rs *rules.RuleSet, current *rules.RuleSet, consentAttr string, sample int, include func(int32) bool) ([]PreviewSegment, error) {
 	all, err := st.PartitionsWithCustomers()
 	if err != nil {
 		return nil, err
@@ -110,16 +55,15 @@ func previewStore(st *state.Store, rs *rules.RuleSet, current *rules.RuleSet, co
 	for _, s := range rs.Segments() {
 		get(s.ID)
 	}
-	consentOf := &processor{opt: processorOptions{consentAttr: consentAttr}}
 	history := make([]bool, len(rs.Traits()))
 	for _, pn := range parts {
 		offs, err := st.CommittedOffsets(pn)
 		if err != nil {
 			return nil, err
 		}
-		clock := offs[clockOffsetKey]
+		clock := offs[ClockOffsetKey]
 		err = st.RangeCommitted(pn, func(id string, data []byte) error {
-			c, err := decodeCustomer(rs, data)
+			c, err := DecodeCustomer(rs, data)
 			if err != nil {
 				return fmt.Errorf("customer %s: %w", id, err)
 			}
@@ -136,7 +80,7 @@ func previewStore(st *state.Store, rs *rules.RuleSet, current *rules.RuleSet, co
 			for i := range history {
 				history[i] = history[i] || c.traits.HasHistory(i)
 			}
-			consent := consentOf.consent(c)
+			consent := consentGiven(c.traits, consentAttr)
 			for i, s := range rs.Segments() {
 				ps := get(s.ID)
 				was := c.members[i].in()
@@ -227,13 +171,4 @@ func NoHistoryNote(segs []PreviewSegment, candidate, current string) string {
 		"segd replay --rules %s --state-dir NEW_DIR --input EVENTS.jsonl --dry-run "+
 		"(or segd replay --config CONFIG --from-topics --dry-run, the config with rules.file %s and an empty state.dir; docs/replay.md)",
 		what, strings.Join(segments, ", "), candidate, candidate)
-}
-
-// WritePreview prints a preview as a table.
-func WritePreview(w io.Writer, segs []PreviewSegment) {
-	fmt.Fprintf(w, "%-24s %9s %9s %9s %9s  %s\n", "segment", "size now", "size new", "enter", "exit", "sample")
-	for _, s := range segs {
-		sample := append(append([]string{}, s.SampleEnter...), s.SampleExit...)
-		fmt.Fprintf(w, "%-24s %9d %9d %9d %9d  %v\n", s.ID, s.SizeNow, s.SizeNew, s.WouldEnter, s.WouldExit, sample)
-	}
 }

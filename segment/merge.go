@@ -1,4 +1,4 @@
-package engine
+package segment
 
 import (
 	"encoding/binary"
@@ -21,12 +21,12 @@ import (
 // mergeRecordVersion is the first byte of a merge record.
 const mergeRecordVersion = 1
 
-// errBadMerge marks a merge record that cannot be used (dead-lettered).
-var errBadMerge = errors.New("bad merge record")
+// ErrBadMerge marks a merge record that cannot be used (dead-lettered).
+var ErrBadMerge = errors.New("bad merge record")
 
-// appendMergeRecord encodes: version, merge id, source id, time (varint),
+// AppendMergeRecord encodes: version, merge id, source id, time (varint),
 // then the source's trait state (rules encoding) to the end.
-func appendMergeRecord(dst []byte, id, from string, at int64, traits []byte) []byte {
+func AppendMergeRecord(dst []byte, id, from string, at int64, traits []byte) []byte {
 	dst = append(dst, mergeRecordVersion)
 	dst = binary.AppendUvarint(dst, uint64(len(id)))
 	dst = append(dst, id...)
@@ -36,9 +36,9 @@ func appendMergeRecord(dst []byte, id, from string, at int64, traits []byte) []b
 	return append(dst, traits...)
 }
 
-func decodeMergeRecord(b []byte) (id, from string, at int64, traits []byte, err error) {
+func DecodeMergeRecord(b []byte) (id, from string, at int64, traits []byte, err error) {
 	if len(b) == 0 || b[0] != mergeRecordVersion {
-		return "", "", 0, nil, fmt.Errorf("%w: version", errBadMerge)
+		return "", "", 0, nil, fmt.Errorf("%w: version", ErrBadMerge)
 	}
 	b = b[1:]
 	str := func() (string, bool) {
@@ -52,21 +52,21 @@ func decodeMergeRecord(b []byte) (id, from string, at int64, traits []byte, err 
 	}
 	var ok bool
 	if id, ok = str(); !ok || id == "" {
-		return "", "", 0, nil, fmt.Errorf("%w: merge id", errBadMerge)
+		return "", "", 0, nil, fmt.Errorf("%w: merge id", ErrBadMerge)
 	}
 	if from, ok = str(); !ok {
-		return "", "", 0, nil, fmt.Errorf("%w: source id", errBadMerge)
+		return "", "", 0, nil, fmt.Errorf("%w: source id", ErrBadMerge)
 	}
 	at, k := binary.Varint(b)
 	if k <= 0 {
-		return "", "", 0, nil, fmt.Errorf("%w: time", errBadMerge)
+		return "", "", 0, nil, fmt.Errorf("%w: time", ErrBadMerge)
 	}
 	return id, from, at, b[k:], nil
 }
 
 // alias handles a profile event with alias_of: the event's customer is
 // folded into alias_of.
-func (p *processor) alias(e *schemas.Event, now int64) error {
+func (p *Processor) alias(e *schemas.Event, now int64) error {
 	from, to := e.CustomerID, e.AliasOf
 	if from == to {
 		return nil // nothing to merge; counted as an applied event
@@ -81,12 +81,10 @@ func (p *processor) alias(e *schemas.Event, now int64) error {
 	if id == "" {
 		id = fmt.Sprintf("%s>%s@%d", from, to, e.Time)
 	}
-	rec := appendMergeRecord(nil, id, from, now, c.traits.AppendBinary(nil))
+	rec := AppendMergeRecord(nil, id, from, now, c.traits.AppendBinary(nil))
 	for i := range c.members {
 		if c.members[i].in() {
-			if err := p.emit(c, from, i, false, now, schemas.CauseMerge, id); err != nil {
-				return err
-			}
+			p.emit(c, from, i, false, now, schemas.CauseMerge, id)
 		}
 	}
 	p.exitOrphans(c, from, now, schemas.CauseMerge, id)
@@ -94,38 +92,38 @@ func (p *processor) alias(e *schemas.Event, now int64) error {
 		p.part.MoveTimer(from, c.timerAt, 0)
 	}
 	p.part.Delete(from)
-	p.stats.merged++
-	if p.opt.deliverMerge != nil {
-		return p.opt.deliverMerge(to, rec)
+	p.stats.Merged++
+	if p.opt.DeliverMerge != nil {
+		return p.opt.DeliverMerge(to, rec)
 	}
-	p.env = appendEnvelope(p.env[:0], p.opt.mergesTopic, to, nil, rec)
+	p.env = AppendEnvelope(p.env[:0], p.opt.MergesTopic, to, nil, rec)
 	p.part.AppendOutbox(p.env)
 	return nil
 }
 
 // merge folds a merge record into target. A bad record returns an error
-// wrapping errBadMerge (the caller dead-letters it); other errors are
+// wrapping ErrBadMerge (the caller dead-letters it); other errors are
 // state failures.
-func (p *processor) merge(target string, value []byte) error {
+func (p *Processor) Merge(target string, value []byte) error {
 	if target == "" {
-		return fmt.Errorf("%w: no target (key)", errBadMerge)
+		return fmt.Errorf("%w: no target (key)", ErrBadMerge)
 	}
-	id, _, at, traits, err := decodeMergeRecord(value)
+	id, _, at, traits, err := DecodeMergeRecord(value)
 	if err != nil {
 		return err
 	}
 	if p.maxTime > 0 && at > p.maxTime {
 		// The source partition's clock is ahead of the wall clock: taking
 		// it would move this partition's watermark too.
-		return fmt.Errorf("%w: merge time %d is %d ms past the allowed bound (input.max_future_skew)", errBadMerge, at, at-p.maxTime)
+		return fmt.Errorf("%w: merge time %d is %d ms past the allowed bound (input.max_future_skew)", ErrBadMerge, at, at-p.maxTime)
 	}
 	if p.mergeSrc == nil {
 		p.mergeSrc = p.rs.NewState()
 	}
 	if err := p.rs.DecodeState(traits, p.mergeSrc); err != nil {
-		return fmt.Errorf("%w: trait state: %v", errBadMerge, err)
+		return fmt.Errorf("%w: trait state: %v", ErrBadMerge, err)
 	}
-	if err := p.advance(at); err != nil {
+	if err := p.Advance(at); err != nil {
 		return err
 	}
 	now := p.clock
@@ -135,23 +133,21 @@ func (p *processor) merge(target string, value []byte) error {
 	}
 	h := eventIDHash("merge\x00" + id)
 	if c.seen(h) {
-		p.stats.duplicates++
+		p.stats.Duplicates++
 		return nil
 	}
 	c.remember(h, now)
-	if p.opt.maxAttributes > 0 {
+	if p.opt.MaxAttributes > 0 {
 		// The merged customer keeps within the attribute bounds: the
 		// target's attributes win, then the source's in order while
 		// they fit.
-		if n := p.mergeSrc.FitAttrsInto(c.traits, p.opt.maxAttributes, p.opt.maxAttributeBytes); n > 0 {
-			p.opt.log.Warn().Int("dropped", n).Str("merge_id", id).Msg("merge dropped attributes beyond input.max_attributes or input.max_attribute_bytes")
+		if n := p.mergeSrc.FitAttrsInto(c.traits, p.opt.MaxAttributes, p.opt.MaxAttributeBytes); n > 0 {
+			p.opt.Log.Warn().Int("dropped", n).Str("merge_id", id).Msg("merge dropped attributes beyond input.max_attributes or input.max_attribute_bytes")
 		}
 	}
 	p.rs.Merge(c.traits, p.mergeSrc, now)
-	if err := p.evaluate(c, target, p.allSegs, now, schemas.CauseMerge, id); err != nil {
-		return err
-	}
+	p.evaluate(c, target, p.allSegs, now, schemas.CauseMerge, id)
 	p.part.MarkDirty(target, c)
-	p.stats.mergedInto++
+	p.stats.MergedInto++
 	return nil
 }
