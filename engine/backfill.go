@@ -55,7 +55,7 @@ func backfill(ctx context.Context, cfg *Config, out io.Writer, log zerolog.Logge
 // nothing published. The engine must be fresh and must not also Run.
 func (e *Engine) Backfill(ctx context.Context, out io.Writer) (*segment.ReplaySummary, error) {
 	cfg := e.cfg
-	seen, err := segment.OpenReplaySeen(cfg.State.Dir)
+	seen, err := segment.OpenReplaySeen(cfg.State.Dir, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -171,12 +171,14 @@ type ReplaySeen struct {
 	key []byte
 }
 
-// seenDirName is the seen set's directory inside the replay's state dir,
-// removed at the end of the replay.
+// seenDirName is the seen sets' directory prefix inside the replay's state
+// dir; each is removed at the end of the replay.
 const seenDirName = "replay-seen"
 
-func OpenReplaySeen(stateDir string) (*ReplaySeen, error) {
-	set, err := state.OpenSeenSet(stateDir + string(os.PathSeparator) + seenDirName)
+// OpenReplaySeen opens seen set i (one per goroutine applying events) in
+// the replay's state dir.
+func OpenReplaySeen(stateDir string, i int) (*ReplaySeen, error) {
+	set, err := state.OpenSeenSet(fmt.Sprintf("%s%c%s-%d", stateDir, os.PathSeparator, seenDirName, i))
 	if err != nil {
 		return nil, err
 	}

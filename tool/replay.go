@@ -2,12 +2,15 @@ package tool
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/segd/segd/internal/kpart"
@@ -30,8 +33,13 @@ type ReplayOptions struct {
 	StateDir string
 	// Inputs are JSON-lines files of events (docs/replay.md), read in order.
 	Inputs []string
-	// Partitions splits customers like Kafka would (murmur2). Default 1.
+	// Partitions splits customers like Kafka would (murmur2): a logical
+	// count, fixed whatever the machine, so the output bytes never depend
+	// on it. Default DefaultReplayPartitions.
 	Partitions int
+	// Workers is how many goroutines apply events, each owning whole
+	// partitions; it never changes the result. Default GOMAXPROCS.
+	Workers int
 	// Output receives one JSON SegmentChange per line; nil: none.
 	Output io.Writer
 	// CommitEvents commits every this many events. Default 10000. It does
@@ -79,7 +87,10 @@ type ReplayOptions struct {
 // what the replay wrote to StateDir is removed.
 func Replay(ctx context.Context, opt ReplayOptions) (*segment.ReplaySummary, error) {
 	if opt.Partitions == 0 {
-		opt.Partitions = 1
+		opt.Partitions = DefaultReplayPartitions
+	}
+	if opt.Workers == 0 {
+		opt.Workers = runtime.GOMAXPROCS(0)
 	}
 	if opt.CommitEvents == 0 {
 		opt.CommitEvents = 10000
@@ -102,6 +113,8 @@ func Replay(ctx context.Context, opt ReplayOptions) (*segment.ReplaySummary, err
 	switch {
 	case opt.Partitions < 1 || opt.Partitions > 10000:
 		return nil, fmt.Errorf("replay: partitions (%d) must be between 1 and 10000", opt.Partitions)
+	case opt.Workers < 1:
+		return nil, fmt.Errorf("replay: workers (%d) must be at least 1", opt.Workers)
 	case opt.MaxLineBytes < 64:
 		return nil, fmt.Errorf("replay: max line bytes (%d) must be >= 64", opt.MaxLineBytes)
 	case opt.MaxFutureSkew < 0 || opt.MaxJump < 0:
@@ -164,173 +177,239 @@ func replayFiles(ctx context.Context, opt ReplayOptions) (*segment.ReplaySummary
 		return nil, fmt.Errorf("open state %s: %w", opt.StateDir, err)
 	}
 	defer st.Close()
-	seen, err := segment.OpenReplaySeen(opt.StateDir)
-	if err != nil {
-		return nil, err
-	}
-	defer seen.Close()
-	seenFn := seen.Seen
-	if opt.noSeen {
-		seenFn = nil
-	}
+	r := &fileReplay{opt: opt, sum: segment.NewReplaySummary(), start: time.Now(), wall: opt.Now().UnixMilli()}
+	r.pool = &sync.Pool{New: func() any { return new(pendingEvent) }}
+	r.wild = newWildFilter(replayNeighbours, opt.MaxJump.Milliseconds(), r.pool)
+	r.lastLog = r.start
+	workers := max(1, min(opt.Workers, opt.Partitions))
+	// Each worker has a seen set of its own: its customers are its own.
+	seens := make([]*segment.ReplaySeen, workers)
+	defer func() {
+		for _, s := range seens {
+			if s != nil {
+				s.Close()
+			}
+		}
+	}()
 	procs := make([]*segment.Processor, opt.Partitions)
-	popt := opt.processorOptions(procs, seenFn)
+	for w := range seens {
+		if seens[w], err = segment.OpenReplaySeen(opt.StateDir, w); err != nil {
+			return nil, err
+		}
+	}
+	r.popt = opt.processorOptions(procs, nil)
 	for p := range procs {
 		part, err := st.Partition(int32(p))
 		if err != nil {
 			return nil, err
 		}
+		popt := r.popt
+		if !opt.noSeen {
+			popt.Seen = seens[p%workers].Seen
+		}
 		if procs[p], err = segment.New(rs, part, popt); err != nil {
 			return nil, err
 		}
 	}
-	sum := segment.NewReplaySummary()
-	start := time.Now()
-	lastLog := start
-	applyOne := func(e *schemas.Event) error {
-		p := procs[kpart.For([]byte(e.CustomerID), opt.Partitions)]
-		if err := p.Apply(e); err != nil {
+	r.apply = newAppliers(procs, workers, opt.CommitEvents, r.pool)
+	defer r.apply.close()
+	if err := r.readAll(ctx); err != nil && !errors.Is(err, errStrict) {
+		return nil, err
+	}
+	if err := r.finish(); err != nil {
+		return nil, err
+	}
+	if err := segment.FinishReplay(procs, r.sum); err != nil {
+		return nil, err
+	}
+	if err := segment.CollectReplay(st, rs, procs, opt.Output, r.sum, true); err != nil {
+		return nil, err
+	}
+	for _, s := range seens {
+		if err := s.Close(); err != nil {
+			return nil, fmt.Errorf("replay: %w", err)
+		}
+	}
+	r.sum.Elapsed = time.Since(r.start)
+	return r.sum, nil
+}
+
+// fileReplay is one file replay's reading side: lines are decoded and
+// validated, held by the wild-timestamp rule, and handed to the appliers.
+type fileReplay struct {
+	opt     ReplayOptions
+	popt    segment.Options
+	sum     *segment.ReplaySummary
+	pool    *sync.Pool
+	wild    *wildFilter
+	apply   *appliers
+	wall    int64
+	seq     int64 // lines and events read so far, in input order
+	skips   []skippedEvent
+	queued  int64
+	start   time.Time
+	lastLog time.Time
+}
+
+// readAll reads every input file, then the retail CSV.
+func (r *fileReplay) readAll(ctx context.Context) error {
+	for _, path := range r.opt.Inputs {
+		if err := r.readFile(ctx, path); err != nil {
 			return err
 		}
-		sum.Events++
-		sum.LastEventTime = max(sum.LastEventTime, e.Time)
-		if sum.Events%int64(opt.CommitEvents) == 0 {
-			for _, p := range procs {
-				if err := p.Commit(); err != nil {
-					return err
-				}
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-		}
-		if time.Since(lastLog) > 2*time.Second {
-			lastLog = time.Now()
-			opt.Log.Info().Int64("events", sum.Events).Float64("events_per_second", float64(sum.Events)/time.Since(start).Seconds()).Msg("replaying")
-		}
-		return nil
 	}
-	skip := func(file string, line int, reason string, err error) error {
-		if opt.Strict {
-			return fmt.Errorf("replay %s:%d: %s (--strict): %w", file, line, reason, err)
+	for r.wild.n > 0 {
+		if err := r.decide(); err != nil {
+			return err
 		}
-		sum.Invalid++
-		sum.Skipped[reason]++
-		if len(sum.FirstSkipped) < segment.MaxReportedLines {
-			sum.FirstSkipped = append(sum.FirstSkipped, segment.SkippedLine{File: file, Line: line, Reason: reason, Err: err.Error()})
-		}
-		opt.Log.Warn().Str("file", file).Int("line", line).Str("reason", reason).Err(err).Msg("skipping invalid event")
-		return nil
 	}
-	wild := newWildFilter(replayNeighbours, opt.MaxJump.Milliseconds())
-	decide := func() error {
-		pe, isWild, ref := wild.pop()
-		if isWild {
-			return skip(pe.file, pe.line, reasonOutOfOrderFuture, fmt.Errorf("ts %s is more than %s ahead of its neighbours in the input (%s)",
-				schemas.FormatTime(pe.e.Time), opt.MaxJump, schemas.FormatTime(ref)))
+	if r.opt.Retail != "" {
+		return r.readRetail(ctx)
+	}
+	return nil
+}
+
+func (r *fileReplay) readFile(ctx context.Context, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
+	defer f.Close()
+	lr := newLineReader(f, r.opt.MaxLineBytes)
+	for {
+		line, size, oversize, err := lr.next()
+		if errors.Is(err, io.EOF) {
+			return nil
 		}
-		if err := applyOne(&pe.e); err != nil {
+		if err != nil {
+			return fmt.Errorf("replay: read %s:%d: %w", path, lr.n+1, err)
+		}
+		r.seq++
+		if oversize {
+			if err := r.skip(path, lr.n, string(schemas.ReasonTooLarge), fmt.Errorf("line is %d bytes, limit %d", size, r.opt.MaxLineBytes)); err != nil {
+				return err
+			}
+			continue
+		}
+		if len(line) == 0 {
+			continue
+		}
+		pe := r.wild.slot()
+		rec := segment.Record{Topic: fileInput, Partition: -1, Offset: int64(lr.n), Value: line}
+		if err := segment.Decode(&r.popt, &rec, r.wall, 0, &pe.e); err != nil {
 			var rej *segment.Rejected
-			if errors.As(err, &rej) {
-				// Refused by a bound (input.max_attributes): skipped like
-				// any bad line, as live dead-letters it.
-				return skip(pe.file, pe.line, rej.Reason, rej.Err)
+			if !errors.As(err, &rej) {
+				return fmt.Errorf("replay %s:%d: %w", path, lr.n, err)
 			}
-			return fmt.Errorf("replay %s:%d: %w", pe.file, pe.line, err)
+			if err := r.skip(path, lr.n, rej.Reason, rej.Err); err != nil {
+				return err
+			}
+			continue
 		}
-		return nil
+		pe.file, pe.line, pe.seq = path, lr.n, r.seq
+		r.wild.push()
+		if r.wild.full() {
+			if err := r.decide(); err != nil {
+				return err
+			}
+		}
+		if r.seq%applyBatch == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
 	}
-	wall := opt.Now().UnixMilli()
-	readFile := func(path string) error {
-		f, err := os.Open(path)
-		if err != nil {
-			return fmt.Errorf("replay: %w", err)
-		}
-		defer f.Close()
-		lr := newLineReader(f, opt.MaxLineBytes)
-		for {
-			line, size, oversize, err := lr.next()
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
+}
+
+// decide skips the oldest pending line if its time is wild, else applies
+// it.
+func (r *fileReplay) decide() error {
+	pe, isWild, ref := r.wild.pop()
+	if isWild {
+		r.pool.Put(pe)
+		return r.skip(pe.file, pe.line, reasonOutOfOrderFuture, fmt.Errorf("ts %s is more than %s ahead of its neighbours in the input (%s)",
+			schemas.FormatTime(pe.e.Time), r.opt.MaxJump, schemas.FormatTime(ref)))
+	}
+	return r.queue(pe)
+}
+
+// queue hands an event to the appliers and logs progress.
+func (r *fileReplay) queue(pe *pendingEvent) error {
+	if err := r.apply.add(pe); err != nil {
+		return err
+	}
+	r.queued++
+	if r.queued%applyBatch == 0 && time.Since(r.lastLog) > 2*time.Second {
+		r.lastLog = time.Now()
+		r.opt.Log.Info().Int64("events", r.queued).Float64("events_per_second", float64(r.queued)/time.Since(r.start).Seconds()).Msg("replaying")
+	}
+	return nil
+}
+
+// readRetail applies the UCI Online Retail CSV's events.
+func (r *fileReplay) readRetail(ctx context.Context) error {
+	rd, err := retail.Open(r.opt.Retail)
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	for {
+		pe := r.pool.Get().(*pendingEvent)
+		ok, err := rd.Next(&pe.e)
+		if err != nil || !ok {
+			r.pool.Put(pe)
 			if err != nil {
-				return fmt.Errorf("replay: read %s:%d: %w", path, lr.n+1, err)
+				return fmt.Errorf("replay %s: %w", r.opt.Retail, err)
 			}
-			if oversize {
-				if err := skip(path, lr.n, string(schemas.ReasonTooLarge), fmt.Errorf("line is %d bytes, limit %d", size, opt.MaxLineBytes)); err != nil {
-					return err
-				}
-				continue
-			}
-			if len(line) == 0 {
-				continue
-			}
-			pe := wild.slot()
-			rec := segment.Record{Topic: fileInput, Partition: -1, Offset: int64(lr.n), Value: line}
-			if err := segment.Decode(&popt, &rec, wall, 0, &pe.e); err != nil {
-				var rej *segment.Rejected
-				if !errors.As(err, &rej) {
-					return fmt.Errorf("replay %s:%d: %w", path, lr.n, err)
-				}
-				if err := skip(path, lr.n, rej.Reason, rej.Err); err != nil {
-					return err
-				}
-				continue
-			}
-			pe.file, pe.line = path, lr.n
-			wild.push()
-			if wild.full() {
-				if err := decide(); err != nil {
-					return err
-				}
-			}
+			return nil
+		}
+		r.seq++
+		pe.file, pe.line, pe.seq = r.opt.Retail, 0, r.seq
+		if err := r.queue(pe); err != nil {
+			return err
+		}
+		if r.seq%applyBatch == 0 && ctx.Err() != nil {
+			return ctx.Err()
 		}
 	}
-	for _, path := range opt.Inputs {
-		if err := readFile(path); err != nil {
-			return nil, err
+}
+
+// skip records a line the replay skips; with --strict the first is an
+// error (reported once every worker is done, so that it is the first in
+// the input).
+func (r *fileReplay) skip(file string, line int, reason string, err error) error {
+	r.skips = append(r.skips, skippedEvent{seq: r.seq, file: file, line: line, reason: reason, err: err})
+	r.opt.Log.Warn().Str("file", file).Int("line", line).Str("reason", reason).Err(err).Msg("skipping invalid event")
+	if r.opt.Strict {
+		return errStrict
+	}
+	return nil
+}
+
+// errStrict stops reading at a skipped line under --strict; finish names
+// the first one.
+var errStrict = errors.New("strict")
+
+// finish waits for the workers, and fills the summary: events, the last
+// event time and the skipped lines in input order.
+func (r *fileReplay) finish() error {
+	if err := r.apply.close(); err != nil {
+		return err
+	}
+	events, last, rejected := r.apply.totals()
+	r.sum.Events, r.sum.LastEventTime = events, last
+	skips := append(r.skips, rejected...)
+	slices.SortStableFunc(skips, func(a, b skippedEvent) int { return cmp.Compare(a.seq, b.seq) })
+	if r.opt.Strict && len(skips) > 0 {
+		s := skips[0]
+		return fmt.Errorf("replay %s:%d: %s (--strict): %w", s.file, s.line, s.reason, s.err)
+	}
+	for _, s := range skips {
+		r.sum.Invalid++
+		r.sum.Skipped[s.reason]++
+		if len(r.sum.FirstSkipped) < segment.MaxReportedLines {
+			r.sum.FirstSkipped = append(r.sum.FirstSkipped, segment.SkippedLine{File: s.file, Line: s.line, Reason: s.reason, Err: s.err.Error()})
 		}
 	}
-	for wild.n > 0 {
-		if err := decide(); err != nil {
-			return nil, err
-		}
-	}
-	if opt.Retail != "" {
-		r, err := retail.Open(opt.Retail)
-		if err != nil {
-			return nil, err
-		}
-		var e schemas.Event
-		for {
-			ok, err := r.Next(&e)
-			if err != nil {
-				r.Close()
-				return nil, err
-			}
-			if !ok {
-				break
-			}
-			if err := applyOne(&e); err != nil {
-				r.Close()
-				return nil, fmt.Errorf("replay %s: %w", opt.Retail, err)
-			}
-		}
-		r.Close()
-	}
-	// The input's end is the clock everywhere, so partitions that saw
-	// their last event early still fire what is due by then.
-	if err := segment.FinishReplay(procs, sum); err != nil {
-		return nil, err
-	}
-	if err := segment.CollectReplay(st, rs, procs, opt.Output, sum, true); err != nil {
-		return nil, err
-	}
-	if err := seen.Close(); err != nil {
-		return nil, fmt.Errorf("replay: %w", err)
-	}
-	sum.Elapsed = time.Since(start)
-	return sum, nil
+	return nil
 }
 
 // Reasons a replay skips a line that live mode has no dead letter for.
@@ -343,6 +422,10 @@ const (
 // DefaultReplayMaxLineBytes is the default ReplayOptions.MaxLineBytes:
 // input.max_record_bytes's default.
 const DefaultReplayMaxLineBytes = 1 << 20
+
+// DefaultReplayPartitions is the default ReplayOptions.Partitions: enough
+// for the cores of a large machine, and a count that does not depend on it.
+const DefaultReplayPartitions = 16
 
 // DefaultReplayMaxJump is the default ReplayOptions.MaxJump.
 const DefaultReplayMaxJump = 7 * 24 * 60 * 60 * 1000 // ms
@@ -412,6 +495,7 @@ type pendingEvent struct {
 	e    schemas.Event
 	file string
 	line int
+	seq  int64 // its place in the input, across files
 }
 
 // wildFilter decides which valid lines carry a wild timestamp: one far
@@ -428,7 +512,10 @@ type pendingEvent struct {
 type wildFilter struct {
 	k    int
 	jump int64
-	ring []pendingEvent // k+1 slots: the line being decided and the k after it
+	// ring holds k+1 events: the line being decided and the k after it.
+	// pop hands the oldest out and puts a fresh one from pool in its slot.
+	ring []*pendingEvent
+	pool *sync.Pool
 	head int
 	n    int
 	prev []int64 // times of the last k decided lines, a ring
@@ -436,14 +523,18 @@ type wildFilter struct {
 	tmp  []int64
 }
 
-func newWildFilter(k int, jump int64) *wildFilter {
-	return &wildFilter{k: k, jump: jump, ring: make([]pendingEvent, k+1), prev: make([]int64, k)}
+func newWildFilter(k int, jump int64, pool *sync.Pool) *wildFilter {
+	w := &wildFilter{k: k, jump: jump, ring: make([]*pendingEvent, k+1), pool: pool, prev: make([]int64, k)}
+	for i := range w.ring {
+		w.ring[i] = pool.Get().(*pendingEvent)
+	}
+	return w
 }
 
 // slot returns the free slot the next line decodes into. Only valid
 // while not full.
 func (w *wildFilter) slot() *pendingEvent {
-	return &w.ring[(w.head+w.n)%len(w.ring)]
+	return w.ring[(w.head+w.n)%len(w.ring)]
 }
 
 // push keeps the line decoded into slot.
@@ -457,10 +548,12 @@ func (w *wildFilter) median(ts []int64) int64 {
 	return ts[(len(ts)-1)/2]
 }
 
-// pop decides the oldest pending line and removes it. The event stays
-// valid until the next slot call. ref is the time it was compared with.
+// pop decides the oldest pending line and removes it: the caller owns the
+// event (and puts it back in the pool when done). ref is the time it was
+// compared with.
 func (w *wildFilter) pop() (pe *pendingEvent, wild bool, ref int64) {
-	pe = &w.ring[w.head]
+	pe = w.ring[w.head]
+	w.ring[w.head] = w.pool.Get().(*pendingEvent)
 	t := pe.e.Time
 	have := false
 	if w.n > 1 {

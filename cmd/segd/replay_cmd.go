@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -34,7 +35,8 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	output := fs.String("output", "", "write SegmentChanges as JSON lines to this file")
 	retailCSV := fs.String("retail", "", "also read the UCI Online Retail CSV (.csv or .csv.gz) as purchase and profile events")
 	dryRun := fs.Bool("dry-run", false, "write no changes; print per-segment counts and sizes")
-	partitions := fs.Int("partitions", 1, "split customers over this many partitions (murmur2, like Kafka)")
+	partitions := fs.Int("partitions", tool.DefaultReplayPartitions, "split customers over this many partitions (murmur2, like Kafka); the output depends on it, never on the machine")
+	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "goroutines applying events, each owning whole partitions (default: every core); the output never depends on it")
 	logFormat := fs.String("log-format", "console", "json or console")
 	configPath := fs.String("config", "", "with --from-topics: the config `FILE` segd run will use (its state.dir must be empty)")
 	fromTopics := fs.Bool("from-topics", false, "replay the config's input topics from their earliest offsets to their current ends; segd run with the same config then continues where the replay stopped")
@@ -46,7 +48,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if err := firstError(intBetween("--partitions", *partitions, 1, maxPartitions), intBetween("--max-line-bytes", *maxLineBytes, 1024, 1<<30),
+	if err := firstError(intBetween("--partitions", *partitions, 1, maxPartitions), intBetween("--workers", *workers, 1, 1024), intBetween("--max-line-bytes", *maxLineBytes, 1024, 1<<30),
 		nonNegativeDuration("--max-future-skew", *maxFutureSkew), positiveDuration("--max-jump", *maxJump)); err != nil {
 		fmt.Fprintln(stderr, "segd replay:", err)
 		return 2
@@ -68,7 +70,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintln(stderr, "segd replay:", err)
 		return 2
 	}
-	opt := tool.ReplayOptions{RulesFile: *rulesFile, StateDir: *stateDir, Inputs: inputs, Retail: *retailCSV, Partitions: *partitions, Log: log,
+	opt := tool.ReplayOptions{RulesFile: *rulesFile, StateDir: *stateDir, Inputs: inputs, Retail: *retailCSV, Partitions: *partitions, Workers: *workers, Log: log,
 		ConsentAttribute: *consentAttr, Strict: *strict, MaxLineBytes: *maxLineBytes, MaxFutureSkew: *maxFutureSkew, MaxJump: *maxJump}
 	out, err := openReplayOutput(*output, *dryRun)
 	if err != nil {
