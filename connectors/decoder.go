@@ -30,8 +30,6 @@ type DecoderOptions struct {
 	Schema string
 	// Registry is required for FormatConfluent.
 	Registry *Registry
-	// MaxBytes rejects larger values (too_large). 0: no limit.
-	MaxBytes int
 }
 
 // Decoder decodes one input topic's values into events. Safe for
@@ -105,22 +103,14 @@ func NewDecoder(opts DecoderOptions) (*Decoder, error) {
 // Decode decodes value into e. Errors are *schemas.DecodeError. One that
 // is also ErrTransient (errors.Is) says nothing about the record: the
 // schema registry could not answer; decoding the same value again later
-// may succeed.
+// may succeed. The record's size and the event type a JSON value names
+// are the caller's to check (segment.Decode does, for every format).
 func (d *Decoder) Decode(value []byte, e *schemas.Event) error {
-	if d.opts.MaxBytes > 0 && len(value) > d.opts.MaxBytes {
-		return &schemas.DecodeError{Reason: schemas.ReasonTooLarge, Err: fmt.Errorf("%d bytes, limit %d", len(value), d.opts.MaxBytes)}
-	}
 	switch d.opts.Format {
 	case FormatAvro:
 		return d.avro.Decode(value, e)
 	case FormatJSON:
-		if err := schemas.DecodeJSON(value, e); err != nil {
-			return err
-		}
-		if e.Type != d.opts.Type {
-			return &schemas.DecodeError{Reason: schemas.ReasonUnknownEventType, Err: fmt.Errorf("a %s event on a %s topic", e.Type, d.opts.Type)}
-		}
-		return nil
+		return schemas.DecodeJSON(value, e)
 	}
 	id, payload, err := schemas.SplitConfluent(value)
 	if err != nil {

@@ -447,6 +447,22 @@ func (e *ConfigError) Error() string {
 func (c *Config) Validate() error {
 	var p []string
 	bad := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
+	c.validateKafka(bad)
+	c.validateTopics(bad)
+	c.validateLimits(bad)
+	c.validateExposure(bad)
+	c.validateOutput(bad)
+	if len(p) > 0 {
+		return &ConfigError{Problems: p}
+	}
+	return nil
+}
+
+// problem records one problem of a config, in the words of its keys.
+type problem func(format string, args ...any)
+
+// validateKafka checks the connection, security and consumer group keys.
+func (c *Config) validateKafka(bad problem) {
 	if len(c.Kafka.Brokers) == 0 {
 		bad("kafka.brokers is empty: give at least one host:port")
 	}
@@ -518,6 +534,11 @@ func (c *Config) Validate() error {
 	if c.State.Changelog != "on" && c.State.Changelog != "off" {
 		bad("state.changelog (%q) must be on or off", c.State.Changelog)
 	}
+}
+
+// validateTopics checks the topics' formats and that no two roles share a
+// topic.
+func (c *Config) validateTopics(bad problem) {
 	t := c.Kafka.Topics
 	seen := map[string]string{}
 	for _, in := range []struct {
@@ -550,6 +571,11 @@ func (c *Config) Validate() error {
 	if _, dup := seen[t.Changelog]; dup || t.Changelog == t.Changes || t.Changelog == t.DeadLetter || t.Changelog == t.Merges {
 		bad("kafka.topics.changelog (%q) is also another of segd's topics: it must be its own", t.Changelog)
 	}
+}
+
+// validateLimits checks the rules file and the bounds on state, commits,
+// the clock and input records.
+func (c *Config) validateLimits(bad problem) {
 	if c.Rules.File == "" {
 		bad("rules.file is empty: name a rules file")
 	}
@@ -580,6 +606,11 @@ func (c *Config) Validate() error {
 	if c.Input.MaxAttributeBytes < 64 || c.Input.MaxAttributeBytes > maxMaxAttributeBytes {
 		bad("input.max_attribute_bytes (%d) must be in 64..%d", c.Input.MaxAttributeBytes, maxMaxAttributeBytes)
 	}
+}
+
+// validateExposure checks what could expose data: the API's listener and
+// credentials, and a SASL password sent in the clear.
+func (c *Config) validateExposure(bad problem) {
 	if c.API.Addr != "off" && !strings.Contains(c.API.Addr, ":") {
 		bad("api.addr (%q) must be host:port or off", c.API.Addr)
 	}
@@ -587,6 +618,10 @@ func (c *Config) Validate() error {
 	if sa := c.Kafka.SASL; strings.EqualFold(sa.Mechanism, "plain") && !c.Kafka.TLS.Enabled && !sa.InsecureAllowPlaintext {
 		bad("kafka.sasl.mechanism is plain but kafka.tls.enabled is false: the password would cross the network in the clear; enable kafka.tls or set kafka.sasl.insecure_allow_plaintext: true")
 	}
+}
+
+// validateOutput checks the output encoding and the logs.
+func (c *Config) validateOutput(bad problem) {
 	if c.Output.Format != "avro" && c.Output.Format != "json" {
 		bad("output.format (%q) must be avro or json", c.Output.Format)
 	}
@@ -601,10 +636,6 @@ func (c *Config) Validate() error {
 	if c.Log.Format != "json" && c.Log.Format != "console" {
 		bad("log.format (%q) must be json or console", c.Log.Format)
 	}
-	if len(p) > 0 {
-		return &ConfigError{Problems: p}
-	}
-	return nil
 }
 
 // LoadConfig reads a YAML config file (unknown fields are errors), applies
@@ -725,7 +756,7 @@ func (c *Config) CheckFiles() []string {
 		}
 		// The registry is only asked once records arrive.
 		reg := connectors.NewRegistry("http://unused.invalid", connectors.RegistryOptions{})
-		if _, err := connectors.NewDecoder(connectors.DecoderOptions{Type: in.typ, Format: connectors.Format(in.t.Format), Schema: string(b), Registry: reg, MaxBytes: c.Input.MaxRecordBytes}); err != nil {
+		if _, err := connectors.NewDecoder(connectors.DecoderOptions{Type: in.typ, Format: connectors.Format(in.t.Format), Schema: string(b), Registry: reg}); err != nil {
 			p = append(p, fmt.Sprintf("kafka.topics.%s.schema_file (%s): %v", in.field, in.t.SchemaFile, err))
 		}
 	}

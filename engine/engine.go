@@ -29,9 +29,10 @@ type Options struct {
 	Logger zerolog.Logger
 	// Now is the wall clock. Default time.Now.
 	Now func() time.Time
-	// OnChange, if set, is called by publishers with every SegmentChange
-	// record after Kafka acknowledged it (the demo prints them). It runs on
-	// publisher goroutines, concurrently, and must not block.
+	// OnPublished, if set, is called by publishers with every record
+	// (segment changes and dead letters) after Kafka acknowledged it (the
+	// demo prints the changes). It runs on publisher goroutines,
+	// concurrently, and must not block.
 	OnPublished func(topic string, key, value []byte)
 	// StateFS is the file system of the state store. Default: the OS
 	// (tests inject faults through it).
@@ -154,7 +155,7 @@ func (e *Engine) inputs() (map[string]segment.Input, error) {
 			schema = string(b)
 		}
 		dec, err := connectors.NewDecoder(connectors.DecoderOptions{
-			Type: in.typ, Format: connectors.Format(in.t.Format), Schema: schema, Registry: reg, MaxBytes: e.cfg.Input.MaxRecordBytes,
+			Type: in.typ, Format: connectors.Format(in.t.Format), Schema: schema, Registry: reg,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("decoder for %s: %w", in.t.Name, err)

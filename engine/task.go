@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -114,6 +115,7 @@ func (t *task) run(ctx context.Context) error {
 		}
 		if len(msgs) > 0 {
 			t.lastInput = t.opt.now()
+			t.reportLag(msgs)
 		}
 		if err != nil {
 			if errors.Is(err, io.EOF) || ctx.Err() != nil {
@@ -170,6 +172,22 @@ func (t *task) maybeAdvanceIdle() error {
 	return nil
 }
 
+// reportLag records the lag of each topic in a polled batch once, from the
+// last record of the topic in it: the batch is handled by then.
+func (t *task) reportLag(msgs []connectors.Message) {
+	var done [8]string // topics reported; a partition reads a handful
+	n := 0
+	for i := len(msgs) - 1; i >= 0 && n < len(done); i-- {
+		m := &msgs[i]
+		if m.HighWaterMark <= 0 || slices.Contains(done[:n], m.Topic) {
+			continue
+		}
+		done[n] = m.Topic
+		n++
+		t.setLag(m.Topic, m.HighWaterMark-m.Offset-1)
+	}
+}
+
 // setLag records how many records of topic the partition is behind, for
 // the lag gauge and /readyz.
 func (t *task) setLag(topic string, lag int64) {
@@ -216,9 +234,6 @@ func (t *task) handle(m *connectors.Message) error {
 	}
 	t.next[m.Topic] = m.Offset + 1
 	t.pending++
-	if m.HighWaterMark > 0 {
-		t.setLag(m.Topic, m.HighWaterMark-m.Offset-1)
-	}
 	if err != nil {
 		return fmt.Errorf("partition %d: %s offset %d: %w", t.id, m.Topic, m.Offset, err)
 	}
@@ -311,7 +326,10 @@ func (t *task) reportGroupOffsets() {
 // groupCommitInterval paces consumer-group offset commits.
 const groupCommitInterval = time.Second
 
-// openTask builds a task for partition id, resuming from its stored offsets.
+// openTask builds a task for partition id over proc. The source starts
+// where the caller positioned it (startPartition: the stored offsets). src
+// is nil for Local; pub is nil for Local and backfills; obs is nil for
+// backfills.
 func openTask(id int32, proc *segment.Processor, src source, pub *publisher, obs *changeObserver, opt taskOptions, log zerolog.Logger, m *partitionMetrics) *task {
 	t := &task{id: id, opt: opt, proc: proc, part: proc.Partition(), src: src, pub: pub, obs: obs, log: log, m: m, next: map[string]int64{}, committed: map[string]int64{},
 		control: make(chan pauseReq, 1), done: make(chan struct{})}

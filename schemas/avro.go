@@ -88,147 +88,179 @@ func (c *AvroCodec) decodeGoavro(data []byte, e *Event) error {
 
 // fillEvent copies a decoded record (Avro native or JSON) into e.
 func fillEvent(e *Event, m map[string]any, reason Reason) error {
+	f := fieldReader{m: m, reason: reason}
+	e.EventID = f.str("event_id")
+	e.CustomerID = f.str("customer_id")
 	var err error
-	// strAs reads a string field; a value of another type is an error with
-	// reason r.
-	strAs := func(name string, r Reason) string {
-		v, ok := m[name]
-		if !ok || v == nil {
-			return ""
-		}
-		if u, isUnion := v.(map[string]any); isUnion {
-			v = u["string"]
-		}
-		s, ok := v.(string)
-		if !ok && err == nil {
-			err = decodeErr(r, "field %s is %s, want a string", name, typeName(v))
-		}
-		return s
-	}
-	str := func(name string) string { return strAs(name, reason) }
-	// num reads a number field; NaN, an infinity or a JSON number beyond
-	// the float64 range is a bad_value error.
-	num := func(name string) float64 {
-		f, nerr := toFloat(m[name])
-		if nerr != nil && err == nil {
-			err = fieldErr(name, nerr, reason)
-		}
-		return f
-	}
-	// integer reads an int64 field; a number beyond the int64 range (a
-	// quantity of 1e30 would become math.MinInt64) is a bad_value error.
-	integer := func(name string) int64 {
-		i, nerr := toInt(m[name])
-		if nerr != nil && err == nil {
-			err = fieldErr(name, nerr, reason)
-		}
-		return i
-	}
-	list := func(name string, dst []string) []string {
-		v, ok := m[name]
-		if !ok || v == nil {
-			return dst
-		}
-		items, ok := v.([]any)
-		if !ok {
-			if err == nil {
-				err = decodeErr(reason, "field %s is %T, want an array", name, v)
-			}
-			return dst
-		}
-		for _, it := range items {
-			s, ok := it.(string)
-			if !ok {
-				if err == nil {
-					err = decodeErr(reason, "field %s holds a %T, want strings", name, it)
-				}
-				return dst
-			}
-			dst = append(dst, s)
-		}
-		return dst
-	}
-	e.EventID = str("event_id")
-	e.CustomerID = str("customer_id")
-	switch ts := m["ts"].(type) {
-	case time.Time:
-		e.Time = ts.UnixMilli()
-	case int64:
-		e.Time = ts
-	case json.Number:
-		f, ferr := strconv.ParseFloat(string(ts), 64)
-		if ferr != nil || f < minEventTime || f > maxEventTime {
-			return decodeErr(ReasonBadTimestamp, "ts %s is outside 2000-01-01 .. 9999-12-31", ts)
-		}
-		e.Time = int64(f)
-	case nil:
-		return decodeErr(ReasonBadTimestamp, "missing ts")
-	default:
-		return decodeErr(ReasonBadTimestamp, "ts is %T", ts)
+	if e.Time, err = eventTime(m["ts"]); err != nil {
+		return err
 	}
 	switch e.Type {
 	case EventPurchase:
-		e.Channel = str("channel")
-		e.OrderID = str("order_id")
-		e.Amount = num("amount")
-		e.Currency = str("currency")
-		e.Quantity = integer("quantity")
-		e.Categories = list("categories", e.Categories)
-		e.ProductIDs = list("product_ids", e.ProductIDs)
+		e.Channel = f.str("channel")
+		e.OrderID = f.str("order_id")
+		e.Amount = f.num("amount")
+		e.Currency = f.str("currency")
+		e.Quantity = f.integer("quantity")
+		e.Categories = f.list("categories", e.Categories)
+		e.ProductIDs = f.list("product_ids", e.ProductIDs)
 	case EventBrowse:
-		e.Channel = str("channel")
-		e.ProductID = str("product_id")
-		e.Category = str("category")
-		e.Page = str("page")
-		e.SessionID = str("session_id")
+		e.Channel = f.str("channel")
+		e.ProductID = f.str("product_id")
+		e.Category = f.str("category")
+		e.Page = f.str("page")
+		e.SessionID = f.str("session_id")
 	case EventEngagement:
-		e.Channel = str("channel")
-		e.Action = str("action")
-		e.CampaignID = str("campaign_id")
+		e.Channel = f.str("channel")
+		e.Action = f.str("action")
+		e.CampaignID = f.str("campaign_id")
 	case EventProfile:
-		// delete, alias_of and attributes control what the event does:
-		// one of the wrong type must never be read as absent (an erasure
-		// request would vanish), so it is a bad_field error.
-		switch d := m["delete"].(type) {
-		case nil:
-		case bool:
-			e.Delete = d
-		case map[string]any: // an Avro union such as ["null","boolean"]
-			switch b := d["boolean"].(type) {
-			case bool:
-				e.Delete = b
-			default:
-				return decodeErr(ReasonBadField, "field delete is %s, want a boolean", typeName(d))
-			}
-		default:
-			return decodeErr(ReasonBadField, "field delete is %s, want a boolean", typeName(d))
-		}
-		e.AliasOf = strAs("alias_of", ReasonBadField)
-		if err != nil {
+		if err := fillProfile(e, &f); err != nil {
 			return err
 		}
-		switch attrs := m["attributes"].(type) {
-		case nil:
-		case map[string]any:
-			names := make([]string, 0, len(attrs))
-			for k := range attrs {
-				names = append(names, k)
-			}
-			// Map order is random; sort so that equal input always gives
-			// equal state.
-			sort.Strings(names)
-			for _, k := range names {
-				v, aerr := nativeValue(attrs[k])
-				if aerr != nil {
-					return fieldErr("attribute "+k, aerr, reason)
-				}
-				e.Attributes = append(e.Attributes, Attribute{Name: k, Value: v})
-			}
-		default:
-			return decodeErr(ReasonBadField, "field attributes is %s, want an object", typeName(attrs))
-		}
 	}
-	return err
+	return f.err
+}
+
+// fieldReader reads the fields of a decoded record, keeping the first
+// error: a field of the wrong type is an error with reason.
+type fieldReader struct {
+	m      map[string]any
+	reason Reason
+	err    error
+}
+
+func (f *fieldReader) fail(err error) {
+	if f.err == nil {
+		f.err = err
+	}
+}
+
+func (f *fieldReader) str(name string) string { return f.strAs(name, f.reason) }
+
+// strAs reads a string field; a value of another type is an error with
+// reason r.
+func (f *fieldReader) strAs(name string, r Reason) string {
+	v, ok := f.m[name]
+	if !ok || v == nil {
+		return ""
+	}
+	if u, isUnion := v.(map[string]any); isUnion {
+		v = u["string"]
+	}
+	s, ok := v.(string)
+	if !ok {
+		f.fail(decodeErr(r, "field %s is %s, want a string", name, typeName(v)))
+	}
+	return s
+}
+
+// num reads a number field; NaN, an infinity or a JSON number beyond the
+// float64 range is a bad_value error.
+func (f *fieldReader) num(name string) float64 {
+	x, err := toFloat(f.m[name])
+	if err != nil {
+		f.fail(fieldErr(name, err, f.reason))
+	}
+	return x
+}
+
+// integer reads an int64 field; a number beyond the int64 range (a
+// quantity of 1e30 would become math.MinInt64) is a bad_value error.
+func (f *fieldReader) integer(name string) int64 {
+	i, err := toInt(f.m[name])
+	if err != nil {
+		f.fail(fieldErr(name, err, f.reason))
+	}
+	return i
+}
+
+// list appends the strings of an array field to dst.
+func (f *fieldReader) list(name string, dst []string) []string {
+	v, ok := f.m[name]
+	if !ok || v == nil {
+		return dst
+	}
+	items, ok := v.([]any)
+	if !ok {
+		f.fail(decodeErr(f.reason, "field %s is %T, want an array", name, v))
+		return dst
+	}
+	for _, it := range items {
+		s, ok := it.(string)
+		if !ok {
+			f.fail(decodeErr(f.reason, "field %s holds a %T, want strings", name, it))
+			return dst
+		}
+		dst = append(dst, s)
+	}
+	return dst
+}
+
+// eventTime reads ts: a time (Avro timestamp-millis), Unix ms, or a JSON
+// number of Unix ms within 2000-01-01 .. 9999-12-31.
+func eventTime(ts any) (int64, error) {
+	switch ts := ts.(type) {
+	case time.Time:
+		return ts.UnixMilli(), nil
+	case int64:
+		return ts, nil
+	case json.Number:
+		f, err := strconv.ParseFloat(string(ts), 64)
+		if err != nil || f < minEventTime || f > maxEventTime {
+			return 0, decodeErr(ReasonBadTimestamp, "ts %s is outside 2000-01-01 .. 9999-12-31", ts)
+		}
+		return int64(f), nil
+	case nil:
+		return 0, decodeErr(ReasonBadTimestamp, "missing ts")
+	default:
+		return 0, decodeErr(ReasonBadTimestamp, "ts is %T", ts)
+	}
+}
+
+// fillProfile reads a profile event's delete, alias_of and attributes.
+// They control what the event does: one of the wrong type must never be
+// read as absent (an erasure request would vanish), so it is a bad_field
+// error.
+func fillProfile(e *Event, f *fieldReader) error {
+	switch d := f.m["delete"].(type) {
+	case nil:
+	case bool:
+		e.Delete = d
+	case map[string]any: // an Avro union such as ["null","boolean"]
+		b, ok := d["boolean"].(bool)
+		if !ok {
+			return decodeErr(ReasonBadField, "field delete is %s, want a boolean", typeName(d))
+		}
+		e.Delete = b
+	default:
+		return decodeErr(ReasonBadField, "field delete is %s, want a boolean", typeName(d))
+	}
+	e.AliasOf = f.strAs("alias_of", ReasonBadField)
+	if f.err != nil {
+		return f.err
+	}
+	switch attrs := f.m["attributes"].(type) {
+	case nil:
+	case map[string]any:
+		names := make([]string, 0, len(attrs))
+		for k := range attrs {
+			names = append(names, k)
+		}
+		// Map order is random; sort so that equal input always gives
+		// equal state.
+		sort.Strings(names)
+		for _, k := range names {
+			v, err := nativeValue(attrs[k])
+			if err != nil {
+				return fieldErr("attribute "+k, err, f.reason)
+			}
+			e.Attributes = append(e.Attributes, Attribute{Name: k, Value: v})
+		}
+	default:
+		return decodeErr(ReasonBadField, "field attributes is %s, want an object", typeName(attrs))
+	}
+	return nil
 }
 
 // typeName names the JSON (or Avro native) type of v for error messages.
