@@ -1,6 +1,7 @@
 package connectors
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -387,6 +388,40 @@ func TestPartitionForMatchesKafkaGo(t *testing.T) {
 			if got := PartitionFor(key, n+1); got != want {
 				t.Fatalf("PartitionFor(%q, %d) = %d, kafka-go %d", key, n+1, got, want)
 			}
+		}
+	}
+}
+
+// TestProducerSendsACallAsOneBatch: with the short default linger a Write
+// of many records for one partition still goes out as one produce
+// request: kafka-go fills the batch under the lock its timer waits for.
+func TestProducerSendsACallAsOneBatch(t *testing.T) {
+	b, err := StartEmbeddedBroker(0, 1, "one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var produces atomic.Int32
+	b.c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		b.c.KeepControl()
+		produces.Add(1)
+		return nil, nil, false
+	})
+	p, err := NewProducer(b.Addrs(), ProducerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	msgs := make([]Message, 500)
+	for i := range msgs {
+		msgs[i] = Message{Topic: "one", Key: []byte("k"), Value: bytes.Repeat([]byte("v"), 100)}
+	}
+	for round := 1; round <= 3; round++ {
+		if err := p.Write(context.Background(), msgs...); err != nil {
+			t.Fatal(err)
+		}
+		if n := produces.Load(); n != int32(round) {
+			t.Fatalf("after %d writes of 500 records: %d produce requests, want %d", round, n, round)
 		}
 	}
 }
