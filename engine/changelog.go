@@ -191,6 +191,9 @@ func (e *Engine) prepareState(ctx context.Context, p int32) error {
 	}
 	e.m.restoring.Inc()
 	e.restoringNow.Store(int64(p) + 1)
+	if e.restoreHook != nil {
+		e.restoreHook(p)
+	}
 	defer func() {
 		e.m.restoring.Dec()
 		e.restoringNow.Store(0)

@@ -66,9 +66,15 @@ type Engine struct {
 	lastReloadErr error
 	prod          *connectors.Producer // set while Run runs
 	layout        outputLayout         // set while Run runs
-	reloadMu      sync.Mutex
-	ready         atomic.Bool
-	closed        atomic.Bool
+	// reloadMu serializes rule reloads with partition starts.
+	reloadMu sync.Mutex
+	// lifecycleMu serializes partition restores and starts with the
+	// stale-copy sweep, which must not drop a partition being restored.
+	lifecycleMu sync.Mutex
+	// restoreHook, if set, runs as a partition's restore begins (tests).
+	restoreHook func(p int32)
+	ready       atomic.Bool
+	closed      atomic.Bool
 	// gen is the consumer group generation running now (group
 	// assignment), for committing group offsets.
 	gen atomic.Pointer[connectors.Generation]
@@ -386,9 +392,10 @@ func (e *Engine) runPartitions(ctx context.Context, parts []int32, rt *partition
 	pubCtx, pubCancel := context.WithCancel(context.Background())
 	defer pubCancel()
 
-	// Reloads wait while partitions start, so each starts with the
-	// rules every other one runs.
-	e.reloadMu.Lock()
+	// The stale-copy sweep waits while partitions restore and start; a
+	// rule reload waits only while one starts (startRunning), never for a
+	// restore.
+	e.lifecycleMu.Lock()
 	for _, p := range parts {
 		if rt.changelog != nil {
 			if err := e.prepareState(runCtx, p); err != nil {
@@ -398,37 +405,19 @@ func (e *Engine) runPartitions(ctx context.Context, parts []int32, rt *partition
 				break
 			}
 		}
-		rp, err := e.startPartition(runCtx, p, rt.inputs, rt.enc, rt.out)
+		rp, err := e.startRunning(runCtx, p, rt)
 		if err != nil {
-			fail(err)
+			if runCtx.Err() == nil {
+				fail(err)
+			}
 			break
 		}
-		rp.task.groupOut = rt.groupOut
-		if rt.changelog != nil {
-			if err := rp.task.part.EnableChangelog(); err != nil {
-				fail(err)
-				break
-			}
-			rp.cl = newChangelogPublisher(rp.task.part, rt.changelog(), rp.task.log, rp.task.m)
-			// Outbox entries wait for the changelog (state.Partition.
-			// ReadOutbox): wake the publisher as soon as they are released.
-			rp.cl.sent = rp.pub.poke
-			rp.task.cl = rp.cl
+		if rp.cl != nil {
 			pubWG.Add(1)
 			go func() {
 				defer pubWG.Done()
 				rp.cl.run(pubCtx)
 			}()
-		}
-		// State evaluated with other rules (changed while the partition
-		// was stopped, or run by an instance with other rules) is brought
-		// to the running rules before any new input, like a live reload.
-		if n, ran, err := rp.task.proc.ReconcileRules(10000); err != nil {
-			fail(fmt.Errorf("partition %d: reconcile rules: %w", p, err))
-			break
-		} else if ran {
-			rp.task.log.Warn().Str("stored_rules_hash", rp.task.proc.StoredRulesBefore()).Str("rules_hash", rp.task.proc.Rules().Hash()).Int("changes", n).
-				Msg("partition state was evaluated with other rules: re-evaluated every customer with the running rules (RULE_CHANGE)")
 		}
 		pubWG.Add(1)
 		go func() {
@@ -443,7 +432,7 @@ func (e *Engine) runPartitions(ctx context.Context, parts []int32, rt *partition
 			}
 		}()
 	}
-	e.reloadMu.Unlock()
+	e.lifecycleMu.Unlock()
 	if runCtx.Err() == nil {
 		e.m.owned.Set(float64(len(parts)))
 		if at := e.stoppedAt.Swap(nil); at != nil {
@@ -516,6 +505,43 @@ func (e *Engine) runPartitions(ctx context.Context, parts []int32, rt *partition
 	return firstErr
 }
 
+// startRunning opens partition p's task and publishers (restored, if it
+// had to be) and brings its state to the running rules. It holds reloadMu,
+// so a reload cannot switch the rules between the partition's start and
+// its task joining the running ones: each starts with the rules every
+// other one runs.
+func (e *Engine) startRunning(ctx context.Context, p int32, rt *partitionRuntime) (*runningPartition, error) {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	rp, err := e.startPartition(ctx, p, rt.inputs, rt.enc, rt.out)
+	if err != nil {
+		return nil, err
+	}
+	rp.task.groupOut = rt.groupOut
+	if rt.changelog != nil {
+		if err := rp.task.part.EnableChangelog(); err != nil {
+			return nil, err
+		}
+		rp.cl = newChangelogPublisher(rp.task.part, rt.changelog(), rp.task.log, rp.task.m)
+		// Outbox entries wait for the changelog (state.Partition.
+		// ReadOutbox): wake the publisher as soon as they are released.
+		rp.cl.sent = rp.pub.poke
+		rp.task.cl = rp.cl
+	}
+	// State evaluated with other rules (changed while the partition was
+	// stopped, or run by an instance with other rules) is brought to the
+	// running rules before any new input, like a live reload.
+	n, ran, err := rp.task.proc.ReconcileRules(10000)
+	if err != nil {
+		return nil, fmt.Errorf("partition %d: reconcile rules: %w", p, err)
+	}
+	if ran {
+		rp.task.log.Warn().Str("stored_rules_hash", rp.task.proc.StoredRulesBefore()).Str("rules_hash", rp.task.proc.Rules().Hash()).Int("changes", n).
+			Msg("partition state was evaluated with other rules: re-evaluated every customer with the running rules (RULE_CHANGE)")
+	}
+	return rp, nil
+}
+
 // processorOptions are the config's processor settings, for live, Local
 // and backfill partitions alike.
 func (e *Engine) processorOptions(inputs map[string]segment.Input, enc segment.ChangeEncoder, onChange func(segment.Change)) segment.Options {
@@ -543,6 +569,10 @@ func (e *Engine) processorOptions(inputs map[string]segment.Input, enc segment.C
 func isTransient(err error) bool { return errors.Is(err, connectors.ErrTransient) }
 
 func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]segment.Input, enc segment.ChangeEncoder, out sink) (*runningPartition, error) {
+	// A rebalance or shutdown while partitions start stops the rest.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	part, err := e.st.Partition(p)
 	if err != nil {
 		return nil, fmt.Errorf("open partition %d: %w", p, err)

@@ -31,11 +31,11 @@ func (e *Engine) sweepStaleCopies(ctx context.Context) {
 	}
 }
 
-// dropStaleCopies is one sweep. Partitions start under reloadMu, so none
-// starts while a copy is checked and dropped.
+// dropStaleCopies is one sweep. Partitions restore and start under
+// lifecycleMu, so none does while a copy is checked and dropped.
 func (e *Engine) dropStaleCopies() {
-	e.reloadMu.Lock()
-	defer e.reloadMu.Unlock()
+	e.lifecycleMu.Lock()
+	defer e.lifecycleMu.Unlock()
 	parts, err := e.st.PartitionsWithCustomers()
 	if err != nil {
 		e.log.Warn().Err(err).Msg("stale partition sweep: list partitions")
