@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"net"
 	"strings"
 	"time"
@@ -98,22 +99,22 @@ func (a *APIConfig) ensureDefaults() {
 	}
 }
 
-// hasCredentials tells whether the config names any API credential: a
+// HasCredentials tells whether the config names any API credential: a
 // token (inline, file or the deprecated api.token) or client
 // certificates. With one, requests without a credential are refused.
-func (a *APIConfig) hasCredentials() bool {
+func (a *APIConfig) HasCredentials() bool {
 	au := a.Auth
 	return a.Token != "" || len(au.ReadTokens)+len(au.PIITokens)+len(au.AdminTokens) > 0 ||
 		au.ReadTokensFile != "" || au.PIITokensFile != "" || au.AdminTokensFile != "" ||
 		a.TLS.ClientCAFile != ""
 }
 
-// acceptsClientCerts tells whether client certificates authenticate.
-func (a *APIConfig) acceptsClientCerts() bool { return a.TLS.ClientCAFile != "" }
+// AcceptsClientCerts tells whether client certificates authenticate.
+func (a *APIConfig) AcceptsClientCerts() bool { return a.TLS.ClientCAFile != "" }
 
-// loopbackAddr tells whether a host:port listens on loopback only: a
+// LoopbackAddr tells whether a host:port listens on loopback only: a
 // loopback IP or "localhost". An empty host (all interfaces) is not.
-func loopbackAddr(addr string) bool {
+func LoopbackAddr(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false
@@ -129,7 +130,7 @@ func (a *APIConfig) validate(bad func(format string, args ...any)) {
 	if a.Addr == "off" {
 		return
 	}
-	if !loopbackAddr(a.Addr) && !a.hasCredentials() && !a.InsecureAllowUnauthenticated {
+	if !LoopbackAddr(a.Addr) && !a.HasCredentials() && !a.InsecureAllowUnauthenticated {
 		bad("api.addr (%q) is not a loopback address and no API credentials are configured: anyone who reaches it could read profiles and erase customers; set api.auth tokens or api.tls.client_ca_file, bind 127.0.0.1, or set api.insecure_allow_unauthenticated: true", a.Addr)
 	}
 	for _, d := range []struct {
@@ -156,7 +157,7 @@ func (a *APIConfig) validate(bad func(format string, args ...any)) {
 		key, scope string
 		entries    []string
 	}{{"api.auth.read_tokens", "read", a.Auth.ReadTokens}, {"api.auth.pii_tokens", "pii", a.Auth.PIITokens}, {"api.auth.admin_tokens", "admin", a.Auth.AdminTokens}} {
-		if _, err := parseTokenEntries(s.entries, s.scope, nil); err != nil {
+		if _, err := ParseAPITokens(s.entries, s.scope, nil); err != nil {
 			bad("%s: %v", s.key, err)
 		}
 	}
@@ -174,7 +175,7 @@ func (a *APIConfig) validate(bad func(format string, args ...any)) {
 		bad("api.tls.client_auth is set but api.tls.client_ca_file is empty")
 	}
 	for _, s := range t.ClientScopes {
-		if _, ok := scopeNames[s]; !ok {
+		if !validAPIScope(s) {
 			bad("api.tls.client_scopes: %q must be read, pii or admin", s)
 		}
 	}
@@ -184,3 +185,56 @@ func (a *APIConfig) validate(bad func(format string, args ...any)) {
 		}
 	}
 }
+
+// APIToken is one parsed API token entry.
+type APIToken struct {
+	// Name is the entry's name, or SCOPE-N for a bare token. Never a
+	// token.
+	Name  string
+	Token string
+}
+
+const minAPITokenLen = 16
+
+// ParseAPITokens parses "NAME:TOKEN" or bare "TOKEN" entries of one scope
+// (read, pii or admin). where names an entry in errors (which never
+// contain a token); nil: "entry N".
+func ParseAPITokens(entries []string, scope string, where func(i int) string) ([]APIToken, error) {
+	if where == nil {
+		where = func(i int) string { return fmt.Sprintf("entry %d", i+1) }
+	}
+	var out []APIToken
+	for i, raw := range entries {
+		s := strings.TrimSpace(raw)
+		name, tok, named := strings.Cut(s, ":")
+		if !named {
+			name, tok = fmt.Sprintf("%s-%d", scope, i+1), s
+		} else if !validTokenName(name) {
+			return nil, fmt.Errorf("%s: the name before ':' must be 1-64 letters, digits, '.', '_' or '-'", where(i))
+		}
+		if len(tok) < minAPITokenLen {
+			return nil, fmt.Errorf("%s (%s): a token must be at least %d characters", where(i), name, minAPITokenLen)
+		}
+		if strings.ContainsAny(tok, " \t,:") || strings.ContainsFunc(tok, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
+			return nil, fmt.Errorf("%s (%s): a token must be printable ASCII without spaces, commas or colons", where(i), name)
+		}
+		out = append(out, APIToken{Name: name, Token: tok})
+	}
+	return out, nil
+}
+
+func validTokenName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// validAPIScope tells whether s names an API scope (docs/api.md,
+// "Security").
+func validAPIScope(s string) bool { return s == "read" || s == "pii" || s == "admin" }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 func TestConfigDefaultsAndEnv(t *testing.T) {
@@ -105,6 +107,76 @@ func TestConfigFieldsDocumented(t *testing.T) {
 		}
 		if !strings.Contains(string(doc), "`"+name+"`") {
 			t.Errorf("docs/config.md does not document %s", name)
+		}
+	}
+}
+
+// TestUnsafeConfigsRefused: segd refuses a non-loopback api.addr with no
+// credentials and SASL PLAIN without TLS, naming the key, unless the
+// explicit opt-out is set (and then logs it loudly).
+func TestUnsafeConfigsRefused(t *testing.T) {
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens")
+	os.WriteFile(tokens, []byte("x:0123456789abcdef0123\n"), 0o600)
+	cases := []struct {
+		yaml string
+		want string // "" for valid
+	}{
+		{"api: {addr: \"0.0.0.0:8080\"}\n", `api.addr ("0.0.0.0:8080") is not a loopback address and no API credentials are configured`},
+		{"api: {addr: \":8080\"}\n", `api.addr (":8080") is not a loopback address`},
+		{"api: {addr: \"10.0.0.7:8080\"}\n", `api.addr ("10.0.0.7:8080") is not a loopback address`},
+		{"api: {addr: \"0.0.0.0:8080\", insecure_allow_unauthenticated: true}\n", ""},
+		{"api: {addr: \"0.0.0.0:8080\", auth: {read_tokens_file: " + tokens + "}}\n", ""},
+		{"api: {addr: \"127.0.0.1:8080\"}\n", ""},
+		{"api: {addr: \"[::1]:8080\"}\n", ""},
+		{"api: {addr: \"localhost:8080\"}\n", ""},
+		{"api: {auth: {read_tokens: [short]}}\n", "api.auth.read_tokens: entry 1 (read-1): a token must be at least 16 characters"},
+		{"api: {tls: {cert_file: a.pem}}\n", "api.tls.cert_file and api.tls.key_file go together"},
+		{"kafka: {sasl: {mechanism: plain, username: u, password: p}}\n", "kafka.sasl.mechanism is plain but kafka.tls.enabled is false"},
+		{"kafka: {sasl: {mechanism: PLAIN, username: u, password: p, insecure_allow_plaintext: true}}\n", ""},
+		{"kafka: {sasl: {mechanism: plain, username: u, password: p}, tls: {enabled: true}}\n", ""},
+		{"kafka: {sasl: {mechanism: scram-sha-256, username: u, password: p}}\n", ""},
+	}
+	for _, c := range cases {
+		path := filepath.Join(dir, "c.yaml")
+		src := "kafka: {brokers: [a:1]}\nrules: {file: r}\n"
+		if strings.HasPrefix(c.yaml, "kafka:") {
+			src = "rules: {file: r}\n" + strings.Replace(c.yaml, "kafka: {", "kafka: {brokers: [a:1], ", 1)
+		} else {
+			src += c.yaml
+		}
+		os.WriteFile(path, []byte(src), 0o644)
+		_, err := LoadConfig(path, nil)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: %v", c.yaml, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s: got %v, want %q", c.yaml, err, c.want)
+		}
+	}
+	// The environment counts too (the API's listener refuses on its own:
+	// api.TestAPIListenRefusesUnsafeAddr).
+	if _, err := LoadConfig("", []string{"SEGD_KAFKA_BROKERS=a:1", "SEGD_RULES_FILE=r", "SEGD_API_ADDR=0.0.0.0:8080"}); err == nil || !strings.Contains(err.Error(), "api.addr") {
+		t.Errorf("SEGD_API_ADDR=0.0.0.0:8080: %v", err)
+	}
+	// The opt-outs are logged loudly.
+	logs := &syncBuffer{}
+	cfg := &Config{}
+	cfg.Kafka.Brokers = []string{"127.0.0.1:1"}
+	cfg.Kafka.SASL = SASLConfig{Mechanism: "plain", Username: "u", Password: "p", InsecureAllowPlaintext: true}
+	cfg.Rules.File = "../examples/rules.yaml"
+	cfg.State.Dir = filepath.Join(dir, "state")
+	cfg.API.Addr = "0.0.0.0:0"
+	cfg.API.InsecureAllowUnauthenticated = true
+	cfg.EnsureDefaults()
+	e2, err := New(cfg, Options{Logger: zerolog.New(logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e2.Close()
+	for _, want := range []string{`"level":"warn","component":"engine","message":"INSECURE: SASL PLAIN without TLS`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %s:\n%s", want, logs)
 		}
 	}
 }

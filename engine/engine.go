@@ -82,8 +82,6 @@ type Engine struct {
 	restoringNow atomic.Int64
 	// stoppedAt is when the partitions last stopped for a rebalance.
 	stoppedAt atomic.Pointer[time.Time]
-	// api guards the HTTP API (auth.go).
-	api *apiGuard
 }
 
 type runningPartition struct {
@@ -108,9 +106,6 @@ func New(cfg *Config, opt Options) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, opt: opt, sec: sec, log: opt.Logger.With().Str("component", "engine").Logger(), m: newMetrics(), parts: map[int32]*runningPartition{}}
 	e.rs.Store(rs)
-	if e.api, err = newAPIGuard(&cfg.API, opt.Logger, e.m.reg); err != nil {
-		return nil, err
-	}
 	if sa := cfg.Kafka.SASL; strings.EqualFold(sa.Mechanism, "plain") && !cfg.Kafka.TLS.Enabled && sa.InsecureAllowPlaintext {
 		e.log.Warn().Msg("INSECURE: SASL PLAIN without TLS sends the Kafka password in the clear (kafka.sasl.insecure_allow_plaintext)")
 	}
@@ -246,13 +241,6 @@ func (e *Engine) Run(ctx context.Context) error {
 		out = tapSink{next: prod, fn: e.opt.OnPublished}
 	}
 
-	if e.cfg.API.Addr != "off" {
-		_, stop, err := e.serveAPI()
-		if err != nil {
-			return err
-		}
-		defer stop()
-	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	groupCh := make(chan partitionOffsets, 64)

@@ -2,12 +2,8 @@ package engine
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/segd/segd/connectors"
+	"github.com/segd/segd/rules"
 	"github.com/segd/segd/schemas"
 )
 
@@ -250,24 +247,20 @@ func TestEngineEndToEndOverKafka(t *testing.T) {
 		offs, err := gc.Committed(context.Background(), 0, []string{DefaultPurchasesTopic, DefaultEngagementsTopic, DefaultProfilesTopic})
 		return err == nil && offs[DefaultPurchasesTopic] == 4 && offs[DefaultEngagementsTopic] == 1 && offs[DefaultProfilesTopic] == 1
 	})
-	testAPI(t, eng)
-	testPreviewHTTP(t, eng)
-	// Readiness follows consumer lag (api.ready_max_lag, default 100000).
+	testReadModel(t, eng)
+	testPreview(t, eng)
+	// The status reports consumer lag (the API compares it with
+	// api.ready_max_lag).
 	eng.mu.Lock()
 	tk := eng.parts[0].task
 	eng.mu.Unlock()
-	readyz := func() (int, string) {
-		rec := httptest.NewRecorder()
-		eng.Handler().ServeHTTP(rec, apiRequest(http.MethodGet, "/readyz", nil))
-		return rec.Code, rec.Body.String()
-	}
 	tk.maxLag.Store(250000)
-	if code, body := readyz(); code != 503 || !strings.Contains(body, "250000 records behind") {
-		t.Errorf("readyz with a lagging partition: %d %s", code, body)
+	if st := eng.Status(); !st.Ready || len(st.Lags) != 1 || st.Lags[0] != (PartitionLag{Partition: 0, Lag: 250000}) {
+		t.Errorf("status with a lagging partition: %+v", st)
 	}
 	tk.maxLag.Store(0)
-	if code, body := readyz(); code != 200 {
-		t.Errorf("readyz caught up: %d %s", code, body)
+	if st := eng.Status(); !st.Ready || len(st.Lags) != 1 || st.Lags[0].Lag != 0 || st.Restoring != -1 {
+		t.Errorf("status caught up: %+v", st)
 	}
 	testReload(t, eng, rulesPath, brokers, len(want))
 	testDelete(t, eng, brokers)
@@ -315,124 +308,99 @@ func TestIdleWatermarkFollowsWallClock(t *testing.T) {
 	}
 }
 
-func testAPI(t *testing.T, eng *Engine) {
+// testReadModel checks what the API reads (the read model) of the live
+// engine: customers at their partition's committed clock, segment sizes
+// and rates, members, rules, metrics.
+func testReadModel(t *testing.T, eng *Engine) {
 	t.Helper()
-	srv := httptest.NewServer(eng.Handler())
-	defer srv.Close()
-	get := func(path string, token bool) (int, map[string]any) {
-		t.Helper()
-		req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
-		if token {
-			req.Header.Set("Authorization", "Bearer s3cret")
+	if st := eng.Status(); !st.Ready {
+		t.Errorf("status: %+v", st)
+	}
+	if v := eng.Rules().Version(); v != 3 {
+		t.Errorf("rules version %d, want 3", v)
+	}
+	if err := eng.LastReloadError(); err != nil {
+		t.Errorf("last reload error: %v", err)
+	}
+	waitFor(t, 5*time.Second, "alice's committed state", func() bool {
+		b := customerMap(t, eng, "alice")
+		if b == nil {
+			return false
 		}
-		resp, err := http.DefaultClient.Do(req)
+		segs := b["segments"].([]any)
+		traits := b["traits"].(map[string]any)
+		return len(segs) == 1 && segs[0].(map[string]any)["id"] == "vip" && segs[0].(map[string]any)["entered_at"] == "2024-01-01T10:00:00Z" &&
+			traits["orders_30d"] == 0.0 && traits["spend_90d"] == 1200.0 && b["clock"] == "2024-02-10T12:00:02Z"
+	})
+	for _, id := range []string{"nobody", "erin"} {
+		if c := customerMap(t, eng, id); c != nil {
+			t.Errorf("%s: %v, want unknown", id, c)
+		}
+	}
+	waitFor(t, 5*time.Second, "segment sizes and rates", func() bool {
+		all, err := eng.SegmentSizes()
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
-		var body map[string]any
-		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil && resp.Header.Get("Content-Type") == "application/json" {
-			t.Fatalf("%s: bad JSON: %v", path, err)
+		sizes := map[string]int64{}
+		rates := map[string][4]int64{}
+		for _, s := range all {
+			sizes[s.Segment.ID] = s.Size
+			rates[s.Segment.ID] = [4]int64{s.Enters1h, s.Exits1h, s.Enters24h, s.Exits24h}
 		}
-		return resp.StatusCode, body
+		// buyer: alice, bob, erin entered; alice (timer) and erin (deletion) left.
+		return sizes["vip"] == 1 && sizes["buyer"] == 1 && sizes["clicker"] == 0 &&
+			rates["buyer"] == [4]int64{3, 2, 3, 2} && rates["clicker"] == [4]int64{1, 1, 1, 1}
+	})
+	ids, next, err := eng.Members("buyer", "", 100)
+	if err != nil || len(ids) != 1 || ids[0] != "bob" || next != "" {
+		t.Errorf("members of buyer: %v %q %v", ids, next, err)
 	}
-	cases := []struct {
-		path  string
-		token bool
-		code  int
-		check func(map[string]any) bool
-	}{
-		{"/healthz", false, 200, nil},
-		{"/readyz", false, 200, nil},
-		{"/v1/rules", false, 401, nil},
-		{"/v1/rules", true, 200, func(b map[string]any) bool { return b["version"] == 3.0 }},
-		{"/v1/customers/alice", true, 200, func(b map[string]any) bool {
-			segs := b["segments"].([]any)
-			traits := b["traits"].(map[string]any)
-			return len(segs) == 1 && segs[0].(map[string]any)["id"] == "vip" && segs[0].(map[string]any)["entered_at"] == "2024-01-01T10:00:00Z" &&
-				traits["orders_30d"] == 0.0 && traits["spend_90d"] == 1200.0 && b["clock"] == "2024-02-10T12:00:02Z"
-		}},
-		{"/v1/customers/nobody", true, 404, nil},
-		{"/v1/customers/erin", true, 404, nil},
-		{"/v1/segments", true, 200, func(b map[string]any) bool {
-			sizes := map[string]float64{}
-			for _, s := range b["segments"].([]any) {
-				m := s.(map[string]any)
-				sizes[m["id"].(string)] = m["size"].(float64)
-			}
-			rates := map[string][4]float64{}
-			for _, s := range b["segments"].([]any) {
-				m := s.(map[string]any)
-				rates[m["id"].(string)] = [4]float64{m["enters_1h"].(float64), m["exits_1h"].(float64), m["enters_24h"].(float64), m["exits_24h"].(float64)}
-			}
-			// buyer: alice, bob, erin entered; alice (timer) and erin (deletion) left.
-			return sizes["vip"] == 1 && sizes["buyer"] == 1 && sizes["clicker"] == 0 &&
-				rates["buyer"] == [4]float64{3, 2, 3, 2} && rates["clicker"] == [4]float64{1, 1, 1, 1}
-		}},
-		{"/v1/segments/buyer/members", true, 200, func(b map[string]any) bool {
-			m := b["members"].([]any)
-			return len(m) == 1 && m[0] == "bob" && b["next_cursor"] == ""
-		}},
-		{"/v1/segments/nope/members", true, 404, nil},
-		{"/v1/segments/buyer/members?limit=0", true, 400, nil},
-		{"/v1/segments/buyer/members?limit=abc", true, 400, nil},
-		{"/v1/segments/buyer/members?limit=100000", true, 400, nil},
-		{"/v2/whatever", true, 404, nil},
-	}
-	for _, c := range cases {
-		waitFor(t, 5*time.Second, c.path, func() bool {
-			code, body := get(c.path, c.token)
-			return code == c.code && (c.check == nil || c.check(body))
-		})
-		if code, body := get(c.path, c.token); code >= 400 && body["error"] == nil {
-			t.Errorf("%s: %d without a JSON error", c.path, code)
-		}
-	}
-	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/metrics", nil)
-	req.Header.Set("Authorization", "Bearer s3cret")
-	resp, err := http.DefaultClient.Do(req)
+	mfs, err := eng.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	for _, want := range []string{"segd_events_applied_total{type=\"purchase\"} 3", "segd_dead_letters_total{reason=\"json_decode\"} 1", "segd_segment_changes_total{kind=\"ENTER\"} 6", "segd_cache_hits_total", "segd_state_disk_bytes", "segd_commit_seconds_bucket"} {
-		if !strings.Contains(string(body), want) {
-			t.Errorf("/metrics lacks %q", want)
+	mv := map[string]float64{}
+	for _, mf := range mfs {
+		mv[mf.GetName()] = 0
+		for _, m := range mf.Metric {
+			key := mf.GetName()
+			for _, l := range m.Label {
+				key += "," + l.GetName() + "=" + l.GetValue()
+			}
+			mv[key] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	for key, want := range map[string]float64{"segd_events_applied_total,type=purchase": 3, "segd_dead_letters_total,reason=json_decode": 1, "segd_segment_changes_total,kind=ENTER": 6} {
+		if mv[key] != want {
+			t.Errorf("metric %s = %v, want %v", key, mv[key], want)
+		}
+	}
+	for _, name := range []string{"segd_cache_hits_total", "segd_state_disk_bytes", "segd_commit_seconds"} {
+		if _, ok := mv[name]; !ok {
+			t.Errorf("no metric %s", name)
 		}
 	}
 }
 
-// testReload edits the rules file and reloads over HTTP: a broken file
-// changes nothing and says where it is broken; a good one re-evaluates
-// every customer, so a removed segment's members EXIT at once.
+// testReload edits the rules file and reloads: a broken file changes
+// nothing and says where it is broken; a good one re-evaluates every
+// customer, so a removed segment's members EXIT at once.
 func testReload(t *testing.T, eng *Engine, rulesPath string, brokers []string, before int) {
 	t.Helper()
-	srv := httptest.NewServer(eng.Handler())
-	defer srv.Close()
-	post := func() (int, map[string]any) {
-		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/rules/reload", nil)
-		req.Header.Set("Authorization", "Bearer s3cret")
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var body map[string]any
-		json.NewDecoder(resp.Body).Decode(&body)
-		return resp.StatusCode, body
-	}
 	os.WriteFile(rulesPath, []byte("version: 4\ntraits:\n  n: count(purchase)\nsegments:\n  x: { when: \"m > 1\" }\n"), 0o644)
-	if code, body := post(); code != http.StatusUnprocessableEntity || !strings.Contains(fmt.Sprint(body["error"]), "rules.yaml:5:15: segment x: unknown trait \"m\"") {
-		t.Fatalf("broken reload: %d %v", code, body)
+	if _, err := eng.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), "rules.yaml:5:15: segment x: unknown trait \"m\"") {
+		t.Fatalf("broken reload: %v", err)
+	}
+	if v := eng.Rules().Version(); v != 3 {
+		t.Fatalf("version %d after a broken reload", v)
 	}
 	noVIP := strings.Replace(testRules, "  vip:\n    when: \"spend_90d >= 1000\"\n", "", 1)
 	noVIP = strings.Replace(noVIP, "version: 3", "version: 4", 1)
 	os.WriteFile(rulesPath, []byte(noVIP), 0o644)
-	code, body := post()
-	if code != http.StatusOK || body["version"] != 4.0 || body["changes"] != 1.0 {
-		t.Fatalf("reload: %d %v", code, body)
+	res, err := eng.Reload(context.Background())
+	if err != nil || res.Version != 4 || res.Changes != 1 {
+		t.Fatalf("reload: %+v %v", res, err)
 	}
 	msgs := readTopic(t, brokers, DefaultChangesTopic, before+1, 10*time.Second)
 	if len(msgs) != before+1 {
@@ -448,21 +416,12 @@ func testReload(t *testing.T, eng *Engine, rulesPath string, brokers []string, b
 	}
 }
 
-// testDelete erases bob over the API: the request goes through his
-// partition as a tombstone; he EXITs with cause DELETION and is gone.
+// testDelete erases bob: the request goes through his partition as a
+// tombstone; he EXITs with cause DELETION and is gone.
 func testDelete(t *testing.T, eng *Engine, brokers []string) {
 	t.Helper()
-	srv := httptest.NewServer(eng.Handler())
-	defer srv.Close()
-	req, _ := http.NewRequest(http.MethodDelete, srv.URL+"/v1/customers/bob", nil)
-	req.Header.Set("Authorization", "Bearer s3cret")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("DELETE: %d", resp.StatusCode)
+	if err := eng.EraseCustomer(context.Background(), "bob"); err != nil {
+		t.Fatalf("erase: %v", err)
 	}
 	schema, _ := avro.Parse(schemas.SegmentChangeSchema())
 	waitFor(t, 10*time.Second, "bob's DELETION exit", func() bool {
@@ -474,16 +433,7 @@ func testDelete(t *testing.T, eng *Engine, brokers []string) {
 		}
 		return false
 	})
-	waitFor(t, 5*time.Second, "bob gone from the API", func() bool {
-		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/customers/bob", nil)
-		req.Header.Set("Authorization", "Bearer s3cret")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusNotFound
-	})
+	waitFor(t, 5*time.Second, "bob gone from the read model", func() bool { return customerMap(t, eng, "bob") == nil })
 }
 
 // TestRulesFileWatch: editing the rules file of a running engine reloads
@@ -553,32 +503,23 @@ func warnLogger(t *testing.T) zerolog.Logger {
 	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 }
 
-// testPreviewHTTP: POST /v1/rules/preview over the live engine's state.
-func testPreviewHTTP(t *testing.T, eng *Engine) {
+// testPreview: a candidate rules file previewed over the live engine's
+// state changes nothing.
+func testPreview(t *testing.T, eng *Engine) {
 	t.Helper()
-	post := func(query, body string, token bool) (int, map[string]any) {
-		req := apiRequest(http.MethodPost, "/v1/rules/preview"+query, strings.NewReader(body))
-		if token {
-			req.Header.Set("Authorization", "Bearer s3cret")
-		}
-		rec := httptest.NewRecorder()
-		eng.Handler().ServeHTTP(rec, req)
-		var out map[string]any
-		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
-			t.Fatalf("preview response is not JSON: %q", rec.Body)
-		}
-		return rec.Code, out
-	}
 	candidate := strings.Replace(testRules, `when: "spend_90d >= 1000"`, `when: "spend_90d >= 2000"`, 1) +
 		"  small:\n    when: \"spend_90d > 0 and spend_90d < 100\"\n"
-	code, out := post("?sample=5", candidate, true)
-	if code != 200 {
-		t.Fatalf("preview: %d %v", code, out)
+	rs, err := rules.Compile("candidate.yaml", []byte(candidate))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := eng.PreviewRules(rs, 5)
+	if err != nil {
+		t.Fatalf("preview: %v", err)
 	}
 	got := map[string]string{}
-	for _, s := range out["segments"].([]any) {
-		m := s.(map[string]any)
-		got[m["id"].(string)] = fmt.Sprintf("%v/%v +%v -%v %v %v", m["size_now"], m["size_new"], m["would_enter"], m["would_exit"], m["sample_enter"], m["sample_exit"])
+	for _, s := range p.Segments {
+		got[s.ID] = fmt.Sprintf("%v/%v +%v -%v %v %v", s.SizeNow, s.SizeNew, s.WouldEnter, s.WouldExit, s.SampleEnter, s.SampleExit)
 	}
 	want := map[string]string{
 		"vip":   "1/0 +0 -1 [] [alice]",
@@ -589,18 +530,6 @@ func testPreviewHTTP(t *testing.T, eng *Engine) {
 		if got[id] != w {
 			t.Errorf("preview of %s: %s, want %s", id, got[id], w)
 		}
-	}
-	if code, out := post("", "version: 1\nsegments:\n  x: { when: \"nope > 1\" }\n", true); code != 400 || !strings.Contains(fmt.Sprint(out["error"]), "request.yaml:3:") {
-		t.Errorf("bad candidate: %d %v", code, out)
-	}
-	if code, _ := post("?sample=1000", candidate, true); code != 400 {
-		t.Errorf("huge sample: %d", code)
-	}
-	if code, _ := post("", candidate, false); code != 401 {
-		t.Errorf("no token: %d", code)
-	}
-	if code, _ := post("", "", true); code != 400 {
-		t.Errorf("empty body: %d", code)
 	}
 	// Nothing changed: vip still has alice.
 	if n, _ := eng.st.CountMembers("vip"); n != 1 {

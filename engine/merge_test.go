@@ -2,14 +2,10 @@ package engine
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
-	"sort"
 	"testing"
 	"time"
 
@@ -128,16 +124,16 @@ func TestIdentityMergeAcrossPartitions(t *testing.T) {
 	refEng := run("ref", ref)
 	// The merge record crosses partitions through the merges topic.
 	waitFor(t, 20*time.Second, "the merge applied", func() bool {
-		return getCustomer(t, mergedEng, known)["profile"] != nil && len(getCustomer(t, mergedEng, known)["profile"].(map[string]any)) > 0
+		return customerMap(t, mergedEng, known)["profile"] != nil && len(customerMap(t, mergedEng, known)["profile"].(map[string]any)) > 0
 	})
 	send(merged, after, known, 100)
 	send(ref, after, known, 100)
 	waitFor(t, 20*time.Second, "both runs to apply the last event", func() bool {
-		a, b := getCustomer(t, mergedEng, known), getCustomer(t, refEng, known)
+		a, b := customerMap(t, mergedEng, known), customerMap(t, refEng, known)
 		return a["traits"] != nil && b["traits"] != nil && a["traits"].(map[string]any)["last_order_at"] == schemas.FormatTime(after.at) &&
 			b["traits"].(map[string]any)["last_order_at"] == schemas.FormatTime(after.at)
 	})
-	a, b := getCustomer(t, mergedEng, known), getCustomer(t, refEng, known)
+	a, b := customerMap(t, mergedEng, known), customerMap(t, refEng, known)
 	if !reflect.DeepEqual(a["traits"], b["traits"]) {
 		t.Errorf("traits after the merge:\n%v\nwith one id from the start:\n%v", a["traits"], b["traits"])
 	}
@@ -147,7 +143,7 @@ func TestIdentityMergeAcrossPartitions(t *testing.T) {
 	if sa, sb := segmentIDs(a), segmentIDs(b); !reflect.DeepEqual(sa, sb) || len(sa) < 4 {
 		t.Errorf("segments after the merge %v, with one id %v", sa, sb)
 	}
-	if got := getCustomer(t, mergedEng, anon); got != nil {
+	if got := customerMap(t, mergedEng, anon); got != nil {
 		t.Errorf("the anonymous id is still there: %v", got)
 	}
 	// The anonymous id left its segments with cause MERGE.
@@ -161,32 +157,4 @@ func TestIdentityMergeAcrossPartitions(t *testing.T) {
 		}
 		return exits >= 3 // buyer, big, browser at least
 	})
-}
-
-// getCustomer calls GET /v1/customers/{id}; nil for 404.
-func getCustomer(t *testing.T, eng *Engine, id string) map[string]any {
-	t.Helper()
-	rec := httptest.NewRecorder()
-	eng.Handler().ServeHTTP(rec, apiRequest(http.MethodGet, "/v1/customers/"+id, nil))
-	if rec.Code == http.StatusNotFound {
-		return nil
-	}
-	if rec.Code != http.StatusOK {
-		t.Fatalf("GET %s: %d %s", id, rec.Code, rec.Body)
-	}
-	var out map[string]any
-	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func segmentIDs(c map[string]any) []string {
-	var ids []string
-	segs, _ := c["segments"].([]any)
-	for _, s := range segs {
-		ids = append(ids, s.(map[string]any)["id"].(string))
-	}
-	sort.Strings(ids)
-	return ids
 }

@@ -20,6 +20,8 @@ import (
 // operations.
 type metrics struct {
 	reg *registry
+	// totals are what Progress reports, counted beside the metrics.
+	totals progressTotals
 
 	events        *prometheus.CounterVec // type
 	deadLetters   *prometheus.CounterVec // reason
@@ -325,12 +327,15 @@ func (pm *partitionMetrics) report(p *segment.Processor, last *segment.Stats, co
 	for t := 1; t < schemas.NumEventTypes; t++ {
 		if d := s.Events[t] - last.Events[t]; d > 0 {
 			pm.events[t].Add(float64(d))
+			pm.all.totals.events.Add(d)
 		}
 	}
 	addDelta(pm.all.duplicates, s.Duplicates, &last.Duplicates)
 	addDelta(pm.all.late, s.Late, &last.Late)
 	addDelta(pm.all.tooLate, s.TooLate, &last.TooLate)
 	addDelta(pm.all.deletions, s.Deleted, &last.Deleted)
+	pm.all.totals.enters.Add(s.Enters - last.Enters)
+	pm.all.totals.exits.Add(s.Exits - last.Exits)
 	addDelta(pm.enter, s.Enters, &last.Enters)
 	addDelta(pm.exit, s.Exits, &last.Exits)
 	addDelta(pm.all.timers, s.Timers, &last.Timers)
@@ -355,6 +360,7 @@ func (pm *partitionMetrics) report(p *segment.Processor, last *segment.Stats, co
 	for reason, n := range s.DeadLetters {
 		if d := n - last.DeadLetters[reason]; d > 0 {
 			pm.all.deadLetters.WithLabelValues(reason).Add(float64(d))
+			pm.all.totals.deadLetters.Add(d)
 			last.DeadLetters[reason] = n
 		}
 	}

@@ -1,8 +1,6 @@
 package engine
 
-import (
-	dto "github.com/prometheus/client_model/go"
-)
+import "sync/atomic"
 
 // Progress is a summary of what the engine did, for status lines.
 type Progress struct {
@@ -14,50 +12,29 @@ type Progress struct {
 	OutboxDepth float64
 }
 
-// Progress reads the engine's counters. Safe for concurrent use.
+// progressTotals are the engine's own counts behind Progress, pushed with
+// the metrics at each commit and publish (what segd_events_applied_total,
+// segd_dead_letters_total, segd_segment_changes_total and
+// segd_outbox_published_total count).
+type progressTotals struct {
+	events, deadLetters, enters, exits, published atomic.Uint64
+}
+
+// Progress reads the engine's counters. Safe for concurrent use. Like
+// the metrics, it counts the partitions Run runs, not a Local's.
 func (e *Engine) Progress() Progress {
-	var p Progress
-	mfs, err := e.m.reg.Gather()
-	if err != nil {
-		return p
+	t := &e.m.totals
+	p := Progress{
+		Events:      float64(t.events.Load()),
+		DeadLetters: float64(t.deadLetters.Load()),
+		Enters:      float64(t.enters.Load()),
+		Exits:       float64(t.exits.Load()),
+		Published:   float64(t.published.Load()),
 	}
-	sum := func(mf *dto.MetricFamily, label, value string) float64 {
-		total := 0.0
-		for _, m := range mf.Metric {
-			if label != "" {
-				match := false
-				for _, l := range m.Label {
-					if l.GetName() == label && l.GetValue() == value {
-						match = true
-					}
-				}
-				if !match {
-					continue
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				total += m.Counter.GetValue()
-			case m.Gauge != nil:
-				total += m.Gauge.GetValue()
-			}
-		}
-		return total
-	}
-	for _, mf := range mfs {
-		switch mf.GetName() {
-		case "segd_events_applied_total":
-			p.Events = sum(mf, "", "")
-		case "segd_dead_letters_total":
-			p.DeadLetters = sum(mf, "", "")
-		case "segd_segment_changes_total":
-			p.Enters = sum(mf, "kind", "ENTER")
-			p.Exits = sum(mf, "kind", "EXIT")
-		case "segd_outbox_published_total":
-			p.Published = sum(mf, "", "")
-		case "segd_outbox_depth":
-			p.OutboxDepth = sum(mf, "", "")
-		}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, rp := range e.parts {
+		p.OutboxDepth += float64(rp.task.part.OutboxDepth())
 	}
 	return p
 }

@@ -219,6 +219,7 @@ func (pb *publisher) drain(ctx context.Context) (int, error) {
 	if pb.m != nil {
 		pb.m.outboxDepth.Set(float64(pb.part.OutboxDepth()))
 		pb.m.published.Add(float64(sent))
+		pb.m.all.totals.published.Add(uint64(sent))
 		pb.m.publishSeconds.Observe(time.Since(start).Seconds())
 	}
 	return pb.batchEntries, nil

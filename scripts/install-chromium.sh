@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs Debian's chromium for the headless browser test of segd's page
-# (engine TestPageInHeadlessChromium), if it is not there yet.
+# (api TestPageInHeadlessChromium), if it is not there yet.
 set -euo pipefail
 if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then
   exit 0

@@ -178,7 +178,15 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}()
-	stopHangup := reloadOnHangup(runCtx, eng, log, func(res *engine.ReloadResult, err error) {
+	srv, stopAPI, err := startAPI(eng, cfg, log)
+	if err != nil {
+		stop()
+		wg.Wait()
+		fmt.Fprintln(stderr, "segd demo:", err)
+		return 1
+	}
+	defer stopAPI()
+	stopHangup := reloadOnHangup(runCtx, eng, srv, log, func(res *engine.ReloadResult, err error) {
 		if err != nil {
 			fmt.Fprintf(stdout, "-- rules reload (SIGHUP) failed; the running rules stay: %v\n", err)
 			return

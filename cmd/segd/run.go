@@ -56,9 +56,18 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		log.Error().Err(err).Msg("cannot start")
 		return 1
 	}
+	// The API serves beside the engine, from its read model.
+	srv, stopAPI, err := startAPI(eng, cfg, log)
+	if err != nil {
+		eng.Close()
+		log.Error().Err(err).Msg("cannot start")
+		return 1
+	}
 	// SIGHUP reloads the rules file (as POST /v1/rules/reload does).
-	defer reloadOnHangup(ctx, eng, log, nil)()
+	stopHangup := reloadOnHangup(ctx, eng, srv, log, nil)
 	err = eng.Run(ctx)
+	stopHangup()
+	stopAPI()
 	if cerr := eng.Close(); err == nil {
 		err = cerr
 	}

@@ -13,7 +13,8 @@ import (
 // way, from the commands down to schemas. A new package must be
 // added here, with the place it takes in the order.
 var allowedImports = map[string][]string{
-	"cmd/segd":             {"tool", "engine", "segment", "connectors", "rules", "state", "schemas", "examples", "internal/gen", "internal/retail", "internal/segdtest"},
+	"cmd/segd":             {"tool", "api", "engine", "segment", "connectors", "rules", "state", "schemas", "examples", "internal/gen", "internal/retail", "internal/segdtest"},
+	"api":                  {"engine", "segment", "rules", "schemas", "internal/gen", "internal/segdtest"},
 	"tool":                 {"segment", "rules", "state", "schemas", "internal/kpart", "internal/retail", "internal/eventtest", "internal/gen", "engine"},
 	"segment":              {"rules", "state", "schemas", "internal/eventtest"},
 	"internal/kpart":       {},
@@ -101,6 +102,19 @@ func TestSegmentHasNoTransport(t *testing.T) {
 	for _, imp := range goList("-f", `{{join .Imports " "}}`, "../../segment") {
 		if strings.HasPrefix(imp, "github.com/prometheus/") || strings.HasPrefix(imp, "net/") {
 			t.Errorf("segment imports %s", imp)
+		}
+	}
+}
+
+// TestAPIStaysAFrontEnd: the engine does not know the HTTP API (api
+// imports engine, never the reverse), and the API and the offline tools
+// do not import each other.
+func TestAPIStaysAFrontEnd(t *testing.T) {
+	for pkg, never := range map[string]string{"engine": "api", "api": "tool", "tool": "api"} {
+		for _, imp := range allowedImports[pkg] {
+			if imp == never {
+				t.Errorf("allowedImports lets %s import %s", pkg, never)
+			}
 		}
 	}
 }

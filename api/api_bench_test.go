@@ -1,4 +1,4 @@
-package engine
+package api
 
 import (
 	"net/http"
@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segd/segd/engine"
 	"github.com/segd/segd/internal/gen"
 )
 
@@ -16,9 +17,9 @@ import (
 // customers of 300k generated events, on every core, and reports requests/s and the p50/p99
 // latency of one request.
 func BenchmarkGetCustomer(b *testing.B) {
-	eng, l := localEngine(b, "../bench/standard.yaml")
+	_, srv, l := localServerWith(b, func(c *engine.Config) { c.Rules.File = "../bench/standard.yaml" })
 	ids := feedGenerated(b, l, gen.Config{Customers: 200_000, EventsPerHour: 5_000, Duration: 60 * 3600_000})
-	h := eng.Handler()
+	h := srv.Handler()
 	var mu sync.Mutex
 	var lat []time.Duration
 	b.ReportAllocs()

@@ -1,4 +1,4 @@
-package engine
+package api
 
 import (
 	"bytes"
@@ -19,23 +19,27 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/segd/segd/engine"
 )
 
-// serveAPI listens on api.addr and serves the API (over TLS with
-// api.tls), with the server's timeouts, until stop is called; it also
-// watches the token and TLS files. addr is the address it listens on.
-func (e *Engine) serveAPI() (addr string, stop func(), err error) {
-	c := &e.cfg.API
-	if !loopbackAddr(c.Addr) && !c.hasCredentials() && !c.InsecureAllowUnauthenticated {
+// Listen listens on api.addr and serves the API (over TLS with api.tls),
+// with the server's timeouts, until stop is called; it also watches the
+// token and TLS files. addr is the address it listens on.
+func (s *Server) Listen() (addr string, stop func(), err error) {
+	c := s.cfg
+	if !engine.LoopbackAddr(c.Addr) && !c.HasCredentials() && !c.InsecureAllowUnauthenticated {
 		return "", nil, fmt.Errorf("api.addr %s is not a loopback address and no API credentials are configured (api.auth, api.tls.client_ca_file) nor api.insecure_allow_unauthenticated", c.Addr)
 	}
 	ln, err := net.Listen("tcp", c.Addr)
 	if err != nil {
 		return "", nil, fmt.Errorf("api.addr %s: %w", c.Addr, err)
 	}
-	g := e.api
+	g := s.g
 	srv := &http.Server{
-		Handler:           e.Handler(),
+		Handler:           s.Handler(),
 		ReadHeaderTimeout: min(10*time.Second, c.ReadTimeout),
 		ReadTimeout:       c.ReadTimeout,
 		WriteTimeout:      c.WriteTimeout,
@@ -43,7 +47,7 @@ func (e *Engine) serveAPI() (addr string, stop func(), err error) {
 		MaxHeaderBytes:    64 << 10,
 		// TLS handshake failures and the like, at debug: they carry
 		// addresses, never headers.
-		ErrorLog: log.New(zerologWriter{e}, "", 0),
+		ErrorLog: log.New(zerologWriter{s.log}, "", 0),
 	}
 	if g.tls != nil {
 		srv.TLSConfig = g.tls.config(c.TLS.ClientAuth)
@@ -58,7 +62,7 @@ func (e *Engine) serveAPI() (addr string, stop func(), err error) {
 			err = srv.Serve(ln)
 		}
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			e.log.Error().Err(err).Msg("api server stopped")
+			s.log.Error().Err(err).Msg("api server stopped")
 		}
 	}()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -77,7 +81,7 @@ func (e *Engine) serveAPI() (addr string, stop func(), err error) {
 			case <-t.C:
 			}
 			if err := g.reloadFiles(false); err != nil {
-				e.log.Error().Err(err).Msg("api credentials changed but do not load; the previous ones stay")
+				s.log.Error().Err(err).Msg("api credentials changed but do not load; the previous ones stay")
 			}
 		}
 	}()
@@ -85,18 +89,18 @@ func (e *Engine) serveAPI() (addr string, stop func(), err error) {
 	if g.tls != nil {
 		scheme = "https"
 	}
-	ev := e.log.Info()
-	if g.open && !loopbackAddr(c.Addr) {
-		ev = e.log.Warn().Bool("insecure_allow_unauthenticated", true)
+	ev := s.log.Info()
+	if g.open && !engine.LoopbackAddr(c.Addr) {
+		ev = s.log.Warn().Bool("insecure_allow_unauthenticated", true)
 	}
-	ev.Str("addr", ln.Addr().String()).Str("scheme", scheme).Bool("credentials", c.hasCredentials()).Msg("api listening")
-	if c.hasCredentials() && len(*g.tokens.Load()) == 0 && !c.acceptsClientCerts() {
-		e.log.Warn().Msg("api credentials are configured but no token is loaded: every request that needs one gets 401 until a token file holds one")
+	ev.Str("addr", ln.Addr().String()).Str("scheme", scheme).Bool("credentials", c.HasCredentials()).Msg("api listening")
+	if c.HasCredentials() && len(*g.tokens.Load()) == 0 && !c.AcceptsClientCerts() {
+		s.log.Warn().Msg("api credentials are configured but no token is loaded: every request that needs one gets 401 until a token file holds one")
 	}
-	if g.open && !loopbackAddr(c.Addr) {
-		e.log.Warn().Str("addr", c.Addr).Msg("INSECURE: the API answers anyone who can reach it, without credentials (api.insecure_allow_unauthenticated): profiles, member lists, erasure and rules")
-	} else if g.tls == nil && !loopbackAddr(c.Addr) {
-		e.log.Warn().Str("addr", c.Addr).Msg("the API is served over plain HTTP beyond loopback: tokens cross the network in the clear; set api.tls or terminate TLS in front")
+	if g.open && !engine.LoopbackAddr(c.Addr) {
+		s.log.Warn().Str("addr", c.Addr).Msg("INSECURE: the API answers anyone who can reach it, without credentials (api.insecure_allow_unauthenticated): profiles, member lists, erasure and rules")
+	} else if g.tls == nil && !engine.LoopbackAddr(c.Addr) {
+		s.log.Warn().Str("addr", c.Addr).Msg("the API is served over plain HTTP beyond loopback: tokens cross the network in the clear; set api.tls or terminate TLS in front")
 	}
 	return ln.Addr().String(), func() {
 		cancel()
@@ -108,10 +112,10 @@ func (e *Engine) serveAPI() (addr string, stop func(), err error) {
 	}, nil
 }
 
-type zerologWriter struct{ e *Engine }
+type zerologWriter struct{ log zerolog.Logger }
 
 func (w zerologWriter) Write(p []byte) (int, error) {
-	w.e.log.Debug().Str("component", "api").Str("error", string(bytes.TrimSpace(p))).Msg("http server")
+	w.log.Debug().Str("error", string(bytes.TrimSpace(p))).Msg("http server")
 	return len(p), nil
 }
 
@@ -190,14 +194,14 @@ func (c *certReloader) config(clientAuth string) *tls.Config {
 // postExport issues a short-lived signed link to the segment's members as
 // CSV, so that a browser can download them without a token in the URL.
 // The link works on this process only, until api.download_link_ttl.
-func (e *Engine) postExport(w http.ResponseWriter, r *http.Request) {
+func (s *Server) postExport(w http.ResponseWriter, r *http.Request) {
 	seg := r.PathValue("id")
-	if _, ok := e.rs.Load().SegmentIndex(seg); !ok {
+	if !s.knownSegment(seg) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown segment %q", seg))
 		return
 	}
-	exp := time.Now().Add(e.cfg.API.DownloadLinkTTL).Unix()
-	q := url.Values{"expires": {strconv.FormatInt(exp, 10)}, "sig": {e.api.linkSig(seg, exp)}}
+	exp := time.Now().Add(s.cfg.DownloadLinkTTL).Unix()
+	q := url.Values{"expires": {strconv.FormatInt(exp, 10)}, "sig": {s.g.linkSig(seg, exp)}}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"url":        "/v1/segments/" + url.PathEscape(seg) + "/members.csv?" + q.Encode(),
 		"expires_at": time.Unix(exp, 0).UTC().Format(time.RFC3339),
@@ -212,8 +216,8 @@ func (g *apiGuard) linkSig(seg string, exp int64) string {
 
 // signedLink lets through requests whose link postExport signed and that
 // has not expired: the signature is the credential, for one segment.
-func (e *Engine) signedLink(h http.Handler) http.Handler {
-	g := e.api
+func (s *Server) signedLink(h http.Handler) http.Handler {
+	g := s.g
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		exp, err := strconv.ParseInt(r.URL.Query().Get("expires"), 10, 64)
 		sig := r.URL.Query().Get("sig")
@@ -228,13 +232,13 @@ func (e *Engine) signedLink(h http.Handler) http.Handler {
 
 // getMembersCSV streams every member of the segment this process holds,
 // one customer id per line under a customer_id header.
-func (e *Engine) getMembersCSV(w http.ResponseWriter, r *http.Request) {
+func (s *Server) getMembersCSV(w http.ResponseWriter, r *http.Request) {
 	seg := r.PathValue("id")
-	if _, ok := e.rs.Load().SegmentIndex(seg); !ok {
+	if !s.knownSegment(seg) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown segment %q", seg))
 		return
 	}
-	ids, next, err := e.listMembers(seg, "", maxMembersLimit)
+	ids, next, err := s.eng.Members(seg, "", maxMembersLimit)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "state unavailable: "+err.Error())
 		return
@@ -250,7 +254,7 @@ func (e *Engine) getMembersCSV(w http.ResponseWriter, r *http.Request) {
 		if next == "" {
 			break
 		}
-		if ids, next, err = e.listMembers(seg, next, maxMembersLimit); err != nil {
+		if ids, next, err = s.eng.Members(seg, next, maxMembersLimit); err != nil {
 			// The status is sent: cut the file short, visibly.
 			cw.Write([]string{"# incomplete: " + err.Error()})
 			break

@@ -1,4 +1,4 @@
-package engine
+package api
 
 import (
 	"context"
@@ -39,9 +39,10 @@ func chromium(t *testing.T) string {
 func TestPageInHeadlessChromium(t *testing.T) {
 	browser := chromium(t)
 	dir := t.TempDir()
-	eng, l := localEngine(t, "../examples/rules.yaml")
+	eng, api, l := localServerWith(t, nil)
 	feedGenerated(t, l, gen.Config{Customers: 500, Duration: 3 * 86400_000, EventsPerHour: 300})
-	srv := httptest.NewServer(eng.Handler())
+	sizes := segmentSizes(t, eng)
+	srv := httptest.NewServer(api.Handler())
 	defer srv.Close()
 
 	run := func(args ...string) string {
@@ -63,7 +64,7 @@ func TestPageInHeadlessChromium(t *testing.T) {
 	}
 	nonEmpty := 0
 	for _, r := range rows {
-		if n, _ := eng.st.CountMembers(r[1]); r[2] != "0" {
+		if n := sizes[r[1]].Size; r[2] != "0" {
 			nonEmpty++
 			if want := strings.TrimSpace(r[2]); want != itoa(n) {
 				t.Errorf("segment %s shows size %s, the store has %d", r[1], r[2], n)
@@ -77,7 +78,7 @@ func TestPageInHeadlessChromium(t *testing.T) {
 		t.Error("the page lacks its sparklines or the rules line")
 	}
 	// The changes just produced show in the 1h columns.
-	e1, _, _, _ := eng.rates.counts("new_customer", time.Now())
+	e1 := sizes["new_customer"].Enters1h
 	if e1 == 0 || !strings.Contains(dom, `<td class="num">`+itoa(e1)+`</td>`) {
 		t.Errorf("new_customer entered %d times in the last hour; the page does not show it", e1)
 	}
@@ -107,9 +108,10 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 func TestPageWithTokenInHeadlessChromium(t *testing.T) {
 	browser := chromium(t)
 	dir := t.TempDir()
-	eng, l := localEngineWith(t, withTokens)
+	eng, srv0, l := localServerWith(t, withTokens)
 	feedGenerated(t, l, gen.Config{Customers: 300, Duration: 2 * 86400_000, EventsPerHour: 200})
-	api := eng.Handler()
+	sizes := segmentSizes(t, eng)
+	api := srv0.Handler()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/test-login" {
 			w.Header().Set("Content-Type", "text/html")
@@ -141,7 +143,7 @@ func TestPageWithTokenInHeadlessChromium(t *testing.T) {
 		t.Fatalf("with a read token the page shows %d segment rows, want 12:\n%s", len(rows), dom)
 	}
 	for _, r := range rows {
-		if n, _ := eng.st.CountMembers(r[1]); r[2] != itoa(n) {
+		if n := sizes[r[1]].Size; r[2] != itoa(n) {
 			t.Errorf("segment %s shows size %s, the store has %d", r[1], r[2], n)
 		}
 	}

@@ -1,4 +1,4 @@
-package engine
+package api
 
 import (
 	"context"
@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/segd/segd/engine"
 	"github.com/segd/segd/rules"
 )
 
@@ -66,51 +67,26 @@ type tokenEntry struct {
 	scopes scope
 }
 
-const minTokenLen = 16
-
 // parseTokenEntries parses "NAME:TOKEN" or bare "TOKEN" entries of one
-// scope. where names an entry in errors (which never contain a token).
+// scope (engine.ParseAPITokens) and keeps their hashes. where names an
+// entry in errors (which never contain a token).
 func parseTokenEntries(entries []string, scopeName string, where func(i int) string) ([]tokenEntry, error) {
-	if where == nil {
-		where = func(i int) string { return fmt.Sprintf("entry %d", i+1) }
+	toks, err := engine.ParseAPITokens(entries, scopeName, where)
+	if err != nil {
+		return nil, err
 	}
-	var out []tokenEntry
-	for i, raw := range entries {
-		s := strings.TrimSpace(raw)
-		name, tok, named := strings.Cut(s, ":")
-		if !named {
-			name, tok = fmt.Sprintf("%s-%d", scopeName, i+1), s
-		} else if !validTokenName(name) {
-			return nil, fmt.Errorf("%s: the name before ':' must be 1-64 letters, digits, '.', '_' or '-'", where(i))
-		}
-		if len(tok) < minTokenLen {
-			return nil, fmt.Errorf("%s (%s): a token must be at least %d characters", where(i), name, minTokenLen)
-		}
-		if strings.ContainsAny(tok, " \t,:") || strings.ContainsFunc(tok, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
-			return nil, fmt.Errorf("%s (%s): a token must be printable ASCII without spaces, commas or colons", where(i), name)
-		}
-		out = append(out, tokenEntry{name: name, sum: sha256.Sum256([]byte(tok)), scopes: scopeNames[scopeName]})
+	out := make([]tokenEntry, 0, len(toks))
+	for _, t := range toks {
+		out = append(out, tokenEntry{name: t.Name, sum: sha256.Sum256([]byte(t.Token)), scopes: scopeNames[scopeName]})
 	}
 	return out, nil
-}
-
-func validTokenName(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // apiGuard holds what the API's protections need: credentials (rotated
 // while running), the Host allow-list, CORS origins, admin limits, the
 // download link key and the TLS files. Safe for concurrent use.
 type apiGuard struct {
-	cfg *APIConfig
+	cfg *engine.APIConfig
 	log zerolog.Logger
 	// audit logs every admin action.
 	audit zerolog.Logger
@@ -140,12 +116,12 @@ type apiGuard struct {
 	loaded  prometheus.Gauge
 }
 
-func newAPIGuard(cfg *APIConfig, log zerolog.Logger, reg prometheus.Registerer) (*apiGuard, error) {
+func newAPIGuard(cfg *engine.APIConfig, log zerolog.Logger) (*apiGuard, error) {
 	g := &apiGuard{
 		cfg:      cfg,
 		log:      log.With().Str("component", "api").Logger(),
 		audit:    log.With().Str("component", "audit").Logger(),
-		open:     !cfg.hasCredentials() && (cfg.Addr == "off" || loopbackAddr(cfg.Addr) || cfg.InsecureAllowUnauthenticated),
+		open:     !cfg.HasCredentials() && (cfg.Addr == "off" || engine.LoopbackAddr(cfg.Addr) || cfg.InsecureAllowUnauthenticated),
 		cors:     map[string]bool{},
 		adminSem: make(chan struct{}, max(cfg.AdminConcurrency, 1)),
 		limiter:  newRateLimiter(max(cfg.AdminRate, 1)),
@@ -163,15 +139,15 @@ func newAPIGuard(cfg *APIConfig, log zerolog.Logger, reg prometheus.Registerer) 
 		return nil, fmt.Errorf("api: download link key: %w", err)
 	}
 	hosts := cfg.AllowedHosts
-	if len(hosts) == 0 && loopbackAddr(cfg.Addr) {
-		hosts = DefaultAllowedHosts
+	if len(hosts) == 0 && engine.LoopbackAddr(cfg.Addr) {
+		hosts = engine.DefaultAllowedHosts
 	}
 	if len(hosts) > 0 {
 		g.hosts = map[string]bool{}
 		for _, h := range hosts {
 			g.hosts[strings.TrimSuffix(strings.ToLower(strings.Trim(h, "[]")), ".")] = true
 		}
-		g.probesExempt = !loopbackAddr(cfg.Addr)
+		g.probesExempt = !engine.LoopbackAddr(cfg.Addr)
 	}
 	for _, o := range cfg.CORSOrigins {
 		g.cors[strings.ToLower(o)] = true
@@ -184,9 +160,6 @@ func newAPIGuard(cfg *APIConfig, log zerolog.Logger, reg prometheus.Registerer) 
 		if _, err := g.tls.reload(); err != nil {
 			return nil, err
 		}
-	}
-	if reg != nil {
-		reg.MustRegister(g.refused, g.actions, g.loaded)
 	}
 	return g, nil
 }
@@ -286,13 +259,6 @@ func (g *apiGuard) reloadFiles(force bool) error {
 	return errors.Join(errs...)
 }
 
-// ReloadAPICredentials re-reads the API's token files and TLS files (segd
-// run does on SIGHUP). A file that does not load keeps the previous
-// credentials; the error names it.
-func (e *Engine) ReloadAPICredentials() error {
-	return e.api.reloadFiles(true)
-}
-
 var errBadToken = errors.New("missing or wrong bearer token")
 
 // authenticate finds who sent r: a bearer token wins over a client
@@ -377,8 +343,8 @@ var routeRules = map[string]routeRule{
 // auth guards one route of the mux: it authenticates the request, checks
 // the route's scope (routeRules), bounds its body, applies the admin
 // limits and writes the audit log of admin actions.
-func (e *Engine) auth(h http.Handler) http.Handler {
-	g := e.api
+func (s *Server) auth(h http.Handler) http.Handler {
+	g := s.g
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rule, ok := routeRules[r.Pattern]
 		if !ok {
@@ -507,8 +473,8 @@ const (
 // on every mutating request: a foreign Origin is refused, and a POST must
 // carry a JSON or YAML body type, which a cross-site form or simple
 // request cannot send without a CORS preflight.
-func (e *Engine) protect(h http.Handler) http.Handler {
-	g := e.api
+func (s *Server) protect(h http.Handler) http.Handler {
+	g := s.g
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hdr := w.Header()
 		hdr.Set("X-Content-Type-Options", "nosniff")
