@@ -188,29 +188,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	if e.closed.Load() {
 		return errors.New("engine: Run after Close")
 	}
-	brokers := e.cfg.Kafka.Brokers
-	n, err := e.cluster().CheckCoPartitioned(ctx, e.inputTopics())
+	layout, err := e.prepareTopics(ctx)
 	if err != nil {
-		return fmt.Errorf("input topics: %w", err)
-	}
-	// segd's own merges topic follows the inputs' partition count.
-	rf, err := e.replication(ctx)
-	if err != nil {
-		return err
-	}
-	if err := e.cluster().EnsureTopics(ctx, []connectors.TopicSpec{{Name: e.cfg.Kafka.Topics.Merges, Partitions: n, Replication: rf}}); err != nil {
-		return fmt.Errorf("merges topic: %w", err)
-	}
-	if _, err := e.cluster().CheckCoPartitioned(ctx, e.consumedTopics()); err != nil {
-		return fmt.Errorf("merges topic %s: %w", e.cfg.Kafka.Topics.Merges, err)
-	}
-	if e.changelogOn() {
-		if err := e.ensureChangelog(ctx, n, rf); err != nil {
-			return err
-		}
-	}
-	layout := outputLayout{partitions: n, replication: rf}
-	if err := e.ensureOutputTopics(ctx, e.rs.Load(), layout); err != nil {
 		return err
 	}
 	inputs, err := e.inputs()
@@ -221,69 +200,124 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	prod, err := connectors.NewProducer(brokers, connectors.ProducerOptions{Security: e.sec})
+	out, closeOutput, err := e.openOutput(layout)
 	if err != nil {
-		return fmt.Errorf("producer: %w", err)
+		return err
 	}
-	defer prod.Close()
-	e.mu.Lock()
-	e.prod = prod
-	e.layout = layout
-	e.mu.Unlock()
-	defer func() {
-		e.mu.Lock()
-		e.prod = nil
-		e.layout = outputLayout{}
-		e.mu.Unlock()
-	}()
-	var out sink = prod
-	if e.opt.OnPublished != nil {
-		out = tapSink{next: prod, fn: e.opt.OnPublished}
-	}
-
+	defer closeOutput()
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	groupCh := make(chan partitionOffsets, 64)
-	groupDone := make(chan struct{})
-	go func() {
-		defer close(groupDone)
-		e.commitGroupOffsets(groupCh)
-	}()
-	defer func() { close(groupCh); <-groupDone }()
-	watchDone := make(chan struct{})
-	go func() {
-		defer close(watchDone)
-		e.watchRules(runCtx)
-	}()
-	// Defers run last-first: cancel before waiting, or an error return
-	// (runCtx still live) would wait for these goroutines forever.
-	defer func() { cancel(); <-watchDone }()
-	sweepDone := make(chan struct{})
-	go func() {
-		defer close(sweepDone)
-		e.sweepStaleCopies(runCtx)
-	}()
-	defer func() { cancel(); <-sweepDone }()
+	// Cancel before waiting, or an error return (runCtx still live) would
+	// wait for the background goroutines forever.
+	stopBackground := e.startBackground(runCtx, groupCh)
+	defer func() { cancel(); stopBackground() }()
 	rt := &partitionRuntime{inputs: inputs, enc: enc, out: out, groupOut: groupCh}
 	if e.changelogOn() {
 		rt.changelog = func() *connectors.ChangelogWriter {
 			return e.cluster().ChangelogWriter(e.cfg.Kafka.Topics.Changelog)
 		}
 	}
-
 	if e.cfg.Kafka.Assignment == "all" {
-		parts := make([]int32, n)
+		parts := make([]int32, layout.partitions)
 		for i := range parts {
 			parts[i] = int32(i)
 		}
-		e.log.Info().Int("partitions", n).Strs("brokers", brokers).Msg("running every partition (kafka.assignment all)")
+		e.log.Info().Int("partitions", layout.partitions).Strs("brokers", e.cfg.Kafka.Brokers).Msg("running every partition (kafka.assignment all)")
 		if err := e.runPartitions(runCtx, parts, rt); err != nil {
 			return err
 		}
 		return ctx.Err()
 	}
+	return e.runGroup(ctx, runCtx, layout.partitions, rt)
+}
+
+// prepareTopics checks that the inputs are co-partitioned and creates (or
+// checks) segd's own topics to match: merges, changelog, outputs.
+func (e *Engine) prepareTopics(ctx context.Context) (outputLayout, error) {
+	n, err := e.cluster().CheckCoPartitioned(ctx, e.inputTopics())
+	if err != nil {
+		return outputLayout{}, fmt.Errorf("input topics: %w", err)
+	}
+	rf, err := e.replication(ctx)
+	if err != nil {
+		return outputLayout{}, err
+	}
+	// segd's own merges topic follows the inputs' partition count.
+	if err := e.cluster().EnsureTopics(ctx, []connectors.TopicSpec{{Name: e.cfg.Kafka.Topics.Merges, Partitions: n, Replication: rf}}); err != nil {
+		return outputLayout{}, fmt.Errorf("merges topic: %w", err)
+	}
+	if _, err := e.cluster().CheckCoPartitioned(ctx, e.consumedTopics()); err != nil {
+		return outputLayout{}, fmt.Errorf("merges topic %s: %w", e.cfg.Kafka.Topics.Merges, err)
+	}
+	if e.changelogOn() {
+		if err := e.ensureChangelog(ctx, n, rf); err != nil {
+			return outputLayout{}, err
+		}
+	}
+	layout := outputLayout{partitions: n, replication: rf}
+	if err := e.ensureOutputTopics(ctx, e.rs.Load(), layout); err != nil {
+		return outputLayout{}, err
+	}
+	return layout, nil
+}
+
+// openOutput opens the producer every partition publishes with (tapped
+// for Options.OnPublished) and shows it and the layout to reloads, which
+// create new segment topics; closeOutput undoes it.
+func (e *Engine) openOutput(layout outputLayout) (out sink, closeOutput func(), err error) {
+	prod, err := connectors.NewProducer(e.cfg.Kafka.Brokers, connectors.ProducerOptions{Security: e.sec})
+	if err != nil {
+		return nil, nil, fmt.Errorf("producer: %w", err)
+	}
+	e.mu.Lock()
+	e.prod = prod
+	e.layout = layout
+	e.mu.Unlock()
+	out = prod
+	if e.opt.OnPublished != nil {
+		out = tapSink{next: prod, fn: e.opt.OnPublished}
+	}
+	return out, func() {
+		e.mu.Lock()
+		e.prod = nil
+		e.layout = outputLayout{}
+		e.mu.Unlock()
+		prod.Close()
+	}, nil
+}
+
+// startBackground starts what runs beside the partitions until ctx ends:
+// the consumer group offset committer (fed by groupCh), the rules file
+// watcher and the stale-copy sweep. stop waits for them once ctx ended.
+func (e *Engine) startBackground(ctx context.Context, groupCh chan partitionOffsets) (stop func()) {
+	var wg sync.WaitGroup
+	groupDone := make(chan struct{})
+	go func() {
+		defer close(groupDone)
+		e.commitGroupOffsets(groupCh)
+	}()
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		e.watchRules(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		e.sweepStaleCopies(ctx)
+	}()
+	return func() {
+		wg.Wait()
+		close(groupCh)
+		<-groupDone
+	}
+}
+
+// runGroup joins the consumer group and runs each generation's partitions
+// until ctx ends or a partition fails.
+func (e *Engine) runGroup(ctx, runCtx context.Context, n int, rt *partitionRuntime) error {
 	group, err := connectors.JoinGroup(connectors.GroupOptions{
-		Brokers:           brokers,
+		Brokers:           e.cfg.Kafka.Brokers,
 		Group:             e.cfg.Kafka.Group,
 		Topics:            e.consumedTopics(),
 		SessionTimeout:    e.cfg.Kafka.SessionTimeout,
@@ -302,7 +336,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		return err
 	}
 	defer group.Close()
-	e.log.Info().Str("group", e.cfg.Kafka.Group).Int("partitions", n).Strs("brokers", brokers).Msg("joining consumer group")
+	e.log.Info().Str("group", e.cfg.Kafka.Group).Int("partitions", n).Strs("brokers", e.cfg.Kafka.Brokers).Msg("joining consumer group")
 	for {
 		gen, err := group.Next(runCtx)
 		if runCtx.Err() != nil {
@@ -323,29 +357,37 @@ func (e *Engine) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		e.m.rebalances.Inc()
-		parts := make([]int32, len(gen.Partitions))
-		for i, p := range gen.Partitions {
-			parts[i] = int32(p)
-		}
-		e.log.Info().Int32("generation", gen.ID).Str("member", gen.MemberID).Ints("partitions", gen.Partitions).Msg("partitions assigned")
-		e.gen.Store(gen)
-		var runErr error
-		gen.Run(func(gctx context.Context) {
-			c, stop := context.WithCancel(runCtx)
-			defer stop()
-			defer context.AfterFunc(gctx, stop)()
-			runErr = e.runPartitions(c, parts, rt)
-		})
-		e.gen.Store(nil)
-		if runErr != nil {
-			return runErr
+		if err := e.runGeneration(runCtx, gen, rt); err != nil {
+			return err
 		}
 		if runCtx.Err() != nil {
 			return ctx.Err()
 		}
+	}
+}
+
+// runGeneration runs one consumer group generation's partitions until the
+// generation ends (a rebalance) or ctx does.
+func (e *Engine) runGeneration(ctx context.Context, gen *connectors.Generation, rt *partitionRuntime) error {
+	e.m.rebalances.Inc()
+	parts := make([]int32, len(gen.Partitions))
+	for i, p := range gen.Partitions {
+		parts[i] = int32(p)
+	}
+	e.log.Info().Int32("generation", gen.ID).Str("member", gen.MemberID).Ints("partitions", gen.Partitions).Msg("partitions assigned")
+	e.gen.Store(gen)
+	defer e.gen.Store(nil)
+	var runErr error
+	gen.Run(func(gctx context.Context) {
+		c, stop := context.WithCancel(ctx)
+		defer stop()
+		defer context.AfterFunc(gctx, stop)()
+		runErr = e.runPartitions(c, parts, rt)
+	})
+	if runErr == nil && ctx.Err() == nil {
 		e.log.Info().Int32("generation", gen.ID).Msg("rebalance: partitions handed back")
 	}
+	return runErr
 }
 
 // partitionRuntime is what every partition of a Run shares.
@@ -435,15 +477,23 @@ func (e *Engine) runPartitions(ctx context.Context, parts []int32, rt *partition
 	e.stoppedAt.Store(&stopped)
 	e.waitTasks(&taskWG)
 
-	// Tasks have committed; give the publishers a bounded time to send what
-	// is committed. Whatever is left stays in the store: the outbox for
-	// whoever runs the partition next from this store, the changelog
-	// entries likewise (another instance restores from the changelog as
-	// far as it goes and re-derives the rest from the input).
-	flushCtx, flushCancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer flushCancel()
 	pubCancel()
 	pubWG.Wait()
+	if err := e.handOver(parts); err != nil && firstErr == nil {
+		firstErr = err
+	}
+	return firstErr
+}
+
+// handOver ends partitions whose tasks have committed: the publishers get a
+// bounded time to send what is committed, then the partitions close and
+// leave the running set. Whatever is not sent stays in the store: the
+// outbox for whoever runs the partition next from this store, the changelog
+// entries likewise (another instance restores from the changelog as far as
+// it goes and re-derives the rest from the input).
+func (e *Engine) handOver(parts []int32) error {
+	flushCtx, flushCancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer flushCancel()
 	// Flush without holding e.mu: up to 10 s of Kafka writes must not
 	// block /readyz and the API, which only read e.parts.
 	e.mu.Lock()
@@ -455,28 +505,13 @@ func (e *Engine) runPartitions(ctx context.Context, parts []int32, rt *partition
 	}
 	e.mu.Unlock()
 	for _, p := range parts {
-		rp := stopping[p]
-		if rp == nil {
-			continue
-		}
-		// The changelog first: the outbox publishes only what the
-		// changelog holds, so the next owner never re-derives a change
-		// that consumers already have.
-		if rp.cl != nil {
-			if err := rp.cl.flush(flushCtx); err != nil {
-				e.log.Warn().Err(err).Int32("partition", p).Msg("changelog not fully written at hand-over")
-			}
-			rp.cl.w.Close()
-		}
-		if err := rp.pub.flush(flushCtx); err != nil {
-			e.log.Warn().Err(err).Int32("partition", p).Msg("outbox not fully published at hand-over; it will be sent when this store runs the partition again")
-		}
-		if err := rp.task.src.Close(); err != nil {
-			e.log.Warn().Err(err).Int32("partition", p).Msg("close consumer")
+		if rp := stopping[p]; rp != nil {
+			e.flushPartition(flushCtx, p, rp)
 		}
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	var firstErr error
 	for _, p := range parts {
 		rp := stopping[p]
 		if rp == nil {
@@ -491,6 +526,26 @@ func (e *Engine) runPartitions(ctx context.Context, parts []int32, rt *partition
 	}
 	e.m.owned.Set(0)
 	return firstErr
+}
+
+// flushPartition sends what partition p committed, within ctx, and closes
+// its consumer and changelog writer.
+func (e *Engine) flushPartition(ctx context.Context, p int32, rp *runningPartition) {
+	// The changelog first: the outbox publishes only what the changelog
+	// holds, so the next owner never re-derives a change that consumers
+	// already have.
+	if rp.cl != nil {
+		if err := rp.cl.flush(ctx); err != nil {
+			e.log.Warn().Err(err).Int32("partition", p).Msg("changelog not fully written at hand-over")
+		}
+		rp.cl.w.Close()
+	}
+	if err := rp.pub.flush(ctx); err != nil {
+		e.log.Warn().Err(err).Int32("partition", p).Msg("outbox not fully published at hand-over; it will be sent when this store runs the partition again")
+	}
+	if err := rp.task.src.Close(); err != nil {
+		e.log.Warn().Err(err).Int32("partition", p).Msg("close consumer")
+	}
 }
 
 // startRunning opens partition p's task and publishers (restored, if it

@@ -22,107 +22,61 @@ import (
 )
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("segd demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	rulesFile := fs.String("rules", "", "rules file (default: the demo's own, examples/rules.yaml built into the binary)")
-	port := fs.Int("port", 0, "embedded broker port on 127.0.0.1 (0: a free port)")
-	partitions := fs.Int("partitions", 4, "partitions per topic")
-	customers := fs.Int("customers", 5000, "distinct customers")
-	history := fs.Duration("history", 14*24*time.Hour, "simulated history replayed first, ending now")
-	historyEvents := fs.Int("history-events", 60000, "events in the simulated history")
-	rate := fs.Int("rate", 5000, "events per second while replaying history")
-	liveRate := fs.Int("live-rate", 50, "events per second once history is done (event time = wall clock)")
-	duration := fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C)")
-	printRate := fs.Int("print", 20, "segment changes printed per second at most (the rest are counted)")
-	stateDir := fs.String("state-dir", "", "state directory (default: a fresh temporary one)")
-	logFormat := fs.String("log-format", "console", "json or console")
-	logLevel := fs.String("log-level", "warn", "engine log level")
-	apiAddr := fs.String("api", "127.0.0.1:8080", "HTTP API, metrics and the page (off: none)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	o, code := parseDemoFlags(args, stderr)
+	if o == nil {
+		return code
 	}
-	if err := firstError(intBetween("--port", *port, 0, 65535), intBetween("--partitions", *partitions, 1, maxPartitions), intBetween("--customers", *customers, 1, maxCustomers), positiveDuration("--history", *history), positiveInt("--history-events", *historyEvents),
-		intBetween("--rate", *rate, 1, maxRate), intBetween("--live-rate", *liveRate, 1, maxRate), nonNegativeDuration("--duration", *duration), intBetween("--print", *printRate, 0, maxRate)); err != nil {
-		fmt.Fprintln(stderr, "segd demo:", err)
-		return 2
-	}
-	if *rulesFile != "" {
-		if _, err := os.Stat(*rulesFile); err != nil {
-			fmt.Fprintf(stderr, "segd demo: --rules: %v\n", err)
-			return 1
-		}
-	}
-	log, err := newLogger(stderr, *logFormat, *logLevel)
+	log, err := newLogger(stderr, o.logFormat, o.logLevel)
 	if err != nil {
 		fmt.Fprintln(stderr, "segd demo:", err)
 		return 2
 	}
-	if *duration > 0 {
+	if o.duration > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *duration)
+		ctx, cancel = context.WithTimeout(ctx, o.duration)
 		defer cancel()
 	}
-	dir := *stateDir
-	if dir == "" {
-		dir, err = os.MkdirTemp("", "segd-demo-")
-		if err != nil {
-			fmt.Fprintln(stderr, "segd demo:", err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
+	dir, rulesNote, cleanup, err := o.prepareDir()
+	if err != nil {
+		fmt.Fprintln(stderr, "segd demo:", err)
+		return 1
 	}
-	rulesNote := *rulesFile
-	if *rulesFile == "" {
-		// The demo's rules are built in; a copy on disk lets a person edit
-		// them and reload (SIGHUP, or the file watcher).
-		*rulesFile = filepath.Join(dir, "demo-rules.yaml")
-		if err := os.WriteFile(*rulesFile, examples.Rules, 0o644); err != nil {
-			fmt.Fprintln(stderr, "segd demo:", err)
-			return 1
-		}
-		rulesNote = "the built-in examples/rules.yaml, copied to " + *rulesFile
-	}
-
+	defer cleanup()
 	topics := []string{engine.DefaultPurchasesTopic, engine.DefaultBrowsesTopic, engine.DefaultEngagementsTopic, engine.DefaultProfilesTopic, engine.DefaultChangesTopic, engine.DefaultDeadLetterTopic}
-	broker, err := connectors.StartEmbeddedBroker(*port, int32(*partitions), topics...)
+	broker, err := connectors.StartEmbeddedBroker(o.port, int32(o.partitions), topics...)
 	if err != nil {
 		fmt.Fprintln(stderr, "segd demo:", err)
 		return 1
 	}
 	defer broker.Close()
 	addr := broker.Addrs()[0]
-	fmt.Fprintf(stdout, "segd demo: embedded Kafka broker on %s (topics %s, %d partitions)\n", addr, strings.Join(topics, ", "), *partitions)
-	fmt.Fprintf(stdout, "  follow the changes from another terminal: segd changes --brokers %s\n", addr)
-	if *apiAddr != "off" {
-		*apiAddr = freeAddr(*apiAddr)
-		fmt.Fprintf(stdout, "  page http://%s/  API http://%s/v1/segments  metrics http://%s/metrics\n", *apiAddr, *apiAddr, *apiAddr)
+	if o.apiAddr != "off" {
+		o.apiAddr = freeAddr(o.apiAddr)
 	}
-	fmt.Fprintf(stdout, "  rules: %s (edit and send SIGHUP, or save: they reload live)\n", rulesNote)
-	fmt.Fprintf(stdout, "  replaying %s of history (%d events, %d customers), then live traffic; Ctrl-C stops\n\n", *history, *historyEvents, *customers)
+	o.printBanner(stdout, addr, topics, rulesNote)
 
 	cfg := &engine.Config{}
 	cfg.Kafka.Brokers = []string{addr}
-	cfg.Rules.File = *rulesFile
+	cfg.Rules.File = o.rulesFile
 	cfg.State.Dir = dir
-	cfg.API.Addr = *apiAddr
+	cfg.API.Addr = o.apiAddr
 	cfg.EnsureDefaults()
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintln(stderr, "segd demo:", err)
 		return 1
 	}
-	printer := newChangePrinter(stdout, *printRate)
+	printer := newChangePrinter(stdout, o.printRate)
 	eng, err := engine.New(cfg, engine.Options{Logger: log, OnPublished: printer.published})
 	if err != nil {
 		fmt.Fprintln(stderr, "segd demo:", err)
 		return 1
 	}
 	defer eng.Close()
-
 	start := time.Now()
 	g, err := gen.New(gen.Config{
-		Customers:     *customers,
-		Start:         start.Add(-*history).UnixMilli(),
-		EventsPerHour: float64(*historyEvents) / history.Hours(),
+		Customers:     o.customers,
+		Start:         start.Add(-o.history).UnixMilli(),
+		EventsPerHour: float64(o.historyEvents) / o.history.Hours(),
 		Pacing:        gen.RealisticPacing(),
 	})
 	if err != nil {
@@ -145,38 +99,16 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		err := snd.pace(runCtx, g, *rate, 0, start.UnixMilli())
-		if err == nil && runCtx.Err() == nil {
-			fmt.Fprintf(stdout, "-- history done (%d events); live traffic now, event time = wall clock\n", snd.sent.Load())
-			err = snd.paceLive(runCtx, g, *liveRate, 0)
-		}
-		if err != nil && runCtx.Err() == nil {
+		if err := o.sendTraffic(runCtx, stdout, snd, g, start); err != nil && runCtx.Err() == nil {
 			errc <- fmt.Errorf("generator: %w", err)
 		}
 	}()
-	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(3 * time.Second)
-		defer t.Stop()
-		var last engine.Progress
-		lastAt := time.Now()
-		for {
-			select {
-			case <-runCtx.Done():
-				return
-			case now := <-t.C:
-				sent := snd.sent.Load()
-				p := eng.Progress()
-				secs := now.Sub(lastAt).Seconds()
-				fmt.Fprintf(stdout, "-- status: sent %d, applied %.0f (%.0f ev/s), lag %.0f, ENTER %.0f EXIT %.0f, published %.0f, outbox %.0f, dead letters %.0f, printed %d\n",
-					sent, p.Events, (p.Events-last.Events)/secs, float64(sent)-p.Events-p.DeadLetters, p.Enters, p.Exits, p.Published, p.OutboxDepth, p.DeadLetters, printer.printed.Load())
-				last, lastAt = p, now
-			}
-		}
+		printDemoStatus(runCtx, stdout, snd, eng, printer)
 	}()
 	srv, stopAPI, err := startAPI(eng, cfg, log)
 	if err != nil {
@@ -210,6 +142,119 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	p := eng.Progress()
 	fmt.Fprintf(stdout, "segd demo: stopped after %s: %.0f events applied, %.0f ENTER, %.0f EXIT\n", time.Since(start).Round(time.Second), p.Events, p.Enters, p.Exits)
 	return 0
+}
+
+// demoOptions are segd demo's flags.
+type demoOptions struct {
+	rulesFile                                string
+	port, partitions, customers              int
+	history                                  time.Duration
+	historyEvents, rate, liveRate, printRate int
+	duration                                 time.Duration
+	stateDir, logFormat, logLevel, apiAddr   string
+}
+
+// parseDemoFlags parses and checks the flags; nil with the exit code when
+// they are wrong (or -h).
+func parseDemoFlags(args []string, stderr io.Writer) (*demoOptions, int) {
+	o := &demoOptions{}
+	fs := flag.NewFlagSet("segd demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.rulesFile, "rules", "", "rules file (default: the demo's own, examples/rules.yaml built into the binary)")
+	fs.IntVar(&o.port, "port", 0, "embedded broker port on 127.0.0.1 (0: a free port)")
+	fs.IntVar(&o.partitions, "partitions", 4, "partitions per topic")
+	fs.IntVar(&o.customers, "customers", 5000, "distinct customers")
+	fs.DurationVar(&o.history, "history", 14*24*time.Hour, "simulated history replayed first, ending now")
+	fs.IntVar(&o.historyEvents, "history-events", 60000, "events in the simulated history")
+	fs.IntVar(&o.rate, "rate", 5000, "events per second while replaying history")
+	fs.IntVar(&o.liveRate, "live-rate", 50, "events per second once history is done (event time = wall clock)")
+	fs.DurationVar(&o.duration, "duration", 0, "stop after this long (0: until Ctrl-C)")
+	fs.IntVar(&o.printRate, "print", 20, "segment changes printed per second at most (the rest are counted)")
+	fs.StringVar(&o.stateDir, "state-dir", "", "state directory (default: a fresh temporary one)")
+	fs.StringVar(&o.logFormat, "log-format", "console", "json or console")
+	fs.StringVar(&o.logLevel, "log-level", "warn", "engine log level")
+	fs.StringVar(&o.apiAddr, "api", "127.0.0.1:8080", "HTTP API, metrics and the page (off: none)")
+	if err := fs.Parse(args); err != nil {
+		return nil, 2
+	}
+	if err := firstError(intBetween("--port", o.port, 0, 65535), intBetween("--partitions", o.partitions, 1, maxPartitions), intBetween("--customers", o.customers, 1, maxCustomers), positiveDuration("--history", o.history), positiveInt("--history-events", o.historyEvents),
+		intBetween("--rate", o.rate, 1, maxRate), intBetween("--live-rate", o.liveRate, 1, maxRate), nonNegativeDuration("--duration", o.duration), intBetween("--print", o.printRate, 0, maxRate)); err != nil {
+		fmt.Fprintln(stderr, "segd demo:", err)
+		return nil, 2
+	}
+	if o.rulesFile != "" {
+		if _, err := os.Stat(o.rulesFile); err != nil {
+			fmt.Fprintf(stderr, "segd demo: --rules: %v\n", err)
+			return nil, 1
+		}
+	}
+	return o, 0
+}
+
+// prepareDir returns the state directory (a fresh temporary one unless
+// --state-dir) and, without --rules, writes the built-in rules there: a
+// copy on disk lets a person edit them and reload (SIGHUP, or the file
+// watcher).
+func (o *demoOptions) prepareDir() (dir, rulesNote string, cleanup func(), err error) {
+	dir, cleanup = o.stateDir, func() {}
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "segd-demo-"); err != nil {
+			return "", "", nil, err
+		}
+		cleanup = func() { os.RemoveAll(dir) }
+	}
+	rulesNote = o.rulesFile
+	if o.rulesFile == "" {
+		o.rulesFile = filepath.Join(dir, "demo-rules.yaml")
+		if err := os.WriteFile(o.rulesFile, examples.Rules, 0o644); err != nil {
+			cleanup()
+			return "", "", nil, err
+		}
+		rulesNote = "the built-in examples/rules.yaml, copied to " + o.rulesFile
+	}
+	return dir, rulesNote, cleanup, nil
+}
+
+// printBanner tells a person what runs where and how to follow it.
+func (o *demoOptions) printBanner(w io.Writer, addr string, topics []string, rulesNote string) {
+	fmt.Fprintf(w, "segd demo: embedded Kafka broker on %s (topics %s, %d partitions)\n", addr, strings.Join(topics, ", "), o.partitions)
+	fmt.Fprintf(w, "  follow the changes from another terminal: segd changes --brokers %s\n", addr)
+	if o.apiAddr != "off" {
+		fmt.Fprintf(w, "  page http://%s/  API http://%s/v1/segments  metrics http://%s/metrics\n", o.apiAddr, o.apiAddr, o.apiAddr)
+	}
+	fmt.Fprintf(w, "  rules: %s (edit and send SIGHUP, or save: they reload live)\n", rulesNote)
+	fmt.Fprintf(w, "  replaying %s of history (%d events, %d customers), then live traffic; Ctrl-C stops\n\n", o.history, o.historyEvents, o.customers)
+}
+
+// sendTraffic replays the history at --rate, then sends live traffic at
+// --live-rate, event time = wall clock, until ctx ends.
+func (o *demoOptions) sendTraffic(ctx context.Context, w io.Writer, snd *sender, g *gen.Generator, start time.Time) error {
+	if err := snd.pace(ctx, g, o.rate, 0, start.UnixMilli()); err != nil || ctx.Err() != nil {
+		return err
+	}
+	fmt.Fprintf(w, "-- history done (%d events); live traffic now, event time = wall clock\n", snd.sent.Load())
+	return snd.paceLive(ctx, g, o.liveRate, 0)
+}
+
+// printDemoStatus prints a status line every 3 s until ctx ends.
+func printDemoStatus(ctx context.Context, w io.Writer, snd *sender, eng *engine.Engine, printer *changePrinter) {
+	t := time.NewTicker(3 * time.Second)
+	defer t.Stop()
+	var last engine.Progress
+	lastAt := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			sent := snd.sent.Load()
+			p := eng.Progress()
+			secs := now.Sub(lastAt).Seconds()
+			fmt.Fprintf(w, "-- status: sent %d, applied %.0f (%.0f ev/s), lag %.0f, ENTER %.0f EXIT %.0f, published %.0f, outbox %.0f, dead letters %.0f, printed %d\n",
+				sent, p.Events, (p.Events-last.Events)/secs, float64(sent)-p.Events-p.DeadLetters, p.Enters, p.Exits, p.Published, p.OutboxDepth, p.DeadLetters, printer.printed.Load())
+			last, lastAt = p, now
+		}
+	}
 }
 
 // changePrinter prints published segment changes, at most perSecond a

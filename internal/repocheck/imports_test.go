@@ -16,7 +16,7 @@ var allowedImports = map[string][]string{
 	"cmd/segd":             {"tool", "api", "engine", "segment", "connectors", "rules", "state", "schemas", "examples", "internal/gen", "internal/retail", "internal/segdtest"},
 	"api":                  {"engine", "segment", "rules", "schemas", "internal/gen", "internal/segdtest"},
 	"tool":                 {"segment", "rules", "state", "schemas", "internal/kpart", "internal/retail", "internal/eventtest", "internal/gen", "engine"},
-	"segment":              {"rules", "state", "schemas", "internal/eventtest"},
+	"segment":              {"rules", "state", "schemas", "internal/eventtest", "internal/gen"},
 	"internal/kpart":       {},
 	"internal/eventtest":   {"schemas"},
 	"bench/cmd/segd-bench": {"engine", "connectors", "rules", "state", "schemas", "internal/gen", "bench/membership"},
