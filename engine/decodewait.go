@@ -52,7 +52,7 @@ func (t *task) handleOrWait(ctx context.Context, m *connectors.Message) error {
 	if cerr := t.commit(); cerr != nil {
 		return cerr
 	}
-	w := &DecodeWait{Partition: t.id, Topic: m.Topic, Offset: m.Offset, Since: t.opt.now()}
+	w := &DecodeWait{Partition: t.partition, Topic: m.Topic, Offset: m.Offset, Since: t.opt.now()}
 	t.log.Warn().Err(err).Str("topic", m.Topic).Int64("offset", m.Offset).Msg("cannot decode: schema registry unavailable; waiting, then retrying this record")
 	defer t.decodeWaiting.Store(nil)
 	backoff := decodeBackoffMin

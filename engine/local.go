@@ -67,8 +67,8 @@ func (e *Engine) OpenLocal(partitions int) (*Local, error) {
 		e.procs = map[int32]*segment.Processor{}
 	}
 	for _, t := range l.tasks {
-		e.localParts = append(e.localParts, t.id)
-		e.procs[t.id] = t.proc
+		e.localParts = append(e.localParts, t.partition)
+		e.procs[t.partition] = t.proc
 	}
 	e.mu.Unlock()
 	return l, nil
@@ -138,7 +138,7 @@ func (l *Local) Drain(fn func(topic string, key, value []byte) error) error {
 			return fn(env.Topic, env.Key, env.Value)
 		})
 		if err != nil {
-			return fmt.Errorf("local: partition %d outbox: %w", t.id, err)
+			return fmt.Errorf("local: partition %d outbox: %w", t.partition, err)
 		}
 		if last > 0 {
 			if err := t.part.DeleteOutbox(last); err != nil {
@@ -158,7 +158,7 @@ func (l *Local) Close() error {
 	l.closed = true
 	l.e.mu.Lock()
 	for _, t := range l.tasks {
-		delete(l.e.procs, t.id)
+		delete(l.e.procs, t.partition)
 	}
 	l.e.localParts = nil
 	l.e.mu.Unlock()

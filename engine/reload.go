@@ -48,7 +48,7 @@ func (e *Engine) Reload(ctx context.Context) (*ReloadResult, error) {
 		parts = append(parts, rp)
 	}
 	e.mu.Unlock()
-	sort.Slice(parts, func(i, j int) bool { return parts[i].task.id < parts[j].task.id })
+	sort.Slice(parts, func(i, j int) bool { return parts[i].task.partition < parts[j].task.partition })
 	// Pause every task first: the store's decoder follows e.rs, so all
 	// partitions switch together.
 	var paused []*runningPartition
@@ -82,7 +82,7 @@ func (e *Engine) Reload(ctx context.Context) (*ReloadResult, error) {
 	for _, rp := range paused {
 		n, err := rp.task.proc.Reload(rs, 10000)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("partition %d: %w", rp.task.id, err))
+			errs = append(errs, fmt.Errorf("partition %d: %w", rp.task.partition, err))
 			continue
 		}
 		res.Changes += n

@@ -50,17 +50,17 @@ type taskOptions struct {
 // atomically. It is the only goroutine touching its processor and state
 // partition (the publisher only reads and deletes committed outbox entries).
 type task struct {
-	id   int32
-	opt  taskOptions
-	proc *segment.Processor
-	part *state.Partition // proc's
-	obs  *changeObserver  // proc's OnChange; nil in a backfill
-	src  source
-	bsrc bufferedSource // src, if it reports its buffer; else nil
-	pub  *publisher
-	cl   *changelogPublisher // nil without a changelog
-	log  zerolog.Logger
-	m    *partitionMetrics
+	partition int32
+	opt       taskOptions
+	proc      *segment.Processor
+	part      *state.Partition // proc's
+	obs       *changeObserver  // proc's OnChange; nil in a backfill
+	src       source
+	bsrc      bufferedSource // src, if it reports its buffer; else nil
+	pub       *publisher
+	cl        *changelogPublisher // nil without a changelog
+	log       zerolog.Logger
+	m         *partitionMetrics
 
 	next       map[string]int64 // next offsets not yet committed
 	committed  map[string]int64 // next offsets committed to the store
@@ -121,7 +121,7 @@ func (t *task) run(ctx context.Context) error {
 			if errors.Is(err, io.EOF) || ctx.Err() != nil {
 				return t.commit()
 			}
-			return fmt.Errorf("partition %d: poll: %w", t.id, err)
+			return fmt.Errorf("partition %d: poll: %w", t.partition, err)
 		}
 		if err := t.maybeAdvanceIdle(); err != nil {
 			return err
@@ -162,7 +162,7 @@ func (t *task) maybeAdvanceIdle() error {
 	st := t.proc.Stats()
 	before := st.Enters + st.Exits
 	if err := t.proc.Advance(target); err != nil {
-		return fmt.Errorf("partition %d: advance idle clock: %w", t.id, err)
+		return fmt.Errorf("partition %d: advance idle clock: %w", t.partition, err)
 	}
 	// A clock move with no change costs no commit; one with changes must
 	// commit so they get published.
@@ -198,7 +198,7 @@ func (t *task) setLag(topic string, lag int64) {
 			if t.lag == nil {
 				t.lag = map[string]prometheus.Gauge{}
 			}
-			g = t.m.all.lag.WithLabelValues(topic, strconv.Itoa(int(t.id)))
+			g = t.m.all.lag.WithLabelValues(topic, strconv.Itoa(int(t.partition)))
 			t.lag[topic] = g
 		}
 		g.Set(float64(lag))
@@ -235,7 +235,7 @@ func (t *task) handle(m *connectors.Message) error {
 	t.next[m.Topic] = m.Offset + 1
 	t.pending++
 	if err != nil {
-		return fmt.Errorf("partition %d: %s offset %d: %w", t.id, m.Topic, m.Offset, err)
+		return fmt.Errorf("partition %d: %s offset %d: %w", t.partition, m.Topic, m.Offset, err)
 	}
 	return nil
 }
@@ -258,7 +258,7 @@ func (t *task) commit() error {
 		t.part.SetOffset(topic, off)
 	}
 	if err := t.proc.Commit(); err != nil {
-		return fmt.Errorf("partition %d: %w", t.id, err)
+		return fmt.Errorf("partition %d: %w", t.partition, err)
 	}
 	for topic, off := range t.next {
 		t.committed[topic] = off
@@ -317,7 +317,7 @@ func (t *task) reportGroupOffsets() {
 		cp[k] = v
 	}
 	select {
-	case t.groupOut <- partitionOffsets{partition: int(t.id), next: cp}:
+	case t.groupOut <- partitionOffsets{partition: int(t.partition), next: cp}:
 		t.lastGroup = t.opt.now()
 	default:
 	}
@@ -326,12 +326,12 @@ func (t *task) reportGroupOffsets() {
 // groupCommitInterval paces consumer-group offset commits.
 const groupCommitInterval = time.Second
 
-// openTask builds a task for partition id over proc. The source starts
+// openTask builds a task for partition p over proc. The source starts
 // where the caller positioned it (startPartition: the stored offsets). src
 // is nil for Local; pub is nil for Local and backfills; obs is nil for
 // backfills.
-func openTask(id int32, proc *segment.Processor, src source, pub *publisher, obs *changeObserver, opt taskOptions, log zerolog.Logger, m *partitionMetrics) *task {
-	t := &task{id: id, opt: opt, proc: proc, part: proc.Partition(), src: src, pub: pub, obs: obs, log: log, m: m, next: map[string]int64{}, committed: map[string]int64{},
+func openTask(p int32, proc *segment.Processor, src source, pub *publisher, obs *changeObserver, opt taskOptions, log zerolog.Logger, m *partitionMetrics) *task {
+	t := &task{partition: p, opt: opt, proc: proc, part: proc.Partition(), src: src, pub: pub, obs: obs, log: log, m: m, next: map[string]int64{}, committed: map[string]int64{},
 		control: make(chan pauseReq, 1), done: make(chan struct{})}
 	t.bsrc, _ = src.(bufferedSource)
 	return t

@@ -40,9 +40,9 @@ func Preview(st *state.Store, rs *rules.RuleSet, current *rules.RuleSet, consent
 		return nil, err
 	}
 	var parts []int32
-	for _, pn := range all {
-		if include == nil || include(pn) {
-			parts = append(parts, pn)
+	for _, p := range all {
+		if include == nil || include(p) {
+			parts = append(parts, p)
 		}
 	}
 	out := map[string]*PreviewSegment{}
@@ -56,13 +56,13 @@ func Preview(st *state.Store, rs *rules.RuleSet, current *rules.RuleSet, consent
 		get(s.ID)
 	}
 	history := make([]bool, len(rs.Traits()))
-	for _, pn := range parts {
-		offs, err := st.CommittedOffsets(pn)
+	for _, p := range parts {
+		offs, err := st.CommittedOffsets(p)
 		if err != nil {
 			return nil, err
 		}
 		clock := offs[ClockOffsetKey]
-		err = st.RangeCommitted(pn, func(id string, data []byte) error {
+		err = st.RangeCommitted(p, func(id string, data []byte) error {
 			c, err := DecodeCustomer(rs, data)
 			if err != nil {
 				return fmt.Errorf("customer %s: %w", id, err)
