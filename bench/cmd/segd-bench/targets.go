@@ -478,7 +478,8 @@ func restartActive(o options, n int) (*RestartActive, error) {
 	}
 	defer l2.Close()
 	res.Seconds = time.Since(start).Seconds()
-	// Ready: the first customer's next event is applied and committed.
+	// Ready: the first customer's next event is handled and committed
+	// (Handle and Commit return no error).
 	start = time.Now()
 	if value, err = codecs[last.Type].AppendEncode(value[:0], &last); err != nil {
 		return nil, err
