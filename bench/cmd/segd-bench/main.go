@@ -110,12 +110,16 @@ type Results struct {
 	GoVersion   string    `json:"go_version"`
 	CPUs        int       `json:"cpus"`
 	MemoryBytes uint64    `json:"memory_bytes,omitempty"`
-	Customers   int       `json:"customers"`
-	Events      int       `json:"events"`
-	Active      int       `json:"active_customers"`
-	Traits      int       `json:"traits"`
-	Segments    int       `json:"segments"`
-	Partitions  int       `json:"partitions"`
+	// LoadStart and LoadEnd are the machine's 1-minute load average when
+	// the run started and ended (other processes share the cores).
+	LoadStart  float64 `json:"load_avg_start"`
+	LoadEnd    float64 `json:"load_avg_end"`
+	Customers  int     `json:"customers"`
+	Events     int     `json:"events"`
+	Active     int     `json:"active_customers"`
+	Traits     int     `json:"traits"`
+	Segments   int     `json:"segments"`
+	Partitions int     `json:"partitions"`
 
 	MapLimit   Throughput  `json:"go_map_limit"`
 	EngineOnly Throughput  `json:"segd_engine_only"`
@@ -190,7 +194,7 @@ func run(o options) error {
 		return err
 	}
 	res := &Results{Label: o.label, Date: time.Now().UTC(), GoVersion: runtime.Version(), CPUs: runtime.NumCPU(),
-		MemoryBytes: memTotal(), Customers: o.customers, Events: o.events, Traits: len(rs.Traits()), Segments: len(rs.Segments()), Partitions: o.partitions}
+		MemoryBytes: memTotal(), LoadStart: loadAvg(), Customers: o.customers, Events: o.events, Traits: len(rs.Traits()), Segments: len(rs.Segments()), Partitions: o.partitions}
 	logf("workload: %d events over %d days, %d customers, rules %s (%d traits, %d segments)", o.events, o.days, o.customers, o.rules, res.Traits, res.Segments)
 	recs, end, active, err := workload(o)
 	if err != nil {
@@ -253,8 +257,8 @@ func run(o options) error {
 			if res.Replay, err = replayWorkers(o, lines[:nReplay], end, max(1, o.replayRounds)); err != nil {
 				return err
 			}
-			logf("file replay (%d events): 1 worker %.0f events/s, 2 workers %.0f events/s (%.2fx), same output: %v",
-				res.Replay.Events, res.Replay.EventsPerSec1, res.Replay.EventsPerSec2, res.Replay.Speedup, res.Replay.SameOutput)
+			logf("file replay (%d events): 1 worker %.0f events/s (%.1f cores used), 2 workers %.0f events/s (%.1f cores used): %.2fx, same output: %v; load average %.1f",
+				res.Replay.Events, res.Replay.EventsPerSec1, res.Replay.Cores1, res.Replay.EventsPerSec2, res.Replay.Cores2, res.Replay.Speedup, res.Replay.SameOutput, loadAvg())
 		}
 	}
 
@@ -313,6 +317,7 @@ func run(o options) error {
 		logf("restart: built in %.1fs (%.0f MiB), opened again in %.2fs, first event %.1f ms", res.Restart.BuildSeconds,
 			float64(res.Restart.StateBytes)/(1<<20), res.Restart.Seconds, 1000*res.Restart.FirstEventSeconds)
 	}
+	res.LoadEnd = loadAvg()
 	res.Targets = evalTargets(o, res)
 	table := targetsMarkdown(res.Targets) + "\n" + markdown(res) + sweepMarkdown(res.Scaling)
 	fmt.Print(table)
@@ -808,8 +813,8 @@ func waitOwned(eng *engine.Engine, n int, done chan error) error {
 // markdown renders the results as the table bench/README.md holds.
 func markdown(r *Results) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Run %q on %s: %d CPUs, %.1f GiB, %s; %d events, %d customers (%d active), %d traits, %d segments, %d partitions.\n\n",
-		r.Label, r.Date.Format("2006-01-02"), r.CPUs, float64(r.MemoryBytes)/(1<<30), r.GoVersion, r.Events, r.Customers, r.Active, r.Traits, r.Segments, r.Partitions)
+	fmt.Fprintf(&b, "Run %q on %s: %d CPUs (load average %.1f at the start, %.1f at the end), %.1f GiB, %s; %d events, %d customers (%d active), %d traits, %d segments, %d partitions.\n\n",
+		r.Label, r.Date.Format("2006-01-02"), r.CPUs, r.LoadStart, r.LoadEnd, float64(r.MemoryBytes)/(1<<30), r.GoVersion, r.Events, r.Customers, r.Active, r.Traits, r.Segments, r.Partitions)
 	b.WriteString("| system | events/s | seconds | changes | vs |\n|---|---:|---:|---:|---|\n")
 	row := func(name string, t *Throughput, vs string) {
 		if t == nil {
@@ -845,8 +850,8 @@ func markdown(r *Results) string {
 			d.Records, d.Rounds, d.JSONNs, d.StdJSONNs, d.JSONRatio, d.AvroNs, d.GoavroNs, d.AvroRatio, d.AvroCompiled)
 	}
 	if rw := r.Replay; rw != nil {
-		fmt.Fprintf(&b, "\nFile replay (tool.Replay, %d events as JSON lines, %d partitions, %d round(s) of each): 1 worker %.0f events/s, 2 workers %.0f events/s (%.2fx); %d changes, output sha256 %s (1 worker) and %s (2 workers): %s.\n",
-			rw.Events, rw.Partitions, rw.Rounds, rw.EventsPerSec1, rw.EventsPerSec2, rw.Speedup, rw.Changes, rw.SHA256w1[:16], rw.SHA256w2[:16], map[bool]string{true: "same bytes", false: "DIFFERENT"}[rw.SameOutput])
+		fmt.Fprintf(&b, "\nFile replay (tool.Replay, %d events as JSON lines, %d partitions, %d round(s) of each): 1 worker %.0f events/s (%.1f cores used), 2 workers %.0f events/s (%.1f cores used) (%.2fx); %d changes, output sha256 %s (1 worker) and %s (2 workers): %s.\n",
+			rw.Events, rw.Partitions, rw.Rounds, rw.EventsPerSec1, rw.Cores1, rw.EventsPerSec2, rw.Cores2, rw.Speedup, rw.Changes, rw.SHA256w1[:16], rw.SHA256w2[:16], map[bool]string{true: "same bytes", false: "DIFFERENT"}[rw.SameOutput])
 	}
 	if rs := r.Restart; rs != nil {
 		fmt.Fprintf(&b, "\nRestart: a store with %d active customers (one event each, built in %.1f s, %.0f MiB on disk) opened again (engine.New + OpenLocal) in %.2f s; its first event (an existing customer's, read from the store) then applied and committed in %.1f ms.\n",

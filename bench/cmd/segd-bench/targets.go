@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/linkedin/goavro/v2"
@@ -180,11 +181,16 @@ type ReplayWorkers struct {
 	EventsPerSec1 float64 `json:"workers_1_events_per_sec"`
 	EventsPerSec2 float64 `json:"workers_2_events_per_sec"`
 	Speedup       float64 `json:"speedup"`
-	Changes       int64   `json:"changes"`
-	OutputBytes   int64   `json:"output_bytes"`
-	SHA256w1      string  `json:"workers_1_output_sha256"`
-	SHA256w2      string  `json:"workers_2_output_sha256"`
-	SameOutput    bool    `json:"same_output"`
+	// Cores1 and Cores2 are the process's CPU time over the wall time of
+	// the runs: what the replay got of the machine (another process
+	// holding a core shows as Cores2 well under 2).
+	Cores1      float64 `json:"workers_1_cores_used"`
+	Cores2      float64 `json:"workers_2_cores_used"`
+	Changes     int64   `json:"changes"`
+	OutputBytes int64   `json:"output_bytes"`
+	SHA256w1    string  `json:"workers_1_output_sha256"`
+	SHA256w2    string  `json:"workers_2_output_sha256"`
+	SameOutput  bool    `json:"same_output"`
 }
 
 // replayWorkers writes lines to a JSON-lines file and replays it with the
@@ -211,16 +217,16 @@ func replayWorkers(o options, lines [][]byte, end int64, rounds int) (*ReplayWor
 	now := func() time.Time { return time.UnixMilli(end).Add(24 * time.Hour) }
 	res := &ReplayWorkers{Partitions: tool.DefaultReplayPartitions, Rounds: rounds}
 	hashes := map[int]string{}
-	var secs [3]float64
+	var secs, cpu [3]float64
 	run := func(workers int) error {
 		h := sha256.New()
 		cw := &countingWriter{w: h}
 		stateDir := filepath.Join(dir, fmt.Sprintf("state-%d", workers))
 		runtime.GC()
-		start := time.Now()
+		start, cpu0 := time.Now(), cpuSeconds()
 		sum, err := tool.Replay(context.Background(), tool.ReplayOptions{RulesFile: o.rules, StateDir: stateDir,
 			Inputs: []string{input}, Partitions: res.Partitions, Workers: workers, Output: cw, Now: now, Log: zerolog.Nop()})
-		el := time.Since(start)
+		el, used := time.Since(start), cpuSeconds()-cpu0
 		os.RemoveAll(stateDir)
 		if err != nil {
 			return fmt.Errorf("replay with %d workers: %w", workers, err)
@@ -229,6 +235,7 @@ func replayWorkers(o options, lines [][]byte, end int64, rounds int) (*ReplayWor
 			return fmt.Errorf("replay with %d workers: %d of %d events applied, %d invalid, %d duplicates", workers, sum.Events, len(lines), sum.Invalid, sum.Duplicates)
 		}
 		secs[workers] += el.Seconds()
+		cpu[workers] += used
 		sha := hex.EncodeToString(h.Sum(nil))
 		if prev, ok := hashes[workers]; ok && prev != sha {
 			return fmt.Errorf("replay with %d workers: output differs between two runs", workers)
@@ -252,9 +259,30 @@ func replayWorkers(o options, lines [][]byte, end int64, rounds int) (*ReplayWor
 	res.EventsPerSec1 = float64(res.Events) * float64(rounds) / secs[1]
 	res.EventsPerSec2 = float64(res.Events) * float64(rounds) / secs[2]
 	res.Speedup = secs[1] / secs[2]
+	res.Cores1, res.Cores2 = cpu[1]/secs[1], cpu[2]/secs[2]
 	res.SHA256w1, res.SHA256w2 = hashes[1], hashes[2]
 	res.SameOutput = hashes[1] == hashes[2]
 	return res, nil
+}
+
+// cpuSeconds is the user and system CPU time of this process so far.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// loadAvg is the machine's 1-minute load average (0 if unknown).
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	var l float64
+	fmt.Sscanf(string(b), "%g", &l)
+	return l
 }
 
 type countingWriter struct {
@@ -590,7 +618,7 @@ func evalTargets(o options, r *Results) []Target {
 	}
 	if o.wants(3) {
 		if rw := r.Replay; rw != nil {
-			note := fmt.Sprintf("%d events, %d partitions; output sha256 %s… with 1 worker, %s… with 2", rw.Events, rw.Partitions, rw.SHA256w1[:12], rw.SHA256w2[:12])
+			note := fmt.Sprintf("%d events, %d partitions, %.1f cores used with 2 workers; output sha256 %s… with 1 worker, %s… with 2", rw.Events, rw.Partitions, rw.Cores2, rw.SHA256w1[:12], rw.SHA256w2[:12])
 			if !rw.SameOutput {
 				note = "OUTPUTS DIFFER; " + note
 			}
