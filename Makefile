@@ -48,24 +48,33 @@ demo: build
 	./$(BIN) demo
 
 # bench runs the standard benchmark (bench/README.md): segd against the Go-map
-# limit and the goka baseline in one run, then latency; under 10 minutes here.
+# limit and the goka baseline in one run, decoders against encoding/json and
+# goavro, file replay with 1 and 2 workers, latency against the transport
+# alone (changelog off and on), a segments sweep with a 1000-segment row;
+# ends with one line per performance target. About 5 minutes here.
 bench:
 	$(GO) run ./bench/cmd/segd-bench --label standard --customers 1000000 --events 2000000 \
 	  --latency-for 20s --cpuprofile bench/results/engine-cpu.pprof \
+	  --decode-events 300000 --replay-events 300000 --replay-rounds 2 \
 	  --sweep 100000:300000:10,100000:300000:100,100000:300000:1000 \
 	  --out bench/results/latest.json --markdown bench/results/latest.md
 
 # bench-scaling sweeps the customer count (100k, 1M, 10M) with the standard
-# rules: throughput, memory, state size and restart time (about 10 minutes).
+# rules: throughput, memory, state size and restart time; then builds a store
+# with 2.1M active customers and times its restart (target 6; about 7 minutes).
 bench-scaling:
 	$(GO) run ./bench/cmd/segd-bench --label scaling --customers 1000 --events 1000 --skip-goka --latency-for 0 \
+	  --targets 6 --restart-active 2100000 \
 	  --sweep 100000:300000:20,1000000:2000000:20,10000000:6000000:20 \
 	  --out bench/results/scaling.json --markdown bench/results/scaling.md
 
-# bench-quick is a one-minute subset of bench, written beside it.
+# bench-quick is a smaller bench (100k customers), written beside it: every
+# target but 6, about two minutes.
 bench-quick:
 	$(GO) run ./bench/cmd/segd-bench --label quick --customers 100000 --events 300000 \
-	  --latency-for 10s --out bench/results/quick.json --markdown bench/results/quick.md
+	  --latency-for 10s --decode-events 100000 --replay-events 100000 --replay-rounds 2 \
+	  --sweep 100000:300000:1000 \
+	  --out bench/results/quick.json --markdown bench/results/quick.md
 
 # bench-go runs every package's Go benchmarks.
 bench-go:

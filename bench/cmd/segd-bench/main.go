@@ -8,7 +8,14 @@
 //   - segd end to end through the embedded Kafka broker;
 //   - the goka baseline (bench/goka, its own module) on the same broker and
 //     input;
-//   - event-to-change latency at a fixed offered rate.
+//   - event-to-change latency at a fixed offered rate, with the changelog
+//     off and on, against the transport alone (producer -> broker ->
+//     partition consumer) in the same setup;
+//   - segd's decoders against encoding/json and goavro, and a file replay
+//     (tool.Replay) with 1 and 2 workers;
+//   - optionally, the restart of a store with many active customers.
+//
+// It ends with one line per performance target (bench/README.md).
 //
 // The Go-map limit, segd and goka must agree on the final memberships
 // (compared as a digest of the sorted customer/segment pairs at the
@@ -27,7 +34,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -58,6 +64,13 @@ type options struct {
 	cpuProfile string
 	label      string
 	sweep      string
+	// targets lists the target numbers to measure and report ("" all).
+	targets       string
+	decodeEvents  int
+	decodeRounds  int
+	replayEvents  int
+	replayRounds  int
+	restartActive int
 }
 
 func main() {
@@ -77,6 +90,12 @@ func main() {
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the engine-only run here")
 	flag.StringVar(&o.label, "label", "standard", "name of this run in the results")
 	flag.StringVar(&o.sweep, "sweep", "", "after the main run, measure the limit and segd engine only at these customers:events:segments points, comma-separated")
+	flag.StringVar(&o.targets, "targets", "1,2,3,4,5,6", "the performance targets to report, comma-separated numbers (decode and replay run only for 1 and 3)")
+	flag.IntVar(&o.decodeEvents, "decode-events", 300_000, "target 1: decode this many of the workload's records (0: all)")
+	flag.IntVar(&o.decodeRounds, "decode-rounds", 3, "target 1: passes over them")
+	flag.IntVar(&o.replayEvents, "replay-events", 300_000, "target 3: replay this many of the workload's events from a JSON-lines file (0: all)")
+	flag.IntVar(&o.replayRounds, "replay-rounds", 2, "target 3: rounds of one replay with 1 worker and one with 2")
+	flag.IntVar(&o.restartActive, "restart-active", 0, "target 6: build a store with this many active customers and time its restart (0: skip)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "segd-bench:", err)
@@ -91,18 +110,33 @@ type Results struct {
 	GoVersion   string    `json:"go_version"`
 	CPUs        int       `json:"cpus"`
 	MemoryBytes uint64    `json:"memory_bytes,omitempty"`
-	Customers   int       `json:"customers"`
-	Events      int       `json:"events"`
-	Active      int       `json:"active_customers"`
-	Traits      int       `json:"traits"`
-	Segments    int       `json:"segments"`
-	Partitions  int       `json:"partitions"`
+	// LoadStart and LoadEnd are the machine's 1-minute load average when
+	// the run started and ended (other processes share the cores).
+	LoadStart  float64 `json:"load_avg_start"`
+	LoadEnd    float64 `json:"load_avg_end"`
+	Customers  int     `json:"customers"`
+	Events     int     `json:"events"`
+	Active     int     `json:"active_customers"`
+	Traits     int     `json:"traits"`
+	Segments   int     `json:"segments"`
+	Partitions int     `json:"partitions"`
 
 	MapLimit   Throughput  `json:"go_map_limit"`
 	EngineOnly Throughput  `json:"segd_engine_only"`
 	EndToEnd   *Throughput `json:"segd_end_to_end,omitempty"`
 	Goka       *Throughput `json:"goka_baseline,omitempty"`
-	Latency    *Latency    `json:"latency,omitempty"`
+	// Latency is the segd latency run with state.changelog on (the
+	// default), LatencyOff with it off, Transport the transport alone.
+	Latency    *Latency `json:"latency,omitempty"`
+	LatencyOff *Latency `json:"latency_changelog_off,omitempty"`
+	Transport  *Latency `json:"transport_latency,omitempty"`
+	// LatencyOffVsTransport and LatencyOnVsTransport are p99 ratios.
+	LatencyOffVsTransport float64        `json:"latency_off_vs_transport_p99,omitempty"`
+	LatencyOnVsTransport  float64        `json:"latency_on_vs_transport_p99,omitempty"`
+	Decode                *DecodeRatios  `json:"decode,omitempty"`
+	Replay                *ReplayWorkers `json:"replay_workers,omitempty"`
+	Restart               *RestartActive `json:"restart_active,omitempty"`
+	Targets               []Target       `json:"targets,omitempty"`
 
 	EngineVsLimit float64 `json:"engine_only_vs_go_map_limit"`
 	EndToEndVsGo  float64 `json:"end_to_end_vs_goka,omitempty"`
@@ -130,7 +164,8 @@ type Throughput struct {
 // Latency is event-to-change latency at an offered rate.
 type Latency struct {
 	Rate           int     `json:"offered_events_per_sec"`
-	CommitInterval string  `json:"commit_interval"`
+	CommitInterval string  `json:"commit_interval,omitempty"`
+	Changelog      string  `json:"changelog,omitempty"`
 	Seconds        float64 `json:"seconds"`
 	Samples        int     `json:"samples"`
 	P50ms          float64 `json:"p50_ms"`
@@ -159,7 +194,7 @@ func run(o options) error {
 		return err
 	}
 	res := &Results{Label: o.label, Date: time.Now().UTC(), GoVersion: runtime.Version(), CPUs: runtime.NumCPU(),
-		MemoryBytes: memTotal(), Customers: o.customers, Events: o.events, Traits: len(rs.Traits()), Segments: len(rs.Segments()), Partitions: o.partitions}
+		MemoryBytes: memTotal(), LoadStart: loadAvg(), Customers: o.customers, Events: o.events, Traits: len(rs.Traits()), Segments: len(rs.Segments()), Partitions: o.partitions}
 	logf("workload: %d events over %d days, %d customers, rules %s (%d traits, %d segments)", o.events, o.days, o.customers, o.rules, res.Traits, res.Segments)
 	recs, end, active, err := workload(o)
 	if err != nil {
@@ -199,6 +234,34 @@ func run(o options) error {
 	res.Agree = "go-map limit = segd"
 	res.EngineVsLimit = res.EngineOnly.EventsPerSec / res.MapLimit.EventsPerSec
 
+	if o.wants(1) || o.wants(3) {
+		upTo := func(n int) int {
+			if n <= 0 || n > len(recs) {
+				return len(recs)
+			}
+			return n
+		}
+		nDecode, nReplay := upTo(o.decodeEvents), upTo(o.replayEvents)
+		lines, err := jsonLines(recs, max(nDecode, nReplay))
+		if err != nil {
+			return err
+		}
+		if o.wants(1) {
+			if res.Decode, err = decodeRatios(recs, lines[:nDecode], max(1, o.decodeRounds)); err != nil {
+				return err
+			}
+			logf("decode (%d records): JSON %.0f ns vs encoding/json %.0f ns (%.2fx); Avro %.0f ns vs goavro %.0f ns (%.2fx)",
+				res.Decode.Records, res.Decode.JSONNs, res.Decode.StdJSONNs, res.Decode.JSONRatio, res.Decode.AvroNs, res.Decode.GoavroNs, res.Decode.AvroRatio)
+		}
+		if o.wants(3) {
+			if res.Replay, err = replayWorkers(o, lines[:nReplay], end, max(1, o.replayRounds)); err != nil {
+				return err
+			}
+			logf("file replay (%d events): 1 worker %.0f events/s (%.1f cores used), 2 workers %.0f events/s (%.1f cores used): %.2fx, same output: %v; load average %.1f",
+				res.Replay.Events, res.Replay.EventsPerSec1, res.Replay.Cores1, res.Replay.EventsPerSec2, res.Replay.Cores2, res.Replay.Speedup, res.Replay.SameOutput, loadAvg())
+		}
+	}
+
 	broker, err := connectors.StartEmbeddedBroker(0, int32(o.partitions))
 	if err != nil {
 		return err
@@ -219,10 +282,23 @@ func run(o options) error {
 		logf("goka baseline: %.0f events/s; segd end to end is %.1fx", res.Goka.EventsPerSec, res.EndToEndVsGo)
 	}
 	if o.latencyFor > 0 {
-		if err := latency(o, recs, res); err != nil {
+		show := func(name string, l *Latency) {
+			logf("%s at %d events/s: p50 %.2f ms, p99 %.2f ms, p999 %.2f ms (%d samples)", name, l.Rate, l.P50ms, l.P99ms, l.P999ms, l.Samples)
+		}
+		if res.Transport, err = transportLatency(o, recs); err != nil {
 			return err
 		}
-		logf("latency at %d events/s: p50 %.2f ms, p99 %.2f ms, p999 %.2f ms (%d samples)", o.rate, res.Latency.P50ms, res.Latency.P99ms, res.Latency.P999ms, res.Latency.Samples)
+		show("transport only", res.Transport)
+		if res.LatencyOff, err = latency(o, recs, "off"); err != nil {
+			return err
+		}
+		show("latency, changelog off", res.LatencyOff)
+		if res.Latency, err = latency(o, recs, "on"); err != nil {
+			return err
+		}
+		show("latency, changelog on", res.Latency)
+		res.LatencyOffVsTransport = res.LatencyOff.P99ms / res.Transport.P99ms
+		res.LatencyOnVsTransport = res.Latency.P99ms / res.Transport.P99ms
 	}
 	if o.sweep != "" {
 		pts, err := parseSweep(o.sweep)
@@ -233,8 +309,22 @@ func run(o options) error {
 			return err
 		}
 	}
-	table := markdown(res) + sweepMarkdown(res.Scaling)
+	if o.restartActive > 0 && o.wants(6) {
+		logf("restart: building a store with %d active customers", o.restartActive)
+		if res.Restart, err = restartActive(o, o.restartActive); err != nil {
+			return err
+		}
+		logf("restart: built in %.1fs (%.0f MiB), opened again in %.2fs, first event %.1f ms", res.Restart.BuildSeconds,
+			float64(res.Restart.StateBytes)/(1<<20), res.Restart.Seconds, 1000*res.Restart.FirstEventSeconds)
+	}
+	res.LoadEnd = loadAvg()
+	res.Targets = evalTargets(o, res)
+	table := targetsMarkdown(res.Targets) + "\n" + markdown(res) + sweepMarkdown(res.Scaling)
 	fmt.Print(table)
+	fmt.Println()
+	for _, t := range res.Targets {
+		fmt.Println(t.Line())
+	}
 	if o.out != "" {
 		b, _ := json.MarshalIndent(res, "", "  ")
 		if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
@@ -615,27 +705,29 @@ func gokaBaseline(bin string, o options, brokers []string, n int, end int64, res
 	return nil
 }
 
-// latency offers o.rate events/s to a running engine on a fresh broker and
-// measures, for every change an event caused, the time from just before
-// the event's produce call to Kafka's acknowledgement of the change.
-func latency(o options, recs []record, res *Results) error {
+// latency offers o.rate events/s to a running engine (state.changelog
+// changelog) on a fresh broker and measures, for every change an event
+// caused, the time from just before the event's produce call to Kafka's
+// acknowledgement of the change.
+func latency(o options, recs []record, changelog string) (*Latency, error) {
 	broker, err := connectors.StartEmbeddedBroker(0, int32(o.partitions))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer broker.Close()
 	brokers := broker.Addrs()
 	if err := createTopics(brokers, o.partitions); err != nil {
-		return err
+		return nil, err
 	}
 	cfg, cleanup, err := engineConfig(o, "latency", brokers)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer cleanup()
 	// Changes are published after the commit that holds them: the commit
 	// interval is the latency knob.
 	cfg.Commit.Interval = o.latCommit
+	cfg.State.Changelog = changelog
 	var mu sync.Mutex
 	sent := map[string]time.Time{}
 	var samples []time.Duration
@@ -652,49 +744,28 @@ func latency(o options, recs []record, res *Results) error {
 		}
 	}})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer eng.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- eng.Run(ctx) }()
-	p, err := connectors.NewProducer(brokers, connectors.ProducerOptions{})
+	// Offer load once the engine runs every partition: the run measures
+	// steady state, not the engine's start (the transport run's consumers
+	// are running before it offers, too).
+	if err := waitOwned(eng, o.partitions, done); err != nil {
+		return nil, err
+	}
+	n, offered, err := offer(ctx, o, brokers, recs, &mu, func(r *record, t time.Time) { sent[r.id] = t })
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer p.Close()
-	// Offer the load in 1 ms slices.
-	perTick := max(1, o.rate/1000)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	start := time.Now()
-	i := 0
-	batch := make([]connectors.Message, 0, perTick)
-	for time.Since(start) < o.latencyFor && i < len(recs) {
-		<-tick.C
-		due := int(time.Since(start).Seconds() * float64(o.rate))
-		batch = batch[:0]
-		t0 := time.Now()
-		mu.Lock()
-		for ; i < due && i < len(recs) && len(batch) < cap(batch)*4; i++ {
-			r := &recs[i]
-			sent[r.id] = t0
-			batch = append(batch, connectors.Message{Topic: topicOf[r.typ], Key: r.key, Value: r.value, Time: time.UnixMilli(r.time)})
-		}
-		mu.Unlock()
-		if len(batch) > 0 {
-			if err := p.Write(ctx, batch...); err != nil {
-				return err
-			}
-		}
-	}
-	offered := time.Since(start)
 	// Let the last changes arrive.
 	waitUntil := time.Now().Add(5 * time.Second)
 	for time.Now().Before(waitUntil) {
 		pr := eng.Progress()
-		if int(pr.Events+pr.DeadLetters) >= i && pr.OutboxDepth == 0 {
+		if int(pr.Events+pr.DeadLetters) >= n && pr.OutboxDepth == 0 {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -704,21 +775,46 @@ func latency(o options, recs []record, res *Results) error {
 	mu.Lock()
 	defer mu.Unlock()
 	if len(samples) == 0 {
-		return errors.New("latency: no change was caused by an offered event")
+		return nil, errors.New("latency: no change was caused by an offered event")
 	}
-	sort.Slice(samples, func(a, b int) bool { return samples[a] < samples[b] })
-	q := func(f float64) float64 {
-		return float64(samples[min(len(samples)-1, int(f*float64(len(samples))))]) / 1e6
+	l := &Latency{Rate: int(float64(n) / offered.Seconds()), CommitInterval: o.latCommit.String(), Changelog: changelog, Seconds: offered.Seconds()}
+	quantiles(l, samples)
+	return l, nil
+}
+
+// waitOwned waits until the engine runs n partitions.
+func waitOwned(eng *engine.Engine, n int, done chan error) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		owned := 0.0
+		if mfs, err := eng.Registry().Gather(); err == nil {
+			for _, mf := range mfs {
+				if mf.GetName() == "segd_owned_partitions" {
+					for _, m := range mf.Metric {
+						owned += m.GetGauge().GetValue()
+					}
+				}
+			}
+		}
+		if int(owned) >= n {
+			return nil
+		}
+		select {
+		case err := <-done:
+			return fmt.Errorf("engine stopped before running its partitions: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("engine runs %.0f of %d partitions after a minute", owned, n)
+		}
 	}
-	res.Latency = &Latency{Rate: int(float64(i) / offered.Seconds()), CommitInterval: o.latCommit.String(), Seconds: offered.Seconds(), Samples: len(samples), P50ms: q(0.5), P99ms: q(0.99), P999ms: q(0.999)}
-	return nil
 }
 
 // markdown renders the results as the table bench/README.md holds.
 func markdown(r *Results) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Run %q on %s: %d CPUs, %.1f GiB, %s; %d events, %d customers (%d active), %d traits, %d segments, %d partitions.\n\n",
-		r.Label, r.Date.Format("2006-01-02"), r.CPUs, float64(r.MemoryBytes)/(1<<30), r.GoVersion, r.Events, r.Customers, r.Active, r.Traits, r.Segments, r.Partitions)
+	fmt.Fprintf(&b, "Run %q on %s: %d CPUs (load average %.1f at the start, %.1f at the end), %.1f GiB, %s; %d events, %d customers (%d active), %d traits, %d segments, %d partitions.\n\n",
+		r.Label, r.Date.Format("2006-01-02"), r.CPUs, r.LoadStart, r.LoadEnd, float64(r.MemoryBytes)/(1<<30), r.GoVersion, r.Events, r.Customers, r.Active, r.Traits, r.Segments, r.Partitions)
 	b.WriteString("| system | events/s | seconds | changes | vs |\n|---|---:|---:|---:|---|\n")
 	row := func(name string, t *Throughput, vs string) {
 		if t == nil {
@@ -733,8 +829,33 @@ func markdown(r *Results) string {
 		row("goka baseline (same broker and input)", r.Goka, fmt.Sprintf("segd end to end is %.1fx", r.EndToEndVsGo))
 	}
 	if r.Latency != nil {
-		fmt.Fprintf(&b, "\nEvent-to-change latency at %d events/s offered for %.0f s, commit.interval %s (%d changes): p50 %.2f ms, p99 %.2f ms, p999 %.2f ms.\n",
-			r.Latency.Rate, r.Latency.Seconds, r.Latency.CommitInterval, r.Latency.Samples, r.Latency.P50ms, r.Latency.P99ms, r.Latency.P999ms)
+		fmt.Fprintf(&b, "\nLatency at %d events/s offered for %.0f s each, commit.interval %s (one fresh broker per row):\n\n", r.Latency.Rate, r.Latency.Seconds, r.Latency.CommitInterval)
+		b.WriteString("| run | samples | p50 ms | p99 ms | p999 ms | p99 vs transport |\n|---|---:|---:|---:|---:|---:|\n")
+		lrow := func(name string, l *Latency, vs string) {
+			if l != nil {
+				fmt.Fprintf(&b, "| %s | %d | %.2f | %.2f | %.2f | %s |\n", name, l.Samples, l.P50ms, l.P99ms, l.P999ms, vs)
+			}
+		}
+		lrow("transport only: produce -> broker -> partition consumer (per record)", r.Transport, "")
+		if r.Transport != nil {
+			lrow("segd, changelog off: produce -> change acknowledged (per change)", r.LatencyOff, fmt.Sprintf("%.2fx", r.LatencyOffVsTransport))
+			lrow("segd, changelog on: produce -> change acknowledged (per change)", r.Latency, fmt.Sprintf("%.2fx", r.LatencyOnVsTransport))
+		} else {
+			lrow("segd, changelog off", r.LatencyOff, "")
+			lrow("segd, changelog on", r.Latency, "")
+		}
+	}
+	if d := r.Decode; d != nil {
+		fmt.Fprintf(&b, "\nDecode, %d of the workload's records x %d rounds (ns per event): JSON %.0f vs encoding/json into a map %.0f (%.2fx); compiled Avro %.0f vs goavro into a map %.0f (%.2fx); every embedded schema compiled: %v.\n",
+			d.Records, d.Rounds, d.JSONNs, d.StdJSONNs, d.JSONRatio, d.AvroNs, d.GoavroNs, d.AvroRatio, d.AvroCompiled)
+	}
+	if rw := r.Replay; rw != nil {
+		fmt.Fprintf(&b, "\nFile replay (tool.Replay, %d events as JSON lines, %d partitions, %d round(s) of each): 1 worker %.0f events/s (%.1f cores used), 2 workers %.0f events/s (%.1f cores used) (%.2fx); %d changes, output sha256 %s (1 worker) and %s (2 workers): %s.\n",
+			rw.Events, rw.Partitions, rw.Rounds, rw.EventsPerSec1, rw.Cores1, rw.EventsPerSec2, rw.Cores2, rw.Speedup, rw.Changes, rw.SHA256w1[:16], rw.SHA256w2[:16], map[bool]string{true: "same bytes", false: "DIFFERENT"}[rw.SameOutput])
+	}
+	if rs := r.Restart; rs != nil {
+		fmt.Fprintf(&b, "\nRestart: a store with %d active customers (one event each, built in %.1f s, %.0f MiB on disk) opened again (engine.New + OpenLocal) in %.2f s; its first event (an existing customer's, read from the store) then applied and committed in %.1f ms.\n",
+			rs.Active, rs.BuildSeconds, float64(rs.StateBytes)/(1<<20), rs.Seconds, 1000*rs.FirstEventSeconds)
 	}
 	fmt.Fprintf(&b, "\nFinal memberships: %d (customer, segment) pairs, digest %s…, agree: %s.\n", r.Members, r.Digest[:12], r.Agree)
 	fmt.Fprintf(&b, "\nEngine only: state on disk %.1f MiB (%.0f B per active customer); cache hit ratio %.3f (%.0f misses), %.0f MiB of decoded records cached; process heap after the run %.0f MiB (including the workload held in memory).\n",

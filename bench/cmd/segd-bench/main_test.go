@@ -22,6 +22,8 @@ func TestSmallRunAgrees(t *testing.T) {
 		rules: "../../standard.yaml", gokaDir: "../../goka",
 		latencyFor: 2 * time.Second, rate: 2000, latCommit: 5 * time.Millisecond,
 		label: "test", out: filepath.Join(dir, "r.json"), markdown: filepath.Join(dir, "r.md"),
+		targets: "1,2,3,4,5,6", decodeEvents: 5000, decodeRounds: 1, replayEvents: 5000, replayRounds: 1,
+		sweep: "500:2000:1000", restartActive: 3000,
 	}
 	if err := run(o); err != nil {
 		t.Fatal(err)
@@ -45,6 +47,30 @@ func TestSmallRunAgrees(t *testing.T) {
 	}
 	if r.Events != 20000 || r.Active == 0 || r.Active > 2000 {
 		t.Fatalf("workload: %d events, %d active customers", r.Events, r.Active)
+	}
+	if r.Transport == nil || r.Transport.Samples == 0 || r.LatencyOff == nil || r.LatencyOff.Samples == 0 || r.LatencyOnVsTransport == 0 {
+		t.Fatalf("latency runs: transport %+v, changelog off %+v", r.Transport, r.LatencyOff)
+	}
+	if r.Decode == nil || r.Decode.Records != 5000 || r.Decode.JSONRatio == 0 || r.Decode.AvroRatio == 0 || !r.Decode.AvroCompiled {
+		t.Fatalf("decode: %+v", r.Decode)
+	}
+	if r.Replay == nil || r.Replay.Events != 5000 || r.Replay.Changes == 0 || !r.Replay.SameOutput {
+		t.Fatalf("replay: %+v", r.Replay)
+	}
+	if r.Restart == nil || r.Restart.Active != 3000 || r.Restart.Seconds == 0 {
+		t.Fatalf("restart: %+v", r.Restart)
+	}
+	// Every target has a line; only 6a (a 10M-customer sweep row) is
+	// left to make bench-scaling.
+	ids := map[string]string{}
+	for _, tg := range r.Targets {
+		ids[tg.ID] = tg.Status
+	}
+	for _, id := range []string{"1a", "1b", "2a", "2b", "3", "4a", "4b", "5", "6a", "6b"} {
+		st, ok := ids[id]
+		if !ok || (st == "not measured") != (id == "6a") {
+			t.Errorf("target %s: status %q", id, st)
+		}
 	}
 	md, _ := os.ReadFile(o.markdown)
 	if len(md) == 0 {
