@@ -86,14 +86,14 @@ func (rs *RuleSet) Apply(s *State, e *schemas.Event, now int64) Touched {
 			switch t.fld.kind {
 			case kList:
 				for _, v := range t.fld.list(e) {
-					b.addVal(v)
+					ts.countVal(b, v, 1)
 				}
 			case kStr:
 				if v := t.fld.str(e); v != "" {
-					b.addVal(v)
+					ts.countVal(b, v, 1)
 				}
 			default:
-				b.addVal(strconv.FormatFloat(t.fld.num(e), 'g', -1, 64))
+				ts.countVal(b, strconv.FormatFloat(t.fld.num(e), 'g', -1, 64), 1)
 			}
 		case aggFirst, aggLast:
 			takeFirstLast(t, ts, e)
@@ -269,36 +269,45 @@ func computeStr(t *Trait, s *State, now int64) (string, bool) {
 	case aggFirst, aggLast:
 		return ts.str, ts.has
 	case aggMostFrequent:
-		return mostFrequent(ts.window(s, t, now), &s.scratch)
+		return ts.mostFrequent(s, t, now)
 	}
 	return "", false
 }
 
-// mostFrequent returns the value with the highest total count across
-// buckets; ties go to the smallest value, so the result is deterministic.
-// scratch is reused across calls so that this allocates nothing.
-func mostFrequent(bs []bucket, scratch *[]valCount) (string, bool) {
-	tot := (*scratch)[:0]
-	for i := range bs {
-	vals:
-		for _, v := range bs[i].vals {
-			for k := range tot {
-				if tot[k].v == v.v {
-					tot[k].n += v.n
-					continue vals
-				}
+// mostFrequent returns the value with the highest count in the window at
+// now; ties go to the smallest value, so the result is deterministic. It
+// reads the running totals, and only when some stored bucket lies outside
+// the window (a timer's evaluation before the next Apply prunes it, or a
+// read at an earlier clock) subtracts those buckets from a copy of them,
+// in s.scratch so that this allocates nothing.
+func (ts *traitState) mostFrequent(s *State, t *Trait, now int64) (string, bool) {
+	i, j := ts.windowBounds(s, t, now)
+	if i == 0 && j == len(ts.buckets) {
+		return bestCount(ts.freq)
+	}
+	tot := append(s.scratch[:0], ts.freq...)
+	for _, out := range [2][]bucket{ts.buckets[:i], ts.buckets[j:]} {
+		for k := range out {
+			for _, v := range out[k].vals {
+				tot = addCount(tot, v.v, -v.n)
 			}
-			tot = append(tot, v)
 		}
 	}
+	best, ok := bestCount(tot)
+	clear(tot)
+	s.scratch = tot[:0]
+	return best, ok
+}
+
+// bestCount returns the value with the highest count, the smallest value
+// among equal counts; a count of 0 never wins.
+func bestCount(tot []valCount) (string, bool) {
 	best, bestN := "", uint32(0)
 	for _, v := range tot {
 		if v.n > bestN || (v.n == bestN && v.v < best) {
 			best, bestN = v.v, v.n
 		}
 	}
-	clear(tot)
-	*scratch = tot[:0]
 	return best, bestN > 0
 }
 
