@@ -29,10 +29,9 @@ type RuleSet struct {
 	keyIndex map[uint32]int // trait key -> index, for decoding stored state
 	maxWin   int64
 	warnings Errors
-	// timeTraits and timeSinces are the union of what the time-dependent
-	// segments depend on, for NextChangeAll.
-	timeTraits []int
-	timeSinces []sinceDep
+	// timing is the union of what the time-dependent segments depend
+	// on, for NextChangeAll.
+	timing timeDeps
 	// progs holds each segment's condition in a flat form, indexed like
 	// segments, so that the common shapes run without a closure call.
 	progs []segProgram
@@ -86,14 +85,16 @@ type Segment struct {
 	readMask Touched // traits read, as in Apply's result
 	sinces   []sinceDep
 	wins     []int // windowed traits read
+	timing   timeDeps
 }
 
 // sinceDep is a comparison since(x) OP d, whose result flips at a time
 // computable from x.
 type sinceDep struct {
-	x  func(*env) (float64, bool)
-	op string
-	d  int64
+	x   func(*env) (float64, bool)
+	key string // canonical text of x, equal for equal x
+	op  string
+	d   int64
 }
 
 // Version returns the rules file's version field.
@@ -681,6 +682,7 @@ func (c *compiler) compileSegment(s *Segment, when *yaml.Node) bool {
 		}
 	}
 	s.TimeDependent = len(s.wins) > 0 || len(s.sinces) > 0
+	s.timing = newTimeDeps(s.wins, s.sinces)
 	if len(s.Reads) == 0 && len(s.ReadsProfile) == 0 {
 		c.warnAt(c.exprPos(when, 0), "segment %s reads no trait and no profile attribute: its result never changes", s.ID)
 	}
@@ -715,16 +717,19 @@ func (c *compiler) finish() {
 		sort.Ints(rs.segsFor[t])
 	}
 	seenTrait := map[int]bool{}
+	var wins []int
+	var sinces []sinceDep
 	for _, s := range rs.segments {
 		for _, ti := range s.wins {
 			if !seenTrait[ti] {
 				seenTrait[ti] = true
-				rs.timeTraits = append(rs.timeTraits, ti)
+				wins = append(wins, ti)
 			}
 		}
-		rs.timeSinces = append(rs.timeSinces, s.sinces...)
+		sinces = append(sinces, s.sinces...)
 	}
-	sort.Ints(rs.timeTraits)
+	sort.Ints(wins)
+	rs.timing = newTimeDeps(wins, sinces)
 	var canon strings.Builder
 	fmt.Fprintf(&canon, "version %d\n", rs.version)
 	traits := append([]*Trait(nil), rs.traits...)

@@ -368,24 +368,23 @@ func (p *segProgram) run(e *env) bool {
 // when a since(x) comparison flips. ok is false when nothing time-based can
 // change it. Evaluating at the returned instant gives the new result.
 func (rs *RuleSet) NextChange(seg int, s *State, now int64) (at int64, ok bool) {
-	sg := rs.segments[seg]
-	return rs.nextChange(sg.wins, sg.sinces, s, now)
+	return rs.nextChange(&rs.segments[seg].timing, s, now)
 }
 
 // nextChange is the earliest instant after now at which a windowed trait
-// of wins loses its oldest bucket or a since() comparison of sinces flips.
-func (rs *RuleSet) nextChange(wins []int, sinces []sinceDep, s *State, now int64) (int64, bool) {
+// of td loses its oldest bucket or a since() comparison of td flips.
+func (rs *RuleSet) nextChange(td *timeDeps, s *State, now int64) (int64, bool) {
 	best := int64(math.MaxInt64)
 	s.touch(now)
-	for _, ti := range wins {
+	for _, ti := range td.wins {
 		if leave := rs.leaveTime(ti, s, now); leave < best {
 			best = leave
 		}
 	}
-	if len(sinces) > 0 {
+	if len(td.sinces) > 0 {
 		s.env.s, s.env.now = s, now
-		for _, d := range sinces {
-			if c, ok := d.flip(&s.env, now); ok && c < best {
+		for i := range td.sinces {
+			if c, ok := td.sinces[i].next(&s.env, now); ok && c < best {
 				best = c
 			}
 		}
@@ -428,34 +427,10 @@ func (rs *RuleSet) leaveTime(ti int, s *State, now int64) int64 {
 
 // NextChangeAll returns the earliest time after now at which any
 // time-dependent segment's result could change: the minimum of NextChange
-// over all segments, computed from each trait and since() once. The engine
-// schedules one timer per customer from it.
+// over all segments, computed from each windowed trait and each distinct
+// since() time once. The engine schedules one timer per customer from it.
 func (rs *RuleSet) NextChangeAll(s *State, now int64) (at int64, ok bool) {
-	return rs.nextChange(rs.timeTraits, rs.timeSinces, s, now)
-}
-
-// flip returns the first instant after now at which since(x) OP d changes.
-func (d sinceDep) flip(e *env, now int64) (int64, bool) {
-	x, ok := d.x(e)
-	if !ok {
-		return 0, false
-	}
-	base := int64(x) + d.d
-	var cands [2]int64
-	switch d.op {
-	case ">", "<=":
-		cands = [2]int64{base + 1, base + 1}
-	case ">=", "<":
-		cands = [2]int64{base, base}
-	default: // == and != flip twice
-		cands = [2]int64{base, base + 1}
-	}
-	for _, c := range cands {
-		if c > now {
-			return c, true
-		}
-	}
-	return 0, false
+	return rs.nextChange(&rs.timing, s, now)
 }
 
 // TraitValue returns trait i's value at now: numbers and times (Unix ms)

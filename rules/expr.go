@@ -35,6 +35,7 @@ type cexpr struct {
 	cnum     float64 // constant value for kNum/kDur
 	cstr     string
 	since    func(*env) (float64, bool) // set when this node is since(x): x
+	sinceKey string                     // and the canonical text of x
 	trait    *Trait                     // set when this node is a bare numeric trait read
 	tcmp     *traitCmp                  // set when this node is trait OP constant
 	pair     *cmpPair                   // set when this node is tcmp and/or tcmp
@@ -252,7 +253,7 @@ func (c *compiler) compileExpr(y *yaml.Node, n node, sc scope) *cexpr {
 				return errf(n.off, "since is not available in a trait filter")
 			}
 			xf := x.numOf()
-			out := &cexpr{kind: kDur, since: xf, num: func(e *env) (float64, bool) {
+			out := &cexpr{kind: kDur, since: xf, sinceKey: n.args[0].String(), num: func(e *env) (float64, bool) {
 				v, ok := xf(e)
 				return float64(e.now) - v, ok
 			}}
@@ -455,7 +456,7 @@ func (c *compiler) compileCompare(y *yaml.Node, n *binExpr, x, yy *cexpr, errf e
 			return errf(n.off, "since(...) must be compared with a duration literal, e.g. since(last_order_at) > 60d")
 		}
 		xf, dv := s.since, d.cnum
-		c.reads.sinces = append(c.reads.sinces, sinceDep{x: xf, op: op, d: int64(dv)})
+		c.reads.sinces = append(c.reads.sinces, sinceDep{x: xf, key: s.sinceKey, op: op, d: int64(dv)})
 		return &cexpr{kind: kBool, b: numCompareConst(s.num, op, dv)}
 	}
 	out := &cexpr{kind: kBool}
