@@ -26,6 +26,9 @@ type RuleSet struct {
 	segIndex map[string]int
 	byType   [schemas.NumEventTypes][]*Trait // traits each event type updates
 	segsFor  [schemas.NumEventTypes][]int
+	// segMasks[t][k] is the readMask of segment segsFor[t][k]: a flat
+	// array that SegmentsTouched scans without loading each Segment.
+	segMasks [schemas.NumEventTypes][]Touched
 	keyIndex map[uint32]int // trait key -> index, for decoding stored state
 	maxWin   int64
 	warnings Errors
@@ -715,6 +718,9 @@ func (c *compiler) finish() {
 	}
 	for t := range rs.segsFor {
 		sort.Ints(rs.segsFor[t])
+		for _, i := range rs.segsFor[t] {
+			rs.segMasks[t] = append(rs.segMasks[t], rs.segments[i].readMask)
+		}
 	}
 	seenTrait := map[int]bool{}
 	var wins []int

@@ -119,9 +119,13 @@ func traitBit(i int) Touched {
 // since every time-based change up to the event's time was already applied
 // by timers. It does not allocate when dst has room.
 func (rs *RuleSet) SegmentsTouched(t schemas.EventType, touched Touched, dst []int) []int {
-	for _, i := range rs.SegmentsFor(t) {
-		if rs.segments[i].readMask&touched != 0 {
-			dst = append(dst, i)
+	if int(t) >= len(rs.segsFor) {
+		return dst
+	}
+	segs := rs.segsFor[t]
+	for k, m := range rs.segMasks[t] {
+		if m&touched != 0 {
+			dst = append(dst, segs[k])
 		}
 	}
 	return dst
