@@ -38,6 +38,12 @@ type RuleSet struct {
 	// progs holds each segment's condition in a flat form, indexed like
 	// segments, so that the common shapes run without a closure call.
 	progs []segProgram
+	// shared maps a segment to the index of its condition among those
+	// that two or more segments have (equal When), or to -1; nil when no
+	// condition is shared. EvalSegments evaluates a shared condition once
+	// per call (nShared of them).
+	shared  []int32
+	nShared int
 }
 
 // Trait is a compiled trait definition.
@@ -613,6 +619,37 @@ func (c *compiler) compileSegments(n *yaml.Node) {
 	}
 }
 
+// sharedConditions numbers the conditions (canonical When) that two or
+// more segments have, and returns for each segment its condition's number
+// or -1, and how many there are; nil, 0 when no condition is shared. Equal
+// canonical conditions give equal results for one state and clock.
+func sharedConditions(segs []*Segment) ([]int32, int) {
+	count := map[string]int{}
+	for _, s := range segs {
+		count[s.When]++
+	}
+	var shared []int32
+	num := map[string]int32{}
+	for i, s := range segs {
+		if count[s.When] < 2 {
+			continue
+		}
+		if shared == nil {
+			shared = make([]int32, len(segs))
+			for j := range shared {
+				shared[j] = -1
+			}
+		}
+		k, ok := num[s.When]
+		if !ok {
+			k = int32(len(num))
+			num[s.When] = k
+		}
+		shared[i] = k
+	}
+	return shared, len(num)
+}
+
 func isSegmentID(s string) bool {
 	if s == "" || !isLetter(s[0]) {
 		return false
@@ -716,6 +753,7 @@ func (c *compiler) finish() {
 			rs.segsFor[t] = append(rs.segsFor[t], s.Index)
 		}
 	}
+	rs.shared, rs.nShared = sharedConditions(rs.segments)
 	for t := range rs.segsFor {
 		sort.Ints(rs.segsFor[t])
 		for _, i := range rs.segsFor[t] {

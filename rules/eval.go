@@ -324,14 +324,41 @@ func (rs *RuleSet) Eval(seg int, s *State, now int64) bool {
 }
 
 // EvalSegments evaluates segs at now and appends the results to dst, in
-// order: Eval for many segments with the per-call setup done once.
+// order: Eval for many segments with the per-call setup done once, and a
+// condition that several segments share evaluated once.
 func (rs *RuleSet) EvalSegments(s *State, now int64, segs []int, dst []bool) []bool {
 	s.touch(now)
 	s.env.s, s.env.now = s, now
 	e := &s.env
 	progs := rs.progs
+	if rs.shared == nil {
+		for _, i := range segs {
+			dst = append(dst, progs[i].run(e))
+		}
+		return dst
+	}
+	words := (rs.nShared + 63) / 64
+	if len(s.evalBits) < 2*words {
+		s.evalBits = make([]uint64, 2*words)
+	}
+	done, res := s.evalBits[:words], s.evalBits[words:2*words]
+	clear(done)
 	for _, i := range segs {
-		dst = append(dst, progs[i].run(e))
+		k := rs.shared[i]
+		if k < 0 {
+			dst = append(dst, progs[i].run(e))
+			continue
+		}
+		w, bit := k>>6, uint64(1)<<(k&63)
+		if done[w]&bit == 0 {
+			done[w] |= bit
+			if progs[i].run(e) {
+				res[w] |= bit
+			} else {
+				res[w] &^= bit
+			}
+		}
+		dst = append(dst, res[w]&bit != 0)
 	}
 	return dst
 }

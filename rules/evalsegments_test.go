@@ -100,3 +100,77 @@ func TestSegmentsTouchedMatchesReadMasks(t *testing.T) {
 		}
 	}
 }
+
+// withRepeats returns src with copies of random segments (same condition,
+// new id) shuffled in among them, so that up to all of its conditions are
+// shared.
+func withRepeats(tb testing.TB, r *rand.Rand, src string) string {
+	segs := mustCompile(tb, src).Segments()
+	var whens []string
+	for _, s := range segs {
+		whens = append(whens, s.When)
+		for r.IntN(3) > 0 {
+			whens = append(whens, s.When)
+		}
+	}
+	r.Shuffle(len(whens), func(i, j int) { whens[i], whens[j] = whens[j], whens[i] })
+	head, _, _ := strings.Cut(src, "\nsegments:\n")
+	var b strings.Builder
+	b.WriteString(head + "\nsegments:\n")
+	for i, w := range whens {
+		fmt.Fprintf(&b, "  r%d: { when: %q }\n", i, w)
+	}
+	return b.String()
+}
+
+// TestEvalSegmentsSharedMatchesEval: EvalSegments, which evaluates a
+// condition shared by several segments once per call, gives what Eval
+// gives each segment, for random subsets of segments in any order (with
+// repeats), on rule sets with up to 80 shared conditions (more than one
+// word of bits), and with one state evaluated under two rule sets in turn.
+func TestEvalSegmentsSharedMatchesEval(t *testing.T) {
+	r := rand.New(rand.NewPCG(45, 46))
+	base := at("2024-03-01T00:00:00Z")
+	for iter := 0; iter < 150; iter++ {
+		rsA := mustCompile(t, withRepeats(t, r, randomSinceRules(r)))
+		rsB := mustCompile(t, withRepeats(t, r, randomSinceRules(r)))
+		if rsA.nShared == 0 {
+			t.Fatalf("iteration %d: no shared condition", iter)
+		}
+		s, clock := applyAll(rsA, randomHistory(r, base))
+		s.setAttr(schemas.Attribute{Name: "signup", Value: signups[r.IntN(len(signups))]})
+		for k := 0; k < 20; k++ {
+			rs := rsA
+			if k%2 == 1 {
+				rs = rsB // same traits, so the state fits both
+			}
+			segs := make([]int, r.IntN(2*len(rs.Segments())))
+			for j := range segs {
+				segs[j] = r.IntN(len(rs.Segments()))
+			}
+			now := clock - 86400_000 + r.Int64N(5*86400_000)
+			got := rs.EvalSegments(s, now, segs, nil)
+			for j, seg := range segs {
+				if want := rs.Eval(seg, s, now); got[j] != want {
+					t.Fatalf("iteration %d: segment %d (%s) = %v, Eval %v", iter, seg, rs.Segments()[seg].When, got[j], want)
+				}
+			}
+		}
+	}
+}
+
+// TestEvalSegmentsAllocatesNothing: after a state's first evaluation
+// under a rule set with shared conditions, EvalSegments does not allocate.
+func TestEvalSegmentsAllocatesNothing(t *testing.T) {
+	rs := mustCompile(t, withSegments(t, standardRules(t), 1000, false))
+	s, now := applyAll(rs, randomHistory(rand.New(rand.NewPCG(47, 48)), at("2024-03-01T00:00:00Z")))
+	segs := rs.SegmentsFor(schemas.EventPurchase)
+	res := rs.EvalSegments(s, now, segs, nil)
+	allocs := testing.AllocsPerRun(100, func() {
+		now++
+		res = rs.EvalSegments(s, now, segs, res[:0])
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per call, want 0", allocs)
+	}
+}

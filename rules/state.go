@@ -33,6 +33,11 @@ type State struct {
 	// a large part of the per-event cost.
 	bcache [4]bucketMemo
 	bnext  uint8
+	// evalBits is EvalSegments' scratch for rule sets whose segments
+	// share conditions: a bit per shared condition for "evaluated in this
+	// call", then a bit per shared condition for its result. Allocated on
+	// first use, so that states of other rule sets carry nothing.
+	evalBits []uint64
 }
 
 type bucketMemo struct{ t, g, b int64 }
@@ -251,7 +256,7 @@ func (s *State) setAttr(a schemas.Attribute) {
 
 // SizeBytes approximates the heap bytes the state holds.
 func (s *State) SizeBytes() int {
-	n := 64 + cap(s.traits)*64 + cap(s.attrs)*56
+	n := 64 + cap(s.traits)*64 + cap(s.attrs)*56 + cap(s.evalBits)*8
 	for i := range s.traits {
 		t := &s.traits[i]
 		n += cap(t.buckets)*64 + len(t.str) + cap(t.seen)*32 + cap(t.freq)*24
