@@ -2,13 +2,13 @@ package rules
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/segd/segd/internal/gen"
 	"github.com/segd/segd/schemas"
 )
 
@@ -60,23 +60,48 @@ func shiftNumbers(when string, k int) string {
 	})
 }
 
-// benchTraffic is internal/gen's traffic (the benchmark workload's mix and
-// skew): events customers over 30 simulated days.
+// benchTraffic returns events for customers over 30 days in the shape of
+// the benchmark workload (internal/gen, which rules may not import): Zipf
+// activity, 75% browse in sessions on a favourite category, 15% email and
+// push engagement, 10% purchases, and a profile event (country) before a
+// customer's first event.
 func benchTraffic(tb testing.TB, customers, events int) []schemas.Event {
 	tb.Helper()
 	const days = 30
-	g, err := gen.New(gen.Config{Seed: 42, Customers: customers, EventsPerHour: float64(events) / (days * 24), Duration: days * 86400_000})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	r := rand.New(rand.NewPCG(42, 42))
+	zipf := rand.NewZipf(r, 1.1, 1, uint64(customers-1))
+	cats := []string{"shoes", "electronics", "books", "toys", "garden", "beauty", "sports", "food"}
+	pages := []string{"home", "search", "category", "product", "product", "cart", "checkout"}
+	countries := []string{"United Kingdom", "France", "Germany", "Spain"}
+	favorite := make([]string, customers)
+	clock := at("2026-01-01T00:00:00Z")
+	mean := float64(days*86400_000) / float64(events)
 	var evs []schemas.Event
-	for {
-		var e schemas.Event
-		if !g.Next(&e) {
-			return evs
+	for len(evs) < events {
+		clock += int64(r.ExpFloat64() * mean)
+		c := int(zipf.Uint64())
+		id := fmt.Sprintf("c%07d", c)
+		if favorite[c] == "" {
+			favorite[c] = cats[r.IntN(len(cats))]
+			evs = append(evs, schemas.Event{Type: schemas.EventProfile, CustomerID: id, Time: clock,
+				Attributes: []schemas.Attribute{{Name: "country", Value: schemas.String(countries[r.IntN(len(countries))])}}})
+		}
+		e := schemas.Event{CustomerID: id, Time: clock}
+		cat := favorite[c]
+		if r.IntN(10) < 4 {
+			cat = cats[r.IntN(len(cats))]
+		}
+		switch x := r.IntN(100); {
+		case x < 75:
+			e.Type, e.Page, e.Category = schemas.EventBrowse, pages[r.IntN(len(pages))], cat
+		case x < 90:
+			e.Type, e.Channel, e.Action = schemas.EventEngagement, []string{"email", "push"}[r.IntN(2)], []string{"send", "open", "click"}[r.IntN(3)]
+		default:
+			e.Type, e.Amount, e.Categories = schemas.EventPurchase, float64(500+r.IntN(30000))/100, []string{cat}
 		}
 		evs = append(evs, e)
 	}
+	return evs
 }
 
 // benchSets are the rule sets the engine-shaped benchmarks run: the
@@ -97,7 +122,7 @@ func benchSets(tb testing.TB) []struct {
 	}
 }
 
-// BenchmarkApplyEvaluate replays internal/gen traffic through the rules
+// BenchmarkApplyEvaluate replays benchTraffic through the rules
 // step the engine runs per event (processor.apply): Apply, SegmentsTouched
 // (every profile segment for a profile event), EvalSegments and
 // NextChangeAll. One op is the whole replay from empty states; ns/event is
