@@ -26,16 +26,24 @@ type RuleSet struct {
 	segIndex map[string]int
 	byType   [schemas.NumEventTypes][]*Trait // traits each event type updates
 	segsFor  [schemas.NumEventTypes][]int
+	// segMasks[t][k] is the readMask of segment segsFor[t][k]: a flat
+	// array that SegmentsTouched scans without loading each Segment.
+	segMasks [schemas.NumEventTypes][]Touched
 	keyIndex map[uint32]int // trait key -> index, for decoding stored state
 	maxWin   int64
 	warnings Errors
-	// timeTraits and timeSinces are the union of what the time-dependent
-	// segments depend on, for NextChangeAll.
-	timeTraits []int
-	timeSinces []sinceDep
+	// timing is the union of what the time-dependent segments depend
+	// on, for NextChangeAll.
+	timing timeDeps
 	// progs holds each segment's condition in a flat form, indexed like
 	// segments, so that the common shapes run without a closure call.
 	progs []segProgram
+	// shared maps a segment to the index of its condition among those
+	// that two or more segments have (equal When), or to -1; nil when no
+	// condition is shared. EvalSegments evaluates a shared condition once
+	// per call (nShared of them).
+	shared  []int32
+	nShared int
 }
 
 // Trait is a compiled trait definition.
@@ -86,14 +94,16 @@ type Segment struct {
 	readMask Touched // traits read, as in Apply's result
 	sinces   []sinceDep
 	wins     []int // windowed traits read
+	timing   timeDeps
 }
 
 // sinceDep is a comparison since(x) OP d, whose result flips at a time
 // computable from x.
 type sinceDep struct {
-	x  func(*env) (float64, bool)
-	op string
-	d  int64
+	x   func(*env) (float64, bool)
+	key string // canonical text of x, equal for equal x
+	op  string
+	d   int64
 }
 
 // Version returns the rules file's version field.
@@ -609,6 +619,37 @@ func (c *compiler) compileSegments(n *yaml.Node) {
 	}
 }
 
+// sharedConditions numbers the conditions (canonical When) that two or
+// more segments have, and returns for each segment its condition's number
+// or -1, and how many there are; nil, 0 when no condition is shared. Equal
+// canonical conditions give equal results for one state and clock.
+func sharedConditions(segs []*Segment) ([]int32, int) {
+	count := map[string]int{}
+	for _, s := range segs {
+		count[s.When]++
+	}
+	var shared []int32
+	num := map[string]int32{}
+	for i, s := range segs {
+		if count[s.When] < 2 {
+			continue
+		}
+		if shared == nil {
+			shared = make([]int32, len(segs))
+			for j := range shared {
+				shared[j] = -1
+			}
+		}
+		k, ok := num[s.When]
+		if !ok {
+			k = int32(len(num))
+			num[s.When] = k
+		}
+		shared[i] = k
+	}
+	return shared, len(num)
+}
+
 func isSegmentID(s string) bool {
 	if s == "" || !isLetter(s[0]) {
 		return false
@@ -681,6 +722,7 @@ func (c *compiler) compileSegment(s *Segment, when *yaml.Node) bool {
 		}
 	}
 	s.TimeDependent = len(s.wins) > 0 || len(s.sinces) > 0
+	s.timing = newTimeDeps(s.wins, s.sinces)
 	if len(s.Reads) == 0 && len(s.ReadsProfile) == 0 {
 		c.warnAt(c.exprPos(when, 0), "segment %s reads no trait and no profile attribute: its result never changes", s.ID)
 	}
@@ -711,20 +753,27 @@ func (c *compiler) finish() {
 			rs.segsFor[t] = append(rs.segsFor[t], s.Index)
 		}
 	}
+	rs.shared, rs.nShared = sharedConditions(rs.segments)
 	for t := range rs.segsFor {
 		sort.Ints(rs.segsFor[t])
+		for _, i := range rs.segsFor[t] {
+			rs.segMasks[t] = append(rs.segMasks[t], rs.segments[i].readMask)
+		}
 	}
 	seenTrait := map[int]bool{}
+	var wins []int
+	var sinces []sinceDep
 	for _, s := range rs.segments {
 		for _, ti := range s.wins {
 			if !seenTrait[ti] {
 				seenTrait[ti] = true
-				rs.timeTraits = append(rs.timeTraits, ti)
+				wins = append(wins, ti)
 			}
 		}
-		rs.timeSinces = append(rs.timeSinces, s.sinces...)
+		sinces = append(sinces, s.sinces...)
 	}
-	sort.Ints(rs.timeTraits)
+	sort.Ints(wins)
+	rs.timing = newTimeDeps(wins, sinces)
 	var canon strings.Builder
 	fmt.Fprintf(&canon, "version %d\n", rs.version)
 	traits := append([]*Trait(nil), rs.traits...)

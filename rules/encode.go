@@ -225,6 +225,10 @@ func (ts *traitState) decodePayload(d *decoder, t *Trait) {
 		}
 		return
 	}
+	if t.agg == aggMostFrequent {
+		// Also after an error: the totals always match the buckets.
+		defer ts.rebuildFreq()
+	}
 	nb := d.uvarint()
 	if nb > 100000 {
 		d.err = fmt.Errorf("%d buckets", nb)

@@ -86,14 +86,14 @@ func (rs *RuleSet) Apply(s *State, e *schemas.Event, now int64) Touched {
 			switch t.fld.kind {
 			case kList:
 				for _, v := range t.fld.list(e) {
-					b.addVal(v)
+					ts.countVal(b, v, 1)
 				}
 			case kStr:
 				if v := t.fld.str(e); v != "" {
-					b.addVal(v)
+					ts.countVal(b, v, 1)
 				}
 			default:
-				b.addVal(strconv.FormatFloat(t.fld.num(e), 'g', -1, 64))
+				ts.countVal(b, strconv.FormatFloat(t.fld.num(e), 'g', -1, 64), 1)
 			}
 		case aggFirst, aggLast:
 			takeFirstLast(t, ts, e)
@@ -119,9 +119,13 @@ func traitBit(i int) Touched {
 // since every time-based change up to the event's time was already applied
 // by timers. It does not allocate when dst has room.
 func (rs *RuleSet) SegmentsTouched(t schemas.EventType, touched Touched, dst []int) []int {
-	for _, i := range rs.SegmentsFor(t) {
-		if rs.segments[i].readMask&touched != 0 {
-			dst = append(dst, i)
+	if int(t) >= len(rs.segsFor) {
+		return dst
+	}
+	segs := rs.segsFor[t]
+	for k, m := range rs.segMasks[t] {
+		if m&touched != 0 {
+			dst = append(dst, segs[k])
 		}
 	}
 	return dst
@@ -269,36 +273,45 @@ func computeStr(t *Trait, s *State, now int64) (string, bool) {
 	case aggFirst, aggLast:
 		return ts.str, ts.has
 	case aggMostFrequent:
-		return mostFrequent(ts.window(s, t, now), &s.scratch)
+		return ts.mostFrequent(s, t, now)
 	}
 	return "", false
 }
 
-// mostFrequent returns the value with the highest total count across
-// buckets; ties go to the smallest value, so the result is deterministic.
-// scratch is reused across calls so that this allocates nothing.
-func mostFrequent(bs []bucket, scratch *[]valCount) (string, bool) {
-	tot := (*scratch)[:0]
-	for i := range bs {
-	vals:
-		for _, v := range bs[i].vals {
-			for k := range tot {
-				if tot[k].v == v.v {
-					tot[k].n += v.n
-					continue vals
-				}
+// mostFrequent returns the value with the highest count in the window at
+// now; ties go to the smallest value, so the result is deterministic. It
+// reads the running totals, and only when some stored bucket lies outside
+// the window (a timer's evaluation before the next Apply prunes it, or a
+// read at an earlier clock) subtracts those buckets from a copy of them,
+// in s.scratch so that this allocates nothing.
+func (ts *traitState) mostFrequent(s *State, t *Trait, now int64) (string, bool) {
+	i, j := ts.windowBounds(s, t, now)
+	if i == 0 && j == len(ts.buckets) {
+		return bestCount(ts.freq)
+	}
+	tot := append(s.scratch[:0], ts.freq...)
+	for _, out := range [2][]bucket{ts.buckets[:i], ts.buckets[j:]} {
+		for k := range out {
+			for _, v := range out[k].vals {
+				tot = addCount(tot, v.v, -v.n)
 			}
-			tot = append(tot, v)
 		}
 	}
+	best, ok := bestCount(tot)
+	clear(tot)
+	s.scratch = tot[:0]
+	return best, ok
+}
+
+// bestCount returns the value with the highest count, the smallest value
+// among equal counts; a count of 0 never wins.
+func bestCount(tot []valCount) (string, bool) {
 	best, bestN := "", uint32(0)
 	for _, v := range tot {
 		if v.n > bestN || (v.n == bestN && v.v < best) {
 			best, bestN = v.v, v.n
 		}
 	}
-	clear(tot)
-	*scratch = tot[:0]
 	return best, bestN > 0
 }
 
@@ -311,14 +324,41 @@ func (rs *RuleSet) Eval(seg int, s *State, now int64) bool {
 }
 
 // EvalSegments evaluates segs at now and appends the results to dst, in
-// order: Eval for many segments with the per-call setup done once.
+// order: Eval for many segments with the per-call setup done once, and a
+// condition that several segments share evaluated once.
 func (rs *RuleSet) EvalSegments(s *State, now int64, segs []int, dst []bool) []bool {
 	s.touch(now)
 	s.env.s, s.env.now = s, now
 	e := &s.env
 	progs := rs.progs
+	if rs.shared == nil {
+		for _, i := range segs {
+			dst = append(dst, progs[i].run(e))
+		}
+		return dst
+	}
+	words := (rs.nShared + 63) / 64
+	if len(s.evalBits) < 2*words {
+		s.evalBits = make([]uint64, 2*words)
+	}
+	done, res := s.evalBits[:words], s.evalBits[words:2*words]
+	clear(done)
 	for _, i := range segs {
-		dst = append(dst, progs[i].run(e))
+		k := rs.shared[i]
+		if k < 0 {
+			dst = append(dst, progs[i].run(e))
+			continue
+		}
+		w, bit := k>>6, uint64(1)<<(k&63)
+		if done[w]&bit == 0 {
+			done[w] |= bit
+			if progs[i].run(e) {
+				res[w] |= bit
+			} else {
+				res[w] &^= bit
+			}
+		}
+		dst = append(dst, res[w]&bit != 0)
 	}
 	return dst
 }
@@ -359,24 +399,23 @@ func (p *segProgram) run(e *env) bool {
 // when a since(x) comparison flips. ok is false when nothing time-based can
 // change it. Evaluating at the returned instant gives the new result.
 func (rs *RuleSet) NextChange(seg int, s *State, now int64) (at int64, ok bool) {
-	sg := rs.segments[seg]
-	return rs.nextChange(sg.wins, sg.sinces, s, now)
+	return rs.nextChange(&rs.segments[seg].timing, s, now)
 }
 
 // nextChange is the earliest instant after now at which a windowed trait
-// of wins loses its oldest bucket or a since() comparison of sinces flips.
-func (rs *RuleSet) nextChange(wins []int, sinces []sinceDep, s *State, now int64) (int64, bool) {
+// of td loses its oldest bucket or a since() comparison of td flips.
+func (rs *RuleSet) nextChange(td *timeDeps, s *State, now int64) (int64, bool) {
 	best := int64(math.MaxInt64)
 	s.touch(now)
-	for _, ti := range wins {
+	for _, ti := range td.wins {
 		if leave := rs.leaveTime(ti, s, now); leave < best {
 			best = leave
 		}
 	}
-	if len(sinces) > 0 {
+	if len(td.sinces) > 0 {
 		s.env.s, s.env.now = s, now
-		for _, d := range sinces {
-			if c, ok := d.flip(&s.env, now); ok && c < best {
+		for i := range td.sinces {
+			if c, ok := td.sinces[i].next(&s.env, now); ok && c < best {
 				best = c
 			}
 		}
@@ -419,34 +458,10 @@ func (rs *RuleSet) leaveTime(ti int, s *State, now int64) int64 {
 
 // NextChangeAll returns the earliest time after now at which any
 // time-dependent segment's result could change: the minimum of NextChange
-// over all segments, computed from each trait and since() once. The engine
-// schedules one timer per customer from it.
+// over all segments, computed from each windowed trait and each distinct
+// since() time once. The engine schedules one timer per customer from it.
 func (rs *RuleSet) NextChangeAll(s *State, now int64) (at int64, ok bool) {
-	return rs.nextChange(rs.timeTraits, rs.timeSinces, s, now)
-}
-
-// flip returns the first instant after now at which since(x) OP d changes.
-func (d sinceDep) flip(e *env, now int64) (int64, bool) {
-	x, ok := d.x(e)
-	if !ok {
-		return 0, false
-	}
-	base := int64(x) + d.d
-	var cands [2]int64
-	switch d.op {
-	case ">", "<=":
-		cands = [2]int64{base + 1, base + 1}
-	case ">=", "<":
-		cands = [2]int64{base, base}
-	default: // == and != flip twice
-		cands = [2]int64{base, base + 1}
-	}
-	for _, c := range cands {
-		if c > now {
-			return c, true
-		}
-	}
-	return 0, false
+	return rs.nextChange(&rs.timing, s, now)
 }
 
 // TraitValue returns trait i's value at now: numbers and times (Unix ms)

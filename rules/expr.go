@@ -35,7 +35,8 @@ type cexpr struct {
 	cnum     float64 // constant value for kNum/kDur
 	cstr     string
 	since    func(*env) (float64, bool) // set when this node is since(x): x
-	trait    *Trait                     // set when this node is a bare numeric trait read
+	sinceKey string                     // and the canonical text of x
+	trait    *Trait                     // set when this node is a bare trait read
 	tcmp     *traitCmp                  // set when this node is trait OP constant
 	pair     *cmpPair                   // set when this node is tcmp and/or tcmp
 }
@@ -46,13 +47,33 @@ type cmpPair struct {
 	and  bool
 }
 
-// traitCmp is a comparison of a numeric trait with a constant, kept so
-// that and/or of two of them can be fused into one closure.
+// traitCmp is a comparison of a trait with a constant, kept so that
+// and/or of two of them can be fused into one closure and segProgram can
+// run it inline. A string trait (str) compares with cs, any other with c.
 type traitCmp struct {
 	t   *Trait
 	idx int // t.Index, here to save a pointer load on the hot path
 	op  opCode
 	c   float64
+	str bool
+	cs  string
+}
+
+// traitConstCmp returns x OP y as a traitCmp when one side is a bare trait
+// read and the other a constant (of the trait's kind: the caller checked
+// the kinds), else nil.
+func traitConstCmp(x, y *cexpr, op string) *traitCmp {
+	switch {
+	case y.constant && x.trait != nil:
+		return newTraitCmp(x.trait, opCodes[op], y)
+	case x.constant && y.trait != nil:
+		return newTraitCmp(y.trait, opCodes[mirror(op)], x)
+	}
+	return nil
+}
+
+func newTraitCmp(t *Trait, op opCode, c *cexpr) *traitCmp {
+	return &traitCmp{t: t, idx: t.Index, op: op, c: c.cnum, str: t.kind == kStr, cs: c.cstr}
 }
 
 type opCode uint8
@@ -68,7 +89,7 @@ const (
 
 var opCodes = map[string]opCode{"==": opEq, "!=": opNe, "<": opLt, "<=": opLe, ">": opGt, ">=": opGe}
 
-func (o opCode) test(v, c float64) bool {
+func opTest[T float64 | string](o opCode, v, c T) bool {
 	switch o {
 	case opEq:
 		return v == c
@@ -86,6 +107,9 @@ func (o opCode) test(v, c float64) bool {
 
 // test evaluates the comparison, reading the memoized trait inline.
 func (tc *traitCmp) test(e *env) bool {
+	if tc.str {
+		return tc.testStr(e)
+	}
 	s := e.s
 	var v float64
 	var ok bool
@@ -94,7 +118,19 @@ func (tc *traitCmp) test(e *env) bool {
 	} else {
 		v, ok = traitNum(tc.t, s, e.now)
 	}
-	return ok && tc.op.test(v, tc.c)
+	return ok && opTest(tc.op, v, tc.c)
+}
+
+func (tc *traitCmp) testStr(e *env) bool {
+	s := e.s
+	var v string
+	var ok bool
+	if m := &s.memo[tc.idx]; m.gen == s.memoGen {
+		v, ok = m.str, m.ok
+	} else {
+		v, ok = traitStr(tc.t, s, e.now)
+	}
+	return ok && opTest(tc.op, v, tc.cs)
 }
 
 // exprReads is what a whole expression reads, in the order its parts
@@ -252,7 +288,7 @@ func (c *compiler) compileExpr(y *yaml.Node, n node, sc scope) *cexpr {
 				return errf(n.off, "since is not available in a trait filter")
 			}
 			xf := x.numOf()
-			out := &cexpr{kind: kDur, since: xf, num: func(e *env) (float64, bool) {
+			out := &cexpr{kind: kDur, since: xf, sinceKey: n.args[0].String(), num: func(e *env) (float64, bool) {
 				v, ok := xf(e)
 				return float64(e.now) - v, ok
 			}}
@@ -416,7 +452,7 @@ func fieldExpr(f field) *cexpr {
 // traitExpr reads a trait. Eval has already aligned the memo with the
 // clock (State.touch), so a memoized value is one load away.
 func traitExpr(t *Trait) *cexpr {
-	ce := &cexpr{kind: t.kind}
+	ce := &cexpr{kind: t.kind, trait: t}
 	idx := t.Index
 	if t.kind == kStr {
 		ce.str = func(e *env) (string, bool) {
@@ -426,7 +462,6 @@ func traitExpr(t *Trait) *cexpr {
 			return traitStr(t, e.s, e.now)
 		}
 	} else {
-		ce.trait = t
 		ce.num = func(e *env) (float64, bool) {
 			if m := &e.s.memo[idx]; m.gen == e.s.memoGen {
 				return m.num, m.ok
@@ -455,7 +490,7 @@ func (c *compiler) compileCompare(y *yaml.Node, n *binExpr, x, yy *cexpr, errf e
 			return errf(n.off, "since(...) must be compared with a duration literal, e.g. since(last_order_at) > 60d")
 		}
 		xf, dv := s.since, d.cnum
-		c.reads.sinces = append(c.reads.sinces, sinceDep{x: xf, op: op, d: int64(dv)})
+		c.reads.sinces = append(c.reads.sinces, sinceDep{x: xf, key: s.sinceKey, op: op, d: int64(dv)})
 		return &cexpr{kind: kBool, b: numCompareConst(s.num, op, dv)}
 	}
 	out := &cexpr{kind: kBool}
@@ -495,13 +530,9 @@ func (c *compiler) compileCompare(y *yaml.Node, n *binExpr, x, yy *cexpr, errf e
 		}
 		return out
 	case isNumeric(kx) && kx == ky:
-		switch {
-		case yy.constant && x.trait != nil:
-			out.tcmp = &traitCmp{t: x.trait, idx: x.trait.Index, op: opCodes[op], c: yy.cnum}
-			out.b = out.tcmp.test
-		case x.constant && yy.trait != nil:
-			out.tcmp = &traitCmp{t: yy.trait, idx: yy.trait.Index, op: opCodes[mirror(op)], c: x.cnum}
-			out.b = out.tcmp.test
+		switch tc := traitConstCmp(x, yy, op); {
+		case tc != nil:
+			out.tcmp, out.b = tc, tc.test
 		case yy.constant:
 			out.b = numCompareConst(x.num, op, yy.cnum)
 		default:
@@ -515,7 +546,11 @@ func (c *compiler) compileCompare(y *yaml.Node, n *binExpr, x, yy *cexpr, errf e
 		}
 		return errf(n.off, "cannot compare a %s with a %s%s", kx, ky, hint)
 	case kx == kStr && ky == kStr:
-		out.b = strCompare(x.str, op, yy.str)
+		if tc := traitConstCmp(x, yy, op); tc != nil {
+			out.tcmp, out.b = tc, tc.test
+		} else {
+			out.b = strCompare(x.str, op, yy.str)
+		}
 		return out
 	case kx == kBool && ky == kBool:
 		if op != "==" && op != "!=" {

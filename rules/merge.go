@@ -51,7 +51,7 @@ func (rs *RuleSet) Merge(dst, src *State, now int64) Touched {
 				}
 				if t.agg == aggMostFrequent {
 					for _, v := range sb.vals {
-						b.addValN(v.v, v.n)
+						dt.countVal(b, v.v, v.n)
 					}
 					continue
 				}
@@ -76,19 +76,4 @@ func (rs *RuleSet) Merge(dst, src *State, now int64) Touched {
 		}
 	}
 	return touched
-}
-
-// addValN adds n occurrences of v.
-func (b *bucket) addValN(v string, n uint32) {
-	for i := range b.vals {
-		if b.vals[i].v == v {
-			b.vals[i].n += n
-			return
-		}
-	}
-	if len(b.vals) >= maxDistinctPerBucket {
-		return
-	}
-	b.vals = append(b.vals, valCount{v: v, n: n})
-	b.n++
 }

@@ -27,12 +27,17 @@ type State struct {
 	memo    []traitMemo
 	memoGen uint32 // bumped by Apply and by a new clock
 	memoNow int64
-	scratch []valCount // most_frequent totals
+	scratch []valCount // most_frequent totals of a window that excludes stored buckets
 	// bcache remembers recent bucketStart results: an event computes the
 	// same (time, granularity) pairs for many traits, and the division is
 	// a large part of the per-event cost.
 	bcache [4]bucketMemo
 	bnext  uint8
+	// evalBits is EvalSegments' scratch for rule sets whose segments
+	// share conditions: a bit per shared condition for "evaluated in this
+	// call", then a bit per shared condition for its result. Allocated on
+	// first use, so that states of other rule sets carry nothing.
+	evalBits []uint64
 }
 
 type bucketMemo struct{ t, g, b int64 }
@@ -100,6 +105,13 @@ type seenVal struct {
 type traitState struct {
 	buckets []bucket
 	seen    []seenVal // distinct_count
+	// freq holds, for most_frequent, each value's count summed over all
+	// of buckets, so that reading the trait does not merge every bucket
+	// on every event. It is derived from buckets (never encoded) and kept
+	// in step with them: every count added to a bucket is added here and
+	// every pruned bucket is subtracted. Values whose count returns to 0
+	// are removed, so its length is that of the union of bucket values.
+	freq []valCount
 	// first and last keep one value and its event time.
 	has bool
 	str string
@@ -113,6 +125,8 @@ func (s *State) Reset() {
 		t := &s.traits[i]
 		t.buckets = t.buckets[:0]
 		t.seen = t.seen[:0]
+		clear(t.freq)
+		t.freq = t.freq[:0]
 		t.has, t.str, t.num, t.at = false, "", 0, 0
 	}
 	clear(s.attrs)
@@ -242,10 +256,10 @@ func (s *State) setAttr(a schemas.Attribute) {
 
 // SizeBytes approximates the heap bytes the state holds.
 func (s *State) SizeBytes() int {
-	n := 64 + cap(s.traits)*64 + cap(s.attrs)*56
+	n := 64 + cap(s.traits)*64 + cap(s.attrs)*56 + cap(s.evalBits)*8
 	for i := range s.traits {
 		t := &s.traits[i]
-		n += cap(t.buckets)*64 + len(t.str) + cap(t.seen)*32
+		n += cap(t.buckets)*64 + len(t.str) + cap(t.seen)*32 + cap(t.freq)*24
 		for j := range t.buckets {
 			for _, v := range t.buckets[j].vals {
 				n += 24 + len(v.v)
@@ -298,6 +312,9 @@ func (ts *traitState) prune(s *State, t *Trait, now int64) {
 		k++
 	}
 	if k > 0 {
+		for i := range ts.buckets[:k] {
+			ts.forget(&ts.buckets[i])
+		}
 		n := copy(ts.buckets, ts.buckets[k:])
 		for i := n; i < len(ts.buckets); i++ {
 			ts.buckets[i] = bucket{}
@@ -335,21 +352,27 @@ const maxDistinct = 1024
 
 // window returns the buckets inside the trait's window at now.
 func (ts *traitState) window(s *State, t *Trait, now int64) []bucket {
+	i, j := ts.windowBounds(s, t, now)
+	return ts.buckets[i:j]
+}
+
+// windowBounds returns the indexes [i, j) of the buckets inside the
+// trait's window at now.
+func (ts *traitState) windowBounds(s *State, t *Trait, now int64) (i, j int) {
+	bs := ts.buckets
 	if t.Window == 0 {
-		return ts.buckets
+		return 0, len(bs)
 	}
 	hi := s.bucket(now, t.Bucket)
 	lo := hi - t.Window
-	bs := ts.buckets
-	i := 0
 	for i < len(bs) && bs[i].start <= lo {
 		i++
 	}
-	j := len(bs)
+	j = len(bs)
 	for j > i && bs[j-1].start > hi {
 		j--
 	}
-	return bs[i:j]
+	return i, j
 }
 
 func (b *bucket) addNum(v float64) {
@@ -387,18 +410,72 @@ func sumSat(bs []bucket) float64 {
 	return sum
 }
 
-func (b *bucket) addVal(v string) {
+// addValN adds n occurrences of v to b, and reports whether b counted
+// them: a bucket holding maxDistinctPerBucket values ignores a new one.
+func (b *bucket) addValN(v string, n uint32) bool {
 	for i := range b.vals {
 		if b.vals[i].v == v {
-			b.vals[i].n++
-			return
+			b.vals[i].n += n
+			return true
 		}
 	}
 	if len(b.vals) >= maxDistinctPerBucket {
-		return // bounded; documented in docs/rules.md
+		return false // bounded; documented in docs/rules.md
 	}
-	b.vals = append(b.vals, valCount{v: v, n: 1})
+	b.vals = append(b.vals, valCount{v: v, n: n})
 	b.n++
+	return true
+}
+
+// countVal adds n occurrences of v to bucket b of a most_frequent trait
+// and to the trait's totals.
+func (ts *traitState) countVal(b *bucket, v string, n uint32) {
+	if b.addValN(v, n) {
+		ts.freq = addCount(ts.freq, v, n)
+	}
+}
+
+// forget subtracts bucket b, about to be dropped, from the totals.
+func (ts *traitState) forget(b *bucket) {
+	for _, v := range b.vals {
+		ts.freq = addCount(ts.freq, v.v, -v.n)
+	}
+}
+
+// rebuildFreq derives the totals from the buckets (after a decode).
+func (ts *traitState) rebuildFreq() {
+	clear(ts.freq)
+	ts.freq = ts.freq[:0]
+	for i := range ts.buckets {
+		for _, v := range ts.buckets[i].vals {
+			ts.freq = addCount(ts.freq, v.v, v.n)
+		}
+	}
+}
+
+// addCount adds n to v's count in tot (modulo 2^32, as the per-bucket
+// counts are, so that adding and subtracting buckets gives the same
+// totals as summing them afresh), inserting v if absent and removing it
+// when its count becomes 0. The order of tot is unspecified: bestCount
+// does not depend on it.
+func addCount(tot []valCount, v string, n uint32) []valCount {
+	for i := range tot {
+		if tot[i].v != v {
+			continue
+		}
+		tot[i].n += n
+		if tot[i].n == 0 {
+			last := len(tot) - 1
+			tot[i] = tot[last]
+			tot[last] = valCount{}
+			tot = tot[:last]
+		}
+		return tot
+	}
+	if n == 0 {
+		return tot
+	}
+	return append(tot, valCount{v: v, n: n})
 }
 
 // maxDistinctPerBucket bounds the values a distinct_count or most_frequent

@@ -1,0 +1,188 @@
+package rules
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/segd/segd/schemas"
+)
+
+// flipRef is how a since() comparison's next flip was computed before the
+// comparisons were grouped: one read of x per comparison.
+func (d sinceDep) flipRef(e *env, now int64) (int64, bool) {
+	x, ok := d.x(e)
+	if !ok {
+		return 0, false
+	}
+	base := int64(x) + d.d
+	var cands [2]int64
+	switch d.op {
+	case ">", "<=":
+		cands = [2]int64{base + 1, base + 1}
+	case ">=", "<":
+		cands = [2]int64{base, base}
+	default: // == and != flip twice
+		cands = [2]int64{base, base + 1}
+	}
+	for _, c := range cands {
+		if c > now {
+			return c, true
+		}
+	}
+	return 0, false
+}
+
+// nextChangeRef is segment seg's next change as it was computed before
+// timeDeps: every windowed trait and every since() comparison it reads.
+func nextChangeRef(rs *RuleSet, seg int, s *State, now int64) (int64, bool) {
+	sg := rs.segments[seg]
+	best := int64(math.MaxInt64)
+	s.touch(now)
+	for _, ti := range sg.wins {
+		best = min(best, rs.leaveTime(ti, s, now))
+	}
+	s.env.s, s.env.now = s, now
+	for _, d := range sg.sinces {
+		if c, ok := d.flipRef(&s.env, now); ok && c < best {
+			best = c
+		}
+	}
+	if best == math.MaxInt64 {
+		return 0, false
+	}
+	return best, true
+}
+
+// nextChangeAllRef is the minimum of nextChangeRef over all segments: the
+// per-segment loop NextChangeAll replaces.
+func nextChangeAllRef(rs *RuleSet, s *State, now int64) (int64, bool) {
+	best := int64(math.MaxInt64)
+	for seg := range rs.segments {
+		if c, ok := nextChangeRef(rs, seg, s, now); ok {
+			best = min(best, c)
+		}
+	}
+	if best == math.MaxInt64 {
+		return 0, false
+	}
+	return best, true
+}
+
+// randomSinceRules returns a rule set of up to 80 random segments mixing
+// windowed traits and since() comparisons of five time expressions, with
+// every operator, and durations that are zero, negative, repeated (so that
+// groups share offsets) or large enough to wrap int64 arithmetic.
+func randomSinceRules(r *rand.Rand) string {
+	xs := []string{"last_at", "first_at", "profile.signup", "last_at + 1h", "first_at - 30m"}
+	ops := []string{">", ">=", "<", "<=", "==", "!="}
+	durs := []string{"0s", "1ms", "5h", "1d", "1d", "-2h", "90d", "30m", "100000000d", "106751991167d"}
+	since := func() string {
+		return fmt.Sprintf("since(%s) %s %s", xs[r.IntN(len(xs))], ops[r.IntN(len(ops))], durs[r.IntN(len(durs))])
+	}
+	var b strings.Builder
+	b.WriteString(`version: 1
+traits:
+  last_at: last(purchase.ts)
+  first_at: first(purchase.ts)
+  n_3h: count(purchase) over 3h
+  spend_2d: sum(purchase.amount) over 2d bucket 6h
+  top_4h: most_frequent(browse.category) over 4h
+segments:
+`)
+	for i := range 1 + r.IntN(80) {
+		var when string
+		switch r.IntN(5) {
+		case 0:
+			when = since()
+		case 1:
+			when = "n_3h >= 1 and " + since()
+		case 2:
+			when = since() + " or " + since()
+		case 3:
+			when = "spend_2d > 10"
+		default:
+			when = `top_4h == "shoes" or ` + since()
+		}
+		fmt.Fprintf(&b, "  s%d: { when: %q }\n", i, when)
+	}
+	return b.String()
+}
+
+// signups are values of the profile attribute signup: ordinary times, ones
+// at which adding an offset wraps, and values since() cannot use.
+var signups = []schemas.Value{
+	schemas.Number(float64(at("2024-02-20T00:00:00Z"))),
+	schemas.Number(float64(at("2024-03-02T10:00:00Z"))),
+	schemas.Number(9.2233720368547e18),
+	schemas.Number(-9.2233720368547e18),
+	schemas.String("yesterday"),
+	{},
+}
+
+// TestNextChangeAllMatchesPerSegment compares NextChangeAll and NextChange
+// with the per-segment computation they replace, over random rule sets,
+// histories, profile times and clocks before, at and after the last event.
+func TestNextChangeAllMatchesPerSegment(t *testing.T) {
+	r := rand.New(rand.NewPCG(31, 32))
+	base := at("2024-03-01T00:00:00Z")
+	for iter := 0; iter < 300; iter++ {
+		src := randomSinceRules(r)
+		rs := mustCompile(t, src)
+		for h := 0; h < 5; h++ {
+			s, clock := applyAll(rs, randomHistory(r, base))
+			s.setAttr(schemas.Attribute{Name: "signup", Value: signups[r.IntN(len(signups))]})
+			for _, now := range probes(r, rs, s, clock) {
+				gotAt, gotOK := rs.NextChangeAll(s, now)
+				wantAt, wantOK := nextChangeAllRef(rs, s, now)
+				if gotAt != wantAt || gotOK != wantOK {
+					t.Fatalf("iteration %d: NextChangeAll at clock%+d = %d %v, per segment %d %v\n%s", iter, now-clock, gotAt, gotOK, wantAt, wantOK, src)
+				}
+				for seg := range rs.Segments() {
+					gotAt, gotOK := rs.NextChange(seg, s, now)
+					wantAt, wantOK := nextChangeRef(rs, seg, s, now)
+					if gotAt != wantAt || gotOK != wantOK {
+						t.Fatalf("iteration %d: NextChange(%s) at clock%+d = %d %v, want %d %v\n%s", iter, rs.Segments()[seg].ID, now-clock, gotAt, gotOK, wantAt, wantOK, src)
+					}
+				}
+			}
+		}
+	}
+}
+
+// probes returns clocks to compute next changes at: random ones from a
+// day before clock to four after, and ones next to the flips of random
+// since() comparisons (x + d - 1, x + d, x + d + 1), where a flip missed
+// or off by one shows.
+func probes(r *rand.Rand, rs *RuleSet, s *State, clock int64) []int64 {
+	var ps []int64
+	for range 10 {
+		ps = append(ps, clock-86400_000+r.Int64N(5*86400_000))
+	}
+	s.env.s, s.env.now = s, clock
+	for range 10 {
+		sg := rs.segments[r.IntN(len(rs.segments))]
+		if len(sg.sinces) == 0 {
+			continue
+		}
+		d := sg.sinces[r.IntN(len(sg.sinces))]
+		if x, ok := d.x(&s.env); ok {
+			at := int64(x) + d.d
+			ps = append(ps, at-1, at, at+1)
+		}
+	}
+	return ps
+}
+
+// TestNextChangeAllGroupsRepeatedSegments: 1000 segments repeating the
+// standard 20 depend on as few since() times as the 20 do.
+func TestNextChangeAllGroupsRepeatedSegments(t *testing.T) {
+	src := standardRules(t)
+	few, many := mustCompile(t, src), mustCompile(t, withSegments(t, src, 1000, false))
+	if len(few.timing.sinces) != len(many.timing.sinces) || len(few.timing.wins) != len(many.timing.wins) {
+		t.Fatalf("20 segments: %d since() groups and %d windowed traits; 1000: %d and %d",
+			len(few.timing.sinces), len(few.timing.wins), len(many.timing.sinces), len(many.timing.wins))
+	}
+}
