@@ -19,7 +19,7 @@ var allowedImports = map[string][]string{
 	"segment":              {"rules", "state", "schemas", "internal/eventtest", "internal/gen"},
 	"internal/kpart":       {},
 	"internal/eventtest":   {"schemas"},
-	"bench/cmd/segd-bench": {"engine", "connectors", "rules", "state", "schemas", "internal/gen", "bench/membership"},
+	"bench/cmd/segd-bench": {"tool", "engine", "segment", "connectors", "rules", "state", "schemas", "internal/gen", "bench/membership"},
 	"bench/membership":     {},
 	"engine":               {"segment", "connectors", "rules", "state", "schemas", "internal/kpart", "internal/eventtest", "internal/envconf", "internal/retail", "internal/faultfs", "internal/gen", "internal/segdtest"},
 	"internal/envconf":     {},
