@@ -311,7 +311,7 @@ func BenchmarkCommit10k(b *testing.B) {
 // removeFilterFile removes the store's persisted customer filter, if any.
 func removeFilterFile(b *testing.B, dir string) {
 	b.Helper()
-	if err := os.Remove(filepath.Join(dir, "SEGD-FILTERS")); err != nil && !os.IsNotExist(err) {
+	if err := os.Remove(filepath.Join(dir, FilterFile)); err != nil && !os.IsNotExist(err) {
 		b.Fatal(err)
 	}
 }

@@ -15,11 +15,14 @@ import (
 // entry is a cached record. Entries form an intrusive LRU list; dirty
 // entries stay cached until the commit that writes them.
 type entry struct {
-	id         string
-	rec        Record
-	size       int64
-	dirty      bool
-	ref        bool // used since the eviction scan last passed (CLOCK)
+	id    string
+	rec   Record
+	size  int64
+	dirty bool
+	ref   bool // used since the eviction scan last passed (CLOCK)
+	// known: the partition's customer filter already reports the id, so
+	// Commit need not add it.
+	known      bool
 	prev, next *entry
 }
 
@@ -39,6 +42,11 @@ type Partition struct {
 	cacheBytes   atomic.Int64
 	cacheEntries atomic.Int64
 	hits, misses atomic.Int64
+
+	// filter holds every customer id the store may hold for the
+	// partition (filter.go): an id it does not know is new.
+	filter      *idFilter
+	filterSkips atomic.Int64
 
 	// staged holds everything but records until Commit.
 	staged *pebble.Batch
@@ -153,15 +161,23 @@ func (p *Partition) Get(customerID string) (Record, error) {
 	p.misses.Add(1)
 	var rec Record
 	var err error
-	if _, gone := p.deleted[customerID]; gone {
+	known := false
+	switch _, gone := p.deleted[customerID]; {
+	case gone:
 		rec, err = p.s.opts.Decode(customerID, nil)
-	} else {
+	case !p.filter.mayContain(hashID(customerID)):
+		// Never stored: a new customer, no lookup.
+		p.filterSkips.Add(1)
+		rec, err = p.s.opts.Decode(customerID, nil)
+	default:
+		known = true
 		rec, err = p.load(customerID)
 	}
 	if err != nil {
 		return nil, err
 	}
 	p.last = p.insert(customerID, rec, false)
+	p.last.known = known
 	return rec, nil
 }
 
@@ -547,6 +563,12 @@ func (p *Partition) commit() error {
 	for _, e := range p.dirty {
 		if !e.dirty {
 			continue // deleted since it was marked
+		}
+		if !e.known {
+			// Before the batch: the filter may know an id the store
+			// does not hold yet, never the reverse.
+			p.filter.add(hashID(e.id))
+			e.known = true
 		}
 		p.keyBuf = customerKey(p.keyBuf[:0], p.id, e.id)
 		p.valBuf = append(p.valBuf[:0], recordEnvelope)
