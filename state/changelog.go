@@ -165,10 +165,16 @@ func (p *Partition) stageChangelog(b *pebble.Batch, outboxBefore, outboxAfter ui
 	if b.Empty() {
 		return
 	}
-	entry := append([]byte(nil), b.Repr()...)
+	// The copy: b.Set would read its own growing buffer. Its buffer is
+	// reused, like the batch's (stagedBatchRetainBytes).
+	if cap(p.clBuf) > stagedBatchRetainBytes {
+		p.clBuf = nil
+	}
+	p.clBuf = append(p.clBuf[:0], b.Repr()...)
 	seq := p.clNext
 	p.clNext++
-	b.Set(changelogKey(nil, p.id, seq), entry, nil)
+	p.keyBuf = changelogKey(p.keyBuf[:0], p.id, seq)
+	b.Set(p.keyBuf, p.clBuf, nil)
 	b.Set(partPrefix(ksChangelogSeq, p.id), be64(p.clNext), nil)
 	// After the copy: the mark and the logged-deletes position are local
 	// bookkeeping, not state.

@@ -84,6 +84,7 @@ type Partition struct {
 	last      *entry // the entry Get returned last: MarkDirty usually follows
 	keyBuf    []byte
 	valBuf    []byte
+	clBuf     []byte // the changelog entry's copy of the batch
 	memberVal [4]byte // a membership index value: the partition
 	closed    atomic.Bool
 }
@@ -99,7 +100,7 @@ func openPartition(s *Store, n int32) (*Partition, error) {
 		id:      n,
 		cache:   map[string]*entry{},
 		deleted: map[string]struct{}{},
-		staged:  s.db.NewBatch(),
+		staged:  newStagedBatch(s.db),
 		counts:  map[string]*segCount{},
 	}
 	p.lru.next, p.lru.prev = &p.lru, &p.lru
@@ -603,8 +604,10 @@ func (p *Partition) commit() error {
 		if err := b.Commit(p.s.wo); err != nil {
 			return fmt.Errorf("commit partition %d: %w", p.id, err)
 		}
-		b.Close()
-		p.staged = p.s.db.NewBatch()
+		// Reuse the batch and its buffer: a new batch would grow its
+		// buffer again by doubling, copying it each time (a fifth of a
+		// 10,000-customer commit's cost).
+		b.Reset()
 	}
 	// The batch is durable: publish its effects.
 	for _, e := range p.dirty {
@@ -627,6 +630,15 @@ func (p *Partition) commit() error {
 	p.timers.committed()
 	p.evict()
 	return nil
+}
+
+// stagedBatchRetainBytes is the largest buffer a partition's staged
+// batch keeps between commits: a commit of 10,000 customers with its
+// changelog copy is ~2.5 MB. A larger commit's buffer is left to the GC.
+const stagedBatchRetainBytes = 4 << 20
+
+func newStagedBatch(db *pebble.DB) *pebble.Batch {
+	return db.NewBatch(pebble.WithMaxRetainedSizeBytes(stagedBatchRetainBytes))
 }
 
 func (p *Partition) committedCount(segment string) (int64, error) {
