@@ -566,3 +566,25 @@ func reseal(b []byte) []byte {
 	out := bytes.Clone(b[:len(b)-4])
 	return binary.BigEndian.AppendUint32(out, crc32.Checksum(out, crcTable))
 }
+
+// TestFilterBuilderKeysOutOfOrder: a partition whose keys come in two
+// runs (not in key order) keeps the ids of both.
+func TestFilterBuilderKeysOutOfOrder(t *testing.T) {
+	fb := newFilterBuilder()
+	for _, k := range []struct {
+		n  int32
+		id string
+	}{{0, "a"}, {0, "b"}, {1, "c"}, {0, "d"}, {0, "e"}} {
+		fb.addKey(customerKey(nil, k.n, k.id))
+	}
+	fb.addKey([]byte{ksCustomer, 0}) // no partition's: ignored
+	filters := fb.finish()
+	for _, id := range []string{"a", "b", "d", "e"} {
+		if !filters[0].mayContain(hashID(id)) {
+			t.Errorf("partition 0 misses %s", id)
+		}
+	}
+	if !filters[1].mayContain(hashID("c")) {
+		t.Error("partition 1 misses c")
+	}
+}
