@@ -84,7 +84,7 @@ type Partition struct {
 	last      *entry // the entry Get returned last: MarkDirty usually follows
 	keyBuf    []byte
 	valBuf    []byte
-	clBuf     []byte // the changelog entry's copy of the batch
+	clBuf     []byte  // the changelog entry's copy of the batch
 	memberVal [4]byte // a membership index value: the partition
 	closed    atomic.Bool
 }
