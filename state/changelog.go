@@ -165,10 +165,16 @@ func (p *Partition) stageChangelog(b *pebble.Batch, outboxBefore, outboxAfter ui
 	if b.Empty() {
 		return
 	}
-	entry := append([]byte(nil), b.Repr()...)
+	// The copy: b.Set would read its own growing buffer. Its buffer is
+	// reused, like the batch's (stagedBatchRetainBytes).
+	if cap(p.clBuf) > stagedBatchRetainBytes {
+		p.clBuf = nil
+	}
+	p.clBuf = append(p.clBuf[:0], b.Repr()...)
 	seq := p.clNext
 	p.clNext++
-	b.Set(changelogKey(nil, p.id, seq), entry, nil)
+	p.keyBuf = changelogKey(p.keyBuf[:0], p.id, seq)
+	b.Set(p.keyBuf, p.clBuf, nil)
 	b.Set(partPrefix(ksChangelogSeq, p.id), be64(p.clNext), nil)
 	// After the copy: the mark and the logged-deletes position are local
 	// bookkeeping, not state.
@@ -418,6 +424,7 @@ type Restorer struct {
 	s       *Store
 	n       int32
 	b       *pebble.Batch
+	f       *idFilter // the partition's customer filter: Apply adds ids
 	applied int64
 	done    bool
 }
@@ -436,7 +443,12 @@ func (s *Store) Restore(n int32) (*Restorer, error) {
 		s.unreserve(n)
 		return nil, fmt.Errorf("restore partition %d: wipe: %w", n, err)
 	}
-	return &Restorer{s: s, n: n, b: s.db.NewBatch()}, nil
+	// The partition is empty: so is its filter, without the stale ids.
+	f := newIDFilter(0)
+	s.mu.Lock()
+	s.filters[n] = f
+	s.mu.Unlock()
+	return &Restorer{s: s, n: n, b: s.db.NewBatch(), f: f}, nil
 }
 
 // Drop deletes every key of partition n (its membership index entries
@@ -450,6 +462,9 @@ func (s *Store) Drop(n int32) error {
 	if err := s.wipe(n); err != nil {
 		return fmt.Errorf("drop partition %d: %w", n, err)
 	}
+	s.mu.Lock()
+	delete(s.filters, n)
+	s.mu.Unlock()
 	return nil
 }
 
@@ -484,7 +499,10 @@ func (s *Store) CatchUp(n int32) (*Restorer, error) {
 		s.unreserve(n)
 		return nil, fmt.Errorf("catch up partition %d: %w", n, ErrPendingChangelog)
 	}
-	return &Restorer{s: s, n: n, b: s.db.NewBatch()}, nil
+	s.mu.Lock()
+	f := s.filterLocked(n)
+	s.mu.Unlock()
+	return &Restorer{s: s, n: n, b: s.db.NewBatch(), f: f}, nil
 }
 
 // reserve holds partition n, which must not be open, so nobody opens it
@@ -564,6 +582,10 @@ func (r *Restorer) Apply(key, value []byte, deleted bool) error {
 	if err := r.checkKey(key); err != nil {
 		return err
 	}
+	if key[0] == ksCustomer && !deleted {
+		// Before the write, like Commit.
+		r.f.add(hashID(key[5:]))
+	}
 	if deleted {
 		r.b.Delete(key, nil)
 	} else {
@@ -608,6 +630,24 @@ func (r *Restorer) Finish(end int64) error {
 	if err := r.s.h.guard("restore", func() error { return r.b.Commit(pebble.Sync) }); err != nil {
 		return fmt.Errorf("restore partition %d: %w", r.n, err)
 	}
+	return r.s.h.guard("rebuild customer filter", r.resizeFilter)
+}
+
+// resizeFilter replaces a filter that grew layer by layer during the
+// restore (each adds its false positives) by one sized for the partition,
+// from a scan of its customer keys: a fraction of the restore's cost.
+func (r *Restorer) resizeFilter() error {
+	if len(r.f.layers) <= 2 {
+		return nil
+	}
+	f, err := r.s.scanPartitionFilter(r.n)
+	if err != nil {
+		return fmt.Errorf("restore partition %d: %w", r.n, err)
+	}
+	r.s.mu.Lock()
+	r.s.filters[r.n] = f
+	r.s.mu.Unlock()
+	r.f = f
 	return nil
 }
 

@@ -55,7 +55,9 @@ func TestMain(m *testing.M) {
 		crashChild(dir)
 		return
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	removeBenchFixtures()
+	os.Exit(code)
 }
 
 // TestCrashConsistency kills a writer with SIGKILL at random moments and

@@ -15,11 +15,14 @@ import (
 // entry is a cached record. Entries form an intrusive LRU list; dirty
 // entries stay cached until the commit that writes them.
 type entry struct {
-	id         string
-	rec        Record
-	size       int64
-	dirty      bool
-	ref        bool // used since the eviction scan last passed (CLOCK)
+	id    string
+	rec   Record
+	size  int64
+	dirty bool
+	ref   bool // used since the eviction scan last passed (CLOCK)
+	// known: the partition's customer filter already reports the id, so
+	// Commit need not add it.
+	known      bool
 	prev, next *entry
 }
 
@@ -39,6 +42,11 @@ type Partition struct {
 	cacheBytes   atomic.Int64
 	cacheEntries atomic.Int64
 	hits, misses atomic.Int64
+
+	// filter holds every customer id the store may hold for the
+	// partition (filter.go): an id it does not know is new.
+	filter      *idFilter
+	filterSkips atomic.Int64
 
 	// staged holds everything but records until Commit.
 	staged *pebble.Batch
@@ -76,6 +84,7 @@ type Partition struct {
 	last      *entry // the entry Get returned last: MarkDirty usually follows
 	keyBuf    []byte
 	valBuf    []byte
+	clBuf     []byte  // the changelog entry's copy of the batch
 	memberVal [4]byte // a membership index value: the partition
 	closed    atomic.Bool
 }
@@ -91,7 +100,7 @@ func openPartition(s *Store, n int32) (*Partition, error) {
 		id:      n,
 		cache:   map[string]*entry{},
 		deleted: map[string]struct{}{},
-		staged:  s.db.NewBatch(),
+		staged:  newStagedBatch(s.db),
 		counts:  map[string]*segCount{},
 	}
 	p.lru.next, p.lru.prev = &p.lru, &p.lru
@@ -153,15 +162,23 @@ func (p *Partition) Get(customerID string) (Record, error) {
 	p.misses.Add(1)
 	var rec Record
 	var err error
-	if _, gone := p.deleted[customerID]; gone {
+	known := false
+	switch _, gone := p.deleted[customerID]; {
+	case gone:
 		rec, err = p.s.opts.Decode(customerID, nil)
-	} else {
+	case !p.filter.mayContain(hashID(customerID)):
+		// Never stored: a new customer, no lookup.
+		p.filterSkips.Add(1)
+		rec, err = p.s.opts.Decode(customerID, nil)
+	default:
+		known = true
 		rec, err = p.load(customerID)
 	}
 	if err != nil {
 		return nil, err
 	}
 	p.last = p.insert(customerID, rec, false)
+	p.last.known = known
 	return rec, nil
 }
 
@@ -548,6 +565,12 @@ func (p *Partition) commit() error {
 		if !e.dirty {
 			continue // deleted since it was marked
 		}
+		if !e.known {
+			// Before the batch: the filter may know an id the store
+			// does not hold yet, never the reverse.
+			p.filter.add(hashID(e.id))
+			e.known = true
+		}
 		p.keyBuf = customerKey(p.keyBuf[:0], p.id, e.id)
 		p.valBuf = append(p.valBuf[:0], recordEnvelope)
 		p.valBuf = e.rec.AppendBinary(p.valBuf)
@@ -581,8 +604,10 @@ func (p *Partition) commit() error {
 		if err := b.Commit(p.s.wo); err != nil {
 			return fmt.Errorf("commit partition %d: %w", p.id, err)
 		}
-		b.Close()
-		p.staged = p.s.db.NewBatch()
+		// Reuse the batch and its buffer: a new batch would grow its
+		// buffer again by doubling, copying it each time (a fifth of a
+		// 10,000-customer commit's cost).
+		b.Reset()
 	}
 	// The batch is durable: publish its effects.
 	for _, e := range p.dirty {
@@ -605,6 +630,15 @@ func (p *Partition) commit() error {
 	p.timers.committed()
 	p.evict()
 	return nil
+}
+
+// stagedBatchRetainBytes is the largest buffer a partition's staged
+// batch keeps between commits: a commit of 10,000 customers with its
+// changelog copy is ~2.5 MB. A larger commit's buffer is left to the GC.
+const stagedBatchRetainBytes = 4 << 20
+
+func newStagedBatch(db *pebble.DB) *pebble.Batch {
+	return db.NewBatch(pebble.WithMaxRetainedSizeBytes(stagedBatchRetainBytes))
 }
 
 func (p *Partition) committedCount(segment string) (int64, error) {

@@ -168,6 +168,13 @@ type Store struct {
 	parts     map[int32]*Partition
 	restoring map[int32]bool // partitions a Restorer holds
 	closed    bool
+	// filters are the customer-id filters (filter.go) of every partition
+	// with customers: a partition without one holds none. Each filter is
+	// used by its partition's owner; the map is guarded by mu.
+	filters map[int32]*idFilter
+	// filterNonce is this session's filter marker (filterfile.go); nil
+	// when read-only.
+	filterNonce []byte
 }
 
 // Open opens (creating if needed, unless opts.ReadOnly) the store in dir.
@@ -241,8 +248,15 @@ func Open(dir string, opts Options) (*Store, error) {
 		s.wo = pebble.Sync
 	}
 	err = h.guard("check format", s.checkFormat)
+	var verified map[int32]*idFilter
 	if err == nil && !opts.SkipVerify {
-		err = h.guard("verify", s.verify)
+		err = h.guard("verify", func() (err error) {
+			verified, err = s.verify()
+			return err
+		})
+	}
+	if err == nil {
+		err = h.guard("customer filters", func() error { return s.initFilters(verified) })
 	}
 	if err != nil {
 		s.closeDB()
@@ -276,15 +290,23 @@ func readMarker(fs vfs.FS, dir string) (string, error) {
 }
 
 // verify reads every key of the store, which checks the checksum of every
-// data and index block Pebble reads on the way.
-func (s *Store) verify() error {
+// data and index block Pebble reads on the way. The customer filters are
+// built on the way (hashing the ids costs a fraction of the read).
+func (s *Store) verify() (map[int32]*idFilter, error) {
 	it, err := s.db.NewIter(nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	fb := newFilterBuilder()
 	for it.First(); it.Valid(); it.Next() {
+		if k := it.Key(); len(k) > 0 && k[0] == ksCustomer {
+			fb.addKey(k)
+		}
 	}
-	return errors.Join(it.Error(), it.Close())
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return nil, err
+	}
+	return fb.finish(), nil
 }
 
 // Wipe removes the store in dir (every file of the directory) so that the
@@ -355,9 +377,21 @@ func (s *Store) Partition(n int32) (*Partition, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open partition %d: %w", n, err)
 	}
+	p.filter = s.filterLocked(n)
 	s.parts[n] = p
 	s.rebudgetLocked()
 	return p, nil
+}
+
+// filterLocked returns partition n's customer filter, a new empty one
+// if it has none. s.mu is held.
+func (s *Store) filterLocked(n int32) *idFilter {
+	f := s.filters[n]
+	if f == nil {
+		f = newIDFilter(0)
+		s.filters[n] = f
+	}
+	return f
 }
 
 // rebudgetLocked splits the cache budget evenly over open partitions.
@@ -396,6 +430,8 @@ func (s *Store) Close() error {
 	for _, p := range parts {
 		p.closeNoRelease()
 	}
+	// Every commit is done: the filters are complete.
+	s.saveFilters()
 	// Writes still waiting for space give up: nobody will commit again.
 	s.AbandonDiskWait()
 	return s.closeDB()
@@ -572,6 +608,11 @@ type Metrics struct {
 	ReadAmp                int
 	Compactions            int64
 	TimersPending          int64 // committed timers in the near-horizon heaps
+	// FilterSkips counts cache misses the customer filter answered
+	// without reading the store (new customers).
+	FilterSkips int64
+	// FilterBytes is the memory of the customer filters.
+	FilterBytes int64
 }
 
 // Metrics returns current statistics.
@@ -584,7 +625,9 @@ func (s *Store) Metrics() Metrics {
 		m.CacheBytes += p.cacheBytes.Load()
 		m.CacheEntries += p.cacheEntries.Load()
 		m.TimersPending += p.heapLen.Load()
+		m.FilterSkips += p.filterSkips.Load()
 	}
+	m.FilterBytes = s.filterBytesLocked()
 	closed := s.closed
 	s.mu.Unlock()
 	if closed || s.h.err() != nil {
