@@ -30,7 +30,6 @@ type RuleSet struct {
 	// array that SegmentsTouched scans without loading each Segment.
 	segMasks [schemas.NumEventTypes][]Touched
 	keyIndex map[uint32]int // trait key -> index, for decoding stored state
-	maxWin   int64
 	warnings Errors
 	// timing is the union of what the time-dependent segments depend
 	// on, for NextChangeAll.
@@ -140,9 +139,6 @@ func (rs *RuleSet) SegmentsFor(t schemas.EventType) []int {
 	}
 	return rs.segsFor[t]
 }
-
-// MaxWindow returns the longest trait window in ms (0 if none).
-func (rs *RuleSet) MaxWindow() int64 { return rs.maxWin }
 
 // CompileFile reads and compiles a rules file. A file over MaxRulesBytes
 // is refused without reading it whole.
@@ -453,48 +449,8 @@ func (c *compiler) compileTrait(name string, n *yaml.Node) *Trait {
 		}
 		t.Field, t.fld = d.field, f
 	}
-	// Aggregate/field compatibility and result type.
-	switch agg {
-	case aggCount:
-		t.kind = kNum
-	case aggSum, aggAvg:
-		if t.Field == "" || t.fld.kind != kNum {
-			c.errAt(c.exprPos(n, d.eventOff), "trait %s: %s needs a number field, e.g. %s(purchase.amount)", name, d.agg, d.agg)
-			return nil
-		}
-		t.kind = kNum
-	case aggMin, aggMax:
-		if t.Field == "" || (t.fld.kind != kNum && t.fld.kind != kTime) {
-			c.errAt(c.exprPos(n, d.eventOff), "trait %s: %s needs a number or time field, e.g. %s(purchase.amount)", name, d.agg, d.agg)
-			return nil
-		}
-		t.kind = t.fld.kind
-	case aggDistinct:
-		if t.Field == "" || t.fld.kind == kTime {
-			c.errAt(c.exprPos(n, d.eventOff), "trait %s: distinct_count needs a string, number or list field, e.g. distinct_count(browse.category)", name)
-			return nil
-		}
-		t.kind = kNum
-	case aggMostFrequent:
-		if t.Field == "" || (t.fld.kind != kStr && t.fld.kind != kList) {
-			c.errAt(c.exprPos(n, d.eventOff), "trait %s: most_frequent needs a string or list field, e.g. most_frequent(browse.category)", name)
-			return nil
-		}
-		t.kind = kStr
-	case aggFirst, aggLast:
-		if t.Field == "" {
-			c.errAt(c.exprPos(n, d.eventOff), "trait %s: %s needs a field, e.g. %s(purchase.ts) or %s(purchase.amount)", name, d.agg, d.agg, d.agg)
-			return nil
-		}
-		if t.fld.kind == kList {
-			c.errAt(c.exprPos(n, d.fieldOff), "trait %s: %s of a list field is not supported; use most_frequent or distinct_count", name, d.agg)
-			return nil
-		}
-		if d.window != 0 {
-			c.errAt(c.exprPos(n, d.windowOff), "trait %s: %s is a lifetime aggregate and takes no window; for the latest time in a window use max(%s.ts) over ...", name, d.agg, d.event)
-			return nil
-		}
-		t.kind = t.fld.kind
+	if !c.traitKind(t, d, n) {
+		return nil
 	}
 	if d.filter != nil {
 		ce := c.compileTop(n, d.filter, scope{event: et, trait: name})
@@ -506,9 +462,69 @@ func (c *compiler) compileTrait(name string, n *yaml.Node) *Trait {
 			}
 		}
 	}
+	if !c.traitWindow(t, d, n) {
+		return nil
+	}
+	t.Def, t.key = canonicalDef(t, d)
+	return t
+}
+
+// traitKind checks that the aggregate fits the field and sets the trait's
+// result type.
+func (c *compiler) traitKind(t *Trait, d *traitDef, n *yaml.Node) bool {
+	name, agg := t.Name, t.agg
+	switch agg {
+	case aggCount:
+		t.kind = kNum
+	case aggSum, aggAvg:
+		if t.Field == "" || t.fld.kind != kNum {
+			c.errAt(c.exprPos(n, d.eventOff), "trait %s: %s needs a number field, e.g. %s(purchase.amount)", name, d.agg, d.agg)
+			return false
+		}
+		t.kind = kNum
+	case aggMin, aggMax:
+		if t.Field == "" || (t.fld.kind != kNum && t.fld.kind != kTime) {
+			c.errAt(c.exprPos(n, d.eventOff), "trait %s: %s needs a number or time field, e.g. %s(purchase.amount)", name, d.agg, d.agg)
+			return false
+		}
+		t.kind = t.fld.kind
+	case aggDistinct:
+		if t.Field == "" || t.fld.kind == kTime {
+			c.errAt(c.exprPos(n, d.eventOff), "trait %s: distinct_count needs a string, number or list field, e.g. distinct_count(browse.category)", name)
+			return false
+		}
+		t.kind = kNum
+	case aggMostFrequent:
+		if t.Field == "" || (t.fld.kind != kStr && t.fld.kind != kList) {
+			c.errAt(c.exprPos(n, d.eventOff), "trait %s: most_frequent needs a string or list field, e.g. most_frequent(browse.category)", name)
+			return false
+		}
+		t.kind = kStr
+	case aggFirst, aggLast:
+		if t.Field == "" {
+			c.errAt(c.exprPos(n, d.eventOff), "trait %s: %s needs a field, e.g. %s(purchase.ts) or %s(purchase.amount)", name, d.agg, d.agg, d.agg)
+			return false
+		}
+		if t.fld.kind == kList {
+			c.errAt(c.exprPos(n, d.fieldOff), "trait %s: %s of a list field is not supported; use most_frequent or distinct_count", name, d.agg)
+			return false
+		}
+		if d.window != 0 {
+			c.errAt(c.exprPos(n, d.windowOff), "trait %s: %s is a lifetime aggregate and takes no window; for the latest time in a window use max(%s.ts) over ...", name, d.agg, d.event)
+			return false
+		}
+		t.kind = t.fld.kind
+	}
+	return true
+}
+
+// traitWindow checks and sets the window and its bucket (default: an hour,
+// a day for windows over two days, never more than the window).
+func (c *compiler) traitWindow(t *Trait, d *traitDef, n *yaml.Node) bool {
+	name := t.Name
 	if d.window < 0 || (d.window > 0 && d.window < 1000) {
 		c.errAt(c.exprPos(n, d.windowOff), "trait %s: window %s must be at least 1s", name, formatDuration(d.window))
-		return nil
+		return false
 	}
 	if d.window > 0 {
 		t.Window = d.window
@@ -528,16 +544,22 @@ func (c *compiler) compileTrait(name string, n *yaml.Node) *Trait {
 				off = d.bucketOff
 			}
 			c.errAt(c.exprPos(n, off), "trait %s: window %s is not a multiple of its bucket %s; pick a bucket that divides it", name, formatDuration(t.Window), formatDuration(t.Bucket))
-			return nil
+			return false
 		}
 		if t.Window/t.Bucket > 10000 {
 			c.errAt(c.exprPos(n, d.windowOff), "trait %s: window %s in buckets of %s keeps %d buckets per customer (limit 10000); use a coarser bucket", name, formatDuration(t.Window), formatDuration(t.Bucket), t.Window/t.Bucket)
-			return nil
+			return false
 		}
 	} else if d.bucket != 0 {
 		c.errAt(c.exprPos(n, d.bucketOff), "trait %s: bucket needs a window (over ...)", name)
-		return nil
+		return false
 	}
+	return true
+}
+
+// canonicalDef is the trait's canonical definition (traits with equal
+// definitions share state across rule changes) and its key, a hash of it.
+func canonicalDef(t *Trait, d *traitDef) (string, uint32) {
 	var def strings.Builder
 	fmt.Fprintf(&def, "%s(%s", d.agg, d.event)
 	if t.Field != "" {
@@ -550,11 +572,9 @@ func (c *compiler) compileTrait(name string, n *yaml.Node) *Trait {
 	if t.Window > 0 {
 		fmt.Fprintf(&def, " over %s bucket %s", formatDuration(t.Window), formatDuration(t.Bucket))
 	}
-	t.Def = def.String()
 	h := fnv.New32a()
-	h.Write([]byte(t.Def))
-	t.key = h.Sum32()
-	return t
+	h.Write([]byte(def.String()))
+	return def.String(), h.Sum32()
 }
 
 func (c *compiler) compileSegments(n *yaml.Node) {
@@ -738,7 +758,6 @@ func (c *compiler) finish() {
 			c.errAt(t.Pos, "trait %s: internal key collides with trait %s; rename nothing, but change the definition slightly (e.g. bucket)", t.Name, rs.traits[other].Name)
 		}
 		rs.keyIndex[t.key] = t.Index
-		rs.maxWin = max(rs.maxWin, t.Window)
 	}
 	for _, s := range rs.segments {
 		rs.progs = append(rs.progs, s.prog)

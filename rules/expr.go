@@ -230,117 +230,144 @@ func (c *compiler) compileExpr(y *yaml.Node, n node, sc scope) *cexpr {
 	case *nullLit:
 		return &cexpr{kind: kNull, constant: true}
 	case *ident:
-		if sc.event != 0 {
-			f, ok := lookupField(sc.event, n.name)
-			if !ok {
-				return errf(n.off, "%s has no field %q%s", sc.event, n.name, didYouMean(n.name, fieldNames(sc.event)))
-			}
-			return fieldExpr(f)
-		}
-		if t, ok := c.traitByName[n.name]; ok {
-			c.reads.traits = append(c.reads.traits, t.Index)
-			return traitExpr(t)
-		}
-		if c.failed[n.name] {
-			// Its definition already has an error, so compilation fails;
-			// a placeholder avoids a second, misleading error here.
-			return &cexpr{kind: kAny, any: func(*env) schemas.Value { return schemas.Value{} }}
-		}
-		hint := c.traitHint(n.name)
-		if _, isField := lookupField(schemas.EventPurchase, n.name); isField && hint == "" {
-			hint = " (event fields are only visible inside a trait's where; define a trait)"
-		}
-		return errf(n.off, "unknown trait %q%s", n.name, hint)
+		return c.compileIdent(n, sc, errf)
 	case *selector:
-		if n.x == "profile" {
-			name := n.sel
-			c.reads.attrs = append(c.reads.attrs, name)
-			return &cexpr{kind: kAny, any: func(e *env) schemas.Value {
-				v, _ := e.s.Attr(name)
-				return v
-			}}
-		}
-		if sc.event != 0 {
-			if n.x != sc.event.String() {
-				return errf(n.off, "%q is not this trait's event type (%s)", n.x, sc.event)
-			}
-			f, ok := lookupField(sc.event, n.sel)
-			if !ok {
-				return errf(n.off, "%s has no field %q%s", sc.event, n.sel, didYouMean(n.sel, fieldNames(sc.event)))
-			}
-			return fieldExpr(f)
-		}
-		return errf(n.off, "unknown name %q: a segment reads traits and profile.<attribute>; to use %s fields, define a trait", n.x+"."+n.sel, n.x)
+		return c.compileSelector(n, sc, errf)
 	case *call:
-		switch n.fn {
-		case "since":
-			if len(n.args) != 1 {
-				return errf(n.off, "since takes one time argument, e.g. since(last_order_at), found %d arguments", len(n.args))
-			}
-			x := c.compileExpr(y, n.args[0], sc)
-			if x == nil {
-				return nil
-			}
-			if x.kind != kTime && x.kind != kAny {
-				return errf(n.args[0].offset(), "since needs a time (e.g. a last(purchase.ts) trait), found a %s", x.kind)
-			}
-			if sc.event != 0 {
-				return errf(n.off, "since is not available in a trait filter")
-			}
-			xf := x.numOf()
-			out := &cexpr{kind: kDur, since: xf, sinceKey: n.args[0].String(), num: func(e *env) (float64, bool) {
-				v, ok := xf(e)
-				return float64(e.now) - v, ok
-			}}
-			return out
-		}
-		return errf(n.off, "unknown function %q%s", n.fn, didYouMean(n.fn, []string{"since"}))
+		return c.compileCall(y, n, sc, errf)
 	case *unary:
-		x := c.compileExpr(y, n.x, sc)
-		if x == nil {
-			return nil
-		}
-		if !noSince(x) {
-			return errf(n.off, "since(...) must be compared with a duration, e.g. since(last_order_at) > 60d")
-		}
-		if n.op == "not" {
-			if x.kind != kBool && x.kind != kAny {
-				return errf(n.off, "not needs a condition, found a %s", x.kind)
-			}
-			f := x.asBool()
-			out := &cexpr{kind: kBool, b: func(e *env) bool { return !f(e) }}
-			return out
-		}
-		if !isNumeric(x.kind) && x.kind != kAny {
-			return errf(n.off, "unary - needs a number or duration, found a %s", x.kind)
-		}
-		f := x.numOf()
-		k := x.kind
-		if k == kAny {
-			k = kNum
-		}
-		out := &cexpr{kind: k, num: func(e *env) (float64, bool) { v, ok := f(e); return -v, ok }}
-		return out
+		return c.compileUnary(y, n, sc, errf)
 	case *isNull:
-		x := c.compileExpr(y, n.x, sc)
-		if x == nil {
-			return nil
-		}
-		if !noSince(x) {
-			return errf(n.off, "since(...) must be compared with a duration, e.g. since(last_order_at) > 60d")
-		}
-		f := x.isNullFn()
-		out := &cexpr{kind: kBool, b: f}
-		if n.neg {
-			out.b = func(e *env) bool { return !f(e) }
-		}
-		return out
+		return c.compileIsNull(y, n, sc, errf)
 	case *inList:
 		return c.compileIn(y, n, sc, errf)
 	case *binExpr:
 		return c.compileChain(y, n, sc, errf)
 	}
 	return errf(n.offset(), "unsupported expression")
+}
+
+// compileIdent compiles a name: an event field inside a trait's where, a
+// trait in a segment.
+func (c *compiler) compileIdent(n *ident, sc scope, errf errFunc) *cexpr {
+	if sc.event != 0 {
+		f, ok := lookupField(sc.event, n.name)
+		if !ok {
+			return errf(n.off, "%s has no field %q%s", sc.event, n.name, didYouMean(n.name, fieldNames(sc.event)))
+		}
+		return fieldExpr(f)
+	}
+	if t, ok := c.traitByName[n.name]; ok {
+		c.reads.traits = append(c.reads.traits, t.Index)
+		return traitExpr(t)
+	}
+	if c.failed[n.name] {
+		// Its definition already has an error, so compilation fails;
+		// a placeholder avoids a second, misleading error here.
+		return &cexpr{kind: kAny, any: func(*env) schemas.Value { return schemas.Value{} }}
+	}
+	hint := c.traitHint(n.name)
+	if _, isField := lookupField(schemas.EventPurchase, n.name); isField && hint == "" {
+		hint = " (event fields are only visible inside a trait's where; define a trait)"
+	}
+	return errf(n.off, "unknown trait %q%s", n.name, hint)
+}
+
+// compileSelector compiles x.y: profile.<attribute>, or an event's field
+// inside a trait's where.
+func (c *compiler) compileSelector(n *selector, sc scope, errf errFunc) *cexpr {
+	if n.x == "profile" {
+		name := n.sel
+		c.reads.attrs = append(c.reads.attrs, name)
+		return &cexpr{kind: kAny, any: func(e *env) schemas.Value {
+			v, _ := e.s.Attr(name)
+			return v
+		}}
+	}
+	if sc.event != 0 {
+		if n.x != sc.event.String() {
+			return errf(n.off, "%q is not this trait's event type (%s)", n.x, sc.event)
+		}
+		f, ok := lookupField(sc.event, n.sel)
+		if !ok {
+			return errf(n.off, "%s has no field %q%s", sc.event, n.sel, didYouMean(n.sel, fieldNames(sc.event)))
+		}
+		return fieldExpr(f)
+	}
+	return errf(n.off, "unknown name %q: a segment reads traits and profile.<attribute>; to use %s fields, define a trait", n.x+"."+n.sel, n.x)
+}
+
+// compileCall compiles a function call; since(t) is the only function.
+func (c *compiler) compileCall(y *yaml.Node, n *call, sc scope, errf errFunc) *cexpr {
+	switch n.fn {
+	case "since":
+		if len(n.args) != 1 {
+			return errf(n.off, "since takes one time argument, e.g. since(last_order_at), found %d arguments", len(n.args))
+		}
+		x := c.compileExpr(y, n.args[0], sc)
+		if x == nil {
+			return nil
+		}
+		if x.kind != kTime && x.kind != kAny {
+			return errf(n.args[0].offset(), "since needs a time (e.g. a last(purchase.ts) trait), found a %s", x.kind)
+		}
+		if sc.event != 0 {
+			return errf(n.off, "since is not available in a trait filter")
+		}
+		xf := x.numOf()
+		out := &cexpr{kind: kDur, since: xf, sinceKey: n.args[0].String(), num: func(e *env) (float64, bool) {
+			v, ok := xf(e)
+			return float64(e.now) - v, ok
+		}}
+		return out
+	}
+	return errf(n.off, "unknown function %q%s", n.fn, didYouMean(n.fn, []string{"since"}))
+}
+
+// compileUnary compiles not x and -x.
+func (c *compiler) compileUnary(y *yaml.Node, n *unary, sc scope, errf errFunc) *cexpr {
+	x := c.compileExpr(y, n.x, sc)
+	if x == nil {
+		return nil
+	}
+	if !noSince(x) {
+		return errf(n.off, "since(...) must be compared with a duration, e.g. since(last_order_at) > 60d")
+	}
+	if n.op == "not" {
+		if x.kind != kBool && x.kind != kAny {
+			return errf(n.off, "not needs a condition, found a %s", x.kind)
+		}
+		f := x.asBool()
+		out := &cexpr{kind: kBool, b: func(e *env) bool { return !f(e) }}
+		return out
+	}
+	if !isNumeric(x.kind) && x.kind != kAny {
+		return errf(n.off, "unary - needs a number or duration, found a %s", x.kind)
+	}
+	f := x.numOf()
+	k := x.kind
+	if k == kAny {
+		k = kNum
+	}
+	out := &cexpr{kind: k, num: func(e *env) (float64, bool) { v, ok := f(e); return -v, ok }}
+	return out
+}
+
+// compileIsNull compiles x is null and x is not null.
+func (c *compiler) compileIsNull(y *yaml.Node, n *isNull, sc scope, errf errFunc) *cexpr {
+	x := c.compileExpr(y, n.x, sc)
+	if x == nil {
+		return nil
+	}
+	if !noSince(x) {
+		return errf(n.off, "since(...) must be compared with a duration, e.g. since(last_order_at) > 60d")
+	}
+	f := x.isNullFn()
+	out := &cexpr{kind: kBool, b: f}
+	if n.neg {
+		out.b = func(e *env) bool { return !f(e) }
+	}
+	return out
 }
 
 // compileChain compiles a binary expression. It walks the left spine

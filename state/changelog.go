@@ -151,9 +151,10 @@ func (p *Partition) releasedOutbox() uint64 {
 	return hi
 }
 
-// stageChangelog adds the outbox deletes since the last commit to b and
-// then b's copy as the next pending changelog entry. It reports whether b
-// holds anything to log.
+// stageChangelog adds to b the outbox deletes not logged yet (those the
+// publisher made since the last logged position), then b's copy as the
+// next pending changelog entry with its mark (the outbox sequence numbers
+// the commit spans, outboxBefore..outboxAfter). An empty b logs nothing.
 func (p *Partition) stageChangelog(b *pebble.Batch, outboxBefore, outboxAfter uint64) {
 	if to := p.deletedTo.Load(); to > p.outboxLoggedTo {
 		for seq := p.outboxLoggedTo + 1; seq <= to; seq++ {
