@@ -114,9 +114,3 @@ func benchDiskBytes(b *testing.B) {
 	b.ReportMetric(per(usage.Memberships), "members-disk-B/customer")
 	b.ReportMetric(per(usage.Outbox+usage.Other), "other-disk-B/customer")
 }
-
-// rawRecord is a stored customer record left undecoded.
-type rawRecord []byte
-
-func (r rawRecord) AppendBinary(dst []byte) []byte { return append(dst, r...) }
-func (r rawRecord) SizeBytes() int                 { return len(r) }
