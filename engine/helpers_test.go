@@ -18,7 +18,6 @@ const testRules = eventtest.Rules
 
 var (
 	ts       = eventtest.Time
-	fmtTime  = eventtest.FormatTime
 	purchase = eventtest.Purchase
 	profile  = eventtest.Profile
 )
