@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -185,5 +186,14 @@ func TestConfigErrorsNameKeys(t *testing.T) {
 		if strings.Contains(errs, leak) {
 			t.Errorf("stderr leaks %q:\n%s", leak, errs)
 		}
+	}
+}
+
+// The demo prints the page's address: with port 0 it must be the port the
+// API gets, not ":0".
+func TestFreeAddrResolvesPortZero(t *testing.T) {
+	got := freeAddr("127.0.0.1:0")
+	if _, port, err := net.SplitHostPort(got); err != nil || port == "0" || port == "" {
+		t.Fatalf("freeAddr(127.0.0.1:0) = %q", got)
 	}
 }

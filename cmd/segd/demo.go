@@ -300,8 +300,9 @@ func (p *changePrinter) published(topic string, key, value []byte) {
 func freeAddr(addr string) string {
 	ln, err := net.Listen("tcp", addr)
 	if err == nil {
-		ln.Close()
-		return addr
+		// The address it got: port 0 becomes the port the page is on.
+		defer ln.Close()
+		return ln.Addr().String()
 	}
 	ln, err = net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
