@@ -363,6 +363,20 @@ func (r *fileReplay) readRetail(ctx context.Context) error {
 		}
 		r.seq++
 		pe.file, pe.line, pe.seq = r.opt.Retail, 0, r.seq
+		// The CSV's rows become events here, not through Decode: they
+		// are held to the same checks a decoded record is.
+		if err := pe.e.Validate(r.wall, r.opt.MaxFutureSkew.Milliseconds()); err != nil {
+			r.pool.Put(pe)
+			var de *schemas.DecodeError
+			reason := "invalid"
+			if errors.As(err, &de) {
+				reason = string(de.Reason)
+			}
+			if err := r.skip(r.opt.Retail, int(r.seq), reason, err); err != nil {
+				return err
+			}
+			continue
+		}
 		if err := r.queue(pe); err != nil {
 			return err
 		}

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/segd/segd/connectors"
 	"github.com/segd/segd/engine"
 	"github.com/segd/segd/examples"
@@ -55,45 +56,20 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	o.printBanner(stdout, addr, topics, rulesNote)
 
-	cfg := &engine.Config{}
-	cfg.Kafka.Brokers = []string{addr}
-	cfg.Rules.File = o.rulesFile
-	cfg.State.Dir = dir
-	cfg.API.Addr = o.apiAddr
-	cfg.EnsureDefaults()
-	if err := cfg.Validate(); err != nil {
-		fmt.Fprintln(stderr, "segd demo:", err)
-		return 1
-	}
 	printer := newChangePrinter(stdout, o.printRate)
-	eng, err := engine.New(cfg, engine.Options{Logger: log, OnPublished: printer.published})
+	cfg, eng, err := o.newEngine(addr, dir, log, printer)
 	if err != nil {
 		fmt.Fprintln(stderr, "segd demo:", err)
 		return 1
 	}
 	defer eng.Close()
 	start := time.Now()
-	g, err := gen.New(gen.Config{
-		Customers:     o.customers,
-		Start:         start.Add(-o.history).UnixMilli(),
-		EventsPerHour: float64(o.historyEvents) / o.history.Hours(),
-		Pacing:        gen.RealisticPacing(),
-	})
+	g, snd, closeTraffic, err := o.newTraffic(addr, start)
 	if err != nil {
 		fmt.Fprintln(stderr, "segd demo:", err)
 		return 1
 	}
-	prod, err := connectors.NewProducer([]string{addr}, connectors.ProducerOptions{})
-	if err != nil {
-		fmt.Fprintln(stderr, "segd demo:", err)
-		return 1
-	}
-	defer prod.Close()
-	snd, err := newSender(prod, false)
-	if err != nil {
-		fmt.Fprintln(stderr, "segd demo:", err)
-		return 1
-	}
+	defer closeTraffic()
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -129,6 +105,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	stopHangup()
 	stop()
 	wg.Wait()
+	return demoExit(stdout, stderr, eng, runErr, errc, start)
+}
+
+// demoExit reports how the demo ended and returns its exit code: a
+// generator or engine failure is 1, a stop (Ctrl-C, --duration) 0.
+func demoExit(stdout, stderr io.Writer, eng *engine.Engine, runErr error, errc <-chan error, start time.Time) int {
 	select {
 	case err := <-errc:
 		fmt.Fprintln(stderr, "segd demo:", err)
@@ -224,6 +206,49 @@ func (o *demoOptions) printBanner(w io.Writer, addr string, topics []string, rul
 	}
 	fmt.Fprintf(w, "  rules: %s (edit and send SIGHUP, or save: they reload live)\n", rulesNote)
 	fmt.Fprintf(w, "  replaying %s of history (%d events, %d customers), then live traffic; Ctrl-C stops\n\n", o.history, o.historyEvents, o.customers)
+}
+
+// newEngine configures and opens the demo's engine over the embedded
+// broker at addr, printing what it publishes.
+func (o *demoOptions) newEngine(addr, dir string, log zerolog.Logger, printer *changePrinter) (*engine.Config, *engine.Engine, error) {
+	cfg := &engine.Config{}
+	cfg.Kafka.Brokers = []string{addr}
+	cfg.Rules.File = o.rulesFile
+	cfg.State.Dir = dir
+	cfg.API.Addr = o.apiAddr
+	cfg.EnsureDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, err
+	}
+	eng, err := engine.New(cfg, engine.Options{Logger: log, OnPublished: printer.published})
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, eng, nil
+}
+
+// newTraffic makes the generator of the demo's customers (a history
+// ending at start) and the sender that produces it to addr.
+func (o *demoOptions) newTraffic(addr string, start time.Time) (*gen.Generator, *sender, func(), error) {
+	g, err := gen.New(gen.Config{
+		Customers:     o.customers,
+		Start:         start.Add(-o.history).UnixMilli(),
+		EventsPerHour: float64(o.historyEvents) / o.history.Hours(),
+		Pacing:        gen.RealisticPacing(),
+	})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	prod, err := connectors.NewProducer([]string{addr}, connectors.ProducerOptions{})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	snd, err := newSender(prod, false)
+	if err != nil {
+		prod.Close()
+		return nil, nil, nil, err
+	}
+	return g, snd, func() { prod.Close() }, nil
 }
 
 // sendTraffic replays the history at --rate, then sends live traffic at
