@@ -82,7 +82,8 @@ func (a *applier) apply(pe *pendingEvent) {
 		return
 	}
 	procs := a.as.procs
-	err := procs[kpart.For([]byte(pe.e.CustomerID), len(procs))].Apply(&pe.e)
+	proc := procs[kpart.For([]byte(pe.e.CustomerID), len(procs))]
+	err := proc.Apply(&pe.e)
 	var rej *segment.Rejected
 	switch {
 	case errors.As(err, &rej):
@@ -96,7 +97,8 @@ func (a *applier) apply(pe *pendingEvent) {
 	}
 	a.events++
 	a.last = max(a.last, pe.e.Time)
-	if a.sinceCommit++; a.sinceCommit >= a.as.commitEvents {
+	// The cache's dirty budget bounds memory whatever CommitEvents says.
+	if a.sinceCommit++; a.sinceCommit >= a.as.commitEvents || proc.Partition().NeedsCommit() {
 		a.sinceCommit = 0
 		a.err = a.commit()
 	}

@@ -42,8 +42,9 @@ type ReplayOptions struct {
 	Workers int
 	// Output receives one JSON SegmentChange per line; nil: none.
 	Output io.Writer
-	// CommitEvents commits every this many events. Default 10000. It does
-	// not change the result.
+	// CommitEvents: each worker commits its partitions every this many
+	// events it applied. Default DefaultReplayCommitEvents. It does not
+	// change the result.
 	CommitEvents int
 	// CacheBytes bounds the record cache. Default 256 MiB. It does not
 	// change the result.
@@ -93,7 +94,7 @@ func Replay(ctx context.Context, opt ReplayOptions) (*segment.ReplaySummary, err
 		opt.Workers = runtime.GOMAXPROCS(0)
 	}
 	if opt.CommitEvents == 0 {
-		opt.CommitEvents = 10000
+		opt.CommitEvents = DefaultReplayCommitEvents
 	}
 	if opt.MaxLineBytes == 0 {
 		opt.MaxLineBytes = DefaultReplayMaxLineBytes
@@ -436,6 +437,13 @@ const (
 // DefaultReplayMaxLineBytes is the default ReplayOptions.MaxLineBytes:
 // input.max_record_bytes's default.
 const DefaultReplayMaxLineBytes = 1 << 20
+
+// DefaultReplayCommitEvents is the default ReplayOptions.CommitEvents:
+// larger than a live commit, since nothing waits for a replay's output and
+// a customer touched several times between two commits is encoded and
+// written once (200,000 events over 20,000 customers: 1.95 s with 10,000,
+// 1.59 s with 50,000, 1.57 s with 200,000, one worker, 16 partitions).
+const DefaultReplayCommitEvents = 50000
 
 // DefaultReplayPartitions is the default ReplayOptions.Partitions: enough
 // for the cores of a large machine, and a count that does not depend on it.
