@@ -381,6 +381,11 @@ func testReadModel(t *testing.T, eng *Engine) {
 			t.Errorf("no metric %s", name)
 		}
 	}
+	// The customers were new to a fresh store: the filter answered their
+	// first lookups without Pebble.
+	if mv["segd_state_filter_skips_total"] < 1 || mv["segd_state_filter_bytes"] <= 0 {
+		t.Errorf("filter metrics: skips %v, bytes %v", mv["segd_state_filter_skips_total"], mv["segd_state_filter_bytes"])
+	}
 }
 
 // testReload edits the rules file and reloads: a broken file changes

@@ -402,6 +402,8 @@ func (m *metrics) registerStore(st *state.Store) {
 		gauge("segd_state_disk_bytes", "Disk space used by the Pebble store.", func(x state.Metrics) float64 { return float64(x.DiskBytes) }),
 		gauge("segd_state_read_amplification", "Pebble read amplification.", func(x state.Metrics) float64 { return float64(x.ReadAmp) }),
 		counter("segd_state_compactions_total", "Pebble compactions.", func(x state.Metrics) float64 { return float64(x.Compactions) }),
+		counter("segd_state_filter_skips_total", "Lookups of customers the partition never stored, answered by its customer-id filter without reading Pebble.", func(x state.Metrics) float64 { return float64(x.FilterSkips) }),
+		gauge("segd_state_filter_bytes", "Memory of the customer-id filters (docs/state.md).", func(x state.Metrics) float64 { return float64(x.FilterBytes) }),
 		gauge("segd_timers_pending", "Timers in the in-memory near-horizon heaps.", func(x state.Metrics) float64 { return float64(x.TimersPending) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "segd_state_disk_full", Help: "1 while the state disk is full: writes wait and every partition is paused."},
 			func() float64 { return b2f(st.DiskFull()) }),
