@@ -153,7 +153,7 @@ func TestFailoverBrokerKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const events = 300000
+	const events = 1200000 // a few seconds of input for two instances: the kill must find them mid-stream
 	p.produce(t, g, events)
 	end := p.endOffsets(t)
 	script := filepath.Join("..", "..", "deploy", "kafka", "kafka.sh")
