@@ -1,9 +1,7 @@
 package api
 
 import (
-	"bytes"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,24 +19,8 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	segdtest.WaitFor(t, timeout, what, cond)
 }
 
-// syncBuffer is a log sink safe for the engine's and the server's
-// goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is the shared log sink safe for concurrent writers.
+type syncBuffer = segdtest.SyncBuffer
 
 // localEngineWith opens a real engine over a fresh state dir with
 // examples/rules.yaml, configured by configure, and a one-partition Local
