@@ -206,6 +206,13 @@ type CommitConfig struct {
 	Interval time.Duration `yaml:"interval"`
 	// MaxEvents commits after this many events. Default 10000.
 	MaxEvents int `yaml:"max_events"`
+	// WhenCaughtUp is "on" (default) or "off". On, a partition that has
+	// handled everything its input holds and has changes waiting to be
+	// published commits at once instead of waiting for Interval: changes
+	// leave within a produce round trip of their event. Under load the
+	// input is never drained, so commits still come from Interval and
+	// MaxEvents (docs/operations.md, "Latency").
+	WhenCaughtUp string `yaml:"when_caught_up"`
 }
 
 // ClockConfig configures event time.
@@ -398,6 +405,7 @@ func (c *Config) EnsureDefaults() {
 	if c.Commit.MaxEvents == 0 {
 		c.Commit.MaxEvents = 10000
 	}
+	def(&c.Commit.WhenCaughtUp, "on")
 	if c.Clock.IdleAfter == 0 {
 		c.Clock.IdleAfter = 2 * time.Second
 	}
@@ -587,6 +595,9 @@ func (c *Config) validateLimits(bad problem) {
 	}
 	if c.Commit.MaxEvents < 1 || c.Commit.MaxEvents > 1_000_000 {
 		bad("commit.max_events (%d) must be between 1 and 1000000", c.Commit.MaxEvents)
+	}
+	if c.Commit.WhenCaughtUp != "on" && c.Commit.WhenCaughtUp != "off" {
+		bad("commit.when_caught_up (%q) must be on or off", c.Commit.WhenCaughtUp)
 	}
 	if c.Clock.IdleLag < 0 {
 		bad("clock.idle_lag (%s) must be >= 0", c.Clock.IdleLag)

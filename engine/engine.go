@@ -672,6 +672,7 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 	tk := openTask(p, proc, src, pub, obs, taskOptions{
 		commitInterval: e.cfg.Commit.Interval,
 		commitEvents:   e.cfg.Commit.MaxEvents,
+		commitCaughtUp: e.cfg.Commit.WhenCaughtUp == "on",
 		idleAfter:      e.cfg.Clock.IdleAfter,
 		idleLag:        e.cfg.Clock.IdleLag,
 		maxWait:        e.cfg.Kafka.MaxWait,

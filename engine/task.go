@@ -35,6 +35,9 @@ type bufferedSource interface {
 type taskOptions struct {
 	commitInterval time.Duration
 	commitEvents   int
+	// commitCaughtUp commits as soon as a poll drained the input and the
+	// outbox holds staged changes (commit.when_caught_up).
+	commitCaughtUp bool
 	// idleAfter < 0 means event time only (replays).
 	idleAfter time.Duration
 	// wallAtStart, in a backfill, is the wall clock (Unix ms) the future
@@ -113,6 +116,8 @@ func (t *task) run(ctx context.Context) error {
 				return herr
 			}
 		}
+		// A poll that did not fill the buffer took everything deliverable.
+		caughtUp := len(msgs) < cap(t.buf)
 		if len(msgs) > 0 {
 			t.lastInput = t.opt.now()
 			t.reportLag(msgs)
@@ -137,7 +142,8 @@ func (t *task) run(ctx context.Context) error {
 		due := t.opt.now().Sub(t.lastCommit) >= t.opt.commitInterval
 		// Published outbox entries leave the changelog only with a commit
 		// (it logs their deletes): an idle partition commits for them too.
-		if t.pending >= t.opt.commitEvents || (due && (t.pending > 0 || t.part.OutboxDeletesUnlogged())) || t.part.NeedsCommit() {
+		early := t.opt.commitCaughtUp && caughtUp && t.part.OutboxStaged()
+		if early || t.pending >= t.opt.commitEvents || (due && (t.pending > 0 || t.part.OutboxDeletesUnlogged())) || t.part.NeedsCommit() {
 			if err := t.commit(); err != nil {
 				return err
 			}

@@ -514,6 +514,12 @@ func (p *Partition) OutboxReleased() uint64 {
 	return p.releasedOutbox()
 }
 
+// OutboxStaged reports whether outbox entries were appended since the
+// last commit.
+func (p *Partition) OutboxStaged() bool {
+	return p.nextSeq-1 > p.committed.Load()
+}
+
 // OutboxDepth is the number of committed entries not yet deleted. Safe to
 // call concurrently.
 func (p *Partition) OutboxDepth() int64 {

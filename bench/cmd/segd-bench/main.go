@@ -49,21 +49,22 @@ import (
 )
 
 type options struct {
-	customers  int
-	events     int
-	days       int
-	partitions int
-	rules      string
-	gokaDir    string
-	skipGoka   bool
-	latencyFor time.Duration
-	rate       int
-	latCommit  time.Duration
-	out        string
-	markdown   string
-	cpuProfile string
-	label      string
-	sweep      string
+	customers   int
+	events      int
+	days        int
+	partitions  int
+	rules       string
+	gokaDir     string
+	skipGoka    bool
+	latencyFor  time.Duration
+	rate        int
+	latCommit   time.Duration
+	latCaughtUp string
+	out         string
+	markdown    string
+	cpuProfile  string
+	label       string
+	sweep       string
 	// targets lists the target numbers to measure and report ("" all).
 	targets       string
 	decodeEvents  int
@@ -84,7 +85,8 @@ func main() {
 	flag.BoolVar(&o.skipGoka, "skip-goka", false, "do not run the goka baseline")
 	flag.DurationVar(&o.latencyFor, "latency-for", 20*time.Second, "how long to offer load for the latency measurement (0: skip)")
 	flag.IntVar(&o.rate, "rate", 10_000, "offered events/s for the latency measurement")
-	flag.DurationVar(&o.latCommit, "latency-commit-interval", 5*time.Millisecond, "commit.interval of the engine in the latency measurement (the default config's is 200ms)")
+	flag.DurationVar(&o.latCommit, "latency-commit-interval", 0, "commit.interval of the engine in the latency measurement (0: the default config's, 200ms; a partition that has caught up commits at once anyway: commit.when_caught_up)")
+	flag.StringVar(&o.latCaughtUp, "latency-when-caught-up", "on", "commit.when_caught_up of the engine in the latency measurement (on, the default config's, or off)")
 	flag.StringVar(&o.out, "out", "", "write the results as JSON here")
 	flag.StringVar(&o.markdown, "markdown", "", "write the results table as markdown here")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the engine-only run here")
@@ -165,6 +167,7 @@ type Throughput struct {
 type Latency struct {
 	Rate           int     `json:"offered_events_per_sec"`
 	CommitInterval string  `json:"commit_interval,omitempty"`
+	WhenCaughtUp   string  `json:"when_caught_up,omitempty"`
 	Changelog      string  `json:"changelog,omitempty"`
 	Seconds        float64 `json:"seconds"`
 	Samples        int     `json:"samples"`
@@ -724,9 +727,16 @@ func latency(o options, recs []record, changelog string) (*Latency, error) {
 		return nil, err
 	}
 	defer cleanup()
-	// Changes are published after the commit that holds them: the commit
-	// interval is the latency knob.
+	// Changes are published after the commit that holds them: with
+	// commit.when_caught_up on (the default) a partition that has caught
+	// up with its input commits at once; off, the commit interval is the
+	// latency knob.
 	cfg.Commit.Interval = o.latCommit
+	cfg.Commit.WhenCaughtUp = o.latCaughtUp
+	cfg.EnsureDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	cfg.State.Changelog = changelog
 	var mu sync.Mutex
 	sent := map[string]time.Time{}
@@ -777,7 +787,7 @@ func latency(o options, recs []record, changelog string) (*Latency, error) {
 	if len(samples) == 0 {
 		return nil, errors.New("latency: no change was caused by an offered event")
 	}
-	l := &Latency{Rate: int(float64(n) / offered.Seconds()), CommitInterval: o.latCommit.String(), Changelog: changelog, Seconds: offered.Seconds()}
+	l := &Latency{Rate: int(float64(n) / offered.Seconds()), CommitInterval: cfg.Commit.Interval.String(), WhenCaughtUp: cfg.Commit.WhenCaughtUp, Changelog: changelog, Seconds: offered.Seconds()}
 	quantiles(l, samples)
 	return l, nil
 }
@@ -829,7 +839,7 @@ func markdown(r *Results) string {
 		row("goka baseline (same broker and input)", r.Goka, fmt.Sprintf("segd end to end is %.1fx", r.EndToEndVsGo))
 	}
 	if r.Latency != nil {
-		fmt.Fprintf(&b, "\nLatency at %d events/s offered for %.0f s each, commit.interval %s (one fresh broker per row):\n\n", r.Latency.Rate, r.Latency.Seconds, r.Latency.CommitInterval)
+		fmt.Fprintf(&b, "\nLatency at %d events/s offered for %.0f s each, commit.interval %s, commit.when_caught_up %s (one fresh broker per row):\n\n", r.Latency.Rate, r.Latency.Seconds, r.Latency.CommitInterval, r.Latency.WhenCaughtUp)
 		b.WriteString("| run | samples | p50 ms | p99 ms | p999 ms | p99 vs transport |\n|---|---:|---:|---:|---:|---:|\n")
 		lrow := func(name string, l *Latency, vs string) {
 			if l != nil {

@@ -20,7 +20,7 @@ func TestSmallRunAgrees(t *testing.T) {
 	o := options{
 		customers: 2000, events: 20000, days: 30, partitions: 2,
 		rules: "../../standard.yaml", gokaDir: "../../goka",
-		latencyFor: 2 * time.Second, rate: 2000, latCommit: 5 * time.Millisecond,
+		latencyFor: 2 * time.Second, rate: 2000, latCaughtUp: "on",
 		label: "test", out: filepath.Join(dir, "r.json"), markdown: filepath.Join(dir, "r.md"),
 		targets: "1,2,3,4,5,6", decodeEvents: 5000, decodeRounds: 1, replayEvents: 5000, replayRounds: 1,
 		sweep: "500:2000:1000", restartActive: 3000,

@@ -1,0 +1,70 @@
+package engine
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segd/segd/connectors"
+	"github.com/segd/segd/schemas"
+)
+
+// TestCommitWhenCaughtUpPublishesAtOnce: with commit.interval at a minute,
+// a change caused by a live event is still published within seconds,
+// because the partition has caught up with its input and commits at once
+// (commit.when_caught_up, the default). Off, the change would wait for
+// the interval (seen failing with the early commit removed).
+func TestCommitWhenCaughtUpPublishesAtOnce(t *testing.T) {
+	_, brokers := startTestBroker(t)
+	cfg, _ := jsonTestConfig(t, brokers)
+	cfg.Commit.Interval = time.Minute
+	cfg.EnsureDefaults()
+	if cfg.Commit.WhenCaughtUp != "on" {
+		t.Fatalf("commit.when_caught_up defaults to %q, want on", cfg.Commit.WhenCaughtUp)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	eng, stop := runStoppable(t, cfg)
+	defer stop()
+	waitFor(t, 30*time.Second, "the engine to run its partition", func() bool {
+		return gaugeValue(t, eng, "segd_owned_partitions") == 1
+	})
+
+	prod, err := connectors.NewProducer(brokers, connectors.ProducerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	body := `{"type":"purchase","event_id":"live-1","customer_id":"alice","ts":"` + time.Now().UTC().Format(time.RFC3339Nano) + `","amount":20}`
+	if err := prod.Write(context.Background(), connectors.Message{Topic: DefaultPurchasesTopic, Key: []byte("alice"), Value: []byte(body), Time: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	// Far less than the commit interval: only an early commit gets the
+	// change out in time.
+	got := readTopic(t, brokers, DefaultChangesTopic, 1, 20*time.Second)
+	var ch schemas.SegmentChange
+	if err := schemas.DecodeSegmentChangeAvro(got[0].Value, &ch); err != nil {
+		t.Fatal(err)
+	}
+	if ch.CustomerID != "alice" || ch.CauseEventID != "live-1" || ch.Kind != schemas.Enter {
+		t.Fatalf("published %+v, want alice's ENTER caused by live-1", ch)
+	}
+}
+
+// TestCommitWhenCaughtUpValidated: the option takes on or off only.
+func TestCommitWhenCaughtUpValidated(t *testing.T) {
+	for _, v := range []string{"on", "off", "yes", "ON"} {
+		cfg := &Config{}
+		cfg.Kafka.Brokers = []string{"127.0.0.1:9092"}
+		cfg.Rules.File = "rules.yaml"
+		cfg.Commit.WhenCaughtUp = v
+		cfg.EnsureDefaults()
+		err := cfg.Validate()
+		bad := err != nil && strings.Contains(err.Error(), "commit.when_caught_up")
+		if want := v != "on" && v != "off"; bad != want {
+			t.Errorf("when_caught_up %q: Validate() = %v, want rejected %v", v, err, want)
+		}
+	}
+}
