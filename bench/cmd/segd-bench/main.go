@@ -34,6 +34,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -63,6 +64,7 @@ type options struct {
 	out         string
 	markdown    string
 	cpuProfile  string
+	e2eProfile  string
 	label       string
 	sweep       string
 	// targets lists the target numbers to measure and report ("" all).
@@ -90,6 +92,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "", "write the results as JSON here")
 	flag.StringVar(&o.markdown, "markdown", "", "write the results table as markdown here")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the engine-only run here")
+	flag.StringVar(&o.e2eProfile, "e2e-cpuprofile", "", "write a CPU profile of the end-to-end run here (the embedded broker included: it runs in this process)")
 	flag.StringVar(&o.label, "label", "standard", "name of this run in the results")
 	flag.StringVar(&o.sweep, "sweep", "", "after the main run, measure the limit and segd engine only at these customers:events:segments points, comma-separated")
 	flag.StringVar(&o.targets, "targets", "1,2,3,4,5,6", "the performance targets to report, comma-separated numbers (decode and replay run only for 1 and 3)")
@@ -284,7 +287,15 @@ func run(o options) error {
 		res.EndToEndVsGo = res.EndToEnd.EventsPerSec / res.Goka.EventsPerSec
 		logf("goka baseline: %.0f events/s; segd end to end is %.1fx", res.Goka.EventsPerSec, res.EndToEndVsGo)
 	}
+	// The end-to-end broker holds every record produced and consumed (over a
+	// GiB at 1M customers); the latency runs start their own. Neither it
+	// nor the workload beyond what the latency runs offer is kept: a
+	// garbage collector marking them would be the benchmark's tail, not
+	// segd's.
+	broker.Close()
 	if o.latencyFor > 0 {
+		recs = latencyRecords(recs, o)
+		runtime.GC()
 		show := func(name string, l *Latency) {
 			logf("%s at %d events/s: p50 %.2f ms, p99 %.2f ms, p999 %.2f ms (%d samples)", name, l.Rate, l.P50ms, l.P99ms, l.P999ms, l.Samples)
 		}
@@ -653,6 +664,17 @@ func endToEnd(o options, brokers []string, n int, res *Results) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
+	if o.e2eProfile != "" {
+		f, err := os.Create(o.e2eProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	start := time.Now()
 	go func() { done <- eng.Run(ctx) }()
 	deadline := time.Now().Add(5 * time.Minute)
@@ -790,6 +812,20 @@ func latency(o options, recs []record, changelog string) (*Latency, error) {
 	l := &Latency{Rate: int(float64(n) / offered.Seconds()), CommitInterval: cfg.Commit.Interval.String(), WhenCaughtUp: cfg.Commit.WhenCaughtUp, Changelog: changelog, Seconds: offered.Seconds()}
 	quantiles(l, samples)
 	return l, nil
+}
+
+// latencyRecords copies the records the latency runs can offer (o.rate
+// per second for o.latencyFor, with room to spare), so the rest of the
+// workload can be collected.
+func latencyRecords(recs []record, o options) []record {
+	n := min(len(recs), int(float64(o.rate)*o.latencyFor.Seconds()*1.2)+1000)
+	out := make([]record, n)
+	for i := range out {
+		r := recs[i]
+		r.key, r.value = slices.Clone(r.key), slices.Clone(r.value)
+		out[i] = r
+	}
+	return out
 }
 
 // waitOwned waits until the engine runs n partitions.
