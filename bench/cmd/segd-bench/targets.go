@@ -340,6 +340,10 @@ func quantiles(l *Latency, samples []time.Duration) {
 		return float64(samples[min(len(samples)-1, int(f*float64(len(samples))))]) / 1e6
 	}
 	l.Samples, l.P50ms, l.P99ms, l.P999ms = len(samples), q(0.5), q(0.99), q(0.999)
+	l.samples = samples
+	if l.Rounds == 0 {
+		l.Rounds = 1
+	}
 }
 
 // transportLatency is the floor under the latency runs, in the same setup:
