@@ -71,8 +71,9 @@ type ProducerOptions struct {
 // adds a call's records to the partitions' batches under a lock the
 // batch's timer waits for, so even this short a timer never splits a call;
 // it only keeps concurrent calls from waiting on each other. It was 2ms,
-// paid on every change published (and by every producer feeding segd).
-const DefaultBatchTimeout = 100 * time.Microsecond
+// then 100us, paid on every change published (and by every producer
+// feeding segd): docs/decisions.md, "Latency".
+const DefaultBatchTimeout = 5 * time.Microsecond
 
 // Producer writes records synchronously with acks=all, partitioning by key
 // with murmur2 (the Java client's default), so other producers and segd
