@@ -67,7 +67,11 @@ func TestFailoverKillInstanceAndLoseState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const wave1, wave2 = 500000, 100000
+	// wave1 is large enough that the kill lands mid-stream even when one
+	// instance runs alone for a while (500k was worked off in under a
+	// second by the first to join once both stores opened slowly, 10 s,
+	// under a loaded disk).
+	const wave1, wave2 = 1200000, 100000
 	p.produce(t, g, wave1)
 
 	dirA := filepath.Join(t.TempDir(), "a")
