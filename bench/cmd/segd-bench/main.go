@@ -310,21 +310,18 @@ func run(o options) error {
 		// decided by a handful of stalls of this shared machine.
 		var runs [3][]*Latency
 		names := [3]string{"transport only", "latency, changelog off", "latency, changelog on"}
+		measure := [3]func() (*Latency, error){
+			func() (*Latency, error) { return transportLatency(o, recs) },
+			func() (*Latency, error) { return latency(o, recs, "off") },
+			func() (*Latency, error) { return latency(o, recs, "on") },
+		}
 		for r := 0; r < max(1, o.latencyRounds); r++ {
 			order := []int{0, 1, 2}
 			if r%2 == 1 {
 				order = []int{2, 1, 0}
 			}
 			for _, k := range order {
-				var l *Latency
-				switch k {
-				case 0:
-					l, err = transportLatency(o, recs)
-				case 1:
-					l, err = latency(o, recs, "off")
-				default:
-					l, err = latency(o, recs, "on")
-				}
+				l, err := measure[k]()
 				if err != nil {
 					return err
 				}
@@ -525,14 +522,11 @@ func engineOnly(o options, recs []record, end int64, res *Results) error {
 	for t := range topics {
 		topics[t] = topicOf[t]
 	}
-	if o.cpuProfile != "" {
-		f, err := os.Create(o.cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		pprof.StartCPUProfile(f)
+	stopProfile, err := startProfile(o.cpuProfile)
+	if err != nil {
+		return err
 	}
+	defer stopProfile() // on an early return; stopping twice is harmless
 	runtime.GC()
 	start := time.Now()
 	for i := range recs {
@@ -545,9 +539,7 @@ func engineOnly(o options, recs []record, end int64, res *Results) error {
 		return err
 	}
 	el := time.Since(start)
-	if o.cpuProfile != "" {
-		pprof.StopCPUProfile()
-	}
+	stopProfile()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	res.PeakHeapBytes = ms.HeapInuse
@@ -689,17 +681,11 @@ func endToEnd(o options, brokers []string, n int, res *Results) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	if o.e2eProfile != "" {
-		f, err := os.Create(o.e2eProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startProfile(o.e2eProfile)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	start := time.Now()
 	go func() { done <- eng.Run(ctx) }()
 	deadline := time.Now().Add(5 * time.Minute)
@@ -837,6 +823,26 @@ func latency(o options, recs []record, changelog string) (*Latency, error) {
 	l := &Latency{Rate: int(float64(n) / offered.Seconds()), CommitInterval: cfg.Commit.Interval.String(), WhenCaughtUp: cfg.Commit.WhenCaughtUp, Changelog: changelog, Seconds: offered.Seconds()}
 	quantiles(l, samples)
 	return l, nil
+}
+
+// startProfile writes a CPU profile to path until the returned stop is
+// called; with path empty it does nothing.
+func startProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 // pooled merges rounds of one latency measurement: their samples together,
