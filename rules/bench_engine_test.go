@@ -258,7 +258,7 @@ func BenchmarkMostFrequent(b *testing.B) {
 				}
 				b.ReportAllocs()
 				for i := 0; b.Loop(); i++ {
-					s.memoGen++ // as Apply does
+					s.changed() // as Apply does
 					if _, ok := traitStr(rs.traits[0], s, now+int64(i&1)); !ok {
 						b.Fatal("no value")
 					}

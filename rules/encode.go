@@ -137,7 +137,6 @@ func (ts *traitState) appendPayload(dst []byte, t *Trait) []byte {
 func (rs *RuleSet) DecodeState(data []byte, s *State) error {
 	if len(s.traits) != len(rs.traits) {
 		s.traits = make([]traitState, len(rs.traits))
-		s.memo = make([]traitMemo, len(rs.traits))
 	}
 	s.layout = rs.traits
 	s.Reset()

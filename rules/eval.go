@@ -9,7 +9,7 @@ import (
 
 // NewState returns an empty state for this rule set.
 func (rs *RuleSet) NewState() *State {
-	s := &State{layout: rs.traits, traits: make([]traitState, len(rs.traits)), memo: make([]traitMemo, len(rs.traits)), memoGen: 1}
+	s := &State{layout: rs.traits, traits: make([]traitState, len(rs.traits))}
 	return s
 }
 
@@ -23,7 +23,7 @@ func (rs *RuleSet) NewState() *State {
 // It returns the traits the event updated; SegmentsTouched turns them into
 // the segments that need re-evaluation.
 func (rs *RuleSet) Apply(s *State, e *schemas.Event, now int64) Touched {
-	s.memoGen++
+	s.changed()
 	if e.Type == schemas.EventProfile {
 		for _, a := range e.Attributes {
 			s.setAttr(a)
@@ -34,11 +34,12 @@ func (rs *RuleSet) Apply(s *State, e *schemas.Event, now int64) Touched {
 		return 0
 	}
 	var touched Touched
-	s.env.s, s.env.e, s.env.now = s, e, now
+	sc := s.touch(now)
+	sc.env.e = e
 	for _, t := range rs.byType[e.Type] {
 		ts := &s.traits[t.Index]
 		ts.prune(s, t, now)
-		if t.filter != nil && !t.filter(&s.env) {
+		if t.filter != nil && !t.filter(&sc.env) {
 			continue
 		}
 		var b *bucket
@@ -99,7 +100,8 @@ func (rs *RuleSet) Apply(s *State, e *schemas.Event, now int64) Touched {
 			takeFirstLast(t, ts, e)
 		}
 	}
-	s.env.e = nil
+	sc.env.e = nil
+	s.changed()
 	return touched
 }
 
@@ -169,13 +171,13 @@ func takeFirstLast(t *Trait, ts *traitState, e *schemas.Event) {
 // traitNum returns a numeric (number or time) trait's value at now,
 // memoized per state version and clock.
 func traitNum(t *Trait, s *State, now int64) (float64, bool) {
-	s.touch(now)
-	m := &s.memo[t.Index]
-	if m.gen == s.memoGen {
+	sc := s.touch(now)
+	m := &sc.memo[t.Index]
+	if m.gen == sc.gen {
 		return m.num, m.ok
 	}
 	v, ok := computeNum(t, s, now)
-	*m = traitMemo{gen: s.memoGen, ok: ok, num: v}
+	*m = traitMemo{gen: sc.gen, ok: ok, num: v}
 	return v, ok
 }
 
@@ -257,13 +259,13 @@ func computeNum(t *Trait, s *State, now int64) (float64, bool) {
 
 // traitStr returns a string trait's value at now, memoized like traitNum.
 func traitStr(t *Trait, s *State, now int64) (string, bool) {
-	s.touch(now)
-	m := &s.memo[t.Index]
-	if m.gen == s.memoGen {
+	sc := s.touch(now)
+	m := &sc.memo[t.Index]
+	if m.gen == sc.gen {
 		return m.str, m.ok
 	}
 	v, ok := computeStr(t, s, now)
-	*m = traitMemo{gen: s.memoGen, ok: ok, str: v}
+	*m = traitMemo{gen: sc.gen, ok: ok, str: v}
 	return v, ok
 }
 
@@ -283,13 +285,14 @@ func computeStr(t *Trait, s *State, now int64) (string, bool) {
 // reads the running totals, and only when some stored bucket lies outside
 // the window (a timer's evaluation before the next Apply prunes it, or a
 // read at an earlier clock) subtracts those buckets from a copy of them,
-// in s.scratch so that this allocates nothing.
+// in the scratch so that this allocates nothing.
 func (ts *traitState) mostFrequent(s *State, t *Trait, now int64) (string, bool) {
 	i, j := ts.windowBounds(s, t, now)
 	if i == 0 && j == len(ts.buckets) {
 		return bestCount(ts.freq)
 	}
-	tot := append(s.scratch[:0], ts.freq...)
+	sc := s.scratch()
+	tot := append(sc.freqTot[:0], ts.freq...)
 	for _, out := range [2][]bucket{ts.buckets[:i], ts.buckets[j:]} {
 		for k := range out {
 			for _, v := range out[k].vals {
@@ -299,7 +302,7 @@ func (ts *traitState) mostFrequent(s *State, t *Trait, now int64) (string, bool)
 	}
 	best, ok := bestCount(tot)
 	clear(tot)
-	s.scratch = tot[:0]
+	sc.freqTot = tot[:0]
 	return best, ok
 }
 
@@ -318,18 +321,15 @@ func bestCount(tot []valCount) (string, bool) {
 // Eval reports whether the customer with state s is in segment seg at
 // clock now. It does not allocate.
 func (rs *RuleSet) Eval(seg int, s *State, now int64) bool {
-	s.touch(now)
-	s.env.s, s.env.now = s, now
-	return rs.progs[seg].run(&s.env)
+	return rs.progs[seg].run(&s.touch(now).env)
 }
 
 // EvalSegments evaluates segs at now and appends the results to dst, in
 // order: Eval for many segments with the per-call setup done once, and a
 // condition that several segments share evaluated once.
 func (rs *RuleSet) EvalSegments(s *State, now int64, segs []int, dst []bool) []bool {
-	s.touch(now)
-	s.env.s, s.env.now = s, now
-	e := &s.env
+	sc := s.touch(now)
+	e := &sc.env
 	progs := rs.progs
 	if rs.shared == nil {
 		for _, i := range segs {
@@ -338,10 +338,10 @@ func (rs *RuleSet) EvalSegments(s *State, now int64, segs []int, dst []bool) []b
 		return dst
 	}
 	words := (rs.nShared + 63) / 64
-	if len(s.evalBits) < 2*words {
-		s.evalBits = make([]uint64, 2*words)
+	if len(sc.evalBits) < 2*words {
+		sc.evalBits = make([]uint64, 2*words)
 	}
-	done, res := s.evalBits[:words], s.evalBits[words:2*words]
+	done, res := sc.evalBits[:words], sc.evalBits[words:2*words]
 	clear(done)
 	for _, i := range segs {
 		k := rs.shared[i]
@@ -406,16 +406,15 @@ func (rs *RuleSet) NextChange(seg int, s *State, now int64) (at int64, ok bool) 
 // of td loses its oldest bucket or a since() comparison of td flips.
 func (rs *RuleSet) nextChange(td *timeDeps, s *State, now int64) (int64, bool) {
 	best := int64(math.MaxInt64)
-	s.touch(now)
+	sc := s.touch(now)
 	for _, ti := range td.wins {
 		if leave := rs.leaveTime(ti, s, now); leave < best {
 			best = leave
 		}
 	}
 	if len(td.sinces) > 0 {
-		s.env.s, s.env.now = s, now
 		for i := range td.sinces {
-			if c, ok := td.sinces[i].next(&s.env, now); ok && c < best {
+			if c, ok := td.sinces[i].next(&sc.env, now); ok && c < best {
 				best = c
 			}
 		}
@@ -429,8 +428,9 @@ func (rs *RuleSet) nextChange(td *timeDeps, s *State, now int64) (int64, bool) {
 // leaveTime returns when trait ti's oldest in-window bucket leaves the
 // window (after now), memoized per state version and clock.
 func (rs *RuleSet) leaveTime(ti int, s *State, now int64) int64 {
-	m := &s.memo[ti]
-	if m.leaveGen == s.memoGen {
+	sc := s.touch(now)
+	m := &sc.memo[ti]
+	if m.leaveGen == sc.gen {
 		return m.leave
 	}
 	t := rs.traits[ti]
@@ -452,7 +452,7 @@ func (rs *RuleSet) leaveTime(ti int, s *State, now int64) int64 {
 			break
 		}
 	}
-	m.leave, m.leaveGen = best, s.memoGen
+	m.leave, m.leaveGen = best, sc.gen
 	return best
 }
 

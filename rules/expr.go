@@ -110,25 +110,23 @@ func (tc *traitCmp) test(e *env) bool {
 	if tc.str {
 		return tc.testStr(e)
 	}
-	s := e.s
 	var v float64
 	var ok bool
-	if m := &s.memo[tc.idx]; m.gen == s.memoGen {
+	if m := &e.sc.memo[tc.idx]; m.gen == e.sc.gen {
 		v, ok = m.num, m.ok
 	} else {
-		v, ok = traitNum(tc.t, s, e.now)
+		v, ok = traitNum(tc.t, e.s, e.now)
 	}
 	return ok && opTest(tc.op, v, tc.c)
 }
 
 func (tc *traitCmp) testStr(e *env) bool {
-	s := e.s
 	var v string
 	var ok bool
-	if m := &s.memo[tc.idx]; m.gen == s.memoGen {
+	if m := &e.sc.memo[tc.idx]; m.gen == e.sc.gen {
 		v, ok = m.str, m.ok
 	} else {
-		v, ok = traitStr(tc.t, s, e.now)
+		v, ok = traitStr(tc.t, e.s, e.now)
 	}
 	return ok && opTest(tc.op, v, tc.cs)
 }
@@ -483,14 +481,14 @@ func traitExpr(t *Trait) *cexpr {
 	idx := t.Index
 	if t.kind == kStr {
 		ce.str = func(e *env) (string, bool) {
-			if m := &e.s.memo[idx]; m.gen == e.s.memoGen {
+			if m := &e.sc.memo[idx]; m.gen == e.sc.gen {
 				return m.str, m.ok
 			}
 			return traitStr(t, e.s, e.now)
 		}
 	} else {
 		ce.num = func(e *env) (float64, bool) {
-			if m := &e.s.memo[idx]; m.gen == e.s.memoGen {
+			if m := &e.sc.memo[idx]; m.gen == e.sc.gen {
 				return m.num, m.ok
 			}
 			return traitNum(t, e.s, e.now)

@@ -14,7 +14,7 @@ package rules
 // trait values as applying all of them to one state (tested), except where
 // a per-bucket bound (distinct values per bucket, per trait) was reached.
 func (rs *RuleSet) Merge(dst, src *State, now int64) Touched {
-	dst.memoGen++
+	dst.changed()
 	var touched Touched
 	for i, t := range rs.traits {
 		if i >= len(src.traits) || i >= len(dst.traits) {

@@ -40,13 +40,12 @@ func (d sinceDep) flipRef(e *env, now int64) (int64, bool) {
 func nextChangeRef(rs *RuleSet, seg int, s *State, now int64) (int64, bool) {
 	sg := rs.segments[seg]
 	best := int64(math.MaxInt64)
-	s.touch(now)
 	for _, ti := range sg.wins {
 		best = min(best, rs.leaveTime(ti, s, now))
 	}
-	s.env.s, s.env.now = s, now
+	sc := s.touch(now)
 	for _, d := range sg.sinces {
-		if c, ok := d.flipRef(&s.env, now); ok && c < best {
+		if c, ok := d.flipRef(&sc.env, now); ok && c < best {
 			best = c
 		}
 	}
@@ -161,14 +160,14 @@ func probes(r *rand.Rand, rs *RuleSet, s *State, clock int64) []int64 {
 	for range 10 {
 		ps = append(ps, clock-86400_000+r.Int64N(5*86400_000))
 	}
-	s.env.s, s.env.now = s, clock
+	sc := s.touch(clock)
 	for range 10 {
 		sg := rs.segments[r.IntN(len(rs.segments))]
 		if len(sg.sinces) == 0 {
 			continue
 		}
 		d := sg.sinces[r.IntN(len(sg.sinces))]
-		if x, ok := d.x(&s.env); ok {
+		if x, ok := d.x(&sc.env); ok {
 			at := int64(x) + d.d
 			ps = append(ps, at-1, at, at+1)
 		}

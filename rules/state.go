@@ -2,6 +2,7 @@ package rules
 
 import (
 	"math"
+	"unsafe"
 
 	"github.com/segd/segd/schemas"
 )
@@ -19,15 +20,32 @@ type State struct {
 	// kept complete until Reset.
 	attrIdx   map[string]int32
 	attrBytes int // sum of AttrSize over attrs
-	env       env // evaluation scratch, here so that evaluation never allocates
+	// sc is the evaluation scratch: shared by the states one goroutine
+	// evaluates (UseScratch), or the state's own, allocated on first use.
+	// It is not part of the state: a cache of a million states holds no
+	// memo of its own.
+	sc *Scratch
+}
 
+// Scratch is what evaluating a state needs besides the state: memoized
+// trait values, the closures' environment and buffers. The states one
+// goroutine evaluates share one (State.UseScratch), so that each state
+// carries none: it would be most of a small state's memory. The zero
+// value is ready to use. Not safe for concurrent use.
+type Scratch struct {
+	// owner is the state the memo belongs to: evaluating another state
+	// invalidates it.
+	owner *State
 	// memo caches trait values for one (state version, clock): segments
 	// of a rule set read the same traits, and a trait's value is
-	// computed once per event instead of once per segment. Not encoded.
-	memo    []traitMemo
-	memoGen uint32 // bumped by Apply and by a new clock
-	memoNow int64
-	scratch []valCount // most_frequent totals of a window that excludes stored buckets
+	// computed once per event instead of once per segment.
+	memo []traitMemo
+	gen  uint32 // bumped by a change of owner, of the state, or of the clock
+	now  int64
+	env  env
+	// freqTot holds most_frequent totals of a window that excludes stored
+	// buckets.
+	freqTot []valCount
 	// bcache remembers recent bucketStart results: an event computes the
 	// same (time, granularity) pairs for many traits, and the division is
 	// a large part of the per-event cost.
@@ -35,23 +53,36 @@ type State struct {
 	bnext  uint8
 	// evalBits is EvalSegments' scratch for rule sets whose segments
 	// share conditions: a bit per shared condition for "evaluated in this
-	// call", then a bit per shared condition for its result. Allocated on
-	// first use, so that states of other rule sets carry nothing.
+	// call", then a bit per shared condition for its result.
 	evalBits []uint64
+}
+
+// UseScratch makes s evaluate with sc, which other states may share (one
+// at a time: not concurrently).
+func (s *State) UseScratch(sc *Scratch) { s.sc = sc }
+
+// scratch returns s's scratch, allocating one for a state that was given
+// none.
+func (s *State) scratch() *Scratch {
+	if s.sc == nil {
+		s.sc = &Scratch{}
+	}
+	return s.sc
 }
 
 type bucketMemo struct{ t, g, b int64 }
 
-// bucket is bucketStart(t, g) through the cache.
+// bucket is bucketStart(t, g) through the scratch's cache.
 func (s *State) bucket(t, g int64) int64 {
-	for i := range s.bcache {
-		if c := &s.bcache[i]; c.t == t && c.g == g {
+	sc := s.scratch()
+	for i := range sc.bcache {
+		if c := &sc.bcache[i]; c.t == t && c.g == g {
 			return c.b
 		}
 	}
 	b := bucketStart(t, g)
-	s.bcache[s.bnext&3] = bucketMemo{t: t, g: g, b: b}
-	s.bnext++
+	sc.bcache[sc.bnext&3] = bucketMemo{t: t, g: g, b: b}
+	sc.bnext++
 	return b
 }
 
@@ -60,21 +91,49 @@ type traitMemo struct {
 	ok       bool
 	num      float64
 	str      string
-	leaveGen uint32 // leave is valid when leaveGen == State.memoGen
+	leaveGen uint32 // leave is valid when leaveGen == Scratch.gen
 	leave    int64  // when the oldest in-window bucket leaves; MaxInt64: never
 }
 
-// touch invalidates memoized values when the clock moves.
-func (s *State) touch(now int64) {
-	if now != s.memoNow || s.memoGen == 0 {
-		s.memoNow = now
-		s.memoGen++
+// touch makes the scratch's memo s's at clock now: values memoized for
+// another state or another clock are invalidated. Every evaluation
+// starts with it.
+func (s *State) touch(now int64) *Scratch {
+	sc := s.scratch()
+	switch {
+	case sc.owner != s || len(sc.memo) < len(s.traits):
+		if len(sc.memo) < len(s.traits) {
+			sc.memo = make([]traitMemo, len(s.traits))
+		}
+		sc.owner, sc.now = s, now
+		sc.gen++
+		if sc.gen == 0 {
+			clear(sc.memo)
+			sc.gen = 1
+		}
+	case now != sc.now:
+		sc.now = now
+		sc.gen++
+		if sc.gen == 0 {
+			clear(sc.memo)
+			sc.gen = 1
+		}
+	}
+	sc.env.s, sc.env.sc, sc.env.now = s, sc, now
+	return sc
+}
+
+// changed invalidates what the scratch memoized of s: s itself changed.
+func (s *State) changed() {
+	if sc := s.sc; sc != nil && sc.owner == s {
+		sc.owner = nil
 	}
 }
 
 // env is what compiled closures read.
 type env struct {
 	s   *State
+	sc  *Scratch       // s's, with its memo aligned to now
 	e   *schemas.Event // set only while a trait filter runs
 	now int64
 }
@@ -133,8 +192,7 @@ func (s *State) Reset() {
 	s.attrs = s.attrs[:0]
 	s.attrIdx = nil
 	s.attrBytes = 0
-	s.env = env{}
-	s.memoGen++
+	s.changed()
 }
 
 // attrIndexMin is the number of attributes above which lookups go
@@ -254,9 +312,16 @@ func (s *State) setAttr(a schemas.Attribute) {
 	}
 }
 
+// Sizes of the state's parts, for SizeBytes.
+const (
+	sizeofState      = unsafe.Sizeof(State{})
+	sizeofTraitState = unsafe.Sizeof(traitState{})
+	sizeofBucket     = unsafe.Sizeof(bucket{})
+)
+
 // SizeBytes approximates the heap bytes the state holds.
 func (s *State) SizeBytes() int {
-	n := 64 + cap(s.traits)*64 + cap(s.attrs)*56 + cap(s.evalBits)*8
+	n := 64 + cap(s.traits)*64 + cap(s.attrs)*56
 	for i := range s.traits {
 		t := &s.traits[i]
 		n += cap(t.buckets)*64 + len(t.str) + cap(t.seen)*32 + cap(t.freq)*24
@@ -517,6 +582,7 @@ func (s *State) FitAttrsInto(dst *State, maxN, maxBytes int) int {
 	}
 	dropped := len(s.attrs) - len(kept)
 	if dropped > 0 {
+		s.changed()
 		clear(s.attrs[len(kept):])
 		s.attrs = kept
 		s.attrIdx = nil

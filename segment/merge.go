@@ -119,6 +119,7 @@ func (p *Processor) Merge(target string, value []byte) error {
 	}
 	if p.mergeSrc == nil {
 		p.mergeSrc = p.rs.NewState()
+		p.mergeSrc.UseScratch(&p.scratch)
 	}
 	if err := p.rs.DecodeState(traits, p.mergeSrc); err != nil {
 		return fmt.Errorf("%w: trait state: %v", ErrBadMerge, err)

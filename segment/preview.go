@@ -56,6 +56,7 @@ func Preview(st *state.Store, rs *rules.RuleSet, current *rules.RuleSet, consent
 		get(s.ID)
 	}
 	history := make([]bool, len(rs.Traits()))
+	var sc rules.Scratch // one for every record: they are evaluated one at a time
 	for _, p := range parts {
 		offs, err := st.CommittedOffsets(p)
 		if err != nil {
@@ -67,6 +68,7 @@ func Preview(st *state.Store, rs *rules.RuleSet, current *rules.RuleSet, consent
 			if err != nil {
 				return fmt.Errorf("customer %s: %w", id, err)
 			}
+			c.traits.UseScratch(&sc)
 			for _, o := range c.orphans {
 				if o.m.in() {
 					ps := get(o.segment)

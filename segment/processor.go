@@ -128,6 +128,9 @@ type Stats struct {
 // no I/O beyond the state partition, so live runs, backfills, file replays
 // and tests share it. Not safe for concurrent use.
 type Processor struct {
+	// scratch is the rules' evaluation scratch every customer this
+	// processor loads evaluates with, so that cached records carry none.
+	scratch rules.Scratch
 	// storedRules is the rules hash the partition's committed state was
 	// evaluated with; rulesCurrent is whether the running rules' hash may
 	// be recorded (the state is evaluated with them).
@@ -302,6 +305,7 @@ func (p *Processor) load(id, lifeKey string) (*Customer, error) {
 		c.fresh = false
 		c.born = lifeMark(p.clock, lifeKey)
 	}
+	c.traits.UseScratch(&p.scratch)
 	return c, nil
 }
 

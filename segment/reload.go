@@ -41,6 +41,7 @@ func (p *Processor) Reload(rs *rules.RuleSet, commitEvery int) (int, error) {
 			}
 			c = nc
 		}
+		c.traits.UseScratch(&p.scratch)
 		for i := range c.orphans {
 			o := &c.orphans[i]
 			if o.m.in() {

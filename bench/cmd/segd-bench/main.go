@@ -431,6 +431,7 @@ func mapLimit(rs *rules.RuleSet, recs []record, end int64, res *Results) (string
 	var segs []int
 	var out []bool
 	var changes int64
+	var evalScratch rules.Scratch
 	var clock int64
 	runtime.GC()
 	start := time.Now()
@@ -444,6 +445,7 @@ func mapLimit(rs *rules.RuleSet, recs []record, end int64, res *Results) (string
 		c := m[e.CustomerID]
 		if c == nil {
 			c = &entry{s: rs.NewState(), members: make([]uint64, (len(rs.Segments())+63)/64)}
+			c.s.UseScratch(&evalScratch) // as segd's processor does: one per goroutine
 			m[strings.Clone(e.CustomerID)] = c
 		}
 		touched := rs.Apply(c.s, &e, clock)
