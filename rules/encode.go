@@ -71,22 +71,25 @@ func (s *State) AppendBinary(dst []byte) []byte {
 	return dst
 }
 
-func (ts *traitState) empty() bool { return len(ts.buckets) == 0 && len(ts.seen) == 0 && !ts.has }
+func (ts *traitState) empty() bool {
+	return len(ts.buckets) == 0 && (ts.x == nil || len(ts.x.seen) == 0 && !ts.x.has)
+}
 
 func (ts *traitState) appendPayload(dst []byte, t *Trait) []byte {
 	if t.agg == aggFirst || t.agg == aggLast {
 		switch {
 		case t.kind == kStr:
-			dst = appendString(dst, ts.str)
+			dst = appendString(dst, ts.rx().str)
 		case t.Field != "ts":
-			dst = appendNumber(dst, ts.num)
+			dst = appendNumber(dst, ts.rx().num)
 		}
 		// For first/last(x.ts) the value is the time: stored once.
-		return binary.AppendVarint(dst, ts.at)
+		return binary.AppendVarint(dst, ts.rx().at)
 	}
 	if t.agg == aggDistinct {
-		dst = binary.AppendUvarint(dst, uint64(len(ts.seen)))
-		for _, sv := range ts.seen {
+		seen := ts.rx().seen
+		dst = binary.AppendUvarint(dst, uint64(len(seen)))
+		for _, sv := range seen {
 			dst = appendString(dst, sv.v)
 			if t.Window > 0 {
 				dst = binary.AppendVarint(dst, sv.last/t.Bucket)
@@ -196,17 +199,18 @@ func (rs *RuleSet) DecodeState(data []byte, s *State) error {
 
 func (ts *traitState) decodePayload(d *decoder, t *Trait) {
 	if t.agg == aggFirst || t.agg == aggLast {
+		x := ts.ext()
 		switch {
 		case t.kind == kStr:
-			ts.str = string(d.bytes())
+			x.str = string(d.bytes())
 		case t.Field != "ts":
-			ts.num = d.number()
+			x.num = d.number()
 		}
-		ts.at = d.varint()
+		x.at = d.varint()
 		if t.Field == "ts" {
-			ts.num = float64(ts.at)
+			x.num = float64(x.at)
 		}
-		ts.has = d.err == nil
+		x.has = d.err == nil
 		return
 	}
 	if t.agg == aggDistinct {
@@ -220,7 +224,8 @@ func (ts *traitState) decodePayload(d *decoder, t *Trait) {
 			if t.Window > 0 {
 				sv.last = d.varint() * t.Bucket
 			}
-			ts.seen = append(ts.seen, sv)
+			x := ts.ext()
+			x.seen = append(x.seen, sv)
 		}
 		return
 	}

@@ -147,11 +147,11 @@ func countField(t *Trait, b *bucket, e *schemas.Event) {
 }
 
 func takeFirstLast(t *Trait, ts *traitState, e *schemas.Event) {
-	if ts.has {
-		if t.agg == aggFirst && e.Time >= ts.at {
+	if x := ts.rx(); x.has {
+		if t.agg == aggFirst && e.Time >= x.at {
 			return
 		}
-		if t.agg == aggLast && e.Time < ts.at {
+		if t.agg == aggLast && e.Time < x.at {
 			return
 		}
 	}
@@ -161,11 +161,12 @@ func takeFirstLast(t *Trait, ts *traitState, e *schemas.Event) {
 		if v == "" {
 			return
 		}
-		ts.str = v
+		ts.ext().str = v
 	default:
-		ts.num = t.fld.num(e)
+		ts.ext().num = t.fld.num(e)
 	}
-	ts.has, ts.at = true, e.Time
+	x := ts.ext()
+	x.has, x.at = true, e.Time
 }
 
 // traitNum returns a numeric (number or time) trait's value at now,
@@ -185,15 +186,17 @@ func computeNum(t *Trait, s *State, now int64) (float64, bool) {
 	ts := &s.traits[t.Index]
 	switch t.agg {
 	case aggFirst, aggLast:
-		return ts.num, ts.has
+		x := ts.rx()
+		return x.num, x.has
 	case aggDistinct:
+		seen := ts.rx().seen
 		if t.Window == 0 {
-			return float64(len(ts.seen)), true
+			return float64(len(seen)), true
 		}
 		hi := s.bucket(now, t.Bucket)
 		lo := hi - t.Window
 		n := 0
-		for _, sv := range ts.seen {
+		for _, sv := range seen {
 			if sv.last > lo && sv.last <= hi {
 				n++
 			}
@@ -273,7 +276,8 @@ func computeStr(t *Trait, s *State, now int64) (string, bool) {
 	ts := &s.traits[t.Index]
 	switch t.agg {
 	case aggFirst, aggLast:
-		return ts.str, ts.has
+		x := ts.rx()
+		return x.str, x.has
 	case aggMostFrequent:
 		return ts.mostFrequent(s, t, now)
 	}
@@ -289,10 +293,10 @@ func computeStr(t *Trait, s *State, now int64) (string, bool) {
 func (ts *traitState) mostFrequent(s *State, t *Trait, now int64) (string, bool) {
 	i, j := ts.windowBounds(s, t, now)
 	if i == 0 && j == len(ts.buckets) {
-		return bestCount(ts.freq)
+		return bestCount(ts.rx().freq)
 	}
 	sc := s.scratch()
-	tot := append(sc.freqTot[:0], ts.freq...)
+	tot := append(sc.freqTot[:0], ts.rx().freq...)
 	for _, out := range [2][]bucket{ts.buckets[:i], ts.buckets[j:]} {
 		for k := range out {
 			for _, v := range out[k].vals {
@@ -437,7 +441,7 @@ func (rs *RuleSet) leaveTime(ti int, s *State, now int64) int64 {
 	lo := s.bucket(now, t.Bucket) - t.Window
 	best := int64(math.MaxInt64)
 	ts := &s.traits[ti]
-	for _, sv := range ts.seen {
+	for _, sv := range ts.rx().seen {
 		if sv.last > lo {
 			if leave := sv.last + t.Window; leave > now && leave < best {
 				best = leave

@@ -27,14 +27,16 @@ func (rs *RuleSet) Merge(dst, src *State, now int64) Touched {
 		touched |= traitBit(i)
 		switch t.agg {
 		case aggFirst, aggLast:
-			if !st.has {
+			sx, dx := st.rx(), dt.rx()
+			if !sx.has {
 				continue
 			}
-			if !dt.has || (t.agg == aggFirst && st.at < dt.at) || (t.agg == aggLast && st.at > dt.at) {
-				dt.has, dt.at, dt.num, dt.str = true, st.at, st.num, st.str
+			if !dx.has || (t.agg == aggFirst && sx.at < dx.at) || (t.agg == aggLast && sx.at > dx.at) {
+				dx = dt.ext()
+				dx.has, dx.at, dx.num, dx.str = true, sx.at, sx.num, sx.str
 			}
 		case aggDistinct:
-			for _, sv := range st.seen {
+			for _, sv := range st.rx().seen {
 				dt.see(sv.v, sv.last)
 			}
 		default:

@@ -79,9 +79,9 @@ func checkFreq(t *testing.T, rs *RuleSet, s *State, clock int64, probes []int64,
 			}
 		}
 		got := map[string]uint32{}
-		for _, v := range ts.freq {
+		for _, v := range ts.rx().freq {
 			if _, dup := got[v.v]; dup || v.n == 0 {
-				t.Fatalf("%s: trait %s: totals hold %q twice or with count 0: %v", what, tr.Name, v.v, ts.freq)
+				t.Fatalf("%s: trait %s: totals hold %q twice or with count 0: %v", what, tr.Name, v.v, ts.rx().freq)
 			}
 			got[v.v] = v.n
 		}

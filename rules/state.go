@@ -163,7 +163,15 @@ type seenVal struct {
 // traitState is the accumulator of one trait.
 type traitState struct {
 	buckets []bucket
-	seen    []seenVal // distinct_count
+	// x holds what only distinct_count, most_frequent, first and last
+	// keep: nil until such a trait takes a value, so that the other
+	// traits of a cached customer cost a slice and a pointer.
+	x *traitExtra
+}
+
+// traitExtra is the part of a trait's state most traits never use.
+type traitExtra struct {
+	seen []seenVal // distinct_count
 	// freq holds, for most_frequent, each value's count summed over all
 	// of buckets, so that reading the trait does not merge every bucket
 	// on every event. It is derived from buckets (never encoded) and kept
@@ -183,10 +191,13 @@ func (s *State) Reset() {
 	for i := range s.traits {
 		t := &s.traits[i]
 		t.buckets = t.buckets[:0]
-		t.seen = t.seen[:0]
-		clear(t.freq)
-		t.freq = t.freq[:0]
-		t.has, t.str, t.num, t.at = false, "", 0, 0
+		if x := t.x; x != nil {
+			clear(x.seen)
+			x.seen = x.seen[:0]
+			clear(x.freq)
+			x.freq = x.freq[:0]
+			x.has, x.str, x.num, x.at = false, "", 0, 0
+		}
 	}
 	clear(s.attrs)
 	s.attrs = s.attrs[:0]
@@ -316,23 +327,44 @@ func (s *State) setAttr(a schemas.Attribute) {
 const (
 	sizeofState      = unsafe.Sizeof(State{})
 	sizeofTraitState = unsafe.Sizeof(traitState{})
+	sizeofTraitExtra = unsafe.Sizeof(traitExtra{})
 	sizeofBucket     = unsafe.Sizeof(bucket{})
+	sizeofValCount   = unsafe.Sizeof(valCount{})
+	sizeofSeenVal    = unsafe.Sizeof(seenVal{})
+	sizeofAttribute  = unsafe.Sizeof(schemas.Attribute{})
+	// sizeofAttrIndexEntry is a rough cost of one attrIdx entry: a map
+	// slot holding a string header and an int32.
+	sizeofAttrIndexEntry = 32
 )
 
-// SizeBytes approximates the heap bytes the state holds.
+// SizeBytes is the heap the state holds: its structs, slices (by
+// capacity) and string bytes, short of the allocator's rounding. The
+// record cache's byte budget counts it, so it must not undercount.
 func (s *State) SizeBytes() int {
-	n := 64 + cap(s.traits)*64 + cap(s.attrs)*56
+	n := int(sizeofState) + cap(s.traits)*int(sizeofTraitState) + cap(s.attrs)*int(sizeofAttribute)
 	for i := range s.traits {
 		t := &s.traits[i]
-		n += cap(t.buckets)*64 + len(t.str) + cap(t.seen)*32 + cap(t.freq)*24
+		n += cap(t.buckets) * int(sizeofBucket)
 		for j := range t.buckets {
-			for _, v := range t.buckets[j].vals {
-				n += 24 + len(v.v)
+			vals := t.buckets[j].vals
+			n += cap(vals) * int(sizeofValCount)
+			for _, v := range vals {
+				n += len(v.v)
+			}
+		}
+		if x := t.x; x != nil {
+			// freq's strings are those of the buckets' values.
+			n += int(sizeofTraitExtra) + len(x.str) + cap(x.seen)*int(sizeofSeenVal) + cap(x.freq)*int(sizeofValCount)
+			for _, v := range x.seen {
+				n += len(v.v)
 			}
 		}
 	}
 	for _, a := range s.attrs {
 		n += len(a.Name) + len(a.Value.Str)
+	}
+	if s.attrIdx != nil {
+		n += len(s.attrIdx) * sizeofAttrIndexEntry
 	}
 	return n
 }
@@ -386,29 +418,49 @@ func (ts *traitState) prune(s *State, t *Trait, now int64) {
 		}
 		ts.buckets = ts.buckets[:n]
 	}
-	if len(ts.seen) > 0 {
-		kept := ts.seen[:0]
-		for _, sv := range ts.seen {
+	if x := ts.x; x != nil && len(x.seen) > 0 {
+		kept := x.seen[:0]
+		for _, sv := range x.seen {
 			if sv.last > lo {
 				kept = append(kept, sv)
 			}
 		}
-		clear(ts.seen[len(kept):])
-		ts.seen = kept
+		clear(x.seen[len(kept):])
+		x.seen = kept
 	}
 }
 
 // see records an occurrence of v in the bucket starting at start.
 func (ts *traitState) see(v string, start int64) {
-	for i := range ts.seen {
-		if ts.seen[i].v == v {
-			ts.seen[i].last = max(ts.seen[i].last, start)
+	x := ts.ext()
+	for i := range x.seen {
+		if x.seen[i].v == v {
+			x.seen[i].last = max(x.seen[i].last, start)
 			return
 		}
 	}
-	if len(ts.seen) < maxDistinct {
-		ts.seen = append(ts.seen, seenVal{v: v, last: start})
+	if len(x.seen) < maxDistinct {
+		x.seen = append(x.seen, seenVal{v: v, last: start})
 	}
+}
+
+// ext returns ts.x, allocating it on first use: for writing.
+func (ts *traitState) ext() *traitExtra {
+	if ts.x == nil {
+		ts.x = &traitExtra{}
+	}
+	return ts.x
+}
+
+// noExtra stands in for a nil traitExtra: read it, never write it.
+var noExtra traitExtra
+
+// rx returns ts.x, or an empty one: for reading.
+func (ts *traitState) rx() *traitExtra {
+	if ts.x == nil {
+		return &noExtra
+	}
+	return ts.x
 }
 
 // maxDistinct bounds the values a distinct_count trait remembers per
@@ -496,24 +548,32 @@ func (b *bucket) addValN(v string, n uint32) bool {
 // and to the trait's totals.
 func (ts *traitState) countVal(b *bucket, v string, n uint32) {
 	if b.addValN(v, n) {
-		ts.freq = addCount(ts.freq, v, n)
+		x := ts.ext()
+		x.freq = addCount(x.freq, v, n)
 	}
 }
 
 // forget subtracts bucket b, about to be dropped, from the totals.
 func (ts *traitState) forget(b *bucket) {
+	if len(b.vals) == 0 {
+		return
+	}
+	x := ts.ext()
 	for _, v := range b.vals {
-		ts.freq = addCount(ts.freq, v.v, -v.n)
+		x.freq = addCount(x.freq, v.v, -v.n)
 	}
 }
 
 // rebuildFreq derives the totals from the buckets (after a decode).
 func (ts *traitState) rebuildFreq() {
-	clear(ts.freq)
-	ts.freq = ts.freq[:0]
+	if ts.x != nil {
+		clear(ts.x.freq)
+		ts.x.freq = ts.x.freq[:0]
+	}
 	for i := range ts.buckets {
 		for _, v := range ts.buckets[i].vals {
-			ts.freq = addCount(ts.freq, v.v, v.n)
+			x := ts.ext()
+			x.freq = addCount(x.freq, v.v, v.n)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"unsafe"
 
 	"github.com/segd/segd/rules"
 )
@@ -169,9 +170,15 @@ func (c *Customer) AppendBinary(dst []byte) []byte {
 	return c.traits.AppendBinary(dst)
 }
 
-// SizeBytes implements state.Record.
+// SizeBytes implements state.Record: the heap the record holds (the
+// segments slice is the rule set's, shared).
 func (c *Customer) SizeBytes() int {
-	return 96 + len(c.members)*16 + len(c.orphans)*48 + c.traits.SizeBytes()
+	n := int(unsafe.Sizeof(*c)) + cap(c.members)*int(unsafe.Sizeof(member{})) +
+		cap(c.orphans)*int(unsafe.Sizeof(orphanMember{})) + c.traits.SizeBytes()
+	for _, o := range c.orphans {
+		n += len(o.segment)
+	}
+	return n
 }
 
 // DecodeCustomer decodes a stored record for the rule set rs. data == nil
