@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"unsafe"
 
 	"github.com/segd/segd/rules"
@@ -29,6 +30,13 @@ type member struct {
 
 func (m member) in() bool { return m.seq&1 == 1 }
 
+// segMember is the standing in the segment at index seg of the rule set
+// the record was decoded for.
+type segMember struct {
+	seg int32
+	m   member
+}
+
 // recentEvent is a fingerprint of an applied event id.
 type recentEvent struct {
 	hash uint64
@@ -51,8 +59,12 @@ type Customer struct {
 	born int64
 	// fresh marks a record just created for an unknown id, until the
 	// processor stamps born (not stored).
-	fresh   bool
-	members []member // indexed like rs.Segments()
+	fresh bool
+	// members holds the segments with a transition (seq > 0), ordered by
+	// their index in the rule set: a customer is in few of many segments,
+	// and a slot per segment cost 16 bytes per segment per cached customer
+	// (16 KB each with 1000 segments) and a scan of every slot at commit.
+	members []segMember
 	// orphans keeps memberships of segments the current rules no longer
 	// define, so a later rules file that brings the segment back continues
 	// its sequence numbers instead of reusing ids.
@@ -128,20 +140,11 @@ func (c *Customer) AppendBinary(dst []byte) []byte {
 	dst = append(dst, recordVersion)
 	dst = binary.AppendVarint(dst, c.timerAt)
 	dst = binary.AppendVarint(dst, c.born)
-	n := len(c.orphans)
-	for i := range c.members {
-		if c.members[i].seq > 0 {
-			n++
-		}
-	}
-	dst = binary.AppendUvarint(dst, uint64(n))
+	dst = binary.AppendUvarint(dst, uint64(len(c.members)+len(c.orphans)))
 	segs := c.segments
-	for i := range c.members {
-		m := c.members[i]
-		if m.seq == 0 {
-			continue
-		}
-		id := segs[i].ID
+	for _, sm := range c.members {
+		m := sm.m
+		id := segs[sm.seg].ID
 		dst = binary.AppendUvarint(dst, uint64(len(id)))
 		dst = append(dst, id...)
 		dst = binary.AppendUvarint(dst, m.seq)
@@ -173,7 +176,7 @@ func (c *Customer) AppendBinary(dst []byte) []byte {
 // SizeBytes implements state.Record: the heap the record holds (the
 // segments slice is the rule set's, shared).
 func (c *Customer) SizeBytes() int {
-	n := int(unsafe.Sizeof(*c)) + cap(c.members)*int(unsafe.Sizeof(member{})) +
+	n := int(unsafe.Sizeof(*c)) + cap(c.members)*int(unsafe.Sizeof(segMember{})) +
 		cap(c.orphans)*int(unsafe.Sizeof(orphanMember{})) + c.traits.SizeBytes()
 	for _, o := range c.orphans {
 		n += len(o.segment)
@@ -185,7 +188,7 @@ func (c *Customer) SizeBytes() int {
 // yields a new, empty customer.
 func DecodeCustomer(rs *rules.RuleSet, data []byte) (*Customer, error) {
 	segs := rs.Segments()
-	c := &Customer{traits: rs.NewState(), members: make([]member, len(segs)), segments: segs}
+	c := &Customer{traits: rs.NewState(), segments: segs}
 	if data == nil {
 		c.fresh = true
 		return c, nil
@@ -212,7 +215,9 @@ func DecodeCustomer(rs *rules.RuleSet, data []byte) (*Customer, error) {
 			break
 		}
 		if idx, ok := rs.SegmentIndex(string(id)); ok {
-			c.members[idx] = m
+			if m.seq > 0 {
+				*c.memberRef(idx) = m
+			}
 		} else {
 			c.orphans = append(c.orphans, orphanMember{segment: string(id), m: m})
 		}
@@ -299,6 +304,45 @@ func (c *Customer) Traits() *rules.State { return c.traits }
 // record was decoded for: whether they are in it, since when (Unix ms),
 // and the transitions so far.
 func (c *Customer) Member(i int) (in bool, since int64, seq uint64) {
-	m := c.members[i]
+	m := c.member(i)
 	return m.in(), m.since, m.seq
+}
+
+// findMember returns the position of segment seg in c.members, or where
+// it would be inserted, searching from hint on (a position at which every
+// earlier entry is of a smaller segment; 0 if unknown): callers that look
+// up segments in ascending order pass the last position back.
+func (c *Customer) findMember(seg int32, hint int) (int, bool) {
+	ms := c.members
+	if hint < 0 || hint > len(ms) || (hint > 0 && ms[hint-1].seg >= seg) {
+		hint = 0
+	}
+	lo, hi := hint, len(ms)
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if ms[mid].seg < seg {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo, lo < len(ms) && ms[lo].seg == seg
+}
+
+// member is the standing in segment i (zero: never a transition).
+func (c *Customer) member(i int) member {
+	if j, ok := c.findMember(int32(i), 0); ok {
+		return c.members[j].m
+	}
+	return member{}
+}
+
+// memberRef returns segment i's entry, inserting a zero one if it has
+// none. The pointer is valid until the next insertion.
+func (c *Customer) memberRef(i int) *member {
+	j, ok := c.findMember(int32(i), 0)
+	if !ok {
+		c.members = slices.Insert(c.members, j, segMember{seg: int32(i)})
+	}
+	return &c.members[j].m
 }

@@ -82,9 +82,9 @@ func (p *Processor) alias(e *schemas.Event, now int64) error {
 		id = fmt.Sprintf("%s>%s@%d", from, to, e.Time)
 	}
 	rec := AppendMergeRecord(nil, id, from, now, c.traits.AppendBinary(nil))
-	for i := range c.members {
-		if c.members[i].in() {
-			p.emit(c, from, i, false, now, schemas.CauseMerge, id)
+	for j := 0; j < len(c.members); j++ {
+		if sm := c.members[j]; sm.m.in() {
+			p.emit(c, from, int(sm.seg), false, now, schemas.CauseMerge, id)
 		}
 	}
 	p.exitOrphans(c, from, now, schemas.CauseMerge, id)

@@ -85,7 +85,7 @@ func Preview(st *state.Store, rs *rules.RuleSet, current *rules.RuleSet, consent
 			consent := consentGiven(c.traits, consentAttr)
 			for i, s := range rs.Segments() {
 				ps := get(s.ID)
-				was := c.members[i].in()
+				was := c.member(i).in()
 				now := rs.Eval(i, c.traits, clock) && (consent || !s.RequiresConsent)
 				if was {
 					ps.SizeNow++

@@ -451,9 +451,9 @@ func (p *Processor) erase(id string, now int64) error {
 	if err != nil {
 		return err
 	}
-	for i := range c.members {
-		if c.members[i].in() {
-			p.emit(c, id, i, false, now, schemas.CauseDeletion, "")
+	for j := 0; j < len(c.members); j++ {
+		if sm := c.members[j]; sm.m.in() {
+			p.emit(c, id, int(sm.seg), false, now, schemas.CauseDeletion, "")
 		}
 	}
 	p.exitOrphans(c, id, now, schemas.CauseDeletion, "")
@@ -508,12 +508,15 @@ func (p *Processor) evaluate(c *Customer, id string, segs []int, now int64, caus
 	rsSegs := p.rs.Segments()
 	p.stats.Evaluations += uint64(len(segs))
 	p.results = p.rs.EvalSegments(c.traits, now, segs, p.results[:0])
+	pos := 0 // segs ascend, mostly: each search starts where the last ended
 	for k, i := range segs {
 		in := p.results[k]
 		if in && !consent && rsSegs[i].RequiresConsent {
 			in = false
 		}
-		if in != c.members[i].in() {
+		j, found := c.findMember(int32(i), pos)
+		pos = j
+		if in != (found && c.members[j].m.in()) {
 			p.emit(c, id, i, in, now, cause, causeEvent)
 		}
 	}
@@ -550,7 +553,7 @@ func (p *Processor) emit(c *Customer, id string, seg int, in bool, at int64, cau
 	if cause == schemas.CauseDeletion {
 		reads = nil // an erased customer's traits are not published
 	}
-	p.transition(c, id, &c.members[seg], s.ID, s.Topic, reads, in, at, cause, causeEvent)
+	p.transition(c, id, c.memberRef(seg), s.ID, s.Topic, reads, in, at, cause, causeEvent)
 }
 
 // emitOrphanExit EXITs a customer from a segment the rules no longer have

@@ -281,7 +281,7 @@ segments:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.members[0].seq; got != 3 {
+	if got := c.member(0).seq; got != 3 {
 		t.Fatalf("alice buyer seq %d, want 3 (ENTER, EXIT, ENTER)", got)
 	}
 }

@@ -1,0 +1,85 @@
+package segment
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/segd/segd/rules"
+)
+
+// rulesWithSegments compiles a rule set whose segments are ids, in that
+// order, each on one trait.
+func rulesWithSegments(t *testing.T, ids ...string) *rules.RuleSet {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("version: 1\ntraits:\n  n: count(purchase) over 30d\nsegments:\n")
+	for _, id := range ids {
+		fmt.Fprintf(&b, "  %s: { when: \"n >= 1\" }\n", id)
+	}
+	rs, err := rules.Compile("members.yaml", []byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
+// TestMembersFollowTheRuleSet: memberships are kept by segment id, so a
+// record written under one rule set reads back under another with its
+// segments in a different order (and some gone or new): each standing
+// lands on its segment's new index, and the gone ones become orphans.
+func TestMembersFollowTheRuleSet(t *testing.T) {
+	before := rulesWithSegments(t, "a", "b", "c", "d")
+	after := rulesWithSegments(t, "d", "x", "c", "a")
+	c, _ := DecodeCustomer(before, nil)
+	want := map[string]member{"a": {seq: 1, since: 10}, "b": {seq: 3, since: 30}, "d": {seq: 2, since: 40}}
+	for i, s := range before.Segments() {
+		if m, ok := want[s.ID]; ok {
+			*c.memberRef(i) = m
+		}
+	}
+	got, err := DecodeCustomer(after, c.AppendBinary(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range after.Segments() {
+		in, since, seq := got.Member(i)
+		w := want[s.ID]
+		if in != w.in() || since != w.since || seq != w.seq {
+			t.Errorf("segment %s: in %v since %d seq %d, want %+v", s.ID, in, since, seq, w)
+		}
+	}
+	if len(got.orphans) != 1 || got.orphans[0].segment != "b" || got.orphans[0].m != want["b"] {
+		t.Errorf("orphans %+v, want b %+v", got.orphans, want["b"])
+	}
+	for j := 1; j < len(got.members); j++ {
+		if got.members[j-1].seg >= got.members[j].seg {
+			t.Fatalf("members out of order: %+v", got.members)
+		}
+	}
+}
+
+// TestCustomerSizeDoesNotGrowWithSegments: a customer pays for the
+// segments it has been in, not for every segment of the rules (it paid 16
+// bytes per segment: 16 KB per cached customer with 1000 segments).
+func TestCustomerSizeDoesNotGrowWithSegments(t *testing.T) {
+	size := func(n int) int {
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = fmt.Sprintf("s%d", i)
+		}
+		rs := rulesWithSegments(t, ids...)
+		c, _ := DecodeCustomer(rs, nil)
+		*c.memberRef(n / 2) = member{seq: 1, since: 5}
+		*c.memberRef(n - 1) = member{seq: 1, since: 5}
+		d, err := DecodeCustomer(rs, c.AppendBinary(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.SizeBytes()
+	}
+	small, large := size(10), size(1000)
+	if large != small {
+		t.Fatalf("a customer in 2 segments: %d bytes under 10 segments, %d under 1000", small, large)
+	}
+}
