@@ -23,6 +23,15 @@ type minuteRing struct {
 }
 
 func (r *segmentRates) add(segment string, enter bool, now time.Time) {
+	if enter {
+		r.addN(segment, 1, 0, now)
+	} else {
+		r.addN(segment, 0, 1, now)
+	}
+}
+
+// addN counts enters and exits of segment at now.
+func (r *segmentRates) addN(segment string, enters, exits uint32, now time.Time) {
 	if r == nil {
 		return
 	}
@@ -41,11 +50,8 @@ func (r *segmentRates) add(segment string, enter bool, now time.Time) {
 	if ring.minute[i] != m {
 		ring.minute[i], ring.enter[i], ring.exit[i] = m, 0, 0
 	}
-	if enter {
-		ring.enter[i]++
-	} else {
-		ring.exit[i]++
-	}
+	ring.enter[i] += enters
+	ring.exit[i] += exits
 }
 
 // counts returns the enters and exits of the last hour and the last day

@@ -3,6 +3,8 @@ package engine
 import (
 	"testing"
 	"time"
+
+	"github.com/segd/segd/segment"
 )
 
 func TestSegmentRatesWindows(t *testing.T) {
@@ -27,4 +29,34 @@ func TestSegmentRatesWindows(t *testing.T) {
 	if e, x, _, _ := r.counts("nope", now); e != 0 || x != 0 {
 		t.Fatal("unknown segment has counts")
 	}
+}
+
+// TestChangeObserverCountsAtFlush: a partition's changes reach the shared
+// rates when its task flushes them after a commit, each counted once.
+func TestChangeObserverCountsAtFlush(t *testing.T) {
+	var r segmentRates
+	o := &changeObserver{rates: &r}
+	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	o.observe(segment.Change{Segment: "vip", Enter: true})
+	o.observe(segment.Change{Segment: "vip", Enter: true})
+	o.observe(segment.Change{Segment: "vip", Enter: false})
+	o.observe(segment.Change{Segment: "lapsed", Enter: true})
+	if e, x, _, _ := r.counts("vip", t0); e != 0 || x != 0 {
+		t.Fatalf("before the flush: vip %d/%d, want nothing yet", e, x)
+	}
+	o.flush(t0)
+	o.flush(t0) // nothing new: counts nothing twice
+	if e, x, _, _ := r.counts("vip", t0); e != 2 || x != 1 {
+		t.Fatalf("vip %d enters %d exits, want 2 and 1", e, x)
+	}
+	if e, x, _, _ := r.counts("lapsed", t0); e != 1 || x != 0 {
+		t.Fatalf("lapsed %d enters %d exits, want 1 and 0", e, x)
+	}
+	o.observe(segment.Change{Segment: "vip", Enter: false})
+	o.flush(t0.Add(time.Minute))
+	if _, x, _, _ := r.counts("vip", t0.Add(time.Minute)); x != 2 {
+		t.Fatalf("vip exits %d after a second flush, want 2", x)
+	}
+	var nilObs *changeObserver
+	nilObs.flush(t0) // a backfill's task has none
 }

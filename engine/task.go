@@ -273,6 +273,7 @@ func (t *task) commit() error {
 	t.reportGroupOffsets()
 	t.pending = 0
 	t.lastCommit = t.opt.now()
+	t.obs.flush(t.lastCommit)
 	if t.m != nil {
 		t.m.report(t.proc, &t.reported, t.lastCommit.Sub(start))
 	}

@@ -317,6 +317,13 @@ func (c *Customer) findMember(seg int32, hint int) (int, bool) {
 	if hint < 0 || hint > len(ms) || (hint > 0 && ms[hint-1].seg >= seg) {
 		hint = 0
 	}
+	// Ascending lookups mostly find their segment within a step or two
+	// of the last one.
+	for end := min(hint+4, len(ms)); hint < end; hint++ {
+		if ms[hint].seg >= seg {
+			return hint, ms[hint].seg == seg
+		}
+	}
 	lo, hi := hint, len(ms)
 	for lo < hi {
 		mid := int(uint(lo+hi) >> 1)

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/rs/zerolog"
 
@@ -128,6 +129,7 @@ type Stats struct {
 // no I/O beyond the state partition, so live runs, backfills, file replays
 // and tests share it. Not safe for concurrent use.
 type Processor struct {
+	idBuf []byte // changeID's
 	// scratch is the rules' evaluation scratch every customer this
 	// processor loads evaluates with, so that cached records carry none.
 	scratch rules.Scratch
@@ -475,7 +477,7 @@ func (p *Processor) erase(id string, now int64) error {
 func (p *Processor) emitErasureNotice(id string, at, born int64) {
 	ch := &p.change
 	*ch = schemas.SegmentChange{
-		ID: changeID(id, "", 0, at, born), CustomerID: id, Kind: schemas.Exit, Seq: 0, Time: at,
+		ID: p.changeID(id, "", 0, at, born), CustomerID: id, Kind: schemas.Exit, Seq: 0, Time: at,
 		Cause: schemas.CauseDeletion, RulesVersion: p.rs.Version(), RulesHash: p.rs.Hash(), Traits: ch.Traits[:0],
 	}
 	var err error
@@ -575,7 +577,7 @@ func (p *Processor) transition(c *Customer, id string, m *member, segment, topic
 	m.since = at
 	ch := &p.change
 	*ch = schemas.SegmentChange{
-		ID: changeID(id, segment, m.seq, at, c.born), CustomerID: id, SegmentID: segment, Kind: schemas.Exit,
+		ID: p.changeID(id, segment, m.seq, at, c.born), CustomerID: id, SegmentID: segment, Kind: schemas.Exit,
 		Seq: m.seq, Time: at, Cause: cause, CauseEventID: causeEvent, RulesVersion: p.rs.Version(), RulesHash: p.rs.Hash(),
 		Traits: ch.Traits[:0],
 	}
@@ -614,11 +616,6 @@ func (p *Processor) transition(c *Customer, id string, m *member, segment, topic
 	p.part.SetMember(segment, id, in)
 }
 
-// changeID is deterministic: the same transition always gets the same id.
-// The transition time and the time the customer's life began (born) are
-// part of it, so that a customer erased (or merged away) and later seen
-// again never reuses an id of an earlier life, even for a transition at
-// the same millisecond with the same sequence number.
 // lifeMark names a customer's life by the event that began it (its id,
 // unique by definition; the clock when there is none), never 0.
 func lifeMark(clock int64, lifeKey string) int64 {
@@ -628,8 +625,22 @@ func lifeMark(clock int64, lifeKey string) int64 {
 	return int64(eventIDHash(lifeKey)>>1) | 1
 }
 
-func changeID(customer, segment string, seq uint64, at, born int64) string {
-	b := make([]byte, 0, len(customer)+len(segment)+48)
+// changeID is appendChangeID in the processor's buffer, as a string that
+// aliases it: valid until the next call. The change it goes into is
+// encoded at once and never kept (the one string allocation per change
+// was a twentieth of a change's cost with 1000 segments).
+func (p *Processor) changeID(customer, segment string, seq uint64, at, born int64) string {
+	p.idBuf = appendChangeID(p.idBuf[:0], customer, segment, seq, at, born)
+	return unsafe.String(unsafe.SliceData(p.idBuf), len(p.idBuf))
+}
+
+// appendChangeID appends a change's id, deterministic: the same
+// transition always gets the same id. The transition time and the time
+// the customer's life began (born) are part of it, so that a customer
+// erased (or merged away) and later seen again never reuses an id of an
+// earlier life, even for a transition at the same millisecond with the
+// same sequence number.
+func appendChangeID(b []byte, customer, segment string, seq uint64, at, born int64) []byte {
 	b = append(b, customer...)
 	b = append(b, ':')
 	b = append(b, segment...)
@@ -641,7 +652,7 @@ func changeID(customer, segment string, seq uint64, at, born int64) string {
 		b = append(b, ':')
 		b = strconv.AppendInt(b, born, 10)
 	}
-	return string(b)
+	return b
 }
 
 // SampledLog is the logger a processor should warn on (Options.Log):
