@@ -129,7 +129,8 @@ type Stats struct {
 // no I/O beyond the state partition, so live runs, backfills, file replays
 // and tests share it. Not safe for concurrent use.
 type Processor struct {
-	idBuf []byte // changeID's
+	consentSegs bool   // some segment of rs requires consent
+	idBuf       []byte // changeID's
 	// scratch is the rules' evaluation scratch every customer this
 	// processor loads evaluates with, so that cached records carry none.
 	scratch rules.Scratch
@@ -259,6 +260,7 @@ func (p *Processor) setRules(rs *rules.RuleSet) {
 		}
 	}
 	p.timeSegs = p.timeSegs[:0]
+	p.consentSegs = false
 	p.profileSegs = p.profileSegs[:0]
 	p.allSegs = p.allSegs[:0]
 	readsProfile := map[int]bool{}
@@ -273,6 +275,7 @@ func (p *Processor) setRules(rs *rules.RuleSet) {
 		if readsProfile[i] || s.RequiresConsent {
 			p.profileSegs = append(p.profileSegs, i)
 		}
+		p.consentSegs = p.consentSegs || s.RequiresConsent
 	}
 }
 
@@ -506,7 +509,9 @@ func (p *Processor) exitOrphans(c *Customer, id string, at int64, cause schemas.
 // evaluate re-evaluates segs at now, emits a change for each flipped
 // result, and reschedules the customer's timer.
 func (p *Processor) evaluate(c *Customer, id string, segs []int, now int64, cause schemas.CauseKind, causeEvent string) {
-	consent := p.consent(c)
+	// Only segments that require consent read it: rules without any skip
+	// the attribute lookup.
+	consent := !p.consentSegs || p.consent(c)
 	rsSegs := p.rs.Segments()
 	p.stats.Evaluations += uint64(len(segs))
 	p.results = p.rs.EvalSegments(c.traits, now, segs, p.results[:0])
