@@ -90,3 +90,37 @@ func TestSizeBytesMatchesHeap(t *testing.T) {
 	}
 	runtime.KeepAlive(states)
 }
+
+// BenchmarkAppendBinaryStandard encodes the states of the standard rules
+// over skewed traffic, as a commit encodes its dirty customers.
+func BenchmarkAppendBinaryStandard(b *testing.B) {
+	rs := mustCompile(b, standardRules(b))
+	r := rand.New(rand.NewPCG(3, 4))
+	start := at("2024-03-01T00:00:00Z")
+	m := map[string]*State{}
+	var sc Scratch
+	var e schemas.Event
+	var clock int64
+	for range 100000 {
+		randomTraffic(r, 10000, start, &e)
+		clock = max(clock, e.Time)
+		s := m[e.CustomerID]
+		if s == nil {
+			s = rs.NewState()
+			s.UseScratch(&sc)
+			m[e.CustomerID] = s
+		}
+		rs.Apply(s, &e, clock)
+	}
+	states := make([]*State, 0, len(m))
+	for _, s := range m {
+		states = append(states, s)
+	}
+	var buf []byte
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		buf = states[i%len(states)].AppendBinary(buf[:0])
+		i++
+	}
+}
