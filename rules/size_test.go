@@ -85,10 +85,11 @@ func TestSizeBytesMatchesHeap(t *testing.T) {
 	}
 	ratio := float64(claimed) / heap
 	t.Logf("%d states: heap %.0f B each, SizeBytes %.0f B each (%.2f)", len(states), heap/float64(len(states)), float64(claimed)/float64(len(states)), ratio)
-	if ratio < 0.75 || ratio > 1.25 {
-		t.Fatalf("SizeBytes says %d bytes for %d states holding %.0f: ratio %.2f, want 0.75-1.25", claimed, len(states), heap, ratio)
+	if ratio < 0.8 || ratio > 1.2 {
+		t.Fatalf("SizeBytes says %d bytes for %d states holding %.0f: ratio %.2f, want 0.8-1.2", claimed, len(states), heap, ratio)
 	}
 	runtime.KeepAlive(states)
+	runtime.KeepAlive(encs) // live across both measurements: not part of the difference
 }
 
 // BenchmarkAppendBinaryStandard encodes the states of the standard rules

@@ -2,6 +2,7 @@ package segment
 
 import (
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -82,4 +83,52 @@ func TestCustomerSizeDoesNotGrowWithSegments(t *testing.T) {
 	if large != small {
 		t.Fatalf("a customer in 2 segments: %d bytes under 10 segments, %d under 1000", small, large)
 	}
+}
+
+// TestCustomerSizeBytesMatchesHeap: the record cache's budget counts
+// Customer.SizeBytes, so it must be what a decoded customer holds,
+// memberships and the rules' state included, within the allocator's
+// rounding.
+func TestCustomerSizeBytesMatchesHeap(t *testing.T) {
+	ids := make([]string, 100)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("seg%d", i)
+	}
+	rs := rulesWithSegments(t, ids...)
+	const n = 20000
+	encs := make([][]byte, n)
+	for i := range encs {
+		c, _ := DecodeCustomer(rs, nil)
+		c.timerAt, c.born = int64(1000+i), int64(7+i)
+		for k := 0; k < 1+i%7; k++ {
+			*c.memberRef((i*13 + k*17) % len(ids)) = member{seq: uint64(1 + k), since: int64(i)}
+		}
+		c.remember(eventIDHash(fmt.Sprint("e", i)), int64(i))
+		encs[i] = c.AppendBinary(nil)
+	}
+	custs := make([]*Customer, n)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i, enc := range encs {
+		c, err := DecodeCustomer(rs, enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		custs[i] = c
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	heap := float64(after.HeapAlloc-before.HeapAlloc) - float64(n*8)
+	claimed := 0
+	for _, c := range custs {
+		claimed += c.SizeBytes()
+	}
+	ratio := float64(claimed) / heap
+	t.Logf("%d customers: heap %.0f B each, SizeBytes %.0f B each (%.2f)", n, heap/n, float64(claimed)/n, ratio)
+	if ratio < 0.8 || ratio > 1.2 {
+		t.Fatalf("SizeBytes says %d bytes for %d customers holding %.0f: ratio %.2f, want 0.8-1.2", claimed, n, heap, ratio)
+	}
+	runtime.KeepAlive(custs)
+	runtime.KeepAlive(encs) // live across both measurements: not part of the difference
 }
