@@ -38,20 +38,17 @@ func randomTraffic(r *rand.Rand, customers int, start int64, e *schemas.Event) {
 	}
 }
 
-// TestSizeBytesMatchesHeap: the record cache's byte budget counts
-// SizeBytes, so it must be the heap a decoded state really holds, within
-// the allocator's rounding. It once claimed 1,218 bytes for states that
-// held 2,315.
-func TestSizeBytesMatchesHeap(t *testing.T) {
-	rs := mustCompile(t, standardRules(t))
+// trafficStates applies events of randomTraffic over customers to states
+// of rs sharing one scratch, one state per customer seen.
+func trafficStates(rs *RuleSet, customers, events int) []*State {
 	r := rand.New(rand.NewPCG(3, 4))
 	start := at("2024-03-01T00:00:00Z")
 	m := map[string]*State{}
 	var sc Scratch
 	var e schemas.Event
 	var clock int64
-	for range 200000 {
-		randomTraffic(r, 20000, start, &e)
+	for range events {
+		randomTraffic(r, customers, start, &e)
 		clock = max(clock, e.Time)
 		s := m[e.CustomerID]
 		if s == nil {
@@ -61,11 +58,25 @@ func TestSizeBytesMatchesHeap(t *testing.T) {
 		}
 		rs.Apply(s, &e, clock)
 	}
-	encs := make([][]byte, 0, len(m))
+	states := make([]*State, 0, len(m))
 	for _, s := range m {
+		states = append(states, s)
+	}
+	return states
+}
+
+// TestSizeBytesMatchesHeap: the record cache's byte budget counts
+// SizeBytes, so it must be the heap a decoded state really holds, within
+// the allocator's rounding. It once claimed 1,218 bytes for states that
+// held 2,315.
+func TestSizeBytesMatchesHeap(t *testing.T) {
+	rs := mustCompile(t, standardRules(t))
+	built := trafficStates(rs, 20000, 200000)
+	encs := make([][]byte, 0, len(built))
+	for _, s := range built {
 		encs = append(encs, s.AppendBinary(nil))
 	}
-	m = nil
+	built = nil
 	states := make([]*State, len(encs))
 	var before, after runtime.MemStats
 	runtime.GC()
@@ -95,28 +106,7 @@ func TestSizeBytesMatchesHeap(t *testing.T) {
 // BenchmarkAppendBinaryStandard encodes the states of the standard rules
 // over skewed traffic, as a commit encodes its dirty customers.
 func BenchmarkAppendBinaryStandard(b *testing.B) {
-	rs := mustCompile(b, standardRules(b))
-	r := rand.New(rand.NewPCG(3, 4))
-	start := at("2024-03-01T00:00:00Z")
-	m := map[string]*State{}
-	var sc Scratch
-	var e schemas.Event
-	var clock int64
-	for range 100000 {
-		randomTraffic(r, 10000, start, &e)
-		clock = max(clock, e.Time)
-		s := m[e.CustomerID]
-		if s == nil {
-			s = rs.NewState()
-			s.UseScratch(&sc)
-			m[e.CustomerID] = s
-		}
-		rs.Apply(s, &e, clock)
-	}
-	states := make([]*State, 0, len(m))
-	for _, s := range m {
-		states = append(states, s)
-	}
+	states := trafficStates(mustCompile(b, standardRules(b)), 10000, 100000)
 	var buf []byte
 	b.ReportAllocs()
 	i := 0
