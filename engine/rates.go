@@ -22,14 +22,6 @@ type minuteRing struct {
 	exit   [ringMinutes]uint32
 }
 
-func (r *segmentRates) add(segment string, enter bool, now time.Time) {
-	if enter {
-		r.addN(segment, 1, 0, now)
-	} else {
-		r.addN(segment, 0, 1, now)
-	}
-}
-
 // addN counts enters and exits of segment at now.
 func (r *segmentRates) addN(segment string, enters, exits uint32, now time.Time) {
 	if r == nil {

@@ -10,10 +10,10 @@ import (
 func TestSegmentRatesWindows(t *testing.T) {
 	var r segmentRates
 	t0 := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
-	r.add("vip", true, t0)
-	r.add("vip", true, t0.Add(30*time.Minute))
-	r.add("vip", false, t0.Add(90*time.Minute))
-	r.add("vip", true, t0.Add(-25*time.Hour)) // outside the day
+	r.addN("vip", 1, 0, t0)
+	r.addN("vip", 1, 0, t0.Add(30*time.Minute))
+	r.addN("vip", 0, 1, t0.Add(90*time.Minute))
+	r.addN("vip", 1, 0, t0.Add(-25*time.Hour)) // outside the day
 	now := t0.Add(100 * time.Minute)
 	e1, x1, e24, x24 := r.counts("vip", now)
 	if e1 != 0 || x1 != 1 || e24 != 2 || x24 != 1 {
@@ -21,7 +21,7 @@ func TestSegmentRatesWindows(t *testing.T) {
 	}
 	// A slot reused a day later forgets its old minute (t0's ENTER): the
 	// last day holds t0+30m and t0+24h.
-	r.add("vip", true, t0.Add(24*time.Hour))
+	r.addN("vip", 1, 0, t0.Add(24*time.Hour))
 	e1, _, e24, _ = r.counts("vip", t0.Add(24*time.Hour))
 	if e1 != 1 || e24 != 2 {
 		t.Fatalf("a day later: 1h %d, 24h %d; want 1 and 2", e1, e24)

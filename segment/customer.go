@@ -1,6 +1,7 @@
 package segment
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -324,16 +325,8 @@ func (c *Customer) findMember(seg int32, hint int) (int, bool) {
 			return hint, ms[hint].seg == seg
 		}
 	}
-	lo, hi := hint, len(ms)
-	for lo < hi {
-		mid := int(uint(lo+hi) >> 1)
-		if ms[mid].seg < seg {
-			lo = mid + 1
-		} else {
-			hi = mid
-		}
-	}
-	return lo, lo < len(ms) && ms[lo].seg == seg
+	j, found := slices.BinarySearchFunc(ms[hint:], seg, func(m segMember, seg int32) int { return cmp.Compare(m.seg, seg) })
+	return hint + j, found
 }
 
 // member is the standing in segment i (zero: never a transition).
@@ -347,9 +340,16 @@ func (c *Customer) member(i int) member {
 // memberRef returns segment i's entry, inserting a zero one if it has
 // none. The pointer is valid until the next insertion.
 func (c *Customer) memberRef(i int) *member {
-	j, ok := c.findMember(int32(i), 0)
-	if !ok {
-		c.members = slices.Insert(c.members, j, segMember{seg: int32(i)})
+	j, found := c.findMember(int32(i), 0)
+	return c.memberAt(j, int32(i), found)
+}
+
+// memberAt returns the entry of segment seg at position j, as findMember
+// reported them, inserting a zero one there if it was not found. The
+// pointer is valid until the next insertion.
+func (c *Customer) memberAt(j int, seg int32, found bool) *member {
+	if !found {
+		c.members = slices.Insert(c.members, j, segMember{seg: seg})
 	}
 	return &c.members[j].m
 }

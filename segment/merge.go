@@ -84,7 +84,7 @@ func (p *Processor) alias(e *schemas.Event, now int64) error {
 	rec := AppendMergeRecord(nil, id, from, now, c.traits.AppendBinary(nil))
 	for j := 0; j < len(c.members); j++ {
 		if sm := c.members[j]; sm.m.in() {
-			p.emit(c, from, int(sm.seg), false, now, schemas.CauseMerge, id)
+			p.emit(c, from, int(sm.seg), &c.members[j].m, false, now, schemas.CauseMerge, id)
 		}
 	}
 	p.exitOrphans(c, from, now, schemas.CauseMerge, id)

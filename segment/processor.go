@@ -458,7 +458,7 @@ func (p *Processor) erase(id string, now int64) error {
 	}
 	for j := 0; j < len(c.members); j++ {
 		if sm := c.members[j]; sm.m.in() {
-			p.emit(c, id, int(sm.seg), false, now, schemas.CauseDeletion, "")
+			p.emit(c, id, int(sm.seg), &c.members[j].m, false, now, schemas.CauseDeletion, "")
 		}
 	}
 	p.exitOrphans(c, id, now, schemas.CauseDeletion, "")
@@ -524,7 +524,7 @@ func (p *Processor) evaluate(c *Customer, id string, segs []int, now int64, caus
 		j, found := c.findMember(int32(i), pos)
 		pos = j
 		if in != (found && c.members[j].m.in()) {
-			p.emit(c, id, i, in, now, cause, causeEvent)
+			p.emit(c, id, i, c.memberAt(j, int32(i), found), in, now, cause, causeEvent)
 		}
 	}
 	p.reschedule(c, id, now)
@@ -553,14 +553,14 @@ func (p *Processor) reschedule(c *Customer, id string, now int64) {
 }
 
 // emit records a transition of customer id in segment seg of the running
-// rules.
-func (p *Processor) emit(c *Customer, id string, seg int, in bool, at int64, cause schemas.CauseKind, causeEvent string) {
+// rules, whose standing m is (an entry of c.members).
+func (p *Processor) emit(c *Customer, id string, seg int, m *member, in bool, at int64, cause schemas.CauseKind, causeEvent string) {
 	s := p.rs.Segments()[seg]
 	reads := s.Reads
 	if cause == schemas.CauseDeletion {
 		reads = nil // an erased customer's traits are not published
 	}
-	p.transition(c, id, c.memberRef(seg), s.ID, s.Topic, reads, in, at, cause, causeEvent)
+	p.transition(c, id, m, s.ID, s.Topic, reads, in, at, cause, causeEvent)
 }
 
 // emitOrphanExit EXITs a customer from a segment the rules no longer have
