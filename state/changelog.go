@@ -73,6 +73,7 @@ func (p *Partition) initChangelog() error {
 		p.clDeletedTo.Store(p.clNext - 1)
 	}
 	p.outboxLoggedTo = p.deletedTo.Load()
+	p.delBlindTo = p.deletedTo.Load()
 	switch v, closer, err := p.s.db.Get(partPrefix(ksOutboxLogged, p.id)); {
 	case errors.Is(err, pebble.ErrNotFound):
 	case err != nil:
@@ -156,13 +157,21 @@ func (p *Partition) releasedOutbox() uint64 {
 // next pending changelog entry with its mark (the outbox sequence numbers
 // the commit spans, outboxBefore..outboxAfter). An empty b logs nothing.
 func (p *Partition) stageChangelog(b *pebble.Batch, outboxBefore, outboxAfter uint64) {
+	p.outMu.Lock()
 	if to := p.deletedTo.Load(); to > p.outboxLoggedTo {
-		for seq := p.outboxLoggedTo + 1; seq <= to; seq++ {
+		for seq := p.outboxLoggedTo + 1; seq <= min(to, p.delBlindTo); seq++ {
 			p.keyBuf = outboxKey(p.keyBuf[:0], p.id, seq)
 			b.Delete(p.keyBuf, nil)
 		}
+		for _, key := range p.delKeys {
+			if key > p.delBlindTo {
+				p.keyBuf = outboxKey(p.keyBuf[:0], p.id, key)
+				b.Delete(p.keyBuf, nil)
+			}
+		}
 		p.clLoggedPending = to
 	}
+	p.outMu.Unlock()
 	if b.Empty() {
 		return
 	}
@@ -191,6 +200,13 @@ func (p *Partition) stageChangelog(b *pebble.Batch, outboxBefore, outboxAfter ui
 func (p *Partition) changelogCommitted() {
 	if p.clLoggedPending > p.outboxLoggedTo {
 		p.outboxLoggedTo = p.clLoggedPending
+		p.outMu.Lock()
+		n := 0
+		for n < len(p.delKeys) && p.delKeys[n] <= p.outboxLoggedTo {
+			n++
+		}
+		p.delKeys = append(p.delKeys[:0], p.delKeys[n:]...)
+		p.outMu.Unlock()
 	}
 	if p.clStaged.cl != 0 {
 		p.outMu.Lock()
@@ -214,7 +230,7 @@ func (p *Partition) OutboxDeletesUnlogged() bool {
 // Options.ChangelogCommitBytes (see NeedsCommit) so that one commit fits
 // in one Kafka record batch.
 func (p *Partition) ChangelogBytes() int64 {
-	return int64(p.staged.Len()) + p.dirtyBytes
+	return int64(p.staged.Len()+len(p.outGroup)) + p.dirtyBytes
 }
 
 // ReadChangelog calls fn for up to limit committed pending changelog

@@ -59,6 +59,18 @@ type Partition struct {
 	committed atomic.Uint64
 	deletedTo atomic.Uint64
 	outMu     sync.Mutex // serializes DeleteOutbox with itself
+	// outGroup is the group of values the current commit appended since
+	// the last one it staged; outGroupSeq is its first value's sequence
+	// (outbox.go).
+	outGroup    []byte
+	outGroupSeq uint64
+	// delKeys are the outbox keys DeleteOutbox deleted that the changelog
+	// has not logged (guarded by outMu); deletes up to delBlindTo are not
+	// listed there (made before a restart, or by a range tombstone) and
+	// are logged for every sequence.
+	delKeys    []uint64
+	delBlindTo uint64
+	delScratch []uint64
 
 	// Membership counts: committed value plus staged delta per segment.
 	counts map[string]*segCount
@@ -413,119 +425,6 @@ func (p *Partition) offsets() (map[string]int64, error) {
 	return out, it.Error()
 }
 
-// AppendOutbox stages value (copied) for publication and returns its
-// sequence number, monotonic across restarts.
-func (p *Partition) AppendOutbox(value []byte) uint64 {
-	seq := p.nextSeq
-	p.nextSeq++
-	p.keyBuf = outboxKey(p.keyBuf[:0], p.id, seq)
-	p.staged.Set(p.keyBuf, value, nil)
-	return seq
-}
-
-// ReadOutbox calls fn for up to limit committed entries with a sequence
-// above after, in order, up to OutboxReleased. value is valid only during
-// fn. Safe to call concurrently with the task.
-func (p *Partition) ReadOutbox(after uint64, limit int, fn func(seq uint64, value []byte) error) error {
-	return p.ReadOutboxTo(after, p.releasedOutbox(), limit, fn)
-}
-
-// ReadOutboxTo is ReadOutbox up to hi (at most OutboxReleased): a caller
-// that found nothing in (after, hi] knows no entry is there.
-func (p *Partition) ReadOutboxTo(after, hi uint64, limit int, fn func(seq uint64, value []byte) error) error {
-	return p.s.h.guard("read outbox", func() error { return p.readOutbox(after, hi, limit, fn) })
-}
-
-func (p *Partition) readOutbox(after, hi uint64, limit int, fn func(seq uint64, value []byte) error) error {
-	if p.closed.Load() {
-		return ErrClosed
-	}
-	hi = min(hi, p.releasedOutbox())
-	if after >= hi {
-		return nil
-	}
-	lower := outboxKey(nil, p.id, after+1)
-	upper := outboxKey(nil, p.id, hi+1)
-	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
-	if err != nil {
-		return err
-	}
-	defer it.Close()
-	n := 0
-	for it.First(); it.Valid() && n < limit; it.Next() {
-		if err := fn(binary.BigEndian.Uint64(it.Key()[5:]), it.Value()); err != nil {
-			return err
-		}
-		n++
-	}
-	return it.Error()
-}
-
-// DeleteOutbox deletes every entry up to and including upTo, once the sink
-// confirmed them. Safe to call concurrently with the task.
-func (p *Partition) DeleteOutbox(upTo uint64) error {
-	return p.s.h.guard("delete outbox", func() error { return p.deleteOutbox(upTo) })
-}
-
-func (p *Partition) deleteOutbox(upTo uint64) error {
-	if p.closed.Load() {
-		return ErrClosed
-	}
-	p.outMu.Lock()
-	defer p.outMu.Unlock()
-	if upTo <= p.deletedTo.Load() {
-		return nil
-	}
-	from := p.deletedTo.Load() + 1
-	if upTo-from < outboxPointDeletes {
-		// A live publisher deletes a few entries many times a second.
-		// Range tombstones that frequent would pile up in the memtable
-		// and make every new iterator (the next ReadOutbox) re-fragment
-		// all of them; point tombstones below the reader's lower bound
-		// cost nothing.
-		b := p.s.db.NewBatch()
-		defer b.Close()
-		var k []byte
-		for seq := from; seq <= upTo; seq++ {
-			k = outboxKey(k[:0], p.id, seq)
-			if err := b.Delete(k, nil); err != nil {
-				return fmt.Errorf("delete outbox to %d: %w", upTo, err)
-			}
-		}
-		if err := b.Commit(pebble.NoSync); err != nil {
-			return fmt.Errorf("delete outbox to %d: %w", upTo, err)
-		}
-	} else if err := p.s.db.DeleteRange(outboxKey(nil, p.id, 0), outboxKey(nil, p.id, upTo+1), pebble.NoSync); err != nil {
-		return fmt.Errorf("delete outbox to %d: %w", upTo, err)
-	}
-	p.deletedTo.Store(upTo)
-	return nil
-}
-
-// outboxPointDeletes is the largest deletion DeleteOutbox writes as point
-// tombstones; larger ones (a replay's whole outbox) take one range
-// tombstone.
-const outboxPointDeletes = 4096
-
-// OutboxReleased is the highest outbox sequence ReadOutbox may return:
-// the committed one, or, with the changelog on, the last one whose commit
-// the changelog acknowledged. Safe to call concurrently.
-func (p *Partition) OutboxReleased() uint64 {
-	return p.releasedOutbox()
-}
-
-// OutboxStaged reports whether outbox entries were appended since the
-// last commit.
-func (p *Partition) OutboxStaged() bool {
-	return p.nextSeq-1 > p.committed.Load()
-}
-
-// OutboxDepth is the number of committed entries not yet deleted. Safe to
-// call concurrently.
-func (p *Partition) OutboxDepth() int64 {
-	return int64(p.committed.Load() - p.deletedTo.Load())
-}
-
 // SetMember stages the customer's membership of segment in the index and
 // adjusts the segment's count. Call it only on a change.
 func (p *Partition) SetMember(segment, customerID string, member bool) {
@@ -563,6 +462,7 @@ func (p *Partition) commit() error {
 	if err := p.refillErr; err != nil {
 		return fmt.Errorf("partition %d: %w", p.id, err)
 	}
+	p.stageOutboxGroup()
 	b := p.staged
 	// Writing keys in order makes the memtable inserts walk the skiplist
 	// from nearby positions.
@@ -714,6 +614,7 @@ func (p *Partition) closeNoRelease() bool {
 		return false
 	}
 	p.staged.Close()
+	p.outGroup = nil
 	p.cacheBytes.Store(0)
 	p.cacheEntries.Store(0)
 	p.cache = nil
