@@ -289,7 +289,7 @@ func (p *Partition) Delete(customerID string) {
 }
 
 func (p *Partition) insert(id string, rec Record, dirty bool) *entry {
-	e := &entry{id: id, rec: rec, size: int64(rec.SizeBytes() + len(id) + 64), dirty: dirty}
+	e := &entry{id: id, rec: rec, size: entrySize(id, rec), dirty: dirty}
 	p.cache[id] = e
 	p.pushFront(e)
 	p.cacheBytes.Add(e.size)
@@ -300,6 +300,12 @@ func (p *Partition) insert(id string, rec Record, dirty bool) *entry {
 	}
 	p.evict()
 	return e
+}
+
+// entrySize is what a cached record costs: the record, its id and the
+// entry with its map slot.
+func entrySize(id string, rec Record) int64 {
+	return int64(rec.SizeBytes() + len(id) + 64)
 }
 
 // touch marks e as recently used. Eviction gives it a second chance
@@ -481,6 +487,13 @@ func (p *Partition) commit() error {
 		p.valBuf = append(p.valBuf[:0], recordEnvelope)
 		p.valBuf = e.rec.AppendBinary(p.valBuf)
 		b.Set(p.keyBuf, p.valBuf, nil)
+		// A record grows after it enters the cache (a new customer's
+		// does from nothing): its size is measured again while it is
+		// at hand, or the budget would count what records were.
+		if size := entrySize(e.id, e.rec); size != e.size {
+			p.cacheBytes.Add(size - e.size)
+			e.size = size
+		}
 	}
 	for id := range p.deleted {
 		p.keyBuf = customerKey(p.keyBuf[:0], p.id, id)

@@ -240,6 +240,42 @@ func TestCacheStaysBounded(t *testing.T) {
 	}
 }
 
+// TestCacheCountsWhatRecordsGrowTo: records enter the cache empty (new
+// customers) and grow; the budget counts their size as of the last
+// commit, not as of their arrival.
+func TestCacheCountsWhatRecordsGrowTo(t *testing.T) {
+	const budget = 1 << 20
+	s := openMem(t, vfs.NewMem(), Options{CacheBytes: budget})
+	defer s.Close()
+	p, _ := s.Partition(0)
+	payload := bytes.Repeat([]byte("x"), 1000)
+	for i := range 20000 {
+		id := fmt.Sprintf("c%d", i)
+		rec, err := p.Get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := rec.(*testRecord)
+		r.data = payload
+		p.MarkDirty(id, r)
+		if i%100 == 99 {
+			if err := p.Commit(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var held int64
+	for id, e := range p.cache {
+		held += entrySize(id, e.rec)
+	}
+	if got := p.cacheBytes.Load(); got != held {
+		t.Fatalf("cache accounts %d bytes, its records hold %d", got, held)
+	}
+	if held > budget {
+		t.Fatalf("cache holds %d bytes (%d records), budget %d", held, len(p.cache), budget)
+	}
+}
+
 func TestDeleteLeavesNoTrace(t *testing.T) {
 	dir := t.TempDir()
 	s, err := Open(dir, Options{Decode: decodeTest})
