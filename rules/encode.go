@@ -174,12 +174,12 @@ func (rs *RuleSet) DecodeState(data []byte, s *State) error {
 	}
 	na := d.uvarint()
 	for i := uint64(0); i < na && d.err == nil; i++ {
-		name := string(d.bytes())
+		name := internBytes(d.bytes())
 		kind := schemas.Kind(d.byte())
 		a := schemas.Attribute{Name: name, Value: schemas.Value{Kind: kind}}
 		switch kind {
 		case schemas.KindString:
-			a.Value.Str = string(d.bytes())
+			a.Value.Str = internBytes(d.bytes())
 		case schemas.KindNumber:
 			a.Value.Num = d.number()
 		case schemas.KindBool:
@@ -202,7 +202,7 @@ func (ts *traitState) decodePayload(d *decoder, t *Trait) {
 		x := ts.ext()
 		switch {
 		case t.kind == kStr:
-			x.str = string(d.bytes())
+			x.str = internBytes(d.bytes())
 		case t.Field != "ts":
 			x.num = d.number()
 		}
@@ -220,7 +220,7 @@ func (ts *traitState) decodePayload(d *decoder, t *Trait) {
 			return
 		}
 		for i := uint64(0); i < n && d.err == nil; i++ {
-			sv := seenVal{v: string(d.bytes())}
+			sv := seenVal{v: internBytes(d.bytes())}
 			if t.Window > 0 {
 				sv.last = d.varint() * t.Bucket
 			}
@@ -268,7 +268,7 @@ func (ts *traitState) decodePayload(d *decoder, t *Trait) {
 				return
 			}
 			for j := uint64(0); j < nv && d.err == nil; j++ {
-				v := valCount{v: string(d.bytes()), n: uint32(d.uvarint())}
+				v := valCount{v: internBytes(d.bytes()), n: uint32(d.uvarint())}
 				b.vals = append(b.vals, v)
 			}
 			b.n = float64(len(b.vals))

@@ -161,7 +161,7 @@ func takeFirstLast(t *Trait, ts *traitState, e *schemas.Event) {
 		if v == "" {
 			return
 		}
-		ts.ext().str = v
+		ts.ext().str = intern(v)
 	default:
 		ts.ext().num = t.fld.num(e)
 	}

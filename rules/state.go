@@ -312,9 +312,16 @@ func (s *State) setAttr(a schemas.Attribute) {
 		s.attrs[last] = schemas.Attribute{}
 		s.attrs = s.attrs[:last]
 	case i >= 0:
+		if a.Value.Kind == schemas.KindString {
+			a.Value.Str = intern(a.Value.Str)
+		}
 		s.attrBytes += AttrSize(a) - AttrSize(s.attrs[i])
 		s.attrs[i].Value = a.Value
 	case a.Value.Kind != schemas.KindNull:
+		a.Name = intern(a.Name)
+		if a.Value.Kind == schemas.KindString {
+			a.Value.Str = intern(a.Value.Str)
+		}
 		s.attrBytes += AttrSize(a)
 		if s.attrIdx != nil {
 			s.attrIdx[a.Name] = int32(len(s.attrs))
@@ -349,19 +356,19 @@ func (s *State) SizeBytes() int {
 			vals := t.buckets[j].vals
 			n += cap(vals) * int(sizeofValCount)
 			for _, v := range vals {
-				n += len(v.v)
+				n += ownBytes(v.v)
 			}
 		}
 		if x := t.x; x != nil {
 			// freq's strings are those of the buckets' values.
-			n += int(sizeofTraitExtra) + len(x.str) + cap(x.seen)*int(sizeofSeenVal) + cap(x.freq)*int(sizeofValCount)
+			n += int(sizeofTraitExtra) + ownBytes(x.str) + cap(x.seen)*int(sizeofSeenVal) + cap(x.freq)*int(sizeofValCount)
 			for _, v := range x.seen {
-				n += len(v.v)
+				n += ownBytes(v.v)
 			}
 		}
 	}
 	for _, a := range s.attrs {
-		n += len(a.Name) + len(a.Value.Str)
+		n += ownBytes(a.Name) + ownBytes(a.Value.Str)
 	}
 	if s.attrIdx != nil {
 		n += len(s.attrIdx) * sizeofAttrIndexEntry
@@ -440,7 +447,7 @@ func (ts *traitState) see(v string, start int64) {
 		}
 	}
 	if len(x.seen) < maxDistinct {
-		x.seen = append(x.seen, seenVal{v: v, last: start})
+		x.seen = append(x.seen, seenVal{v: intern(v), last: start})
 	}
 }
 
@@ -547,6 +554,7 @@ func (b *bucket) addValN(v string, n uint32) bool {
 // countVal adds n occurrences of v to bucket b of a most_frequent trait
 // and to the trait's totals.
 func (ts *traitState) countVal(b *bucket, v string, n uint32) {
+	v = intern(v) // the bucket and the totals share the table's copy
 	if b.addValN(v, n) {
 		x := ts.ext()
 		x.freq = addCount(x.freq, v, n)
