@@ -427,3 +427,28 @@ func TestMembersOfFiltersByPartition(t *testing.T) {
 		})
 	}
 }
+
+// TestWALWritesBackInTheBackground: commits do not fsync, so the WAL must
+// be written back as it grows; otherwise switching to a new WAL syncs a
+// whole memtable's worth while every commit waits (the latency p99's
+// stalls; docs/operations.md, "Latency"). Pebble records its options in
+// the store directory.
+func TestWALWritesBackInTheBackground(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{Decode: decodeTest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	files, err := filepath.Glob(filepath.Join(dir, "OPTIONS-*"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no Pebble OPTIONS file in %s: %v", dir, err)
+	}
+	data, err := os.ReadFile(files[len(files)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), "wal_bytes_per_sync=1048576") {
+		t.Fatalf("the store's WAL is not written back every 1 MiB; its options:\n%s", data)
+	}
+}
