@@ -61,7 +61,7 @@ bench:
 
 # bench-scaling sweeps the customer count (100k, 1M, 10M) with the standard
 # rules: throughput, memory, state size and restart time; then builds a store
-# with 2.1M active customers and times its restart (target 6; about 7 minutes).
+# with 2.1M active customers and times its restart (target 6; about 2 minutes).
 bench-scaling:
 	$(GO) run ./bench/cmd/segd-bench --label scaling --customers 1000 --events 1000 --skip-goka --latency-for 0 \
 	  --targets 6 --restart-active 2100000 \
