@@ -393,18 +393,7 @@ func TestOutboxDeletesReachTheChangelog(t *testing.T) {
 	if p.OutboxDeletesUnlogged() {
 		t.Fatal("still flagged after a commit")
 	}
-	var deletes int
-	if err := p.ReadChangelog(1, 10, func(seq uint64, entry []byte) error {
-		return ForEachChangelogOp(entry, func(op ChangelogOp) error {
-			if op.Deleted && len(op.Key) > 0 && op.Key[0] == ksOutbox {
-				deletes++
-			}
-			return nil
-		})
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if deletes != 1 {
+	if deletes := len(loggedOutboxDeletes(t, p, 1)); deletes != 1 {
 		t.Fatalf("%d outbox deletes in the changelog entry, want 1", deletes)
 	}
 }
@@ -514,18 +503,7 @@ func TestDeletesAfterTheLastCommitReachTheChangelog(t *testing.T) {
 	if err := p.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	deletes := 0
-	if err := p.ReadChangelog(1, 10, func(seq uint64, entry []byte) error {
-		return ForEachChangelogOp(entry, func(op ChangelogOp) error {
-			if op.Deleted && op.Key[0] == ksOutbox {
-				deletes++
-			}
-			return nil
-		})
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if deletes != 2 {
+	if deletes := len(loggedOutboxDeletes(t, p, 1)); deletes != 2 {
 		t.Fatalf("%d outbox deletes logged after the reopen, want 2", deletes)
 	}
 }
