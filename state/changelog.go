@@ -230,7 +230,7 @@ func (p *Partition) OutboxDeletesUnlogged() bool {
 // Options.ChangelogCommitBytes (see NeedsCommit) so that one commit fits
 // in one Kafka record batch.
 func (p *Partition) ChangelogBytes() int64 {
-	return int64(p.staged.Len()+len(p.outGroup)) + p.dirtyBytes
+	return int64(p.staged.Len()+p.index.len()+len(p.outGroup)) + p.dirtyBytes
 }
 
 // ReadChangelog calls fn for up to limit committed pending changelog

@@ -48,8 +48,11 @@ type Partition struct {
 	filter      *idFilter
 	filterSkips atomic.Int64
 
-	// staged holds everything but records until Commit.
+	// staged holds everything but records and index keys until Commit;
+	// index holds the timer and membership index writes, which Commit
+	// adds to it in key order (sortedwrites.go).
 	staged *pebble.Batch
+	index  indexWrites
 
 	// Timers: see timers.go.
 	timers timerIndex
@@ -104,6 +107,10 @@ type Partition struct {
 type segCount struct {
 	committed int64
 	delta     int64
+	// The segment's membership index writes since the last commit and
+	// its key prefix (sortedwrites.go).
+	writes []memberWrite
+	prefix []byte
 }
 
 func openPartition(s *Store, n int32) (*Partition, error) {
@@ -116,6 +123,9 @@ func openPartition(s *Store, n int32) (*Partition, error) {
 		counts:  map[string]*segCount{},
 	}
 	p.lru.next, p.lru.prev = &p.lru, &p.lru
+	// A membership's value names the partition, so listings can leave out
+	// the members of partitions another instance runs now.
+	binary.BigEndian.PutUint32(p.memberVal[:], uint32(n))
 	p.timers.init(p)
 	// The next outbox sequence survives even when the outbox is empty.
 	v, closer, err := s.db.Get(partPrefix(ksOutboxSeq, n))
@@ -434,20 +444,16 @@ func (p *Partition) offsets() (map[string]int64, error) {
 // SetMember stages the customer's membership of segment in the index and
 // adjusts the segment's count. Call it only on a change.
 func (p *Partition) SetMember(segment, customerID string, member bool) {
-	p.keyBuf = memberKey(p.keyBuf[:0], segment, customerID)
 	c := p.counts[segment]
 	if c == nil {
 		c = &segCount{committed: -1}
 		p.counts[segment] = c
 	}
 	if member {
-		// The value names the partition, so listings can leave out the
-		// members of partitions another instance runs now.
-		binary.BigEndian.PutUint32(p.memberVal[:], uint32(p.id))
-		p.staged.Set(p.keyBuf, p.memberVal[:], nil)
+		p.index.member(c, segment, customerID, false)
 		c.delta++
 	} else {
-		p.staged.Delete(p.keyBuf, nil)
+		p.index.member(c, segment, customerID, true)
 		c.delta--
 	}
 }
@@ -470,6 +476,7 @@ func (p *Partition) commit() error {
 	}
 	p.stageOutboxGroup()
 	b := p.staged
+	p.keyBuf = p.index.writeTo(b, p.id, p.memberVal[:], p.keyBuf)
 	// Writing keys in order makes the memtable inserts walk the skiplist
 	// from nearby positions.
 	slices.SortFunc(p.dirty, func(a, b *entry) int { return strings.Compare(a.id, b.id) })

@@ -52,8 +52,7 @@ func (p *Partition) MoveTimer(customerID string, from, to int64) {
 	}
 	t := &p.timers
 	if from > 0 {
-		p.keyBuf = timerKey(p.keyBuf[:0], p.id, from, customerID)
-		p.staged.Delete(p.keyBuf, nil)
+		p.index.timer(from, customerID, true)
 		it := timerItem{from, customerID}
 		if from < t.horizon {
 			t.removed[it]++
@@ -62,8 +61,7 @@ func (p *Partition) MoveTimer(customerID string, from, to int64) {
 		}
 	}
 	if to > 0 {
-		p.keyBuf = timerKey(p.keyBuf[:0], p.id, to, customerID)
-		p.staged.Set(p.keyBuf, nil, nil)
+		p.index.timer(to, customerID, false)
 		it := timerItem{to, customerID}
 		if to < t.horizon {
 			t.push(it)
@@ -90,8 +88,7 @@ func (p *Partition) PopDue(now int64, fn func(customerID string, at int64) error
 			return nil
 		}
 		t.pop()
-		p.keyBuf = timerKey(p.keyBuf[:0], p.id, it.at, it.id)
-		p.staged.Delete(p.keyBuf, nil)
+		p.index.timer(it.at, it.id, true)
 		if err := fn(it.id, it.at); err != nil {
 			return err
 		}
