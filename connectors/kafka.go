@@ -379,3 +379,34 @@ type Cluster struct {
 	Brokers  []string
 	Security *Security
 }
+
+// TopicMaxMessageBytes returns the largest record batch the topic accepts
+// (its max.message.bytes, the broker's message.max.bytes unless the topic
+// overrides it).
+func (c Cluster) TopicMaxMessageBytes(ctx context.Context, topic string) (int64, error) {
+	tr := c.Security.transport()
+	defer tr.CloseIdleConnections()
+	cl := &kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: 10 * time.Second, Transport: tr}
+	resp, err := cl.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{{
+		ResourceType: kafka.ResourceTypeTopic, ResourceName: topic, ConfigNames: []string{"max.message.bytes"},
+	}}})
+	if err != nil {
+		return 0, fmt.Errorf("describe topic %s: %w", topic, err)
+	}
+	for _, r := range resp.Resources {
+		if r.Error != nil {
+			return 0, fmt.Errorf("describe topic %s: %w", topic, r.Error)
+		}
+		for _, e := range r.ConfigEntries {
+			if e.ConfigName != "max.message.bytes" {
+				continue
+			}
+			n, err := strconv.ParseInt(e.ConfigValue, 10, 64)
+			if err != nil || n <= 0 {
+				return 0, fmt.Errorf("topic %s: max.message.bytes is %q", topic, e.ConfigValue)
+			}
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("topic %s: the broker did not report max.message.bytes", topic)
+}

@@ -12,13 +12,60 @@ import (
 	"github.com/segd/segd/state"
 )
 
-// changelogMaxRequest bounds one changelog produce request. The topic is
-// created with max.message.bytes of changelogMaxMessage; commits are cut
-// at state.Options.ChangelogCommitBytes (1 MiB) so an entry fits.
+// The changelog topic is created with max.message.bytes of
+// changelogMaxMessage. A topic that exists keeps its own limit, which
+// segd reads at start (changelogAssumedMessage, the broker default, when
+// it cannot) and cuts its commits to: see limitsFor.
 const (
+	changelogMaxMessage     = 8 << 20
+	changelogAssumedMessage = 1048588
+	// changelogMinMessage is the smallest limit segd runs with, just
+	// under a broker's default: a commit cut at half of it still holds
+	// hundreds of customers.
+	changelogMinMessage = 1 << 20
+	// changelogMaxCommit caps a commit's changelog entry: larger
+	// entries would not make commits rarer (commit.max_events cuts them
+	// first) and a restore holds one in memory.
+	changelogMaxCommit = 4 << 20
+	// changelogMaxRequest caps a produce request of several small
+	// entries.
 	changelogMaxRequest = 1 << 20
-	changelogMaxMessage = 8 << 20
 )
+
+// changelogLimits are the sizes the changelog topic's record batch limit
+// (its max.message.bytes) sets.
+type changelogLimits struct {
+	// maxMessage is the topic's limit.
+	maxMessage int64
+	// commitBytes cuts a commit (state.Partition.SetChangelogCommitBytes):
+	// half the limit, so an entry, its last event's changes and the
+	// batch's framing fit.
+	commitBytes int64
+	// request bounds a request of several entries.
+	request int64
+}
+
+// limitsFor returns the limits for a topic taking record batches of up
+// to maxMessage bytes, or an error naming the fix when that is too small
+// for segd's commits or for one customer's record: a customer may hold
+// attrBytes of profile attributes (input.max_attribute_bytes), and a
+// record over a quarter of the limit could end up in a batch over it.
+func limitsFor(maxMessage int64, attrBytes int) (changelogLimits, error) {
+	fix := fmt.Sprintf("kafka-configs.sh --alter --entity-type topics --entity-name TOPIC --add-config max.message.bytes=%d", changelogMaxMessage)
+	if maxMessage < changelogMinMessage {
+		return changelogLimits{}, fmt.Errorf("it takes record batches of at most %d bytes (max.message.bytes), segd needs at least %d and creates its changelog with %d: raise it (%s)",
+			maxMessage, changelogMinMessage, changelogMaxMessage, fix)
+	}
+	if int64(attrBytes) > maxMessage/4 {
+		return changelogLimits{}, fmt.Errorf("it takes record batches of at most %d bytes (max.message.bytes), and input.max_attribute_bytes %d lets one customer's record outgrow a quarter of that: lower input.max_attribute_bytes to at most %d or raise the topic's limit (%s)",
+			maxMessage, attrBytes, maxMessage/4, fix)
+	}
+	commit := min(maxMessage/2, changelogMaxCommit)
+	return changelogLimits{maxMessage: maxMessage, commitBytes: commit, request: min(commit, changelogMaxRequest)}, nil
+}
+
+// defaultChangelogLimits are those of the topic segd creates.
+var defaultChangelogLimits, _ = limitsFor(changelogMaxMessage, 0)
 
 // changelogPublisher sends one partition's pending changelog entries to
 // its changelog partition, in order, each request one Kafka record batch,
@@ -32,6 +79,7 @@ type changelogPublisher struct {
 	notify chan struct{}
 	after  uint64
 	recs   []connectors.ChangelogRecord
+	limits changelogLimits
 	m      *partitionMetrics
 	// sent, if set, is called after entries were acknowledged (the
 	// outbox publisher's poke).
@@ -39,7 +87,7 @@ type changelogPublisher struct {
 }
 
 func newChangelogPublisher(part *state.Partition, w *connectors.ChangelogWriter, log zerolog.Logger, m *partitionMetrics) *changelogPublisher {
-	return &changelogPublisher{part: part, w: w, id: int(part.ID()), log: log, notify: make(chan struct{}, 1), m: m}
+	return &changelogPublisher{part: part, w: w, id: int(part.ID()), log: log, notify: make(chan struct{}, 1), m: m, limits: defaultChangelogLimits}
 }
 
 func (c *changelogPublisher) poke() {
@@ -65,7 +113,7 @@ func (c *changelogPublisher) drain(ctx context.Context) (int, error) {
 	n, size := 0, 0
 	errFull := errors.New("full")
 	err := c.part.ReadChangelog(c.after, 64, func(seq uint64, entry []byte) error {
-		if n > 0 && size+len(entry) > changelogMaxRequest {
+		if n > 0 && int64(size+len(entry)) > c.limits.request {
 			return errFull
 		}
 		err := state.ForEachChangelogOp(entry, func(op state.ChangelogOp) error {
@@ -114,14 +162,14 @@ func (c *changelogPublisher) writeAll(ctx context.Context) (int64, error) {
 	for i := range c.recs {
 		size += len(c.recs[i].Key) + len(c.recs[i].Value) + 32
 	}
-	if size <= changelogMaxMessage*3/4 {
+	if int64(size) <= c.limits.maxMessage*3/4 {
 		return c.w.Write(ctx, c.id, c.recs)
 	}
 	c.log.Warn().Int("bytes", size).Msg("one commit outgrew a changelog record batch; writing it in parts")
 	var end int64
 	for from := 0; from < len(c.recs); {
 		to, sz := from, 0
-		for to < len(c.recs) && (to == from || sz < changelogMaxMessage/2) {
+		for to < len(c.recs) && (to == from || int64(sz) < c.limits.maxMessage/2) {
 			sz += len(c.recs[to].Key) + len(c.recs[to].Value) + 32
 			to++
 		}
@@ -179,7 +227,7 @@ func (e *Engine) prepareState(ctx context.Context, p int32) error {
 			// The changelog lost what this store wrote (deleted and
 			// created again): write the whole state to it again, or the
 			// next hand-over would restore part of it.
-			n, err := e.st.Reseed(p)
+			n, err := e.st.Reseed(p, e.clLimits.commitBytes)
 			if err != nil {
 				return fmt.Errorf("partition %d: re-seed the changelog: %w", p, err)
 			}

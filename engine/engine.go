@@ -49,6 +49,9 @@ type Engine struct {
 	rs  atomic.Pointer[rules.RuleSet]
 	st  *state.Store
 	sec *connectors.Security // nil: plaintext
+	// clLimits are the changelog topic's (set by Run before partitions
+	// start; zero: the store's defaults).
+	clLimits changelogLimits
 	// localParts are the partitions an open Local feeds (guarded by mu).
 	localParts []int32
 	// procs are the processors of the partitions this process runs, live
@@ -217,6 +220,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		rt.changelog = func() *connectors.ChangelogWriter {
 			return e.cluster().ChangelogWriter(e.cfg.Kafka.Topics.Changelog)
 		}
+		rt.changelogLimits = layout.changelog
 	}
 	if e.cfg.Kafka.Assignment == "all" {
 		parts := make([]int32, layout.partitions)
@@ -250,12 +254,13 @@ func (e *Engine) prepareTopics(ctx context.Context) (outputLayout, error) {
 	if _, err := e.cluster().CheckCoPartitioned(ctx, e.consumedTopics()); err != nil {
 		return outputLayout{}, fmt.Errorf("merges topic %s: %w", e.cfg.Kafka.Topics.Merges, err)
 	}
+	layout := outputLayout{partitions: n, replication: rf}
 	if e.changelogOn() {
-		if err := e.ensureChangelog(ctx, n, rf); err != nil {
+		if layout.changelog, err = e.ensureChangelog(ctx, n, rf); err != nil {
 			return outputLayout{}, err
 		}
+		e.clLimits = layout.changelog
 	}
-	layout := outputLayout{partitions: n, replication: rf}
 	if err := e.ensureOutputTopics(ctx, e.rs.Load(), layout); err != nil {
 		return outputLayout{}, err
 	}
@@ -396,8 +401,10 @@ type partitionRuntime struct {
 	enc      segment.ChangeEncoder
 	out      sink
 	groupOut chan<- partitionOffsets
-	// changelog, if set, makes a changelog writer per partition.
-	changelog func() *connectors.ChangelogWriter
+	// changelog, if set, makes a changelog writer per partition;
+	// changelogLimits are its topic's.
+	changelog       func() *connectors.ChangelogWriter
+	changelogLimits changelogLimits
 }
 
 func (e *Engine) changelogOn() bool { return e.cfg.State.Changelog == "on" }
@@ -565,7 +572,9 @@ func (e *Engine) startRunning(ctx context.Context, p int32, rt *partitionRuntime
 		if err := rp.task.part.EnableChangelog(); err != nil {
 			return nil, err
 		}
+		rp.task.part.SetChangelogCommitBytes(rt.changelogLimits.commitBytes)
 		rp.cl = newChangelogPublisher(rp.task.part, rt.changelog(), rp.task.log, rp.task.m)
+		rp.cl.limits = rt.changelogLimits
 		// Outbox entries wait for the changelog (state.Partition.
 		// ReadOutbox): wake the publisher as soon as they are released.
 		rp.cl.sent = rp.pub.poke
@@ -718,8 +727,9 @@ func (e *Engine) replication(ctx context.Context) (int, error) {
 const changelogMaxCompactionLag = 24 * time.Hour
 
 // ensureChangelog creates the changelog topic (compacted, one partition
-// per input partition) or checks the one that exists.
-func (e *Engine) ensureChangelog(ctx context.Context, n, rf int) error {
+// per input partition) or checks the one that exists, and returns how its
+// record batch limit cuts commits.
+func (e *Engine) ensureChangelog(ctx context.Context, n, rf int) (changelogLimits, error) {
 	topic := e.cfg.Kafka.Topics.Changelog
 	spec := connectors.TopicSpec{Name: topic, Partitions: n, Replication: rf, Compacted: true,
 		Configs: map[string]string{
@@ -734,16 +744,28 @@ func (e *Engine) ensureChangelog(ctx context.Context, n, rf int) error {
 			"max.compaction.lag.ms": strconv.FormatInt(changelogMaxCompactionLag.Milliseconds(), 10),
 		}}
 	if err := e.cluster().EnsureTopics(ctx, []connectors.TopicSpec{spec}); err != nil {
-		return fmt.Errorf("changelog topic %s: %w", topic, err)
+		return changelogLimits{}, fmt.Errorf("changelog topic %s: %w", topic, err)
 	}
 	counts, err := e.cluster().PartitionCounts(ctx, []string{topic})
 	if err != nil {
-		return fmt.Errorf("changelog topic %s: %w", topic, err)
+		return changelogLimits{}, fmt.Errorf("changelog topic %s: %w", topic, err)
 	}
 	if counts[topic] != n {
-		return fmt.Errorf("changelog topic %s has %d partitions, the input topics %d: a changelog partition holds one input partition's state, so they must match (delete the changelog or name another in kafka.topics.changelog)", topic, counts[topic], n)
+		return changelogLimits{}, fmt.Errorf("changelog topic %s has %d partitions, the input topics %d: a changelog partition holds one input partition's state, so they must match (delete the changelog or name another in kafka.topics.changelog)", topic, counts[topic], n)
 	}
-	return nil
+	maxMsg, err := e.cluster().TopicMaxMessageBytes(ctx, topic)
+	if err != nil {
+		// Not fatal: describing configs may be denied where writing
+		// is allowed. Assume a broker's default limit.
+		e.log.Warn().Err(err).Str("topic", topic).Int64("assumed_max_message_bytes", changelogAssumedMessage).
+			Msg("cannot read the changelog topic's max.message.bytes; cutting commits for the broker default")
+		maxMsg = changelogAssumedMessage
+	}
+	lim, err := limitsFor(maxMsg, e.cfg.Input.MaxAttributeBytes)
+	if err != nil {
+		return changelogLimits{}, fmt.Errorf("changelog topic %s: %w", topic, err)
+	}
+	return lim, nil
 }
 
 // logRecordsLost warns that Kafka deleted input records before segd read

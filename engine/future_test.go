@@ -2,13 +2,15 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
-	"github.com/segd/segd/segment"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/segd/segd/connectors"
+	"github.com/segd/segd/segment"
 )
 
 // TestFarFutureRecordsCannotMoveTheClock: with the idle clock off (event
@@ -117,10 +119,24 @@ func TestNothingIsPublishedBeforeTheChangelogHoldsIt(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	// A changelog topic that refuses every write.
-	if err := (connectors.Cluster{Brokers: brokers, Security: nil}).EnsureTopics(context.Background(), []connectors.TopicSpec{{Name: cfg.Kafka.Topics.Changelog, Partitions: 1, Compacted: true,
-		Configs: map[string]string{"max.message.bytes": "64"}}}); err != nil {
-		t.Fatal(err)
+	// A changelog topic segd accepts at start (it checks the limit then),
+	// made to refuse every record batch once the partition runs.
+	createChangelog(t, brokers, cfg.Kafka.Topics.Changelog, 1048588)
+	eng, stop := runStoppable(t, cfg)
+	defer stop()
+	waitFor(t, 30*time.Second, "the partition running", func() bool { return gaugeMax(t, eng, "segd_owned_partitions") > 0 })
+	cl := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	resp, err := cl.AlterConfigs(context.Background(), &kafka.AlterConfigsRequest{Resources: []kafka.AlterConfigRequestResource{{
+		ResourceType: kafka.ResourceTypeTopic, ResourceName: cfg.Kafka.Topics.Changelog,
+		Configs: []kafka.AlterConfigRequestConfig{{Name: "cleanup.policy", Value: "compact"}, {Name: "max.message.bytes", Value: "64"}},
+	}}})
+	if err == nil {
+		for _, e := range resp.Errors {
+			err = errors.Join(err, e)
+		}
+	}
+	if err != nil {
+		t.Fatalf("alter the changelog's max.message.bytes: %v", err)
 	}
 	prod, err := connectors.NewProducer(brokers, connectors.ProducerOptions{})
 	if err != nil {
@@ -132,8 +148,6 @@ func TestNothingIsPublishedBeforeTheChangelogHoldsIt(t *testing.T) {
 	if err := prod.Write(context.Background(), connectors.Message{Topic: DefaultPurchasesTopic, Key: []byte("alice"), Value: []byte(body), Time: at}); err != nil {
 		t.Fatal(err)
 	}
-	eng, stop := runStoppable(t, cfg)
-	defer stop()
 	waitFor(t, 30*time.Second, "the purchase applied", func() bool { return eng.Progress().Events == 1 })
 	waitFor(t, 30*time.Second, "the changelog write failing", func() bool { return gaugeMax(t, eng, "segd_changelog_depth") > 0 })
 	// Publishing would take milliseconds; give it well over a second.

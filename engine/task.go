@@ -115,6 +115,14 @@ func (t *task) run(ctx context.Context) error {
 				}
 				return herr
 			}
+			// Within the poll's records too: a poll holds up to 512
+			// of them, enough to take a commit past the changelog
+			// topic's record batch limit.
+			if t.part.NeedsCommit() {
+				if err := t.commit(); err != nil {
+					return err
+				}
+			}
 		}
 		// A poll that did not fill the buffer took everything deliverable.
 		caughtUp := len(msgs) < cap(t.buf)

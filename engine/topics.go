@@ -15,6 +15,9 @@ import (
 type outputLayout struct {
 	partitions  int
 	replication int
+	// changelog is how the changelog topic's record batch limit cuts
+	// commits and requests (changelog on only).
+	changelog changelogLimits
 }
 
 // outputTopics returns every topic segd may write under rs, sorted and

@@ -41,7 +41,19 @@ func (p *Partition) EnableChangelog() error {
 		return fmt.Errorf("partition %d: changelog: %w", p.id, err)
 	}
 	p.changelog = true
+	if p.clCommitBytes == 0 {
+		p.clCommitBytes = p.s.opts.ChangelogCommitBytes
+	}
 	return nil
+}
+
+// SetChangelogCommitBytes makes NeedsCommit ask for a commit once the
+// staged changes reach n bytes (at least 4096) instead of the store's
+// Options.ChangelogCommitBytes: the changelog topic's record batch limit
+// is known only once its partition runs. Call it from the goroutine that
+// commits.
+func (p *Partition) SetChangelogCommitBytes(n int64) {
+	p.clCommitBytes = max(n, 4096)
 }
 
 // initChangelog loads the pending changelog's bounds.
@@ -688,9 +700,13 @@ var stateKeyspaces = []byte{ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq
 // changelog that lost what this store wrote (a topic deleted and created
 // again: it ends before the offset this store synced to). Without it a
 // later hand-over would restore whatever the new topic holds: part of the
-// state. The partition must not be open or being restored; it returns the
+// state. Entries are cut at entryBytes (<= 0: Options.ChangelogCommitBytes).
+// The partition must not be open or being restored; it returns the
 // number of entries queued.
-func (s *Store) Reseed(n int32) (int, error) {
+func (s *Store) Reseed(n int32, entryBytes int64) (int, error) {
+	if entryBytes <= 0 {
+		entryBytes = s.opts.ChangelogCommitBytes
+	}
 	if err := s.reserve(n, "reseed"); err != nil {
 		return 0, err
 	}
@@ -728,7 +744,7 @@ func (s *Store) Reseed(n int32) (int, error) {
 		if err := entry.Set(k, v, nil); err != nil {
 			return err
 		}
-		if int64(entry.Len()) >= s.opts.ChangelogCommitBytes {
+		if int64(entry.Len()) >= entryBytes {
 			return flush()
 		}
 		return nil

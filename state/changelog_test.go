@@ -423,7 +423,7 @@ func TestReseedRebuildsTheChangelog(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.Close()
-	n, err := src.Reseed(3)
+	n, err := src.Reseed(3, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -81,6 +81,7 @@ type Partition struct {
 	// Changelog (changelog.go): next entry sequence (task-owned), the
 	// committed and confirmed ones, and how far outbox deletes are logged.
 	changelog       bool
+	clCommitBytes   int64 // NeedsCommit's cut (SetChangelogCommitBytes)
 	clNext          uint64
 	clCommitted     atomic.Uint64
 	clDeletedTo     atomic.Uint64
@@ -280,6 +281,12 @@ func (p *Partition) MarkDirty(customerID string, rec Record) {
 		if !e.dirty {
 			e.dirty = true
 			p.dirty = append(p.dirty, e)
+			if !e.known {
+				// A new customer's entry was measured empty, before
+				// the event that made it: the commit's size
+				// (NeedsCommit) counts what it holds now.
+				p.resize(e)
+			}
 			p.dirtyBytes += e.size
 		}
 		return
@@ -314,6 +321,14 @@ func (p *Partition) insert(id string, rec Record, dirty bool) *entry {
 
 // entrySize is what a cached record costs: the record, its id and the
 // entry with its map slot.
+// resize measures e's record again, keeping the cache's total in step.
+func (p *Partition) resize(e *entry) {
+	if size := entrySize(e.id, e.rec); size != e.size {
+		p.cacheBytes.Add(size - e.size)
+		e.size = size
+	}
+}
+
 func entrySize(id string, rec Record) int64 {
 	return int64(rec.SizeBytes() + len(id) + 64)
 }
@@ -366,7 +381,7 @@ func (p *Partition) evict() {
 // NeedsCommit reports whether dirty records hold over half the cache
 // budget: the caller should commit soon so they become evictable.
 func (p *Partition) NeedsCommit() bool {
-	if p.changelog && p.ChangelogBytes() > p.s.opts.ChangelogCommitBytes {
+	if p.changelog && p.ChangelogBytes() > p.clCommitBytes {
 		return true
 	}
 	return p.dirtyBytes > p.budget.Load()/2
@@ -497,10 +512,7 @@ func (p *Partition) commit() error {
 		// A record grows after it enters the cache (a new customer's
 		// does from nothing): its size is measured again while it is
 		// at hand, or the budget would count what records were.
-		if size := entrySize(e.id, e.rec); size != e.size {
-			p.cacheBytes.Add(size - e.size)
-			e.size = size
-		}
+		p.resize(e)
 	}
 	for id := range p.deleted {
 		p.keyBuf = customerKey(p.keyBuf[:0], p.id, id)

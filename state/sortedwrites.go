@@ -31,6 +31,7 @@ type indexWrites struct {
 	// members: the segments with writes since the last commit; each
 	// segment's writes are in its segCount.
 	members []*segCount
+	bytes   int // len's running total
 }
 
 type timerWrite struct {
@@ -49,6 +50,7 @@ type memberWrite struct {
 func (w *indexWrites) timer(at int64, id string, del bool) {
 	w.timers = append(w.timers, timerWrite{at: at, id: id, seq: w.seq, del: del})
 	w.seq++
+	w.bytes += 16 + len(id) // kind, lengths, partition prefix, time
 }
 
 func (w *indexWrites) member(c *segCount, segment, id string, del bool) {
@@ -60,23 +62,12 @@ func (w *indexWrites) member(c *segCount, segment, id string, del bool) {
 	}
 	c.writes = append(c.writes, memberWrite{id: id, seq: w.seq, del: del})
 	w.seq++
+	w.bytes += len(c.prefix) + len(id) + 8 // kind, lengths, value
 }
 
 // len is about the bytes the staged writes add to a batch, at most: the
 // writes a later one replaces are counted.
-func (w *indexWrites) len() int {
-	n := 0
-	for i := range w.timers {
-		n += 16 + len(w.timers[i].id) // kind, lengths, partition prefix, time
-	}
-	for _, c := range w.members {
-		n += len(c.writes) * (len(c.prefix) + 8) // kind, lengths, value; ids short
-		for i := range c.writes {
-			n += len(c.writes[i].id)
-		}
-	}
-	return n
-}
+func (w *indexWrites) len() int { return w.bytes }
 
 // writeTo writes the staged writes into b in key order, the last write
 // of each key only, and empties w. memberVal is the value of a
@@ -138,7 +129,7 @@ func (w *indexWrites) writeTo(b *pebble.Batch, part int32, memberVal []byte, key
 	}
 	clear(ts)
 	w.timers = ts[:0]
-	w.seq = 0
+	w.seq, w.bytes = 0, 0
 	return key
 }
 
