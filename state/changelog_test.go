@@ -2,6 +2,7 @@ package state
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand"
@@ -505,5 +506,61 @@ func TestDeletesAfterTheLastCommitReachTheChangelog(t *testing.T) {
 	}
 	if deletes := len(loggedOutboxDeletes(t, p, 1)); deletes != 2 {
 		t.Fatalf("%d outbox deletes logged after the reopen, want 2", deletes)
+	}
+}
+
+// TestReadChangelogInOrder: pending entries come back in sequence order,
+// from after, at most limit of them, each the commit that wrote it; an
+// entry missing from the sequence (not something segd writes) does not
+// stop the read: the rest follow in key order.
+func TestReadChangelogInOrder(t *testing.T) {
+	s := openMem(t, vfs.NewMem(), Options{})
+	defer s.Close()
+	p, err := s.Partition(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.EnableChangelog(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 5; i++ {
+		p.SetOffset("in", int64(i))
+		if err := p.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(after uint64, limit int) string {
+		var got []string
+		err := p.ReadChangelog(after, limit, func(seq uint64, entry []byte) error {
+			var off uint64
+			err := ForEachChangelogOp(entry, func(op ChangelogOp) error {
+				if op.Key[0] == ksOffset {
+					off = binary.BigEndian.Uint64(op.Value)
+				}
+				return nil
+			})
+			got = append(got, fmt.Sprintf("%d:%d", seq, off))
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(got, " ")
+	}
+	if got, want := read(0, 10), "1:1 2:2 3:3 4:4 5:5"; got != want {
+		t.Fatalf("entries %q, want %q", got, want)
+	}
+	if got, want := read(1, 2), "2:2 3:3"; got != want {
+		t.Fatalf("after 1, limit 2: %q, want %q", got, want)
+	}
+	if err := s.db.Delete(changelogKey(nil, 0, 3), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := read(1, 10), "2:2 4:4 5:5"; got != want {
+		t.Fatalf("with entry 3 gone: %q, want %q", got, want)
+	}
+	if got, want := read(1, 2), "2:2 4:4"; got != want {
+		t.Fatalf("with entry 3 gone, limit 2: %q, want %q", got, want)
 	}
 }
