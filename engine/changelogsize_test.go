@@ -72,6 +72,11 @@ func TestChangelogCommitsFitAnExistingTopic(t *testing.T) {
 	// interval, which then commits the rest.
 	cfg.Commit.Interval = 3 * time.Second
 	cfg.Commit.MaxEvents = 100_000
+	// kafka-go gives a fetch's response max_wait to start arriving (less
+	// an RTT allowance). Fetches here carry megabytes, which the
+	// in-process broker takes longer than the tests' 50ms to build under
+	// the race detector: every fetch would time out and be retried.
+	cfg.Kafka.MaxWait = time.Second
 	cfg.EnsureDefaults()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

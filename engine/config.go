@@ -81,7 +81,11 @@ type KafkaConfig struct {
 	// StartFrom is where a partition without a stored offset starts:
 	// "earliest" (default) or "latest".
 	StartFrom string `yaml:"start_from"`
-	// MaxWait bounds how long a fetch waits for new records. Default 250ms.
+	// MaxWait bounds how long a fetch waits for new records. Default 250ms,
+	// at least 10ms: kafka-go also gives a fetch's response this long
+	// (less a quarter, its allowance for the round trip) to start
+	// arriving, and retries a fetch that misses it without a word, so a
+	// value near the brokers' round trip never reads a large fetch.
 	MaxWait time.Duration `yaml:"max_wait"`
 	// MaxTaskIdle: a partition merges its input topics by timestamp; when
 	// one topic is behind with nothing fetched yet, the others wait this
@@ -509,8 +513,8 @@ func (c *Config) validateKafka(bad problem) {
 	if c.Kafka.StartFrom != "earliest" && c.Kafka.StartFrom != "latest" {
 		bad("kafka.start_from (%q) must be earliest or latest", c.Kafka.StartFrom)
 	}
-	if c.Kafka.MaxWait < time.Millisecond || c.Kafka.MaxWait > time.Minute {
-		bad("kafka.max_wait (%s) must be between 1ms and 1m", c.Kafka.MaxWait)
+	if c.Kafka.MaxWait < 10*time.Millisecond || c.Kafka.MaxWait > time.Minute {
+		bad("kafka.max_wait (%s) must be between 10ms and 1m", c.Kafka.MaxWait)
 	}
 	if c.Kafka.MaxTaskIdle < 0 || c.Kafka.MaxTaskIdle > time.Hour {
 		bad("kafka.max_task_idle (%s) must be between 0 and 1h", c.Kafka.MaxTaskIdle)

@@ -65,6 +65,8 @@ func TestConfigValidateNamesFields(t *testing.T) {
 		{"tiny cache", "kafka: {brokers: [a:1]}\nrules: {file: r}\nstate: {cache_bytes: 10}\n", []string{"state.cache_bytes (10) must be >= 1048576"}},
 		{"buffer bounds", "kafka: {brokers: [a:1], max_buffered_records: 5, max_buffered_bytes: -1}\nrules: {file: r}\n",
 			[]string{"kafka.max_buffered_records (5) must be between 100 and 10000000", "kafka.max_buffered_bytes (-1) must be between 1048576 (1 MiB) and 17179869184 (16 GiB)"}},
+		{"fetch wait under a round trip", "kafka: {brokers: [a:1], max_wait: 2ms}\nrules: {file: r}\n",
+			[]string{"kafka.max_wait (2ms) must be between 10ms and 1m"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
