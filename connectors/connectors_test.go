@@ -425,3 +425,66 @@ func TestProducerSendsACallAsOneBatch(t *testing.T) {
 		}
 	}
 }
+
+// A fetch whose response starts arriving later than FetchMaxWait allows
+// is retried by kafka-go's reader on its own, and was retried forever in
+// silence: it now reaches OnFetchError, and the records arrive once the
+// broker answers in time again.
+func TestSlowFetchResponsesAreReported(t *testing.T) {
+	b, err := StartEmbeddedBroker(0, 1, "slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	brokers := b.Addrs()
+	produceN(t, brokers, "slow", 0, 5)
+	var slow atomic.Bool
+	slow.Store(true)
+	b.c.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
+		b.c.KeepControl()
+		if slow.Load() {
+			time.Sleep(150 * time.Millisecond) // the broker, answering late
+		}
+		return nil, nil, false
+	})
+	var mu sync.Mutex
+	var heard []string
+	c, err := NewPartitionConsumer(PartitionConsumerOptions{
+		Brokers: brokers, Topics: []string{"slow"}, Offsets: map[string]int64{"slow": 0},
+		FetchMaxWait: 20 * time.Millisecond,
+		OnFetchError: func(topic string, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			heard = append(heard, topic+": "+err.Error())
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		n := len(heard)
+		first := ""
+		if n > 0 {
+			first = heard[0]
+		}
+		mu.Unlock()
+		if n > 0 {
+			if !strings.HasPrefix(first, "slow: ") || !strings.Contains(first, "timeout") {
+				t.Fatalf("heard %q, want a timeout on topic slow", first)
+			}
+			t.Logf("heard %q", first)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no fetch error heard while every fetch response came after FetchMaxWait")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	slow.Store(false)
+	if got := pollOffsets(t, c, 4); len(got) != 5 {
+		t.Fatalf("delivered %d records once the broker answered in time, want 5", len(got))
+	}
+}

@@ -45,8 +45,10 @@ type PartitionConsumerOptions struct {
 	MaxBufferedBytes int64
 	// Security: TLS and SASL; nil is plaintext.
 	Security *Security
-	// OnFetchError, if set, hears of every failed fetch; the consumer
-	// retries them itself. It runs on the consumer's goroutines.
+	// OnFetchError, if set, hears of every failed fetch, including those
+	// kafka-go's reader retries on its own; the consumer retries them
+	// all itself. It runs on the consumer's goroutines, possibly several
+	// at once.
 	OnFetchError func(topic string, err error)
 	// OnRecordsLost, if set, hears of records [from, to) of a topic that
 	// Kafka deleted (time or size retention, DeleteRecords) before this
@@ -223,6 +225,15 @@ func (c *PartitionConsumer) newReader(topic string, offset int64) (*kafka.Reader
 		QueueCapacity:   c.readAhead(),
 		ReadLagInterval: -1,
 		Dialer:          c.opts.Security.dialer(),
+		// kafka-go's reader retries most failed fetches itself (a
+		// response that did not start arriving within MaxWait, a broker
+		// it cannot reach) and tells only its error logger: without
+		// this, a partition can retry the same fetch forever in silence.
+		ErrorLogger: kafka.LoggerFunc(func(format string, args ...any) {
+			if c.opts.OnFetchError != nil && c.ctx.Err() == nil {
+				c.opts.OnFetchError(topic, errors.New(fmt.Sprintf(format, args...)))
+			}
+		}),
 		// Never past an open transaction (the last stable offset). kafka-go
 		// does not drop the records of aborted transactions below it
 		// (its issue 1332): docs/operations.md says what that means.

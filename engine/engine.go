@@ -644,6 +644,10 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 			start[topic] = off
 		}
 	}
+	// A fetch retried in a loop (a broker down, responses slower than
+	// kafka.max_wait) fails every backoff; the metric counts each, the
+	// log says so every few seconds.
+	fetchWarns := &warnLimiter{every: 5 * time.Second}
 	src, err := connectors.NewPartitionConsumer(connectors.PartitionConsumerOptions{
 		Brokers:   e.cfg.Kafka.Brokers,
 		Topics:    e.consumedTopics(),
@@ -661,7 +665,9 @@ func (e *Engine) startPartition(ctx context.Context, p int32, inputs map[string]
 		Security:     e.sec,
 		OnFetchError: func(topic string, err error) {
 			e.m.fetchErrors.Inc()
-			e.log.Warn().Err(err).Int32("partition", p).Str("topic", topic).Msg("fetch failed; retrying")
+			if n, ok := fetchWarns.allow(); ok {
+				e.log.Warn().Err(err).Int32("partition", p).Str("topic", topic).Int64("suppressed", n).Msg("fetch failed; retrying")
+			}
 		},
 		OnRecordsLost: func(topic string, from, to int64) {
 			e.m.recordsLost.WithLabelValues(topic).Add(float64(to - from))

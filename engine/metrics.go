@@ -178,7 +178,7 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 16),
 		}),
 		fetchErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "segd_fetch_errors_total", Help: "Failed input fetches (a broker down, a leader moving); each is retried.",
+			Name: "segd_fetch_errors_total", Help: "Failed input fetches (a broker down, a leader moving, a response slower than kafka.max_wait allows); each is retried.",
 		}),
 		recordsLost: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "segd_input_records_lost_total", Help: "Input records Kafka deleted (retention, DeleteRecords) before segd read them, by topic: state misses them.",
