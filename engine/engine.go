@@ -789,7 +789,7 @@ func logRecordsLost(log zerolog.Logger, topic string, p int32, from, to int64) {
 func (e *Engine) commitGroupOffsets(ch <-chan partitionOffsets) {
 	gc := e.cluster().GroupOffsetCommitter(e.cfg.Kafka.Group)
 	defer gc.Close()
-	var lastWarn time.Time
+	warns := warnLimiter{every: time.Minute}
 	for po := range ch {
 		var err error
 		if e.cfg.Kafka.Assignment == "group" {
@@ -803,9 +803,11 @@ func (e *Engine) commitGroupOffsets(ch <-chan partitionOffsets) {
 			err = gc.Commit(ctx, po.partition, po.next)
 			cancel()
 		}
-		if err != nil && time.Since(lastWarn) > time.Minute {
-			lastWarn = time.Now()
-			e.log.Warn().Err(err).Str("group", e.cfg.Kafka.Group).Msg("cannot commit consumer group offsets (lag monitoring only)")
+		if err == nil {
+			continue
+		}
+		if n, ok := warns.allow(); ok {
+			e.log.Warn().Err(err).Str("group", e.cfg.Kafka.Group).Int64("suppressed", n).Msg("cannot commit consumer group offsets (lag monitoring only)")
 		}
 	}
 }
