@@ -216,14 +216,25 @@ func (e *Engine) prepareState(ctx context.Context, p int32) error {
 	if err != nil {
 		return fmt.Errorf("partition %d: changelog end: %w", p, err)
 	}
+	log := e.log.With().Int32("partition", p).Str("changelog", topic).Int64("changelog_end", end).Logger()
+	// An OS crash can lose the tail of the local log of changelog
+	// entries while the store kept their commits: the topic then misses
+	// them. The store forgets where it synced to, so the state is
+	// restored from the changelog (or, with an empty one, re-seeded).
+	lost, err := e.st.RepairChangelog(p)
+	if err != nil {
+		return err
+	}
+	if lost != "" {
+		log.Error().Str("reason", lost).Msg("the local changelog log lost committed entries (an OS crash?): the partition's changelog topic misses them; restoring the partition from it, or re-seeding it when it is empty")
+	}
 	synced, ok, err := e.st.SyncedEnd(p)
 	if err != nil {
 		return fmt.Errorf("partition %d: %w", p, err)
 	}
-	log := e.log.With().Int32("partition", p).Str("changelog", topic).Int64("changelog_end", end).Logger()
 	decision, why := decideRestore(synced, ok, end)
 	if decision == keepLocal {
-		if ok && synced > end {
+		if (ok && synced > end) || (lost != "" && end == 0) {
 			// The changelog lost what this store wrote (deleted and
 			// created again): write the whole state to it again, or the
 			// next hand-over would restore part of it.

@@ -56,33 +56,21 @@ func (p *Partition) SetChangelogCommitBytes(n int64) {
 	p.clCommitBytes = max(n, 4096)
 }
 
-// initChangelog loads the pending changelog's bounds.
+// initChangelog loads the pending changelog's bounds and opens its log.
 func (p *Partition) initChangelog() error {
-	v, closer, err := p.s.db.Get(partPrefix(ksChangelogSeq, p.id))
-	switch {
-	case errors.Is(err, pebble.ErrNotFound):
-		p.clNext = 1
-	case err != nil:
-		return err
-	default:
-		if len(v) != 8 {
-			closer.Close()
-			return fmt.Errorf("%w: changelog sequence is %d bytes", ErrCorrupt, len(v))
-		}
-		p.clNext = binary.BigEndian.Uint64(v)
-		closer.Close()
-	}
-	p.clCommitted.Store(p.clNext - 1)
-	prefix := partPrefix(ksChangelog, p.id)
-	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	next, released, err := p.s.changelogBounds(p.id)
 	if err != nil {
 		return err
 	}
-	defer it.Close()
-	if it.First() {
-		p.clDeletedTo.Store(binary.BigEndian.Uint64(it.Key()[5:]) - 1)
-	} else {
-		p.clDeletedTo.Store(p.clNext - 1)
+	p.clNext = next
+	p.clCommitted.Store(next - 1)
+	p.clDeletedTo.Store(released)
+	if p.clLog == nil {
+		l, err := p.s.openEntryLog(p.id, released, next-1)
+		if err != nil {
+			return err
+		}
+		p.clLog = l
 	}
 	p.outboxLoggedTo = p.deletedTo.Load()
 	p.delBlindTo = p.deletedTo.Load()
@@ -97,9 +85,6 @@ func (p *Partition) initChangelog() error {
 			p.outboxLoggedTo = min(p.outboxLoggedTo, binary.BigEndian.Uint64(v))
 		}
 		closer.Close()
-	}
-	if err := it.Error(); err != nil {
-		return err
 	}
 	return p.loadMarks()
 }
@@ -168,7 +153,7 @@ func (p *Partition) releasedOutbox() uint64 {
 // publisher made since the last logged position), then b's copy as the
 // next pending changelog entry with its mark (the outbox sequence numbers
 // the commit spans, outboxBefore..outboxAfter). An empty b logs nothing.
-func (p *Partition) stageChangelog(b *pebble.Batch, outboxBefore, outboxAfter uint64) {
+func (p *Partition) stageChangelog(b *pebble.Batch, outboxBefore, outboxAfter uint64) error {
 	p.outMu.Lock()
 	if to := p.deletedTo.Load(); to > p.outboxLoggedTo {
 		for seq := p.outboxLoggedTo + 1; seq <= min(to, p.delBlindTo); seq++ {
@@ -185,18 +170,16 @@ func (p *Partition) stageChangelog(b *pebble.Batch, outboxBefore, outboxAfter ui
 	}
 	p.outMu.Unlock()
 	if b.Empty() {
-		return
+		return nil
 	}
-	// The copy: b.Set would read its own growing buffer. Its buffer is
-	// reused, like the batch's (stagedBatchRetainBytes).
-	if cap(p.clBuf) > stagedBatchRetainBytes {
-		p.clBuf = nil
-	}
-	p.clBuf = append(p.clBuf[:0], b.Repr()...)
+	// The entry goes to the log before the batch commits: after a crash
+	// the log holds every committed entry (and maybe this one more, which
+	// the next open cuts off when the batch did not land).
 	seq := p.clNext
+	if err := p.clLog.append(seq, b.Repr()); err != nil {
+		return fmt.Errorf("partition %d: %w", p.id, err)
+	}
 	p.clNext++
-	p.keyBuf = changelogKey(p.keyBuf[:0], p.id, seq)
-	b.Set(p.keyBuf, p.clBuf, nil)
 	b.Set(partPrefix(ksChangelogSeq, p.id), be64(p.clNext), nil)
 	// After the copy: the mark and the logged-deletes position are local
 	// bookkeeping, not state.
@@ -206,6 +189,17 @@ func (p *Partition) stageChangelog(b *pebble.Batch, outboxBefore, outboxAfter ui
 	binary.BigEndian.PutUint64(v[:], outboxBefore)
 	binary.BigEndian.PutUint64(v[8:], outboxAfter)
 	b.Set(changelogMarkKey(nil, p.id, seq), v[:], nil)
+	return nil
+}
+
+// changelogCommitFailed takes back what stageChangelog appended to the
+// log for a batch that did not commit.
+func (p *Partition) changelogCommitFailed() {
+	if p.clStaged.cl != 0 {
+		p.clLog.unappend(p.clStaged.cl)
+		p.clNext = p.clStaged.cl
+		p.clStaged = clMark{}
+	}
 }
 
 // changelogCommitted publishes the effects of a durable commit.
@@ -263,19 +257,7 @@ func (p *Partition) readChangelog(after uint64, limit int, fn func(seq uint64, e
 	if after >= hi {
 		return nil
 	}
-	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: changelogKey(nil, p.id, after+1), UpperBound: changelogKey(nil, p.id, hi+1)})
-	if err != nil {
-		return err
-	}
-	defer it.Close()
-	n := 0
-	for it.First(); it.Valid() && n < limit; it.Next() {
-		if err := fn(binary.BigEndian.Uint64(it.Key()[5:]), it.Value()); err != nil {
-			return err
-		}
-		n++
-	}
-	return it.Error()
+	return p.clLog.read(after, hi, limit, fn)
 }
 
 // ChangelogDepth is the number of committed changelog entries not yet
@@ -303,11 +285,10 @@ func (p *Partition) changelogSent(upTo uint64, end int64) error {
 	if upTo > p.clDeletedTo.Load() {
 		var k []byte
 		for seq := p.clDeletedTo.Load() + 1; seq <= upTo; seq++ {
-			k = changelogKey(k[:0], p.id, seq)
-			b.Delete(k, nil)
 			k = changelogMarkKey(k[:0], p.id, seq)
 			b.Delete(k, nil)
 		}
+		b.Set(partPrefix(ksChangelogSent, p.id), be64(upTo), nil)
 	}
 	sent := 0
 	for _, m := range p.clMarks {
@@ -324,6 +305,11 @@ func (p *Partition) changelogSent(upTo uint64, end int64) error {
 		p.clDeletedTo.Store(upTo)
 	}
 	p.clMarks = p.clMarks[sent:]
+	// After the batch: a crash between leaves files of sent entries,
+	// which the next open removes.
+	if err := p.clLog.release(upTo); err != nil {
+		return fmt.Errorf("partition %d: %w", p.id, err)
+	}
 	return nil
 }
 
@@ -444,7 +430,7 @@ func ForEachChangelogOp(entry []byte, fn func(op ChangelogOp) error) error {
 }
 
 // partitionKeyspaces are the keyspaces that carry the partition number.
-var partitionKeyspaces = []byte{ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount, ksChangelog, ksChangelogSeq, ksChangelogEnd, ksChangelogMark, ksRules, ksOutboxLogged}
+var partitionKeyspaces = []byte{ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount, ksChangelog, ksChangelogSeq, ksChangelogEnd, ksChangelogMark, ksRules, ksOutboxLogged, ksChangelogSent}
 
 // Restorer rebuilds one partition from its changelog: Store.Restore wipes
 // the partition, Apply writes each changelog record, Finish makes it
@@ -510,15 +496,11 @@ func (s *Store) CatchUp(n int32) (*Restorer, error) {
 	if err := s.reserve(n, "catch up"); err != nil {
 		return nil, err
 	}
-	prefix := partPrefix(ksChangelog, n)
 	var pending bool
 	err := s.h.guard("catch up", func() error {
-		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
-		if err != nil {
-			return err
-		}
-		pending = it.First()
-		return errors.Join(it.Error(), it.Close())
+		next, released, err := s.changelogBounds(n)
+		pending = next-1 > released
+		return err
 	})
 	if err != nil {
 		s.unreserve(n)
@@ -599,7 +581,12 @@ func (s *Store) wipe(n int32) error {
 		p := partPrefix(ks, n)
 		b.DeleteRange(p, prefixEnd(p), nil)
 	}
-	return b.Commit(s.wo)
+	if err := b.Commit(s.wo); err != nil {
+		return err
+	}
+	// After the batch: a crash between leaves files that the partition's
+	// next open finds past its (now empty) changelog and removes.
+	return s.fs.RemoveAll(s.entryLogPath(n))
 }
 
 // Apply writes one changelog record. A key that is not partition n's is
@@ -711,17 +698,24 @@ func (s *Store) Reseed(n int32, entryBytes int64) (int, error) {
 		return 0, err
 	}
 	defer s.unreserve(n)
-	next := uint64(1)
-	switch v, closer, err := s.db.Get(partPrefix(ksChangelogSeq, n)); {
-	case errors.Is(err, pebble.ErrNotFound):
-	case err != nil:
+	next, released, err := s.changelogBounds(n)
+	if err != nil {
 		return 0, err
-	default:
-		if len(v) == 8 {
-			next = binary.BigEndian.Uint64(v)
-		}
-		closer.Close()
 	}
+	log, err := s.openEntryLog(n, released, next-1)
+	if errors.Is(err, ErrChangelogGap) {
+		// What is left of the pending entries is superseded by the
+		// whole state queued here.
+		if err := s.fs.RemoveAll(s.entryLogPath(n)); err != nil {
+			return 0, err
+		}
+		released = next - 1
+		log, err = s.openEntryLog(n, released, next-1)
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer log.close()
 	snap := s.db.NewSnapshot()
 	defer snap.Close()
 	entry := s.db.NewBatch()
@@ -733,10 +727,13 @@ func (s *Store) Reseed(n int32, entryBytes int64) (int, error) {
 		if entry.Empty() {
 			return nil
 		}
-		out.Set(changelogKey(nil, n, next), append([]byte(nil), entry.Repr()...), nil)
+		if err := log.append(next, entry.Repr()); err != nil {
+			return err
+		}
 		next++
 		queued++
 		out.Set(partPrefix(ksChangelogSeq, n), be64(next), nil)
+		out.Set(partPrefix(ksChangelogSent, n), be64(released), nil)
 		entry.Reset()
 		return nil
 	}
@@ -801,4 +798,166 @@ func (s *Store) Reseed(n int32, entryBytes int64) (int, error) {
 		return 0, fmt.Errorf("reseed partition %d: %w", n, err)
 	}
 	return queued, nil
+}
+
+// readSeq reads an 8-byte sequence key; ok is false when it is absent.
+func (s *Store) readSeq(key []byte) (v uint64, ok bool, err error) {
+	b, closer, err := s.db.Get(key)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		return 0, false, nil
+	case err != nil:
+		return 0, false, err
+	}
+	defer closer.Close()
+	if len(b) != 8 {
+		return 0, false, fmt.Errorf("%w: key %x holds %d bytes, not a sequence", ErrCorrupt, key, len(b))
+	}
+	return binary.BigEndian.Uint64(b), true, nil
+}
+
+// changelogBounds returns partition n's next changelog entry sequence and
+// the last one Kafka confirmed: the pending entries are those between.
+func (s *Store) changelogBounds(n int32) (next, released uint64, err error) {
+	next, ok, err := s.readSeq(partPrefix(ksChangelogSeq, n))
+	if err != nil {
+		return 0, 0, err
+	}
+	if !ok {
+		next = 1
+	}
+	released, _, err = s.readSeq(partPrefix(ksChangelogSent, n))
+	if err != nil {
+		return 0, 0, err
+	}
+	if next == 0 || released >= next {
+		return 0, 0, fmt.Errorf("%w: partition %d: changelog entries confirmed up to %d, but the next is %d", ErrCorrupt, n, released, next)
+	}
+	return next, released, nil
+}
+
+func (s *Store) entryLogPath(n int32) string { return entryLogPath(s.fs, s.h.dir, n) }
+
+// openEntryLog opens partition n's changelog log (entrylog.go).
+func (s *Store) openEntryLog(n int32, released, committed uint64) (*entryLog, error) {
+	return openEntryLog(s.fs, s.entryLogPath(n), released, committed, s.opts.Sync == SyncCommit, &s.copying)
+}
+
+// RepairChangelog checks that partition n's changelog log holds every
+// committed entry Kafka has not confirmed. When an OS crash lost part of
+// it (ErrChangelogGap), the changelog topic misses commits the local state
+// has: RepairChangelog then drops the pending entries and forgets the
+// offset the partition last synced to (SyncedEnd reports none), so that
+// the caller restores the partition from the changelog, or, when the
+// changelog is empty, keeps the local state and Reseeds it. It returns
+// why it did that, or "" when the log is whole. The partition must not be
+// open or being restored.
+func (s *Store) RepairChangelog(n int32) (string, error) {
+	if err := s.reserve(n, "check the changelog of"); err != nil {
+		return "", err
+	}
+	defer s.unreserve(n)
+	var why string
+	err := s.h.guard("check changelog", func() error {
+		next, released, err := s.changelogBounds(n)
+		if err != nil {
+			return err
+		}
+		l, err := s.openEntryLog(n, released, next-1)
+		if err == nil {
+			return l.close()
+		}
+		if !errors.Is(err, ErrChangelogGap) {
+			return err
+		}
+		why = err.Error()
+		if err := s.fs.RemoveAll(s.entryLogPath(n)); err != nil {
+			return err
+		}
+		b := s.db.NewBatch()
+		defer b.Close()
+		b.Set(partPrefix(ksChangelogSent, n), be64(next-1), nil)
+		b.Delete(partPrefix(ksChangelogEnd, n), nil)
+		marks := partPrefix(ksChangelogMark, n)
+		b.DeleteRange(marks, prefixEnd(marks), nil)
+		return b.Commit(pebble.Sync)
+	})
+	if err != nil {
+		return "", fmt.Errorf("partition %d: check the changelog: %w", n, err)
+	}
+	return why, nil
+}
+
+// migrateChangelogKeys turns a format 1 store into format 2: each
+// partition's pending changelog entries move from 'l' keys to its log,
+// and the last confirmed entry, which format 1 derived from the first
+// pending key, is recorded ('L'). It is safe to run again after a crash
+// part-way: the keys go only in the batch that sets the format.
+func (s *Store) migrateChangelogKeys() error {
+	b := s.db.NewBatch()
+	defer b.Close()
+	// Every partition with a changelog: its entries up to 'k' less one
+	// are confirmed unless an 'l' key is pending.
+	seqs := []byte{ksChangelogSeq}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: seqs, UpperBound: prefixEnd(seqs)})
+	if err != nil {
+		return err
+	}
+	released := map[int32]uint64{}
+	for it.First(); it.Valid(); it.Next() {
+		if len(it.Key()) != 5 || len(it.Value()) != 8 {
+			return errors.Join(fmt.Errorf("%w: changelog sequence key %x", ErrCorrupt, it.Key()), it.Close())
+		}
+		released[int32(binary.BigEndian.Uint32(it.Key()[1:]))] = binary.BigEndian.Uint64(it.Value()) - 1
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return err
+	}
+	entries := []byte{ksChangelog}
+	it, err = s.db.NewIter(&pebble.IterOptions{LowerBound: entries, UpperBound: prefixEnd(entries)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	logs := map[int32]*entryLog{}
+	defer func() {
+		for _, l := range logs {
+			l.close()
+		}
+	}()
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) != 13 {
+			return fmt.Errorf("%w: changelog entry key %x", ErrCorrupt, k)
+		}
+		n, seq := int32(binary.BigEndian.Uint32(k[1:5])), binary.BigEndian.Uint64(k[5:])
+		l := logs[n]
+		if l == nil {
+			// A log left by a migration that did not finish goes.
+			if err := s.fs.RemoveAll(s.entryLogPath(n)); err != nil {
+				return err
+			}
+			released[n] = seq - 1
+			if l, err = openEntryLog(s.fs, s.entryLogPath(n), seq-1, seq-1, true, &s.copying); err != nil {
+				return err
+			}
+			logs[n] = l
+		}
+		if err := l.append(seq, it.Value()); err != nil {
+			return fmt.Errorf("migrate changelog entry %d of partition %d: %w", seq, n, err)
+		}
+	}
+	if err := it.Error(); err != nil {
+		return err
+	}
+	for n, r := range released {
+		b.Set(partPrefix(ksChangelogSent, n), be64(r), nil)
+	}
+	b.DeleteRange(entries, prefixEnd(entries), nil)
+	b.Set(formatKey, []byte{FormatVersion}, nil)
+	if err := b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	s.h.log.Info().Int("partitions", len(released)).Int("with_pending_entries", len(logs)).Msg("state store migrated to format 2: pending changelog entries moved to files")
+	return nil
 }

@@ -15,8 +15,10 @@ import (
 //	's' p                    next outbox sequence (8 bytes BE)
 //	'n' p segment            committed member count of a segment (8 bytes BE)
 //	'm' len(seg) seg id      membership index (empty value)
-//	'l' p seq(8 BE)          pending changelog entry (Options.Changelog)
+//	'l' p seq(8 BE)          pending changelog entry, in format 1 only: format 2
+//	                         keeps them in files (entrylog.go)
 //	'k' p                    next changelog entry sequence (8 bytes BE)
+//	'L' p                    last changelog entry Kafka confirmed (8 bytes BE)
 //	'K' p                    changelog end offset the partition reflects (8 bytes BE)
 //	'g' p                    outbox deletions logged to the changelog up to (8 bytes BE)
 //	'h' p                    hash of the rules the partition's state was last evaluated
@@ -37,6 +39,9 @@ const (
 	ksChangelog    = 'l'
 	ksChangelogSeq = 'k'
 	ksChangelogEnd = 'K'
+	// ksChangelogSent keys the last changelog entry Kafka confirmed:
+	// the pending ones are those after it, up to 'k' less one.
+	ksChangelogSent = 'L'
 	// ksChangelogMark keys the outbox bounds of each pending changelog
 	// entry, so that outbox entries are published only once the commit
 	// that wrote them is in the changelog (see Partition.ReadOutbox).

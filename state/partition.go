@@ -94,13 +94,14 @@ type Partition struct {
 	// by outMu); clStaged is the one the current commit stages.
 	clMarks  []clMark
 	clStaged clMark
+	// clLog holds the pending entries (entrylog.go).
+	clLog *entryLog
 
 	heapLen   atomic.Int64
 	refillErr error  // a failed timer index read, reported by the next Commit
 	last      *entry // the entry Get returned last: MarkDirty usually follows
 	keyBuf    []byte
 	valBuf    []byte
-	clBuf     []byte  // the changelog entry's copy of the batch
 	memberVal [4]byte // a membership index value: the partition
 	closed    atomic.Bool
 }
@@ -536,10 +537,15 @@ func (p *Partition) commit() error {
 		b.Set(partPrefix(ksOutboxSeq, p.id), be64(p.nextSeq), nil)
 	}
 	if p.changelog {
-		p.stageChangelog(b, p.committed.Load(), committedSeq)
+		if err := p.stageChangelog(b, p.committed.Load(), committedSeq); err != nil {
+			return fmt.Errorf("commit: %w", err)
+		}
 	}
 	if !b.Empty() {
 		if err := b.Commit(p.s.wo); err != nil {
+			if p.changelog {
+				p.changelogCommitFailed()
+			}
 			return fmt.Errorf("commit partition %d: %w", p.id, err)
 		}
 		// Reuse the batch and its buffer: a new batch would grow its
@@ -646,6 +652,9 @@ func (p *Partition) closeNoRelease() bool {
 		return false
 	}
 	p.staged.Close()
+	if p.clLog != nil {
+		p.clLog.close()
+	}
 	p.outGroup = nil
 	p.cacheBytes.Store(0)
 	p.cacheEntries.Store(0)

@@ -18,7 +18,10 @@ import (
 
 // FormatVersion is the store layout this code writes. A store written by a
 // newer version is refused (ErrNewerFormat).
-const FormatVersion = 1
+//
+// Format 2 keeps the pending changelog entries in files (entrylog.go)
+// instead of 'l' keys; a format 1 store is migrated when opened.
+const FormatVersion = 2
 
 // recordEnvelope is the first byte of every stored customer record: the
 // version of the envelope around the engine's record bytes.
@@ -166,6 +169,11 @@ func (o *Options) Validate() error {
 type Store struct {
 	opts Options
 	db   *pebble.DB
+	// fs is opts.FS as Pebble sees it (with the disk-full handling): the
+	// changelog logs use it too.
+	fs vfs.FS
+	// copying is held by Checkpoint while it copies the changelog logs.
+	copying sync.RWMutex
 	wo   *pebble.WriteOptions
 	h    *health
 
@@ -255,7 +263,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, openError(dir, err)
 	}
-	s := &Store{opts: opts, db: db, wo: pebble.NoSync, h: h, parts: map[int32]*Partition{}}
+	s := &Store{opts: opts, db: db, fs: fs, wo: pebble.NoSync, h: h, parts: map[int32]*Partition{}}
 	if opts.Sync == SyncCommit {
 		s.wo = pebble.Sync
 	}
@@ -362,7 +370,9 @@ func (s *Store) checkFormat() error {
 	if v[0] > FormatVersion {
 		return fmt.Errorf("%w: store has format %d, this segd writes %d; upgrade segd", ErrNewerFormat, v[0], FormatVersion)
 	}
-	// Older formats would be migrated here; 1 is the first.
+	if v[0] < FormatVersion && !s.opts.ReadOnly {
+		return s.migrateChangelogKeys()
+	}
 	return nil
 }
 
@@ -586,8 +596,23 @@ func (s *Store) checkpoint(dir string) error {
 	if s.isClosed() {
 		return ErrClosed
 	}
+	// The changelog logs after Pebble's copy: they then hold every entry
+	// the copy committed (and maybe later ones, cut off when it opens),
+	// and none of their files is deleted meanwhile.
+	s.copying.Lock()
+	defer s.copying.Unlock()
 	if err := s.db.Checkpoint(dir, pebble.WithFlushedWAL()); err != nil {
 		return fmt.Errorf("checkpoint %s: %w", dir, err)
+	}
+	from := s.fs.PathJoin(s.h.dir, entryLogDir)
+	parts, err := s.fs.List(from)
+	if err != nil && !oserrNotExist(err) {
+		return fmt.Errorf("checkpoint %s: %w", dir, err)
+	}
+	for _, part := range parts {
+		if err := copyLogFiles(s.fs, s.fs.PathJoin(from, part), s.fs, s.fs.PathJoin(dir, entryLogDir, part)); err != nil {
+			return fmt.Errorf("checkpoint %s: changelog log %s: %w", dir, part, err)
+		}
 	}
 	return nil
 }
