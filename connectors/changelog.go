@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -30,7 +31,34 @@ type ChangelogWriter struct {
 	tr     *kafka.Transport
 	topic  string
 	recs   []kafka.Record
+	// values holds a write's framed values and readers its keys' and
+	// values' readers, reused: kafka.NewBytes and a framed copy per
+	// record were a third of the publisher's allocations.
+	values  []byte
+	readers []sliceBytes
 }
+
+// sliceBytes is a kafka.Bytes reading a slice.
+type sliceBytes struct {
+	b   []byte
+	off int
+}
+
+func (s *sliceBytes) Len() int { return len(s.b) - s.off }
+
+func (s *sliceBytes) Read(p []byte) (int, error) {
+	if s.off >= len(s.b) {
+		return 0, io.EOF
+	}
+	n := copy(p, s.b[s.off:])
+	s.off += n
+	return n, nil
+}
+
+func (s *sliceBytes) Close() error { return nil }
+
+// valuesRetainBytes bounds the framed-values buffer a writer keeps.
+const valuesRetainBytes = 8 << 20
 
 // NewChangelogWriter returns a writer to topic. Close it.
 func (c Cluster) ChangelogWriter(topic string) *ChangelogWriter {
@@ -58,11 +86,33 @@ func (w *ChangelogWriter) Write(ctx context.Context, partition int, recs []Chang
 	}
 	w.recs = w.recs[:0]
 	now := time.Now()
+	// Values are framed into one buffer first, and sliced once it no
+	// longer grows.
+	if cap(w.values) > valuesRetainBytes {
+		w.values = nil
+	}
+	w.values = w.values[:0]
 	for i := range recs {
-		r := kafka.Record{Time: now, Key: kafka.NewBytes(recs[i].Key)}
 		if !recs[i].Deleted {
-			v := make([]byte, 0, 1+len(recs[i].Value))
-			r.Value = kafka.NewBytes(append(append(v, changelogValueV1), recs[i].Value...))
+			w.values = append(append(w.values, changelogValueV1), recs[i].Value...)
+		}
+	}
+	if cap(w.readers) < 2*len(recs) {
+		w.readers = make([]sliceBytes, 2*len(recs))
+	}
+	readers := w.readers[:2*len(recs)]
+	off := 0
+	for i := range recs {
+		r := kafka.Record{Time: now}
+		if recs[i].Key != nil {
+			readers[2*i] = sliceBytes{b: recs[i].Key}
+			r.Key = &readers[2*i]
+		}
+		if !recs[i].Deleted {
+			n := 1 + len(recs[i].Value)
+			readers[2*i+1] = sliceBytes{b: w.values[off : off+n : off+n]}
+			r.Value = &readers[2*i+1]
+			off += n
 		}
 		w.recs = append(w.recs, r)
 	}

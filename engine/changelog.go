@@ -79,7 +79,10 @@ type changelogPublisher struct {
 	notify chan struct{}
 	after  uint64
 	recs   []connectors.ChangelogRecord
-	limits changelogLimits
+	// entries are copies of the entries a drain sends (recs point into
+	// them), their buffers reused.
+	entries [][]byte
+	limits  changelogLimits
 	m      *partitionMetrics
 	// sent, if set, is called after entries were acknowledged (the
 	// outbox publisher's poke).
@@ -109,6 +112,7 @@ func (c *changelogPublisher) flush(ctx context.Context) error { return flushAll(
 // (at least one), and returns how many it confirmed.
 func (c *changelogPublisher) drain(ctx context.Context) (int, error) {
 	c.recs = c.recs[:0]
+	defer c.trimEntries()
 	var last uint64
 	n, size := 0, 0
 	errFull := errors.New("full")
@@ -116,9 +120,15 @@ func (c *changelogPublisher) drain(ctx context.Context) (int, error) {
 		if n > 0 && int64(size+len(entry)) > c.limits.request {
 			return errFull
 		}
-		err := state.ForEachChangelogOp(entry, func(op state.ChangelogOp) error {
-			// The entry's bytes are valid only during the callback.
-			c.recs = append(c.recs, connectors.ChangelogRecord{Key: clone(op.Key), Value: clone(op.Value), Deleted: op.Deleted})
+		// The entry's bytes are valid only during the callback: it is
+		// copied whole (into a buffer of its own, reused by later
+		// drains), and the records point into the copy.
+		if n == len(c.entries) {
+			c.entries = append(c.entries, nil)
+		}
+		c.entries[n] = append(c.entries[n][:0], entry...)
+		err := state.ForEachChangelogOp(c.entries[n], func(op state.ChangelogOp) error {
+			c.recs = append(c.recs, connectors.ChangelogRecord{Key: op.Key, Value: op.Value, Deleted: op.Deleted})
 			return nil
 		})
 		if err != nil {
@@ -152,6 +162,22 @@ func (c *changelogPublisher) drain(ctx context.Context) (int, error) {
 		c.m.changelogDepth.Set(float64(c.part.ChangelogDepth()))
 	}
 	return n, nil
+}
+
+// entriesRetainBytes bounds the entry copies a publisher keeps between
+// drains.
+const entriesRetainBytes = 8 << 20
+
+// trimEntries drops entry buffers past entriesRetainBytes.
+func (c *changelogPublisher) trimEntries() {
+	kept := 0
+	for i, b := range c.entries {
+		if kept += cap(b); kept > entriesRetainBytes {
+			clear(c.entries[i:])
+			c.entries = c.entries[:i]
+			return
+		}
+	}
 }
 
 // writeAll writes c.recs in one request, or, for a single commit larger
