@@ -83,7 +83,7 @@ type changelogPublisher struct {
 	// them), their buffers reused.
 	entries [][]byte
 	limits  changelogLimits
-	m      *partitionMetrics
+	m       *partitionMetrics
 	// sent, if set, is called after entries were acknowledged (the
 	// outbox publisher's poke).
 	sent func()

@@ -174,8 +174,8 @@ type Store struct {
 	fs vfs.FS
 	// copying is held by Checkpoint while it copies the changelog logs.
 	copying sync.RWMutex
-	wo   *pebble.WriteOptions
-	h    *health
+	wo      *pebble.WriteOptions
+	h       *health
 
 	mu        sync.Mutex
 	parts     map[int32]*Partition
