@@ -78,8 +78,10 @@ func (w *ChangelogWriter) Close() error {
 }
 
 // Write appends recs to partition with acks=all and returns the
-// partition's end offset after them. Not for concurrent calls on the same
-// writer (it reuses a buffer); use one writer per partition.
+// partition's end offset after them. After an error the request may still
+// be being sent: the caller must not change the bytes recs point to. Not
+// for concurrent calls on the same writer (it reuses buffers); use one
+// writer per partition.
 func (w *ChangelogWriter) Write(ctx context.Context, partition int, recs []ChangelogRecord) (end int64, err error) {
 	if len(recs) == 0 {
 		return 0, errors.New("connectors: changelog write of no records")
@@ -123,6 +125,10 @@ func (w *ChangelogWriter) Write(ctx context.Context, partition int, recs []Chang
 		Records:      kafka.NewRecordReader(w.recs...),
 	})
 	if err != nil {
+		// kafka-go may return (a canceled or timed-out context) while
+		// its connection still encodes the request: the buffers it reads
+		// are left to it, and the next write makes new ones.
+		w.values, w.readers, w.recs = nil, nil, nil
 		return 0, fmt.Errorf("changelog %s/%d: produce %d records: %w", w.topic, partition, len(recs), err)
 	}
 	if resp.Error != nil {

@@ -231,7 +231,7 @@ func (c *PartitionConsumer) newReader(topic string, offset int64) (*kafka.Reader
 		// this, a partition can retry the same fetch forever in silence.
 		ErrorLogger: kafka.LoggerFunc(func(format string, args ...any) {
 			if c.opts.OnFetchError != nil && c.ctx.Err() == nil {
-				c.opts.OnFetchError(topic, errors.New(fmt.Sprintf(format, args...)))
+				c.opts.OnFetchError(topic, fmt.Errorf(format, args...))
 			}
 		}),
 		// Never past an open transaction (the last stable offset). kafka-go

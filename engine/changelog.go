@@ -147,6 +147,8 @@ func (c *changelogPublisher) drain(ctx context.Context) (int, error) {
 	start := time.Now()
 	end, err := c.writeAll(ctx)
 	if err != nil {
+		// The request may still be being sent from these copies.
+		c.entries = nil
 		return 0, err
 	}
 	if err := c.part.ChangelogSent(last, end); err != nil {

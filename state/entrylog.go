@@ -81,7 +81,7 @@ type entryLog struct {
 	active *logFile
 	broken error // an append failed half-way: the file's tail is unknown
 	closed bool
-	hdr    [entryHeaderBytes]byte
+	wbuf   []byte // appends' (under mu)
 	buf    []byte // reads' (under mu)
 }
 
@@ -368,15 +368,20 @@ func (l *entryLog) appendLocked(seq uint64, payload []byte) error {
 		}
 	}
 	a := l.active
-	binary.BigEndian.PutUint32(l.hdr[:4], uint32(len(payload)))
-	binary.BigEndian.PutUint64(l.hdr[8:16], seq)
-	binary.BigEndian.PutUint32(l.hdr[4:8], crc32.Update(crc32.Checksum(l.hdr[8:16], crc32c), crc32c, payload))
-	// Two writes, not a copy of the payload into one buffer: a torn
-	// frame is caught by its length or checksum when the log is read.
-	if _, err := a.f.Write(l.hdr[:]); err != nil {
-		return err
+	// The frame is built in a buffer of the log's: a vfs.File may
+	// scribble over what it was given to write (Pebble's in-memory file
+	// system does, in its invariants builds), and the payload is the
+	// commit's batch, still to be committed.
+	if cap(l.wbuf) > readBufRetainBytes {
+		l.wbuf = nil
 	}
-	if _, err := a.f.Write(payload); err != nil {
+	frame := append(l.wbuf[:0], make([]byte, entryHeaderBytes)...)
+	frame = append(frame, payload...)
+	binary.BigEndian.PutUint32(frame[:4], uint32(len(payload)))
+	binary.BigEndian.PutUint64(frame[8:16], seq)
+	binary.BigEndian.PutUint32(frame[4:8], crc32.Update(crc32.Checksum(frame[8:16], crc32c), crc32c, payload))
+	l.wbuf = frame
+	if _, err := a.f.Write(frame); err != nil {
 		return err
 	}
 	if l.sync {
