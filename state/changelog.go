@@ -840,7 +840,12 @@ func (s *Store) entryLogPath(n int32) string { return entryLogPath(s.fs, s.h.dir
 
 // openEntryLog opens partition n's changelog log (entrylog.go).
 func (s *Store) openEntryLog(n int32, released, committed uint64) (*entryLog, error) {
-	return openEntryLog(s.fs, s.entryLogPath(n), released, committed, s.opts.Sync == SyncCommit, &s.copying)
+	l, err := openEntryLog(s.fs, s.entryLogPath(n), released, committed, s.opts.Sync == SyncCommit, &s.copying)
+	if err != nil {
+		return nil, err
+	}
+	l.durable = func() error { return s.db.LogData([]byte{0}, pebble.Sync) }
+	return l, nil
 }
 
 // RepairChangelog checks that partition n's changelog log holds every

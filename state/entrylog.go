@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
@@ -61,6 +62,11 @@ var crc32c = crc32.MakeTable(crc32.Castagnoli)
 // for tests.
 var entryLogSegmentBytes int64 = 64 << 20
 
+// releaseFilesEvery is how often a log removes a lone file of sent
+// entries (each removal costs a sync of the store); two or more go at
+// once.
+const releaseFilesEvery = 5 * time.Second
+
 // entryLog is one partition's log. Appends come from the goroutine that
 // commits; reads and releases from the changelog publisher; mu guards
 // everything.
@@ -71,6 +77,9 @@ type entryLog struct {
 	// copying, shared by the store, is write-locked while a checkpoint
 	// copies the logs: files are deleted only under its read lock.
 	copying *sync.RWMutex
+	// durable, if set, makes the store's last commits durable (release).
+	durable    func() error
+	lastRemove time.Time
 
 	mu      sync.Mutex
 	files   []*logFile // in sequence order; the last may be active
@@ -457,17 +466,49 @@ func (l *entryLog) read(after, upTo uint64, limit int, fn func(seq uint64, entry
 // release forgets the entries up to upTo (Kafka has them) and deletes the
 // files that hold nothing else.
 func (l *entryLog) release(upTo uint64) error {
+	due, err := l.forget(upTo)
+	if err != nil || !due {
+		return err
+	}
+	// Files go only once the record that their entries were sent is
+	// durable: Pebble's commits are not synced, and a crash that lost
+	// that record would find the entries neither in the log nor
+	// confirmed. One sync (outside the lock: commits go on) per removal.
+	if l.durable != nil {
+		if err := l.durable(); err != nil {
+			return fmt.Errorf("changelog log %s: sync before removing sent entries: %w", l.dir, err)
+		}
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
 		return ErrClosed
+	}
+	l.lastRemove = time.Now()
+	return l.releaseFiles(upTo)
+}
+
+// forget drops the entries up to upTo from the index and reports whether
+// files of them are due for removal.
+func (l *entryLog) forget(upTo uint64) (due bool, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false, ErrClosed
 	}
 	n := 0
 	for n < len(l.entries) && l.entries[n].seq <= upTo {
 		n++
 	}
 	l.entries = slices.Delete(l.entries, 0, n)
-	return l.releaseFiles(upTo)
+	deletable := 0
+	for _, lf := range l.files {
+		if lf.last > upTo || lf.last < lf.first {
+			break
+		}
+		deletable++
+	}
+	return deletable > 1 || (deletable == 1 && time.Since(l.lastRemove) >= releaseFilesEvery), nil
 }
 
 func (l *entryLog) releaseFiles(upTo uint64) error {
