@@ -191,6 +191,7 @@ func (l *entryLog) load(released, committed uint64) error {
 		lf := &logFile{name: nf.name, first: nf.first, last: nf.first - 1, f: f}
 		st, err := f.Stat()
 		if err != nil {
+			f.Close()
 			return err
 		}
 		fileSize := st.Size()
@@ -229,6 +230,9 @@ func (l *entryLog) load(released, committed uint64) error {
 		if err := l.fs.Remove(path); err != nil {
 			return err
 		}
+	}
+	if cap(l.buf) > readBufRetainBytes {
+		l.buf = nil // the scan's, sized by the largest entry
 	}
 	// Files that hold only released entries go now.
 	if err := l.releaseFiles(released); err != nil {
