@@ -698,20 +698,16 @@ func (s *Store) Reseed(n int32, entryBytes int64) (int, error) {
 		return 0, err
 	}
 	defer s.unreserve(n)
+	// A log with a hole is repaired first: what is left of its pending
+	// entries is superseded by the whole state queued here.
+	if _, err := s.repairEntryLog(n); err != nil {
+		return 0, err
+	}
 	next, released, err := s.changelogBounds(n)
 	if err != nil {
 		return 0, err
 	}
 	log, err := s.openEntryLog(n, released, next-1)
-	if errors.Is(err, ErrChangelogGap) {
-		// What is left of the pending entries is superseded by the
-		// whole state queued here.
-		if err := s.fs.RemoveAll(s.entryLogPath(n)); err != nil {
-			return 0, err
-		}
-		released = next - 1
-		log, err = s.openEntryLog(n, released, next-1)
-	}
 	if err != nil {
 		return 0, err
 	}
@@ -863,34 +859,43 @@ func (s *Store) RepairChangelog(n int32) (string, error) {
 	}
 	defer s.unreserve(n)
 	var why string
-	err := s.h.guard("check changelog", func() error {
-		next, released, err := s.changelogBounds(n)
-		if err != nil {
-			return err
-		}
-		l, err := s.openEntryLog(n, released, next-1)
-		if err == nil {
-			return l.close()
-		}
-		if !errors.Is(err, ErrChangelogGap) {
-			return err
-		}
-		why = err.Error()
-		if err := s.fs.RemoveAll(s.entryLogPath(n)); err != nil {
-			return err
-		}
-		b := s.db.NewBatch()
-		defer b.Close()
-		b.Set(partPrefix(ksChangelogSent, n), be64(next-1), nil)
-		b.Delete(partPrefix(ksChangelogEnd, n), nil)
-		marks := partPrefix(ksChangelogMark, n)
-		b.DeleteRange(marks, prefixEnd(marks), nil)
-		return b.Commit(pebble.Sync)
+	err := s.h.guard("check changelog", func() (err error) {
+		why, err = s.repairEntryLog(n)
+		return err
 	})
 	if err != nil {
 		return "", fmt.Errorf("partition %d: check the changelog: %w", n, err)
 	}
 	return why, nil
+}
+
+// repairEntryLog is RepairChangelog's work, for a caller that reserved
+// partition n: a log with a hole is removed, its pending entries are
+// recorded as sent, and the synced end offset and the outbox bounds of
+// the entries are forgotten. It returns why, or "" when the log is whole.
+func (s *Store) repairEntryLog(n int32) (string, error) {
+	next, released, err := s.changelogBounds(n)
+	if err != nil {
+		return "", err
+	}
+	l, err := s.openEntryLog(n, released, next-1)
+	if err == nil {
+		return "", l.close()
+	}
+	if !errors.Is(err, ErrChangelogGap) {
+		return "", err
+	}
+	why := err.Error()
+	if err := s.fs.RemoveAll(s.entryLogPath(n)); err != nil {
+		return "", err
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	b.Set(partPrefix(ksChangelogSent, n), be64(next-1), nil)
+	b.Delete(partPrefix(ksChangelogEnd, n), nil)
+	marks := partPrefix(ksChangelogMark, n)
+	b.DeleteRange(marks, prefixEnd(marks), nil)
+	return why, b.Commit(pebble.Sync)
 }
 
 // migrateChangelogKeys turns a format 1 store into format 2: each

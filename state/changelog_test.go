@@ -2,7 +2,6 @@ package state
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand"
@@ -514,42 +513,13 @@ func TestDeletesAfterTheLastCommitReachTheChangelog(t *testing.T) {
 func TestReadChangelogInOrder(t *testing.T) {
 	s := openMem(t, vfs.NewMem(), Options{})
 	defer s.Close()
-	p, err := s.Partition(0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := openChangelogPartition(t, s)
 	defer p.Close()
-	if err := p.EnableChangelog(); err != nil {
-		t.Fatal(err)
-	}
-	for i := 1; i <= 5; i++ {
-		p.SetOffset("in", int64(i))
-		if err := p.Commit(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	read := func(after uint64, limit int) string {
-		var got []string
-		err := p.ReadChangelog(after, limit, func(seq uint64, entry []byte) error {
-			var off uint64
-			err := ForEachChangelogOp(entry, func(op ChangelogOp) error {
-				if op.Key[0] == ksOffset {
-					off = binary.BigEndian.Uint64(op.Value)
-				}
-				return nil
-			})
-			got = append(got, fmt.Sprintf("%d:%d", seq, off))
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return strings.Join(got, " ")
-	}
-	if got, want := read(0, 10), "1:1 2:2 3:3 4:4 5:5"; got != want {
+	commitOffsets(t, p, 1, 5)
+	if got, want := changelogOffsets(t, p, 0, 10), "1:1 2:2 3:3 4:4 5:5"; got != want {
 		t.Fatalf("entries %q, want %q", got, want)
 	}
-	if got, want := read(1, 2), "2:2 3:3"; got != want {
+	if got, want := changelogOffsets(t, p, 1, 2), "2:2 3:3"; got != want {
 		t.Fatalf("after 1, limit 2: %q, want %q", got, want)
 	}
 }

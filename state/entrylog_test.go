@@ -44,8 +44,15 @@ func commitOffsets(t *testing.T, p *Partition, from, to int) {
 // pendingOffsets returns the pending entries as "seq:offset" words.
 func pendingOffsets(t *testing.T, p *Partition) string {
 	t.Helper()
+	return changelogOffsets(t, p, 0, 1<<20)
+}
+
+// changelogOffsets returns up to limit pending entries after sequence
+// after as "seq:offset" words (offset -1: the entry sets none).
+func changelogOffsets(t *testing.T, p *Partition, after uint64, limit int) string {
+	t.Helper()
 	var got []string
-	err := p.ReadChangelog(0, 1<<20, func(seq uint64, entry []byte) error {
+	err := p.ReadChangelog(after, limit, func(seq uint64, entry []byte) error {
 		off := int64(-1)
 		err := ForEachChangelogOp(entry, func(op ChangelogOp) error {
 			if op.Key[0] == ksOffset {
@@ -165,11 +172,11 @@ func TestChangelogLogCutsEntriesWhoseCommitDidNotLand(t *testing.T) {
 	}
 }
 
-// TestChangelogLogGapIsRepaired: a log that lost committed entries (an
-// OS crash) fails the partition's open with ErrChangelogGap until
-// RepairChangelog drops the pending entries and the synced offset.
-func TestChangelogLogGapIsRepaired(t *testing.T) {
-	fs := vfs.NewMem()
+// writeStoreWithLogGap leaves in fs a closed store whose partition 0
+// committed changelog entries 1 to 3 (offsets 1 to 3), Kafka confirmed 1
+// (end offset 7), and whose log then lost entry 3, as an OS crash can.
+func writeStoreWithLogGap(t *testing.T, fs vfs.FS) {
+	t.Helper()
 	s := openMem(t, fs, Options{})
 	p := openChangelogPartition(t, s)
 	commitOffsets(t, p, 1, 3)
@@ -181,17 +188,50 @@ func TestChangelogLogGapIsRepaired(t *testing.T) {
 		t.Fatalf("repair of a whole log: %q, %v", why, err)
 	}
 	s.Close()
-
-	// Entry 3 is lost: opening the log as if only 2 were committed cuts it.
+	// Opening the log as if only 2 were committed cuts entry 3.
 	l, err := openEntryLog(fs, entryLogPath(fs, "db", 0), 1, 2, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	l.close()
+}
 
-	s = openMem(t, fs, Options{})
+// TestReseedRepairsALogGap: Reseed of a partition whose log has a hole,
+// called without RepairChangelog first, repairs it too: its entries are
+// the whole state, from the sequence after the lost one, and the
+// partition opens.
+func TestReseedRepairsALogGap(t *testing.T) {
+	fs := vfs.NewMem()
+	writeStoreWithLogGap(t, fs)
+	s := openMem(t, fs, Options{})
 	defer s.Close()
-	p, err = s.Partition(0)
+	n, err := s.Reseed(0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("reseed queued %d entries, want 1", n)
+	}
+	if _, ok, err := s.SyncedEnd(0); err != nil || ok {
+		t.Fatalf("synced end still known after the reseed (ok %v, err %v)", ok, err)
+	}
+	p := openChangelogPartition(t, s)
+	defer p.Close()
+	// Entry 4 is the reseed: the state's offset (3) among its keys.
+	if got, want := pendingOffsets(t, p), "4:3"; got != want {
+		t.Fatalf("pending after the reseed %q, want %q", got, want)
+	}
+}
+
+// TestChangelogLogGapIsRepaired: a log that lost committed entries (an
+// OS crash) fails the partition's open with ErrChangelogGap until
+// RepairChangelog drops the pending entries and the synced offset.
+func TestChangelogLogGapIsRepaired(t *testing.T) {
+	fs := vfs.NewMem()
+	writeStoreWithLogGap(t, fs)
+	s := openMem(t, fs, Options{})
+	defer s.Close()
+	p, err := s.Partition(0)
 	if err != nil {
 		t.Fatal(err)
 	}
