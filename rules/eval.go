@@ -448,9 +448,10 @@ func (rs *RuleSet) leaveTime(ti int, s *State, now int64) int64 {
 			}
 		}
 	}
-	for _, b := range ts.buckets {
-		if b.start > lo {
-			if leave := b.start + t.Window; leave > now && leave < best {
+	for i := range ts.buckets {
+		// By index: a bucket is 64 bytes, and only its start is read.
+		if start := ts.buckets[i].start; start > lo {
+			if leave := start + t.Window; leave > now && leave < best {
 				best = leave
 			}
 			break

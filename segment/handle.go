@@ -82,6 +82,10 @@ func (p *Processor) handleMerge(r *Record, wall int64) error {
 // deadLetterRejected dead-letters r when err rejects it and returns the
 // errors that are not the record's fault.
 func (p *Processor) deadLetterRejected(r *Record, err error) error {
+	if err == nil {
+		// Before errors.As: its target escapes, an allocation per record.
+		return nil
+	}
 	var rej *Rejected
 	if errors.As(err, &rej) {
 		p.deadLetter(r.Topic, r.Partition, r.Offset, r.Key, r.Value, rej.Reason, rej.Err)
