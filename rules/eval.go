@@ -2,6 +2,7 @@ package rules
 
 import (
 	"math"
+	"slices"
 	"strconv"
 
 	"github.com/segd/segd/schemas"
@@ -467,6 +468,61 @@ func (rs *RuleSet) leaveTime(ti int, s *State, now int64) int64 {
 // since() time once. The engine schedules one timer per customer from it.
 func (rs *RuleSet) NextChangeAll(s *State, now int64) (at int64, ok bool) {
 	return rs.nextChange(&rs.timing, s, now)
+}
+
+// TouchedAll is every trait: the state changed in ways Apply did not
+// report (a merge, a decode, other rules).
+const TouchedAll = ^Touched(0)
+
+// ChangeTimes remembers, beside one customer's state, when each windowed
+// trait next changes by itself (NextChangeAll's terms), for
+// NextChangeAfter. The zero value is empty; it is never stored.
+type ChangeTimes struct {
+	rs    *RuleSet
+	leave []int64 // per rs.timing.wins; math.MaxInt64: never
+}
+
+// SizeBytes is the heap the times hold.
+func (ct *ChangeTimes) SizeBytes() int { return 8 * cap(ct.leave) }
+
+// NextChangeAfter is NextChangeAll computed again only for the windowed
+// traits in touched and those whose time has come (at or before now): a
+// trait's next change is an absolute time that stays right while its
+// state does not change and the clock has not reached it (the oldest
+// bucket in the window stays the oldest until it leaves). After an event,
+// that skips every trait the event did not update, whose buckets would
+// otherwise be read from memory the event never touched. since() times
+// are computed every time. ct must be used with one state only, touched
+// must hold every trait changed since ct's last use (TouchedAll when
+// unsure), and now must not go back; a ct of other rules starts over.
+func (rs *RuleSet) NextChangeAfter(s *State, now int64, touched Touched, ct *ChangeTimes) (at int64, ok bool) {
+	td := &rs.timing
+	if ct.rs != rs || len(ct.leave) != len(td.wins) {
+		ct.rs = rs
+		ct.leave = slices.Grow(ct.leave[:0], len(td.wins))[:len(td.wins)]
+		touched = TouchedAll
+	}
+	best := int64(math.MaxInt64)
+	for k, ti := range td.wins {
+		leave := ct.leave[k]
+		if leave <= now || touched&traitBit(ti) != 0 {
+			leave = rs.leaveTime(ti, s, now)
+			ct.leave[k] = leave
+		}
+		best = min(best, leave)
+	}
+	if len(td.sinces) > 0 {
+		sc := s.touch(now)
+		for i := range td.sinces {
+			if c, ok := td.sinces[i].next(&sc.env, now); ok && c < best {
+				best = c
+			}
+		}
+	}
+	if best == math.MaxInt64 {
+		return 0, false
+	}
+	return best, true
 }
 
 // TraitValue returns trait i's value at now: numbers and times (Unix ms)

@@ -185,3 +185,56 @@ func TestNextChangeAllGroupsRepeatedSegments(t *testing.T) {
 			len(few.timing.sinces), len(few.timing.wins), len(many.timing.sinces), len(many.timing.wins))
 	}
 }
+
+// TestNextChangeAfterMatchesNextChangeAll drives one state as the engine
+// does, through random events (some late), clock moves and timers firing
+// at the predicted time, and compares NextChangeAfter, which recomputes
+// only what each step touched, with NextChangeAll after every step.
+func TestNextChangeAfterMatchesNextChangeAll(t *testing.T) {
+	r := rand.New(rand.NewPCG(41, 42))
+	base := at("2024-03-01T00:00:00Z")
+	cats := []string{"shoes", "bags", "toys"}
+	for iter := 0; iter < 200; iter++ {
+		src := randomSinceRules(r)
+		if iter%2 == 0 {
+			src = propRules
+		}
+		rs := mustCompile(t, src)
+		s := rs.NewState()
+		var ct ChangeTimes
+		now := base
+		next, pending := int64(0), false
+		check := func(step string, touched Touched) {
+			t.Helper()
+			gotAt, gotOK := rs.NextChangeAfter(s, now, touched, &ct)
+			wantAt, wantOK := rs.NextChangeAll(s, now)
+			if gotAt != wantAt || gotOK != wantOK {
+				t.Fatalf("iteration %d, %s at %d: NextChangeAfter %d %v, NextChangeAll %d %v\n%s", iter, step, now-base, gotAt, gotOK, wantAt, wantOK, src)
+			}
+			next, pending = gotAt, gotOK
+		}
+		check("start", 0)
+		for step := 0; step < 60; step++ {
+			gap := int64(r.IntN(5 * 3600_000))
+			if pending && now+gap >= next {
+				// The timer fires at its time first, as PopDue does.
+				now = next
+				check("timer", 0)
+				continue
+			}
+			now += gap
+			switch r.IntN(4) {
+			case 0:
+				s.setAttr(schemas.Attribute{Name: "signup", Value: signups[r.IntN(len(signups))]})
+				check("profile", 0)
+			default:
+				et := now - int64(r.IntN(3))*int64(r.IntN(6*3600_000)) // late at times
+				e := &schemas.Event{Type: schemas.EventPurchase, CustomerID: "c", Time: et, Amount: float64(r.IntN(120)), Categories: []string{cats[r.IntN(3)]}}
+				if r.IntN(2) == 0 {
+					e = &schemas.Event{Type: schemas.EventBrowse, CustomerID: "c", Time: et, Category: cats[r.IntN(3)]}
+				}
+				check("event", rs.Apply(s, e, now))
+			}
+		}
+	}
+}

@@ -74,6 +74,10 @@ type Customer struct {
 	// segments names the segments members is aligned with: those of the
 	// rule set the record was decoded for.
 	segments []*rules.Segment
+	// changes remembers when each windowed trait next changes, so that
+	// the timer after an event is computed from the traits it touched
+	// (not stored: a decoded record computes them all once).
+	changes rules.ChangeTimes
 }
 
 type orphanMember struct {
@@ -178,7 +182,7 @@ func (c *Customer) AppendBinary(dst []byte) []byte {
 // segments slice is the rule set's, shared).
 func (c *Customer) SizeBytes() int {
 	n := int(unsafe.Sizeof(*c)) + cap(c.members)*int(unsafe.Sizeof(segMember{})) +
-		cap(c.orphans)*int(unsafe.Sizeof(orphanMember{})) + c.traits.SizeBytes()
+		cap(c.orphans)*int(unsafe.Sizeof(orphanMember{})) + c.traits.SizeBytes() + c.changes.SizeBytes()
 	for _, o := range c.orphans {
 		n += len(o.segment)
 	}

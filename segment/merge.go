@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/segd/segd/rules"
 	"github.com/segd/segd/schemas"
 )
 
@@ -147,7 +148,7 @@ func (p *Processor) Merge(target string, value []byte) error {
 		}
 	}
 	p.rs.Merge(c.traits, p.mergeSrc, now)
-	p.evaluate(c, target, p.allSegs, now, schemas.CauseMerge, id)
+	p.evaluate(c, target, p.allSegs, rules.TouchedAll, now, schemas.CauseMerge, id)
 	p.part.MarkDirty(target, c)
 	p.stats.MergedInto++
 	return nil

@@ -348,7 +348,7 @@ func (p *Processor) fireTimer(id string, at int64) error {
 	}
 	c.timerAt = 0 // PopDue removed it from the index
 	p.stats.Timers++
-	p.evaluate(c, id, p.timeSegs, at, schemas.CauseTimer, "")
+	p.evaluate(c, id, p.timeSegs, 0, at, schemas.CauseTimer, "")
 	p.part.MarkDirty(id, c)
 	return nil
 }
@@ -417,7 +417,7 @@ func (p *Processor) Apply(e *schemas.Event) error {
 		p.segs = p.rs.SegmentsTouched(e.Type, touched, p.segs[:0])
 		segs = p.segs
 	}
-	p.evaluate(c, id, segs, now, schemas.CauseEvent, e.EventID)
+	p.evaluate(c, id, segs, touched, now, schemas.CauseEvent, e.EventID)
 	p.part.MarkDirty(id, c)
 	return nil
 }
@@ -508,7 +508,10 @@ func (p *Processor) exitOrphans(c *Customer, id string, at int64, cause schemas.
 
 // evaluate re-evaluates segs at now, emits a change for each flipped
 // result, and reschedules the customer's timer.
-func (p *Processor) evaluate(c *Customer, id string, segs []int, now int64, cause schemas.CauseKind, causeEvent string) {
+//
+// touched holds the traits changed since the customer's last evaluation
+// (rules.TouchedAll when not from one event), for the timer.
+func (p *Processor) evaluate(c *Customer, id string, segs []int, touched rules.Touched, now int64, cause schemas.CauseKind, causeEvent string) {
 	// Only segments that require consent read it: rules without any skip
 	// the attribute lookup.
 	consent := !p.consentSegs || p.consent(c)
@@ -527,7 +530,7 @@ func (p *Processor) evaluate(c *Customer, id string, segs []int, now int64, caus
 			p.emit(c, id, i, c.memberAt(j, int32(i), found), in, now, cause, causeEvent)
 		}
 	}
-	p.reschedule(c, id, now)
+	p.reschedule(c, id, touched, now)
 }
 
 // consent reports whether the customer has not withdrawn consent: only an
@@ -541,9 +544,9 @@ func consentGiven(traits *rules.State, attr string) bool {
 	return !ok || v.Kind != schemas.KindBool || v.Bool
 }
 
-func (p *Processor) reschedule(c *Customer, id string, now int64) {
+func (p *Processor) reschedule(c *Customer, id string, touched rules.Touched, now int64) {
 	var next int64
-	if at, ok := p.rs.NextChangeAll(c.traits, now); ok {
+	if at, ok := p.rs.NextChangeAfter(c.traits, now, touched, &c.changes); ok {
 		next = at
 	}
 	if next != c.timerAt {

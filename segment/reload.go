@@ -48,7 +48,7 @@ func (p *Processor) Reload(rs *rules.RuleSet, commitEvery int) (int, error) {
 				p.emitOrphanExit(c, id, o, p.clock, schemas.CauseRuleChange, "")
 			}
 		}
-		p.evaluate(c, id, p.allSegs, p.clock, schemas.CauseRuleChange, "")
+		p.evaluate(c, id, p.allSegs, rules.TouchedAll, p.clock, schemas.CauseRuleChange, "")
 		p.part.MarkDirty(id, c)
 		n++
 		if n%commitEvery == 0 {
