@@ -72,6 +72,7 @@ func (t *task) handleOrWait(ctx context.Context, m *connectors.Message) error {
 			return serr
 		}
 		backoff = min(2*backoff, decodeBackoffMax)
+		t.polledAt = t.opt.now() // it waited: the poll's time is old
 		err = t.handle(m)
 		if !errors.Is(err, connectors.ErrTransient) {
 			if t.m != nil {
