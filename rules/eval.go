@@ -411,13 +411,17 @@ func (rs *RuleSet) NextChange(seg int, s *State, now int64) (at int64, ok bool) 
 // of td loses its oldest bucket or a since() comparison of td flips.
 func (rs *RuleSet) nextChange(td *timeDeps, s *State, now int64) (int64, bool) {
 	best := int64(math.MaxInt64)
-	sc := s.touch(now)
 	for _, ti := range td.wins {
-		if leave := rs.leaveTime(ti, s, now); leave < best {
-			best = leave
-		}
+		best = min(best, rs.leaveTime(ti, s, now))
 	}
+	return td.withSinces(best, s, now)
+}
+
+// withSinces is the earlier of best (math.MaxInt64: none) and the next
+// flip of td's since() comparisons, as nextChange returns it.
+func (td *timeDeps) withSinces(best int64, s *State, now int64) (int64, bool) {
 	if len(td.sinces) > 0 {
+		sc := s.touch(now)
 		for i := range td.sinces {
 			if c, ok := td.sinces[i].next(&sc.env, now); ok && c < best {
 				best = c
@@ -511,18 +515,7 @@ func (rs *RuleSet) NextChangeAfter(s *State, now int64, touched Touched, ct *Cha
 		}
 		best = min(best, leave)
 	}
-	if len(td.sinces) > 0 {
-		sc := s.touch(now)
-		for i := range td.sinces {
-			if c, ok := td.sinces[i].next(&sc.env, now); ok && c < best {
-				best = c
-			}
-		}
-	}
-	if best == math.MaxInt64 {
-		return 0, false
-	}
-	return best, true
+	return td.withSinces(best, s, now)
 }
 
 // TraitValue returns trait i's value at now: numbers and times (Unix ms)
