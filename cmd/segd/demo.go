@@ -272,14 +272,23 @@ func printDemoStatus(ctx context.Context, w io.Writer, snd *sender, eng *engine.
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			// offered before Progress: what was applied was offered first.
+			offered := snd.offered.Load()
 			sent := snd.sent.Load()
 			p := eng.Progress()
 			secs := now.Sub(lastAt).Seconds()
 			fmt.Fprintf(w, "-- status: sent %d, applied %.0f (%.0f ev/s), lag %.0f, ENTER %.0f EXIT %.0f, published %.0f, outbox %.0f, dead letters %.0f, printed %d\n",
-				sent, p.Events, (p.Events-last.Events)/secs, float64(sent)-p.Events-p.DeadLetters, p.Enters, p.Exits, p.Published, p.OutboxDepth, p.DeadLetters, printer.printed.Load())
+				sent, p.Events, (p.Events-last.Events)/secs, demoLag(offered, p), p.Enters, p.Exits, p.Published, p.OutboxDepth, p.DeadLetters, printer.printed.Load())
 			last, lastAt = p, now
 		}
 	}
+}
+
+// demoLag is how many events handed to Kafka the engine has neither
+// applied nor dead-lettered. Events and dead letters are read after
+// offered, so it is negative only if the engine counted an event twice.
+func demoLag(offered uint64, p engine.Progress) float64 {
+	return float64(offered) - p.Events - p.DeadLetters
 }
 
 // changePrinter prints published segment changes, at most perSecond a

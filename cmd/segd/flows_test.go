@@ -173,7 +173,7 @@ func (p *userProc) stop(sig os.Signal, timeout time.Duration) {
 func tailString(s string, n int) string { return s[max(0, len(s)-n):] }
 
 var (
-	statusLine = regexp.MustCompile(`^-- status: sent (\d+), applied (\d+) .* dead letters (\d+),`)
+	statusLine = regexp.MustCompile(`^-- status: sent (\d+), applied (\d+) \([^)]*\), lag (-?\d+), .* dead letters (\d+),`)
 	changeLine = regexp.MustCompile(`^(\S+) (ENTER|EXIT) +\S+ +c\d+ +\((event \S+|timer|rule_change)\)`)
 )
 
@@ -218,7 +218,10 @@ func TestFlowDemo(t *testing.T) {
 			s := demoStatus{at: l.at}
 			s.sent, _ = strconv.Atoi(m[1])
 			s.applied, _ = strconv.Atoi(m[2])
-			s.dead, _ = strconv.Atoi(m[3])
+			s.dead, _ = strconv.Atoi(m[4])
+			if lag, _ := strconv.Atoi(m[3]); lag < 0 {
+				t.Errorf("line %d: negative lag %d: %s", i, lag, l.text)
+			}
 			if s.dead != 0 {
 				t.Errorf("line %d: %d dead letters: %s", i, s.dead, l.text)
 			}

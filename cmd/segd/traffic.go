@@ -27,7 +27,11 @@ type sender struct {
 	codecs *schemas.Codecs
 	json   bool
 	batch  []connectors.Message
-	sent   atomic.Uint64
+	sent   atomic.Uint64 // acknowledged by Kafka
+	// offered counts events handed to the producer, acknowledged or not:
+	// a consumer may read and apply a batch before its produce call
+	// returns, so a lag taken from sent could go below zero.
+	offered atomic.Uint64
 }
 
 func newSender(prod *connectors.Producer, json bool) (*sender, error) {
@@ -57,6 +61,7 @@ func (s *sender) flush(ctx context.Context) error {
 	if len(s.batch) == 0 {
 		return nil
 	}
+	s.offered.Add(uint64(len(s.batch)))
 	if err := s.prod.Write(ctx, s.batch...); err != nil {
 		return fmt.Errorf("send %d events: %w", len(s.batch), err)
 	}
