@@ -483,15 +483,24 @@ func TestChangelogAfterOSCrash(t *testing.T) {
 	})
 	t.Run("no sync", func(t *testing.T) {
 		fs, committed := run(t, SyncNone)
+		// Both outcomes, each made certain: a crash that keeps every
+		// unsynced write leaves the log whole; one that keeps none loses
+		// the log's entries that Pebble's synced WAL committed.
+		if check(t, fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 100, RNG: rand.New(rand.NewPCG(0, 1))}), committed) {
+			t.Fatal("a crash that kept every write reported a gap")
+		}
+		if !check(t, fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0}), committed) {
+			t.Fatal("a crash that kept no unsynced write left a whole log")
+		}
+		// Crashes between: either outcome, never wrong entries (check).
+		// Which one a seed gives depends on Pebble's background writes,
+		// so only the two above are required.
 		outcomes := map[bool]int{}
-		for seed := int64(0); seed < 20; seed++ {
+		for seed := int64(1); seed < 20; seed++ {
 			clone := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: int(seed * 5), RNG: rand.New(rand.NewPCG(uint64(seed), 1))})
 			outcomes[check(t, clone, committed)]++
 		}
-		t.Logf("whole logs %d, gaps repaired %d", outcomes[false], outcomes[true])
-		if outcomes[false] == 0 || outcomes[true] == 0 {
-			t.Fatalf("whole logs %d, gaps %d: the crashes should give both", outcomes[false], outcomes[true])
-		}
+		t.Logf("partial crashes: whole logs %d, gaps repaired %d", outcomes[false], outcomes[true])
 	})
 }
 
