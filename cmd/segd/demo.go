@@ -272,13 +272,14 @@ func printDemoStatus(ctx context.Context, w io.Writer, snd *sender, eng *engine.
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			// offered before Progress: what was applied was offered first.
-			offered := snd.offered.Load()
-			sent := snd.sent.Load()
+			// sent: handed to Kafka, read before Progress: what was
+			// applied was sent first, so the line's lag (sent - applied
+			// - dead letters) is never negative.
+			sent := snd.offered.Load()
 			p := eng.Progress()
 			secs := now.Sub(lastAt).Seconds()
 			fmt.Fprintf(w, "-- status: sent %d, applied %.0f (%.0f ev/s), lag %.0f, ENTER %.0f EXIT %.0f, published %.0f, outbox %.0f, dead letters %.0f, printed %d\n",
-				sent, p.Events, (p.Events-last.Events)/secs, demoLag(offered, p), p.Enters, p.Exits, p.Published, p.OutboxDepth, p.DeadLetters, printer.printed.Load())
+				sent, p.Events, (p.Events-last.Events)/secs, demoLag(sent, p), p.Enters, p.Exits, p.Published, p.OutboxDepth, p.DeadLetters, printer.printed.Load())
 			last, lastAt = p, now
 		}
 	}
