@@ -186,6 +186,22 @@ func TestNextChangeAllGroupsRepeatedSegments(t *testing.T) {
 	}
 }
 
+// manyWindowsRules has 13 windowed traits, most of which an event does
+// not touch.
+var manyWindowsRules = func() string {
+	var b strings.Builder
+	b.WriteString("version: 1\ntraits:\n")
+	for i := 1; i <= 12; i++ {
+		fmt.Fprintf(&b, "  n_%dh: count(purchase) over %dh\n", i, i)
+	}
+	b.WriteString("  top_4h: most_frequent(browse.category) over 4h\nsegments:\n")
+	for i := 1; i <= 12; i++ {
+		fmt.Fprintf(&b, "  s%d: { when: \"n_%dh >= %d\" }\n", i, i, 1+i%3)
+	}
+	b.WriteString("  shoes: { when: 'top_4h == \"shoes\"' }\n")
+	return b.String()
+}()
+
 // TestNextChangeAfterMatchesNextChangeAll drives one state as the engine
 // does, through random events (some late), clock moves and timers firing
 // at the predicted time, and compares NextChangeAfter, which recomputes
@@ -196,8 +212,11 @@ func TestNextChangeAfterMatchesNextChangeAll(t *testing.T) {
 	cats := []string{"shoes", "bags", "toys"}
 	for iter := 0; iter < 200; iter++ {
 		src := randomSinceRules(r)
-		if iter%2 == 0 {
+		switch iter % 3 {
+		case 0:
 			src = propRules
+		case 1:
+			src = manyWindowsRules
 		}
 		rs := mustCompile(t, src)
 		s := rs.NewState()
