@@ -501,7 +501,8 @@ func (ct *ChangeTimes) SizeBytes() int { return 8 * cap(ct.leave) }
 // unsure), and now must not go back; a ct of other rules starts over.
 func (rs *RuleSet) NextChangeAfter(s *State, now int64, touched Touched, ct *ChangeTimes) (at int64, ok bool) {
 	td := &rs.timing
-	if ct.rs != rs || len(ct.leave) != len(td.wins) {
+	if ct.rs != rs {
+		// Other rules (or none yet): their times, and their count, go.
 		ct.rs = rs
 		ct.leave = slices.Grow(ct.leave[:0], len(td.wins))[:len(td.wins)]
 		touched = TouchedAll

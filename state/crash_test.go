@@ -122,7 +122,6 @@ func checkCrashState(t *testing.T, dir string, prevOffset int64) int64 {
 	if o < prevOffset {
 		t.Fatalf("offset went back from %d to %d", prevOffset, o)
 	}
-
 	if o == 0 {
 		return 0
 	}
