@@ -133,7 +133,7 @@ func (e *Engine) Customer(id string) (CustomerView, bool, error) {
 		if !ok {
 			continue
 		}
-		c, err := segment.DecodeCustomer(rs, data)
+		c, err := segment.DecodeCustomer(rs, segment.NewSegmentLists(e.st), data)
 		if err != nil {
 			return CustomerView{}, false, fmt.Errorf("%w: %v", ErrCorruptRecord, err)
 		}

@@ -34,7 +34,7 @@ func TestStaleCopiesAreDropped(t *testing.T) {
 		if err := part.EnableChangelog(); err != nil {
 			t.Fatal(err)
 		}
-		c, err := segment.DecodeCustomer(eng.rs.Load(), nil)
+		c, err := segment.DecodeCustomer(eng.rs.Load(), nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

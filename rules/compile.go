@@ -2,6 +2,7 @@ package rules
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"hash/fnv"
@@ -18,14 +19,16 @@ import (
 // RuleSet is a compiled rules file. It is immutable and safe for
 // concurrent use; per-customer mutable data lives in State.
 type RuleSet struct {
-	version  int64
-	hash     string
-	file     string
-	traits   []*Trait
-	segments []*Segment
-	segIndex map[string]int
-	byType   [schemas.NumEventTypes][]*Trait // traits each event type updates
-	segsFor  [schemas.NumEventTypes][]int
+	version int64
+	hash    string
+	// segListID identifies the ordered list of segment ids.
+	segListID uint64
+	file      string
+	traits    []*Trait
+	segments  []*Segment
+	segIndex  map[string]int
+	byType    [schemas.NumEventTypes][]*Trait // traits each event type updates
+	segsFor   [schemas.NumEventTypes][]int
 	// segMasks[t][k] is the readMask of segment segsFor[t][k]: a flat
 	// array that SegmentsTouched scans without loading each Segment.
 	segMasks [schemas.NumEventTypes][]Touched
@@ -111,6 +114,12 @@ func (rs *RuleSet) Version() int64 { return rs.version }
 // Hash returns the hex SHA-256 of the rule set's canonical form: equal for
 // files that differ only in formatting, comments or order.
 func (rs *RuleSet) Hash() string { return rs.hash }
+
+// SegmentListID identifies the ordered list of the rule set's segment
+// ids (the first 8 bytes of a SHA-256 of it): equal for rule sets whose
+// segments have the same ids in the same order, whatever their
+// conditions, so that an index into Segments means the same segment.
+func (rs *RuleSet) SegmentListID() uint64 { return rs.segListID }
 
 // File returns the file name the rule set was compiled from.
 func (rs *RuleSet) File() string { return rs.file }
@@ -807,4 +816,21 @@ func (c *compiler) finish() {
 	}
 	sum := sha256.Sum256([]byte(canon.String()))
 	rs.hash = hex.EncodeToString(sum[:])
+	ids := make([]string, len(rs.segments))
+	for i, s := range rs.segments {
+		ids[i] = s.ID
+	}
+	rs.segListID = SegmentListIDOf(ids)
+}
+
+// SegmentListIDOf is the SegmentListID of a rule set with these segment
+// ids, in this order.
+func SegmentListIDOf(ids []string) uint64 {
+	h := sha256.New()
+	var n [binary.MaxVarintLen64]byte
+	for _, id := range ids {
+		h.Write(n[:binary.PutUvarint(n[:], uint64(len(id)))])
+		h.Write([]byte(id))
+	}
+	return binary.BigEndian.Uint64(h.Sum(nil))
 }

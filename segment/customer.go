@@ -13,8 +13,10 @@ import (
 
 // recordVersion is the first byte of every encoded customer record. Bump it
 // when the layout changes and teach DecodeCustomer the old one. Version 2
-// added born; version 1 records decode with born 0.
-const recordVersion = 2
+// added born (version 1 records decode with born 0); version 3 names a
+// member's segment by its index in a stored segment list instead of its
+// id (segmentlist.go).
+const recordVersion = 3
 
 // recentIDs bounds the per-customer set of recently applied event ids kept
 // for de-duplication.
@@ -71,9 +73,9 @@ type Customer struct {
 	// its sequence numbers instead of reusing ids.
 	orphans []orphanMember
 	recent  [recentIDs]recentEvent
-	// segments names the segments members is aligned with: those of the
-	// rule set the record was decoded for.
-	segments []*rules.Segment
+	// rs is the rule set the record was decoded for: members is aligned
+	// with its segments.
+	rs *rules.RuleSet
 	// changes remembers when each windowed trait next changes, so that
 	// the timer after an event is computed from the traits it touched
 	// (not stored: a decoded record computes them all once).
@@ -133,28 +135,37 @@ func (c *Customer) forgetBefore(t int64) {
 	}
 }
 
-// AppendBinary implements state.Record. Layout (all integers varints):
+// AppendBinary implements state.Record. Layout (integers are varints):
 //
-//	version byte
+//	version byte (3)
 //	timerAt
 //	born
-//	nMembers, then per segment with seq > 0: len(id) id seq since
+//	nMembers; if > 0, the segment list's id (8 bytes LE), then per
+//	  segment with seq > 0, in index order: the index (the first) or
+//	  its distance from the previous one, seq, since (the first) or its
+//	  difference from the previous one's
+//	nOrphans, then per orphan: len(segment id) id seq since
 //	nRecent, then per fingerprint: hash (8 bytes LE) time
 //	trait state (rules.State encoding) to the end
+//
+// Members that entered or left with the same event share their since:
+// most differences are 0, one byte.
 func (c *Customer) AppendBinary(dst []byte) []byte {
 	dst = append(dst, recordVersion)
 	dst = binary.AppendVarint(dst, c.timerAt)
 	dst = binary.AppendVarint(dst, c.born)
-	dst = binary.AppendUvarint(dst, uint64(len(c.members)+len(c.orphans)))
-	segs := c.segments
-	for _, sm := range c.members {
-		m := sm.m
-		id := segs[sm.seg].ID
-		dst = binary.AppendUvarint(dst, uint64(len(id)))
-		dst = append(dst, id...)
-		dst = binary.AppendUvarint(dst, m.seq)
-		dst = binary.AppendVarint(dst, m.since)
+	dst = binary.AppendUvarint(dst, uint64(len(c.members)))
+	if len(c.members) > 0 {
+		dst = binary.LittleEndian.AppendUint64(dst, c.rs.SegmentListID())
+		prevSeg, prevSince := int32(0), int64(0)
+		for _, sm := range c.members {
+			dst = binary.AppendUvarint(dst, uint64(sm.seg-prevSeg))
+			dst = binary.AppendUvarint(dst, sm.m.seq)
+			dst = binary.AppendVarint(dst, sm.m.since-prevSince)
+			prevSeg, prevSince = sm.seg, sm.m.since
+		}
 	}
+	dst = binary.AppendUvarint(dst, uint64(len(c.orphans)))
 	for _, o := range c.orphans {
 		dst = binary.AppendUvarint(dst, uint64(len(o.segment)))
 		dst = append(dst, o.segment...)
@@ -179,7 +190,7 @@ func (c *Customer) AppendBinary(dst []byte) []byte {
 }
 
 // SizeBytes implements state.Record: the heap the record holds (the
-// segments slice is the rule set's, shared).
+// rule set is shared).
 func (c *Customer) SizeBytes() int {
 	n := int(unsafe.Sizeof(*c)) + cap(c.members)*int(unsafe.Sizeof(segMember{})) +
 		cap(c.orphans)*int(unsafe.Sizeof(orphanMember{})) + c.traits.SizeBytes() + c.changes.SizeBytes()
@@ -190,10 +201,10 @@ func (c *Customer) SizeBytes() int {
 }
 
 // DecodeCustomer decodes a stored record for the rule set rs. data == nil
-// yields a new, empty customer.
-func DecodeCustomer(rs *rules.RuleSet, data []byte) (*Customer, error) {
-	segs := rs.Segments()
-	c := &Customer{traits: rs.NewState(), segments: segs}
+// yields a new, empty customer. lists finds the segment list a record
+// names when it is not rs's (nil: none can be found).
+func DecodeCustomer(rs *rules.RuleSet, lists SegmentLists, data []byte) (*Customer, error) {
+	c := &Customer{traits: rs.NewState(), rs: rs}
 	if data == nil {
 		c.fresh = true
 		return c, nil
@@ -201,30 +212,30 @@ func DecodeCustomer(rs *rules.RuleSet, data []byte) (*Customer, error) {
 	if len(data) == 0 {
 		return nil, fmt.Errorf("%w: empty", errCorruptRecord)
 	}
-	if data[0] != recordVersion && data[0] != 1 {
-		if data[0] > recordVersion {
-			return nil, fmt.Errorf("%w: record version %d is newer than this segd understands (%d)", errCorruptRecord, data[0], recordVersion)
+	version := data[0]
+	if version < 1 || version > recordVersion {
+		if version > recordVersion {
+			return nil, fmt.Errorf("%w: record version %d is newer than this segd understands (%d)", errCorruptRecord, version, recordVersion)
 		}
-		return nil, fmt.Errorf("%w: unknown record version %d", errCorruptRecord, data[0])
+		return nil, fmt.Errorf("%w: unknown record version %d", errCorruptRecord, version)
 	}
 	r := reader{b: data[1:]}
 	c.timerAt = r.varint()
-	if data[0] >= 2 {
+	if version >= 2 {
 		c.born = r.varint()
 	}
+	if version >= 3 {
+		if err := c.decodeMembers(&r, lists); err != nil {
+			return nil, fmt.Errorf("%w: %v", errCorruptRecord, err)
+		}
+	}
+	// Orphans in version 3, every membership before.
 	n := r.uvarint()
 	for i := uint64(0); i < n && r.err == nil; i++ {
 		id := r.bytes()
 		m := member{seq: r.uvarint(), since: r.varint()}
-		if r.err != nil {
-			break
-		}
-		if idx, ok := rs.SegmentIndex(string(id)); ok {
-			if m.seq > 0 {
-				*c.memberRef(idx) = m
-			}
-		} else {
-			c.orphans = append(c.orphans, orphanMember{segment: string(id), m: m})
+		if r.err == nil {
+			c.addNamed(string(id), m)
 		}
 	}
 	nr := r.uvarint()
@@ -241,6 +252,77 @@ func DecodeCustomer(rs *rules.RuleSet, data []byte) (*Customer, error) {
 		return nil, fmt.Errorf("%w: traits: %v", errCorruptRecord, err)
 	}
 	return c, nil
+}
+
+// addNamed adds the membership of the segment with id name: a member of
+// the rule set's segment, or an orphan when the rules do not define it.
+func (c *Customer) addNamed(name string, m member) {
+	if m.seq == 0 {
+		return
+	}
+	if idx, ok := c.rs.SegmentIndex(name); ok {
+		*c.memberRef(idx) = m
+		return
+	}
+	c.orphans = append(c.orphans, orphanMember{segment: name, m: m})
+}
+
+// decodeMembers decodes a version 3 record's memberships. When the record
+// names the rule set's own segment list, its indices are the members' as
+// they are; otherwise each goes through its segment's id.
+func (c *Customer) decodeMembers(r *reader, lists SegmentLists) error {
+	n := r.uvarint()
+	if n == 0 || r.err != nil {
+		return r.err
+	}
+	// Each member takes at least three bytes.
+	if n > uint64(len(r.b))/3 {
+		return fmt.Errorf("%d members in %d bytes", n, len(r.b))
+	}
+	id := r.fixed64()
+	if r.err != nil {
+		return r.err
+	}
+	var names []string // nil: the rule set's own list
+	size := len(c.rs.Segments())
+	if id != c.rs.SegmentListID() {
+		if lists == nil {
+			return fmt.Errorf("segment list %016x is not the rules' and none can be read", id)
+		}
+		var err error
+		if names, err = lists.SegmentList(id); err != nil {
+			return err
+		}
+		size = len(names)
+	} else {
+		c.members = make([]segMember, 0, n)
+	}
+	seg, since := uint64(0), int64(0)
+	for i := uint64(0); i < n; i++ {
+		d := r.uvarint()
+		m := member{seq: r.uvarint()}
+		m.since = since + r.varint()
+		if r.err != nil {
+			return r.err
+		}
+		if i > 0 && d == 0 {
+			return fmt.Errorf("member %d repeats segment %d", i, seg)
+		}
+		// seg < size: the sum cannot wrap around.
+		if d >= uint64(size) || seg+d >= uint64(size) {
+			return fmt.Errorf("member %d: segment past the end of a list of %d", i, size)
+		}
+		seg += d
+		since = m.since
+		switch {
+		case m.seq == 0:
+		case names == nil:
+			c.members = append(c.members, segMember{seg: int32(seg), m: m})
+		default:
+			c.addNamed(names[seg], m)
+		}
+	}
+	return nil
 }
 
 // reader decodes varints, remembering the first error.

@@ -3,6 +3,7 @@ package segment
 import (
 	"bytes"
 	"errors"
+	"os"
 	"testing"
 
 	"github.com/segd/segd/rules"
@@ -34,20 +35,37 @@ func FuzzDecodeCustomer(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	c, _ := DecodeCustomer(rs, nil)
+	// Records may name the rules' own segment list or another one.
+	other, err := rules.Compile("other.yaml", []byte("version: 1\ntraits:\n  n: count(purchase) over 30d\nsegments:\n  clicker: { when: \"n >= 1\" }\n  gone: { when: \"n >= 2\" }\n"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	lists := ruleSetList{other}
+	c, _ := DecodeCustomer(rs, nil, nil)
 	c.timerAt = 1234
 	*c.memberRef(0) = member{seq: 3, since: 99}
+	*c.memberRef(2) = member{seq: 1, since: 120}
+	c.orphans = append(c.orphans, orphanMember{segment: "old", m: member{seq: 2, since: 7}})
 	c.remember(eventIDHash("e1"), 5)
 	f.Add(c.AppendBinary(nil))
+	o, _ := DecodeCustomer(other, nil, nil)
+	*o.memberRef(0) = member{seq: 1, since: 10}
+	*o.memberRef(1) = member{seq: 1, since: 10}
+	f.Add(o.AppendBinary(nil))
+	if v2, err := os.ReadFile("testdata/record-v2.bin"); err == nil {
+		f.Add(v2)
+	} else {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := DecodeCustomer(rs, data)
+		c, err := DecodeCustomer(rs, lists, data)
 		if err != nil {
 			return
 		}
 		// A decoded record encodes and decodes again without error, to
 		// the same encoding.
 		enc := c.AppendBinary(nil)
-		c2, err := DecodeCustomer(rs, enc)
+		c2, err := DecodeCustomer(rs, nil, enc)
 		if err != nil {
 			t.Fatalf("re-decode: %v", err)
 		}

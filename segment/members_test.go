@@ -32,14 +32,14 @@ func rulesWithSegments(t *testing.T, ids ...string) *rules.RuleSet {
 func TestMembersFollowTheRuleSet(t *testing.T) {
 	before := rulesWithSegments(t, "a", "b", "c", "d")
 	after := rulesWithSegments(t, "d", "x", "c", "a")
-	c, _ := DecodeCustomer(before, nil)
+	c, _ := DecodeCustomer(before, nil, nil)
 	want := map[string]member{"a": {seq: 1, since: 10}, "b": {seq: 3, since: 30}, "d": {seq: 2, since: 40}}
 	for i, s := range before.Segments() {
 		if m, ok := want[s.ID]; ok {
 			*c.memberRef(i) = m
 		}
 	}
-	got, err := DecodeCustomer(after, c.AppendBinary(nil))
+	got, err := DecodeCustomer(after, ruleSetList{before}, c.AppendBinary(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,10 +70,10 @@ func TestCustomerSizeDoesNotGrowWithSegments(t *testing.T) {
 			ids[i] = fmt.Sprintf("s%d", i)
 		}
 		rs := rulesWithSegments(t, ids...)
-		c, _ := DecodeCustomer(rs, nil)
+		c, _ := DecodeCustomer(rs, nil, nil)
 		*c.memberRef(n / 2) = member{seq: 1, since: 5}
 		*c.memberRef(n - 1) = member{seq: 1, since: 5}
-		d, err := DecodeCustomer(rs, c.AppendBinary(nil))
+		d, err := DecodeCustomer(rs, nil, c.AppendBinary(nil))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -98,7 +98,7 @@ func TestCustomerSizeBytesMatchesHeap(t *testing.T) {
 	const n = 20000
 	encs := make([][]byte, n)
 	for i := range encs {
-		c, _ := DecodeCustomer(rs, nil)
+		c, _ := DecodeCustomer(rs, nil, nil)
 		c.timerAt, c.born = int64(1000+i), int64(7+i)
 		for k := 0; k < 1+i%7; k++ {
 			*c.memberRef((i*13 + k*17) % len(ids)) = member{seq: uint64(1 + k), since: int64(i)}
@@ -111,7 +111,7 @@ func TestCustomerSizeBytesMatchesHeap(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	for i, enc := range encs {
-		c, err := DecodeCustomer(rs, enc)
+		c, err := DecodeCustomer(rs, nil, enc)
 		if err != nil {
 			t.Fatal(err)
 		}

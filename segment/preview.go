@@ -57,6 +57,7 @@ func Preview(st *state.Store, rs *rules.RuleSet, current *rules.RuleSet, consent
 	}
 	history := make([]bool, len(rs.Traits()))
 	var sc rules.Scratch // one for every record: they are evaluated one at a time
+	lists := NewSegmentLists(st)
 	for _, p := range parts {
 		offs, err := st.CommittedOffsets(p)
 		if err != nil {
@@ -64,7 +65,7 @@ func Preview(st *state.Store, rs *rules.RuleSet, current *rules.RuleSet, consent
 		}
 		clock := offs[ClockOffsetKey]
 		err = st.RangeCommitted(p, func(id string, data []byte) error {
-			c, err := DecodeCustomer(rs, data)
+			c, err := DecodeCustomer(rs, lists, data)
 			if err != nil {
 				return fmt.Errorf("customer %s: %w", id, err)
 			}

@@ -149,6 +149,10 @@ type Processor struct {
 	dedupHorizon int64
 	rs           *rules.RuleSet
 	part         *state.Partition
+	// listStored is the id of the last segment list known to be in the
+	// partition's catalogs (0: none known): a record commits only beside
+	// or after the list it names (segmentlist.go).
+	listStored uint64
 
 	clock int64 // the watermark: the largest event time applied, Unix ms
 	// committedClock is clock as of the last commit, for API readers on
@@ -705,11 +709,27 @@ func (p *Processor) Commit() error {
 	if stampRules {
 		p.part.SetRulesHash(p.rs.Hash())
 	}
+	// Only with records to write: a commit that changes nothing writes
+	// nothing (above).
+	list := p.rs.SegmentListID()
+	stampList := p.listStored != list && p.part.DirtyRecords() > 0
+	if stampList {
+		has, err := p.part.HasCatalog(list)
+		if err != nil {
+			return fmt.Errorf("commit: %w", err)
+		}
+		if !has {
+			p.part.SetCatalog(list, appendSegmentList(nil, p.rs))
+		}
+	}
 	if err := p.part.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	if stampRules {
 		p.storedRules = p.rs.Hash()
+	}
+	if stampList {
+		p.listStored = list
 	}
 	p.committedClock.Store(p.clock)
 	return nil

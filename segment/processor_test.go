@@ -16,6 +16,7 @@ import (
 // harness runs a processor over a real Pebble store on an in-memory FS.
 type harness struct {
 	t    *testing.T
+	fs   vfs.FS
 	rs   *rules.RuleSet
 	st   *state.Store
 	part *state.Partition
@@ -29,10 +30,8 @@ func newHarness(t *testing.T, src string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, rs: rs}
-	h.st, err = state.Open("db", state.Options{FS: vfs.NewMem(), Decode: func(_ string, data []byte) (state.Record, error) {
-		return DecodeCustomer(h.rs, data)
-	}})
+	h := &harness{t: t, rs: rs, fs: vfs.NewMem()}
+	h.st, err = OpenStore("db", func() *rules.RuleSet { return h.rs }, state.Options{FS: h.fs})
 	if err != nil {
 		t.Fatal(err)
 	}

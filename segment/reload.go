@@ -32,10 +32,10 @@ func (p *Processor) Reload(rs *rules.RuleSet, commitEvery int) (int, error) {
 		if !ok {
 			return fmt.Errorf("customer %s: record is %T", id, rec)
 		}
-		if !sameSegments(c.segments, rs.Segments()) {
+		if c.rs != rs {
 			// Decoded under the old rules (cached): re-key it by going
 			// through its stored form.
-			nc, err := DecodeCustomer(rs, c.AppendBinary(nil))
+			nc, err := DecodeCustomer(rs, ruleSetList{c.rs}, c.AppendBinary(nil))
 			if err != nil {
 				return fmt.Errorf("customer %s: %w", id, err)
 			}
@@ -66,8 +66,4 @@ func (p *Processor) Reload(rs *rules.RuleSet, commitEvery int) (int, error) {
 		return 0, err
 	}
 	return int(p.stats.Enters + p.stats.Exits - before), nil
-}
-
-func sameSegments(a, b []*rules.Segment) bool {
-	return len(a) == len(b) && (len(a) == 0 || a[0] == b[0])
 }

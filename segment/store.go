@@ -13,10 +13,17 @@ const DefaultConsentAttribute = "consent_marketing"
 // each decoded for the rule set ruleSet returns at the time (a reload
 // switches it). opt.Decode is set here; the rest of opt is the caller's.
 func OpenStore(dir string, ruleSet func() *rules.RuleSet, opt state.Options) (*state.Store, error) {
+	// The decoder reads segment lists from the store it decodes for; it
+	// runs only once Open has returned it.
+	var lists SegmentLists
 	opt.Decode = func(_ string, data []byte) (state.Record, error) {
-		return DecodeCustomer(ruleSet(), data)
+		return DecodeCustomer(ruleSet(), lists, data)
 	}
-	return state.Open(dir, opt)
+	st, err := state.Open(dir, opt)
+	if err == nil {
+		lists = NewSegmentLists(st)
+	}
+	return st, err
 }
 
 // Defaults segd's config starts from, which a file replay (which has no

@@ -430,7 +430,7 @@ func ForEachChangelogOp(entry []byte, fn func(op ChangelogOp) error) error {
 }
 
 // partitionKeyspaces are the keyspaces that carry the partition number.
-var partitionKeyspaces = []byte{ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount, ksChangelog, ksChangelogSeq, ksChangelogEnd, ksChangelogMark, ksRules, ksOutboxLogged, ksChangelogSent}
+var partitionKeyspaces = []byte{ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount, ksChangelog, ksChangelogSeq, ksChangelogEnd, ksChangelogMark, ksRules, ksCatalog, ksOutboxLogged, ksChangelogSent}
 
 // Restorer rebuilds one partition from its changelog: Store.Restore wipes
 // the partition, Apply writes each changelog record, Finish makes it
@@ -623,7 +623,7 @@ func (r *Restorer) checkKey(key []byte) error {
 	}
 	if len(key) >= 5 && int32(binary.BigEndian.Uint32(key[1:5])) == r.n {
 		switch key[0] {
-		case ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount, ksRules:
+		case ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount, ksRules, ksCatalog:
 			return nil
 		}
 	}
@@ -679,8 +679,9 @@ func (r *Restorer) Abort() {
 }
 
 // stateKeyspaces are the keyspaces a partition's changelog carries (its
-// state), as opposed to the changelog's own bookkeeping.
-var stateKeyspaces = []byte{ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount, ksRules}
+// state), as opposed to the changelog's own bookkeeping. Catalogs come
+// first, before the records that refer to them.
+var stateKeyspaces = []byte{ksCatalog, ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount, ksRules}
 
 // Reseed queues the whole committed state of partition n as pending
 // changelog entries (each under Options.ChangelogCommitBytes), for a

@@ -20,7 +20,7 @@ func dumpPartition(t *testing.T, s *Store, n int32) []string {
 	t.Helper()
 	var out []string
 	ids := map[string]bool{}
-	for _, ks := range []byte{ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount, ksRules} {
+	for _, ks := range []byte{ksCatalog, ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount, ksRules} {
 		p := partPrefix(ks, n)
 		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
 		if err != nil {
@@ -78,6 +78,7 @@ func TestChangelogRestoreEqualsSource(t *testing.T) {
 			p.MoveTimer(id, 0, 99)
 		}
 		p.SetOffset("in", 7)
+		p.SetCatalog(uint64(100+n), []byte("stale list"))
 		p.AppendOutbox([]byte("old change"))
 		if err := p.Commit(); err != nil {
 			t.Fatal(err)
@@ -150,6 +151,9 @@ func TestChangelogRestoreEqualsSource(t *testing.T) {
 			}
 		}
 		p.SetOffset("in", int64(c*20))
+		if c%50 == 0 {
+			p.SetCatalog(uint64(c), []byte(fmt.Sprintf("list %d", c)))
+		}
 		if err := p.Commit(); err != nil {
 			t.Fatal(err)
 		}
@@ -418,6 +422,7 @@ func TestReseedRebuildsTheChangelog(t *testing.T) {
 	}
 	p.SetOffset("in", 42)
 	p.SetRulesHash("abc")
+	p.SetCatalog(7, []byte("segment list"))
 	p.AppendOutbox([]byte("unpublished change"))
 	if err := p.Commit(); err != nil {
 		t.Fatal(err)
@@ -458,6 +463,9 @@ func TestReseedRebuildsTheChangelog(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, want := dumpPartition(t, dst, 3), dumpPartition(t, src, 3)
+	if v, ok, err := dst.Catalog(7); err != nil || !ok || string(v) != "segment list" {
+		t.Fatalf("restored catalog 7: %q %v %v", v, ok, err)
+	}
 	if len(want) < 600 || strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("restored partition differs: %d keys vs %d", len(got), len(want))
 	}

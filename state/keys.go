@@ -23,6 +23,8 @@ import (
 //	'g' p                    outbox deletions logged to the changelog up to (8 bytes BE)
 //	'h' p                    hash of the rules the partition's state was last evaluated
 //	                         with (Partition.SetRulesHash)
+//	'N' p id(8 BE)           catalog: an immutable value records refer to by id
+//	                         (Partition.SetCatalog)
 //	'j' p seq(8 BE)          outbox bounds of pending changelog entry seq: the
 //	                         committed outbox sequence before and after its commit
 //	                         (2 x 8 bytes BE); never sent to the changelog
@@ -49,6 +51,9 @@ const (
 	// ksRules keys the hash of the rules a partition was last evaluated
 	// with, so rules changed while it was stopped are reconciled.
 	ksRules = 'h'
+	// ksCatalog keys the catalogs records refer to by id (segd's: the
+	// segment lists its records' member indices name).
+	ksCatalog = 'N'
 	// ksOutboxLogged keys the highest outbox sequence whose deletion the
 	// changelog carries (local bookkeeping, never sent), so deletes made
 	// after a partition's last commit are logged after it reopens.
@@ -77,6 +82,10 @@ func timerKey(dst []byte, p int32, at int64, id string) []byte {
 	dst = appendPartKey(dst, ksTimer, p)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(at))
 	return append(dst, id...)
+}
+
+func catalogKey(dst []byte, p int32, id uint64) []byte {
+	return binary.BigEndian.AppendUint64(appendPartKey(dst, ksCatalog, p), id)
 }
 
 func outboxKey(dst []byte, p int32, seq uint64) []byte {

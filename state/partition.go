@@ -388,6 +388,10 @@ func (p *Partition) NeedsCommit() bool {
 	return p.dirtyBytes > p.budget.Load()/2
 }
 
+// DirtyRecords is the number of records marked dirty since the last
+// Commit (deleted ones may be among them): those it will write.
+func (p *Partition) DirtyRecords() int { return len(p.dirty) }
+
 // SetOffset stages the next offset to read from topic.
 func (p *Partition) SetOffset(topic string, next int64) {
 	p.keyBuf = append(appendPartKey(p.keyBuf[:0], ksOffset, p.id), topic...)
