@@ -1,7 +1,6 @@
 package segment
 
 import (
-	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -404,15 +403,26 @@ func (c *Customer) findMember(seg int32, hint int) (int, bool) {
 	if hint < 0 || hint > len(ms) || (hint > 0 && ms[hint-1].seg >= seg) {
 		hint = 0
 	}
-	// Ascending lookups mostly find their segment within a step or two
-	// of the last one.
-	for end := min(hint+4, len(ms)); hint < end; hint++ {
-		if ms[hint].seg >= seg {
-			return hint, ms[hint].seg == seg
+	// Gallop from hint: ascending lookups mostly find their segment a
+	// step or two on, and a lookup that skips many members pays for the
+	// log of the skip, not of the whole slice. Every entry before lo is
+	// of a smaller segment.
+	lo, hi, step := hint, hint, 1
+	for hi < len(ms) && ms[hi].seg < seg {
+		lo = hi + 1
+		hi += step
+		step <<= 1
+	}
+	hi = min(hi, len(ms))
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if ms[m].seg < seg {
+			lo = m + 1
+		} else {
+			hi = m
 		}
 	}
-	j, found := slices.BinarySearchFunc(ms[hint:], seg, func(m segMember, seg int32) int { return cmp.Compare(m.seg, seg) })
-	return hint + j, found
+	return lo, lo < len(ms) && ms[lo].seg == seg
 }
 
 // member is the standing in segment i (zero: never a transition).

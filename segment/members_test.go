@@ -2,6 +2,7 @@ package segment
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"runtime"
 	"strings"
 	"testing"
@@ -131,4 +132,32 @@ func TestCustomerSizeBytesMatchesHeap(t *testing.T) {
 	}
 	runtime.KeepAlive(custs)
 	runtime.KeepAlive(encs) // live across both measurements: not part of the difference
+}
+
+// TestFindMemberFromAnyHint: findMember gives the position a linear scan
+// gives (of the segment, or where it would go), from any hint, valid or
+// not, for members spread sparse and dense.
+func TestFindMemberFromAnyHint(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for round := 0; round < 300; round++ {
+		var c Customer
+		n, spread := r.IntN(60), 1+r.IntN(8)
+		seg := int32(0)
+		for i := 0; i < n; i++ {
+			seg += int32(1 + r.IntN(spread))
+			c.members = append(c.members, segMember{seg: seg})
+		}
+		for q := 0; q < 50; q++ {
+			want := int32(r.IntN(int(seg) + 3))
+			wantPos := 0
+			for wantPos < len(c.members) && c.members[wantPos].seg < want {
+				wantPos++
+			}
+			wantFound := wantPos < len(c.members) && c.members[wantPos].seg == want
+			hint := r.IntN(len(c.members)+3) - 1
+			if pos, found := c.findMember(want, hint); pos != wantPos || found != wantFound {
+				t.Fatalf("members %v, segment %d from hint %d: %d %v, want %d %v", c.members, want, hint, pos, found, wantPos, wantFound)
+			}
+		}
+	}
 }
