@@ -113,16 +113,11 @@ func (ts *traitState) appendPayload(dst []byte, t *Trait) []byte {
 		switch t.agg {
 		case aggCount:
 			dst = appendNumber(dst, b.n)
-		case aggSum:
+		case aggSum, aggAvg:
 			dst = appendNumber(dst, b.n)
-			dst = appendNumber(dst, b.sum)
-		case aggAvg:
-			dst = appendNumber(dst, b.n)
-			dst = appendNumber(dst, b.sum)
-		case aggMin:
-			dst = appendNumber(dst, b.min)
-		case aggMax:
-			dst = appendNumber(dst, b.max)
+			dst = appendNumber(dst, b.val)
+		case aggMin, aggMax:
+			dst = appendNumber(dst, b.val)
 		case aggMostFrequent:
 			dst = binary.AppendUvarint(dst, uint64(len(b.vals)))
 			for _, v := range b.vals {
@@ -254,13 +249,9 @@ func (ts *traitState) decodePayload(d *decoder, t *Trait) {
 			b.n = d.number()
 		case aggSum, aggAvg:
 			b.n = d.number()
-			b.sum = d.number()
-		case aggMin:
-			b.min = d.number()
-			b.max, b.n = b.min, 1
-		case aggMax:
-			b.max = d.number()
-			b.min, b.n = b.max, 1
+			b.val = d.number()
+		case aggMin, aggMax:
+			b.val, b.n = d.number(), 1
 		case aggMostFrequent:
 			nv := d.uvarint()
 			if nv > maxDistinctPerBucket {

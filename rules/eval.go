@@ -83,7 +83,7 @@ func (rs *RuleSet) Apply(s *State, e *schemas.Event, now int64) Touched {
 				countField(t, b, e)
 			}
 		case aggSum, aggAvg, aggMin, aggMax:
-			b.addNum(t.fld.num(e))
+			b.addNum(t.agg, t.fld.num(e))
 		case aggMostFrequent:
 			switch t.fld.kind {
 			case kList:
@@ -217,7 +217,7 @@ func computeNum(t *Trait, s *State, now int64) (float64, bool) {
 	case aggSum:
 		sum := 0.0
 		for i := range bs {
-			sum += bs[i].sum
+			sum += bs[i].val
 		}
 		if math.IsInf(sum, 0) || math.IsNaN(sum) {
 			// Some partial sum overflowed: add again, saturating.
@@ -229,7 +229,7 @@ func computeNum(t *Trait, s *State, now int64) (float64, bool) {
 		n, sum := 0.0, 0.0
 		for i := range bs {
 			n += bs[i].n
-			sum += bs[i].sum
+			sum += bs[i].val
 		}
 		if math.IsInf(sum, 0) || math.IsNaN(sum) {
 			sum = sumSat(bs)
@@ -239,10 +239,10 @@ func computeNum(t *Trait, s *State, now int64) (float64, bool) {
 		if len(bs) == 0 {
 			return 0, false
 		}
-		v := bs[0].min
+		v := bs[0].val
 		for i := 1; i < len(bs); i++ {
-			if bs[i].min < v {
-				v = bs[i].min
+			if bs[i].val < v {
+				v = bs[i].val
 			}
 		}
 		return v, true
@@ -250,10 +250,10 @@ func computeNum(t *Trait, s *State, now int64) (float64, bool) {
 		if len(bs) == 0 {
 			return 0, false
 		}
-		v := bs[0].max
+		v := bs[0].val
 		for i := 1; i < len(bs); i++ {
-			if bs[i].max > v {
-				v = bs[i].max
+			if bs[i].val > v {
+				v = bs[i].val
 			}
 		}
 		return v, true

@@ -60,14 +60,7 @@ func (rs *RuleSet) Merge(dst, src *State, now int64) Touched {
 				if sb.n == 0 {
 					continue
 				}
-				if b.n == 0 {
-					b.min, b.max = sb.min, sb.max
-				} else {
-					b.min = min(b.min, sb.min)
-					b.max = max(b.max, sb.max)
-				}
-				b.n += sb.n
-				b.sum = addSat(b.sum, sb.sum)
+				b.addAgg(t.agg, sb.n, sb.val)
 			}
 		}
 		dt.prune(dst, t, now)

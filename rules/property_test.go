@@ -12,6 +12,8 @@ traits:
   n_3h: count(purchase) over 3h
   spend_2d: sum(purchase.amount) over 2d
   max_1d: max(purchase.amount) over 1d bucket 1h
+  min_1d: min(purchase.amount) over 1d bucket 1h
+  avg_2d: avg(purchase.amount) over 2d
   cats_6h: distinct_count(purchase.categories) over 6h
   top_4h: most_frequent(browse.category) over 4h
   last_at: last(purchase.ts)
@@ -58,15 +60,28 @@ func bruteValue(tr *Trait, evs []rawEvent, now int64) (float64, string, bool) {
 			s += e.amount
 		}
 		return s, "", true
-	case "max":
+	case "max", "min":
 		if len(in) == 0 {
 			return 0, "", false
 		}
 		m := in[0].amount
 		for _, e := range in {
-			m = max(m, e.amount)
+			if tr.Agg == "max" {
+				m = max(m, e.amount)
+			} else {
+				m = min(m, e.amount)
+			}
 		}
 		return m, "", true
+	case "avg":
+		if len(in) == 0 {
+			return 0, "", false
+		}
+		s := 0.0
+		for _, e := range in {
+			s += e.amount
+		}
+		return s / float64(len(in)), "", true
 	case "distinct_count":
 		set := map[string]bool{}
 		for _, e := range in {

@@ -141,11 +141,14 @@ type env struct {
 // bucket accumulates the values that fell into one time bucket (or, for a
 // lifetime trait, into the one bucket with start 0).
 type bucket struct {
-	start    int64
-	n        float64 // number of values
-	sum      float64
-	min, max float64
-	vals     []valCount // distinct_count and most_frequent
+	start int64
+	n     float64 // number of values
+	// val is the bucket's aggregate of its values: the sum for sum and
+	// avg, the least for min, the greatest for max. One field for the
+	// three: a trait has one aggregation, and a cached customer holds
+	// tens of buckets (the struct was 64 bytes with a field each).
+	val  float64
+	vals []valCount // most_frequent
 }
 
 type valCount struct {
@@ -499,15 +502,25 @@ func (ts *traitState) windowBounds(s *State, t *Trait, now int64) (i, j int) {
 	return i, j
 }
 
-func (b *bucket) addNum(v float64) {
-	if b.n == 0 {
-		b.min, b.max = v, v
-	} else {
-		b.min = min(b.min, v)
-		b.max = max(b.max, v)
+// addNum adds v to b's aggregate for agg (sum, avg, min or max).
+func (b *bucket) addNum(agg aggKind, v float64) {
+	b.addAgg(agg, 1, v)
+}
+
+// addAgg adds n values whose aggregate for agg is v (a bucket's, when
+// merging one into b).
+func (b *bucket) addAgg(agg aggKind, n, v float64) {
+	switch {
+	case agg == aggMin && b.n > 0:
+		b.val = min(b.val, v)
+	case agg == aggMax && b.n > 0:
+		b.val = max(b.val, v)
+	case agg == aggMin || agg == aggMax:
+		b.val = v
+	default:
+		b.val = addSat(b.val, v)
 	}
-	b.n++
-	b.sum = addSat(b.sum, v)
+	b.n += n
 }
 
 // addSat is a+b saturated at ±math.MaxFloat64, so that sums of finite
@@ -529,7 +542,7 @@ func addSat(a, b float64) float64 {
 func sumSat(bs []bucket) float64 {
 	sum := 0.0
 	for i := range bs {
-		sum = addSat(sum, bs[i].sum)
+		sum = addSat(sum, bs[i].val)
 	}
 	return sum
 }
