@@ -51,10 +51,11 @@ demo: build
 # limit and the goka baseline in one run, decoders against encoding/json and
 # goavro, file replay with 1 and 2 workers, latency against the transport
 # alone (changelog off and on), a segments sweep with a 1000-segment row;
-# ends with one line per performance target. About 5 minutes here.
+# ends with one line per performance target. End to end and goka run twice,
+# alternating (target 5 was decided by the machine's load). About 6 minutes here.
 bench:
 	$(GO) run ./bench/cmd/segd-bench --label standard --customers 1000000 --events 2000000 \
-	  --latency-for 20s --cpuprofile bench/results/engine-cpu.pprof \
+	  --latency-for 20s --e2e-rounds 2 --cpuprofile bench/results/engine-cpu.pprof \
 	  --decode-events 300000 --replay-events 300000 --replay-rounds 2 \
 	  --sweep 100000:300000:10,100000:300000:100,100000:300000:1000 \
 	  --out bench/results/latest.json --markdown bench/results/latest.md

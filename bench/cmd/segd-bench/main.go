@@ -62,6 +62,7 @@ type options struct {
 	latCommit     time.Duration
 	latCaughtUp   string
 	latencyRounds int
+	e2eRounds     int
 	out           string
 	markdown      string
 	cpuProfile    string
@@ -90,6 +91,7 @@ func main() {
 	flag.IntVar(&o.rate, "rate", 10_000, "offered events/s for the latency measurement")
 	flag.DurationVar(&o.latCommit, "latency-commit-interval", 0, "commit.interval of the engine in the latency measurement (0: the default config's, 200ms; a partition that has caught up commits at once anyway: commit.when_caught_up)")
 	flag.IntVar(&o.latencyRounds, "latency-rounds", 2, "target 4: rounds of the three latency runs, in alternating order, their samples pooled")
+	flag.IntVar(&o.e2eRounds, "e2e-rounds", 1, "target 5: rounds of the end-to-end and goka runs, in alternating order (segd, goka, then goka, segd, ...), each from a fresh state; the rates are of their summed times")
 	flag.StringVar(&o.latCaughtUp, "latency-when-caught-up", "on", "commit.when_caught_up of the engine in the latency measurement (on, the default config's, or off)")
 	flag.StringVar(&o.out, "out", "", "write the results as JSON here")
 	flag.StringVar(&o.markdown, "markdown", "", "write the results table as markdown here")
@@ -166,6 +168,18 @@ type Throughput struct {
 	Seconds      float64 `json:"seconds"`
 	EventsPerSec float64 `json:"events_per_sec"`
 	Changes      int64   `json:"changes"`
+	// Rounds holds each round's rate when the figure pools several
+	// (--e2e-rounds): Seconds is their sum, EventsPerSec the events of
+	// all rounds over it.
+	Rounds []float64 `json:"rounds_events_per_sec,omitempty"`
+}
+
+// addRound pools one more round of n events into t.
+func (t *Throughput) addRound(r Throughput) {
+	t.Rounds = append(t.Rounds, r.EventsPerSec)
+	t.Seconds += r.Seconds
+	t.EventsPerSec = r.EventsPerSec * r.Seconds * float64(len(t.Rounds)) / t.Seconds
+	t.Changes = r.Changes
 }
 
 // Latency is event-to-change latency at an offered rate.
@@ -282,14 +296,34 @@ func run(o options) error {
 	if err := produceAll(broker.Addrs(), o.partitions, recs); err != nil {
 		return err
 	}
-	if err := endToEnd(o, broker.Addrs(), len(recs), res); err != nil {
-		return err
+	// Rounds alternate (segd, goka, then goka, segd): the machine's load
+	// drifts over minutes, and one run of each decided target 5 by it.
+	res.EndToEnd = &Throughput{}
+	if gokaBin != "" {
+		res.Goka = &Throughput{}
+	}
+	for r := 0; r < max(1, o.e2eRounds); r++ {
+		segdFirst := r%2 == 0
+		for k := 0; k < 2; k++ {
+			if (k == 0) == segdFirst {
+				t, err := endToEnd(o, broker.Addrs(), len(recs), r)
+				if err != nil {
+					return err
+				}
+				res.EndToEnd.addRound(*t)
+				logf("segd end to end (round %d): %.0f events/s", r+1, t.EventsPerSec)
+			} else if gokaBin != "" {
+				t, err := gokaBaseline(gokaBin, o, broker.Addrs(), len(recs), end, r, res)
+				if err != nil {
+					return err
+				}
+				res.Goka.addRound(*t)
+				logf("goka baseline (round %d): %.0f events/s", r+1, t.EventsPerSec)
+			}
+		}
 	}
 	logf("segd end to end: %.0f events/s", res.EndToEnd.EventsPerSec)
 	if gokaBin != "" {
-		if err := gokaBaseline(gokaBin, o, broker.Addrs(), len(recs), end, res); err != nil {
-			return err
-		}
 		res.EndToEndVsGo = res.EndToEnd.EventsPerSec / res.Goka.EventsPerSec
 		logf("goka baseline: %.0f events/s; segd end to end is %.1fx", res.Goka.EventsPerSec, res.EndToEndVsGo)
 	}
@@ -669,62 +703,75 @@ func produceAll(brokers []string, partitions int, recs []record) error {
 
 // endToEnd runs a segd engine against the broker from a fresh state until
 // it applied every record and Kafka acknowledged every change.
-func endToEnd(o options, brokers []string, n int, res *Results) error {
+func endToEnd(o options, brokers []string, n, round int) (*Throughput, error) {
 	cfg, cleanup, err := engineConfig(o, "e2e", brokers)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer cleanup()
+	if round > 0 {
+		// A group (and changelog topic) of its own: the input is read again
+		// from the start, into a fresh state.
+		cfg.Kafka.Group = fmt.Sprintf("segd-round-%d", round+1)
+		cfg.Kafka.Topics.Changelog = cfg.Kafka.Group + "-changelog"
+	}
 	eng, err := engine.New(cfg, engine.Options{Logger: zerolog.Nop()})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer eng.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	stopProfile, err := startProfile(o.e2eProfile)
+	profile := o.e2eProfile
+	if round > 0 {
+		profile = "" // the first round's
+	}
+	stopProfile, err := startProfile(profile)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer stopProfile()
 	start := time.Now()
 	go func() { done <- eng.Run(ctx) }()
 	deadline := time.Now().Add(5 * time.Minute)
+	var res *Throughput
 	for {
 		p := eng.Progress()
 		if int(p.Events+p.DeadLetters) >= n && p.OutboxDepth == 0 && p.Published >= p.Enters+p.Exits {
 			el := time.Since(start)
-			res.EndToEnd = &Throughput{Seconds: el.Seconds(), EventsPerSec: float64(n) / el.Seconds(), Changes: int64(p.Enters + p.Exits)}
+			res = &Throughput{Seconds: el.Seconds(), EventsPerSec: float64(n) / el.Seconds(), Changes: int64(p.Enters + p.Exits)}
 			break
 		}
 		select {
 		case err := <-done:
-			return fmt.Errorf("engine stopped early: %v", err)
+			return nil, fmt.Errorf("engine stopped early: %v", err)
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("end to end: timed out at %+v", p)
+			return nil, fmt.Errorf("end to end: timed out at %+v", p)
 		}
 	}
 	cancel()
 	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-		return err
+		return nil, err
 	}
-	return nil
+	return res, nil
 }
 
 // gokaBaseline runs bench/goka over the same topics.
-func gokaBaseline(bin string, o options, brokers []string, n int, end int64, res *Results) error {
+func gokaBaseline(bin string, o options, brokers []string, n int, end int64, round int, res *Results) (*Throughput, error) {
+	// A group (and table) of its own per round: goka reads the input from
+	// the start into an empty table.
 	cmd := exec.Command(bin, "--brokers", brokers[0], "--rules", o.rules, "--events", fmt.Sprint(n), "--end", fmt.Sprint(end),
-		"--topics", strings.Join(topicOf[1:], ","))
+		"--topics", strings.Join(topicOf[1:], ","), "--group", fmt.Sprintf("goka-baseline-%d", round+1))
 	cmd.Stderr = io.Discard
 	if os.Getenv("SEGD_BENCH_VERBOSE") != "" {
 		cmd.Stderr = os.Stderr
 	}
 	out, err := cmd.Output()
 	if err != nil {
-		return fmt.Errorf("goka baseline: %w", err)
+		return nil, fmt.Errorf("goka baseline: %w", err)
 	}
 	var g struct {
 		Events  int64   `json:"events"`
@@ -733,14 +780,13 @@ func gokaBaseline(bin string, o options, brokers []string, n int, end int64, res
 		Digest  string  `json:"digest"`
 	}
 	if err := json.Unmarshal(out, &g); err != nil {
-		return fmt.Errorf("goka baseline output %q: %w", out, err)
+		return nil, fmt.Errorf("goka baseline output %q: %w", out, err)
 	}
 	if g.Digest != res.Digest {
-		return fmt.Errorf("final memberships differ: segd %s, goka %s", res.Digest, g.Digest)
+		return nil, fmt.Errorf("final memberships differ: segd %s, goka %s", res.Digest, g.Digest)
 	}
 	res.Agree = "go-map limit = segd = goka"
-	res.Goka = &Throughput{Seconds: g.Seconds, EventsPerSec: float64(g.Events) / g.Seconds, Changes: g.Changes}
-	return nil
+	return &Throughput{Seconds: g.Seconds, EventsPerSec: float64(g.Events) / g.Seconds, Changes: g.Changes}, nil
 }
 
 // latency offers o.rate events/s to a running engine (state.changelog
@@ -877,6 +923,15 @@ func latencyRecords(recs []record, o options) []record {
 	return out
 }
 
+// roundRates lists per-round rates, e.g. "182k, 190k".
+func roundRates(rates []float64) string {
+	var parts []string
+	for _, r := range rates {
+		parts = append(parts, fmt.Sprintf("%.0fk", r/1000))
+	}
+	return strings.Join(parts, ", ")
+}
+
 // waitOwned waits until the engine runs n partitions.
 func waitOwned(eng *engine.Engine, n int, done chan error) error {
 	deadline := time.Now().Add(time.Minute)
@@ -914,6 +969,9 @@ func markdown(r *Results) string {
 	row := func(name string, t *Throughput, vs string) {
 		if t == nil {
 			return
+		}
+		if len(t.Rounds) > 1 {
+			name += fmt.Sprintf(", %d rounds (%s events/s; seconds summed)", len(t.Rounds), roundRates(t.Rounds))
 		}
 		fmt.Fprintf(&b, "| %s | %.0f | %.2f | %d | %s |\n", name, t.EventsPerSec, t.Seconds, t.Changes, vs)
 	}

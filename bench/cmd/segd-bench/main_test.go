@@ -20,7 +20,7 @@ func TestSmallRunAgrees(t *testing.T) {
 	o := options{
 		customers: 2000, events: 20000, days: 30, partitions: 2,
 		rules: "../../standard.yaml", gokaDir: "../../goka",
-		latencyFor: 2 * time.Second, rate: 2000, latCaughtUp: "on",
+		latencyFor: 2 * time.Second, rate: 2000, latCaughtUp: "on", e2eRounds: 2,
 		label: "test", out: filepath.Join(dir, "r.json"), markdown: filepath.Join(dir, "r.md"),
 		targets: "1,2,3,4,5,6", decodeEvents: 5000, decodeRounds: 1, replayEvents: 5000, replayRounds: 1,
 		sweep: "500:2000:1000", restartActive: 3000,
@@ -41,6 +41,12 @@ func TestSmallRunAgrees(t *testing.T) {
 	}
 	if r.Members == 0 || r.EngineOnly.Changes == 0 || r.EndToEnd == nil || r.EndToEnd.Changes == 0 || r.Goka == nil || r.Goka.Changes == 0 {
 		t.Fatalf("a section measured nothing: %+v", r)
+	}
+	if len(r.EndToEnd.Rounds) != 2 || len(r.Goka.Rounds) != 2 || r.EndToEnd.Rounds[1] == 0 || r.Goka.Rounds[1] == 0 {
+		t.Fatalf("end to end rounds %v, goka rounds %v: want two measured rounds each", r.EndToEnd.Rounds, r.Goka.Rounds)
+	}
+	if lo, hi := min(r.EndToEnd.Rounds[0], r.EndToEnd.Rounds[1]), max(r.EndToEnd.Rounds[0], r.EndToEnd.Rounds[1]); r.EndToEnd.EventsPerSec < lo || r.EndToEnd.EventsPerSec > hi {
+		t.Fatalf("pooled end-to-end rate %.0f outside its rounds' %v", r.EndToEnd.EventsPerSec, r.EndToEnd.Rounds)
 	}
 	if r.Latency == nil || r.Latency.Samples == 0 {
 		t.Fatalf("no latency samples: %+v", r.Latency)

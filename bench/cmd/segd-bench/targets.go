@@ -645,11 +645,14 @@ func evalTargets(o options, r *Results) []Target {
 	}
 	if o.wants(5) {
 		if r.Goka != nil {
-			note := ""
+			var notes []string
 			if r.Customers != 1_000_000 {
-				note = fmt.Sprintf("run at %d customers; the target is at 1M", r.Customers)
+				notes = append(notes, fmt.Sprintf("run at %d customers; the target is at 1M", r.Customers))
 			}
-			ratio("5", "end to end", r.EndToEndVsGo, " goka", goalEndToEndVsGoka, false, note)
+			if n := len(r.Goka.Rounds); n > 1 && r.EndToEnd != nil {
+				notes = append(notes, fmt.Sprintf("%d rounds alternating: segd %s, goka %s events/s", n, roundRates(r.EndToEnd.Rounds), roundRates(r.Goka.Rounds)))
+			}
+			ratio("5", "end to end", r.EndToEndVsGo, " goka", goalEndToEndVsGoka, false, strings.Join(notes, "; "))
 		} else {
 			none("5", "end to end", fmt.Sprintf(">= %gx", goalEndToEndVsGoka), "--skip-goka")
 		}
