@@ -288,32 +288,42 @@ func run(o options) error {
 		}
 	}
 
-	broker, err := connectors.StartEmbeddedBroker(0, int32(o.partitions))
-	if err != nil {
-		return err
-	}
-	defer broker.Close()
-	if err := produceAll(broker.Addrs(), o.partitions, recs); err != nil {
-		return err
-	}
 	// Rounds alternate (segd, goka, then goka, segd): the machine's load
 	// drifts over minutes, and one run of each decided target 5 by it.
+	// Every run gets a broker of its own holding the input alone: the
+	// broker keeps every topic in this process's memory, and a run after
+	// another would pay for collecting what the earlier one wrote (a second
+	// segd round ran a quarter slower on one shared broker).
 	res.EndToEnd = &Throughput{}
 	if gokaBin != "" {
 		res.Goka = &Throughput{}
+	}
+	withBroker := func(fn func(brokers []string) (*Throughput, error)) (*Throughput, error) {
+		broker, err := connectors.StartEmbeddedBroker(0, int32(o.partitions))
+		if err != nil {
+			return nil, err
+		}
+		defer broker.Close()
+		if err := produceAll(broker.Addrs(), o.partitions, recs); err != nil {
+			return nil, err
+		}
+		runtime.GC() // the producer's garbage is not the run's
+		return fn(broker.Addrs())
 	}
 	for r := 0; r < max(1, o.e2eRounds); r++ {
 		segdFirst := r%2 == 0
 		for k := 0; k < 2; k++ {
 			if (k == 0) == segdFirst {
-				t, err := endToEnd(o, broker.Addrs(), len(recs), r)
+				t, err := withBroker(func(brokers []string) (*Throughput, error) { return endToEnd(o, brokers, len(recs), r) })
 				if err != nil {
 					return err
 				}
 				res.EndToEnd.addRound(*t)
 				logf("segd end to end (round %d): %.0f events/s", r+1, t.EventsPerSec)
 			} else if gokaBin != "" {
-				t, err := gokaBaseline(gokaBin, o, broker.Addrs(), len(recs), end, r, res)
+				t, err := withBroker(func(brokers []string) (*Throughput, error) {
+					return gokaBaseline(gokaBin, o, brokers, len(recs), end, res)
+				})
 				if err != nil {
 					return err
 				}
@@ -327,12 +337,11 @@ func run(o options) error {
 		res.EndToEndVsGo = res.EndToEnd.EventsPerSec / res.Goka.EventsPerSec
 		logf("goka baseline: %.0f events/s; segd end to end is %.1fx", res.Goka.EventsPerSec, res.EndToEndVsGo)
 	}
-	// The end-to-end broker holds every record produced and consumed (over a
-	// GiB at 1M customers); the latency runs start their own. Neither it
-	// nor the workload beyond what the latency runs offer is kept: a
-	// garbage collector marking them would be the benchmark's tail, not
-	// segd's.
-	broker.Close()
+	// The end-to-end brokers are closed (each held every record produced
+	// and consumed, over a GiB at 1M customers); the latency runs start
+	// their own. The workload beyond what the latency runs offer is not
+	// kept either: a garbage collector marking it would be the
+	// benchmark's tail, not segd's.
 	if o.latencyFor > 0 {
 		recs = latencyRecords(recs, o)
 		runtime.GC()
@@ -709,12 +718,6 @@ func endToEnd(o options, brokers []string, n, round int) (*Throughput, error) {
 		return nil, err
 	}
 	defer cleanup()
-	if round > 0 {
-		// A group (and changelog topic) of its own: the input is read again
-		// from the start, into a fresh state.
-		cfg.Kafka.Group = fmt.Sprintf("segd-round-%d", round+1)
-		cfg.Kafka.Topics.Changelog = cfg.Kafka.Group + "-changelog"
-	}
 	eng, err := engine.New(cfg, engine.Options{Logger: zerolog.Nop()})
 	if err != nil {
 		return nil, err
@@ -760,11 +763,9 @@ func endToEnd(o options, brokers []string, n, round int) (*Throughput, error) {
 }
 
 // gokaBaseline runs bench/goka over the same topics.
-func gokaBaseline(bin string, o options, brokers []string, n int, end int64, round int, res *Results) (*Throughput, error) {
-	// A group (and table) of its own per round: goka reads the input from
-	// the start into an empty table.
+func gokaBaseline(bin string, o options, brokers []string, n int, end int64, res *Results) (*Throughput, error) {
 	cmd := exec.Command(bin, "--brokers", brokers[0], "--rules", o.rules, "--events", fmt.Sprint(n), "--end", fmt.Sprint(end),
-		"--topics", strings.Join(topicOf[1:], ","), "--group", fmt.Sprintf("goka-baseline-%d", round+1))
+		"--topics", strings.Join(topicOf[1:], ","))
 	cmd.Stderr = io.Discard
 	if os.Getenv("SEGD_BENCH_VERBOSE") != "" {
 		cmd.Stderr = os.Stderr
