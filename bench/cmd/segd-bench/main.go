@@ -980,7 +980,7 @@ func markdown(r *Results) string {
 	row("segd engine only (1 partition, 1 core)", &r.EngineOnly, fmt.Sprintf("%.0f%% of the limit", 100*r.EngineVsLimit))
 	row("segd end to end (embedded broker)", r.EndToEnd, "")
 	if r.Goka != nil {
-		row("goka baseline (same broker and input)", r.Goka, fmt.Sprintf("segd end to end is %.1fx", r.EndToEndVsGo))
+		row("goka baseline (same input, embedded broker)", r.Goka, fmt.Sprintf("segd end to end is %.1fx", r.EndToEndVsGo))
 	}
 	if r.Latency != nil {
 		fmt.Fprintf(&b, "\nLatency at %d events/s offered, %d round(s) of %.0f s per row in alternating order, samples pooled; commit.interval %s, commit.when_caught_up %s (one fresh broker per run):\n\n",
