@@ -67,9 +67,12 @@ func (k Kind) String() string {
 // Value is a dynamically typed scalar: a profile attribute value.
 // The zero Value is null.
 type Value struct {
-	Kind Kind
+	// Kind and Bool sit together after the 8-byte fields: 32 bytes, not
+	// 40 with a padded byte at each end (a cached customer holds one per
+	// profile attribute).
 	Str  string
 	Num  float64
+	Kind Kind
 	Bool bool
 }
 
