@@ -21,7 +21,8 @@ import (
 type RuleSet struct {
 	version int64
 	hash    string
-	// segListID identifies the ordered list of segment ids.
+	// segIDs are the segment ids in order; segListID identifies them.
+	segIDs    []string
 	segListID uint64
 	file      string
 	traits    []*Trait
@@ -120,6 +121,10 @@ func (rs *RuleSet) Hash() string { return rs.hash }
 // segments have the same ids in the same order, whatever their
 // conditions, so that an index into Segments means the same segment.
 func (rs *RuleSet) SegmentListID() uint64 { return rs.segListID }
+
+// SegmentIDs returns the segment ids in file order (the list
+// SegmentListID identifies). The slice must not be modified.
+func (rs *RuleSet) SegmentIDs() []string { return rs.segIDs }
 
 // File returns the file name the rule set was compiled from.
 func (rs *RuleSet) File() string { return rs.file }
@@ -816,11 +821,11 @@ func (c *compiler) finish() {
 	}
 	sum := sha256.Sum256([]byte(canon.String()))
 	rs.hash = hex.EncodeToString(sum[:])
-	ids := make([]string, len(rs.segments))
+	rs.segIDs = make([]string, len(rs.segments))
 	for i, s := range rs.segments {
-		ids[i] = s.ID
+		rs.segIDs[i] = s.ID
 	}
-	rs.segListID = SegmentListIDOf(ids)
+	rs.segListID = SegmentListIDOf(rs.segIDs)
 }
 
 // SegmentListIDOf is the SegmentListID of a rule set with these segment

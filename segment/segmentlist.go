@@ -31,10 +31,10 @@ const segmentListVersion = 1
 // version byte, uvarint count, then per segment uvarint len and id.
 func appendSegmentList(dst []byte, rs *rules.RuleSet) []byte {
 	dst = append(dst, segmentListVersion)
-	dst = binary.AppendUvarint(dst, uint64(len(rs.Segments())))
-	for _, s := range rs.Segments() {
-		dst = binary.AppendUvarint(dst, uint64(len(s.ID)))
-		dst = append(dst, s.ID...)
+	dst = binary.AppendUvarint(dst, uint64(len(rs.SegmentIDs())))
+	for _, id := range rs.SegmentIDs() {
+		dst = binary.AppendUvarint(dst, uint64(len(id)))
+		dst = append(dst, id...)
 	}
 	return dst
 }
@@ -112,9 +112,5 @@ func (l ruleSetList) SegmentList(id uint64) ([]string, error) {
 	if id != l.rs.SegmentListID() {
 		return nil, fmt.Errorf("segment list %016x is unknown", id)
 	}
-	ids := make([]string, len(l.rs.Segments()))
-	for i, s := range l.rs.Segments() {
-		ids[i] = s.ID
-	}
-	return ids, nil
+	return l.rs.SegmentIDs(), nil
 }
