@@ -91,9 +91,11 @@ func (l *Local) Handle(p int32, topic string, offset int64, key, value []byte, t
 		return err
 	}
 	if t.pending >= t.opt.commitEvents || t.part.NeedsCommit() {
-		return t.commit()
+		// Pipelined, as a busy live partition's: Commit, Drain and
+		// Close land it.
+		return t.commitAsync()
 	}
-	return nil
+	return t.settle(false)
 }
 
 // Advance moves partition p's clock to t (Unix ms), firing due timers, as
@@ -128,6 +130,9 @@ func (l *Local) Drain(fn func(topic string, key, value []byte) error) error {
 		return state.ErrClosed
 	}
 	for _, t := range l.tasks {
+		if err := t.settle(true); err != nil {
+			return err
+		}
 		var last uint64
 		err := t.part.ReadOutbox(0, 1<<62, func(seq uint64, v []byte) error {
 			last = seq

@@ -70,21 +70,25 @@ type task struct {
 	// than twice per record. Zero (engine.Local): read per record.
 	polledAt time.Time
 
-	next       map[string]int64 // next offsets not yet committed
-	committed  map[string]int64 // next offsets committed to the store
-	lastGroup  time.Time        // last report to the consumer group
-	groupOut   chan<- partitionOffsets
-	control    chan pauseReq // rule reloads pause the task here
-	done       chan struct{} // closed when run returns
-	pending    int           // records since the last commit
-	lastCommit time.Time
-	lag        map[string]prometheus.Gauge // consumer lag by topic
-	lags       map[string]int64            // records behind, by topic
-	maxLag     atomic.Int64                // the worst of lags, for /readyz
-	lastInput  time.Time
-	rec        segment.Record
-	buf        []connectors.Message
-	reported   segment.Stats
+	next      map[string]int64 // next offsets not yet committed
+	committed map[string]int64 // next offsets committed to the store
+	lastGroup time.Time        // last report to the consumer group
+	groupOut  chan<- partitionOffsets
+	control   chan pauseReq // rule reloads pause the task here
+	done      chan struct{} // closed when run returns
+	pending   int           // records since the last commit
+	// flightNext are the offsets of the commit in flight (commitAsync),
+	// started at flightStart (zero: none in flight).
+	flightNext  map[string]int64
+	flightStart time.Time
+	lastCommit  time.Time
+	lag         map[string]prometheus.Gauge // consumer lag by topic
+	lags        map[string]int64            // records behind, by topic
+	maxLag      atomic.Int64                // the worst of lags, for /readyz
+	lastInput   time.Time
+	rec         segment.Record
+	buf         []connectors.Message
+	reported    segment.Stats
 	// decodeWaiting is set while the task waits on a record it cannot
 	// decode yet (decodewait.go), for /readyz.
 	decodeWaiting atomic.Pointer[DecodeWait]
@@ -125,7 +129,7 @@ func (t *task) run(ctx context.Context) error {
 			// of them, enough to take a commit past the changelog
 			// topic's record batch limit.
 			if t.part.NeedsCommit() {
-				if err := t.commit(); err != nil {
+				if err := t.commitAsync(); err != nil {
 					return err
 				}
 			}
@@ -159,9 +163,19 @@ func (t *task) run(ctx context.Context) error {
 		// (it logs their deletes): an idle partition commits for them too.
 		early := t.opt.commitCaughtUp && caughtUp && t.part.OutboxStaged()
 		if early || t.pending >= t.opt.commitEvents || (due && (t.pending > 0 || t.part.OutboxDeletesUnlogged())) || t.part.NeedsCommit() {
-			if err := t.commit(); err != nil {
+			// A busy partition pipelines its commits; one that caught
+			// up has nothing to overlap them with and lands them now,
+			// so its changes publish without waiting for a next poll.
+			commit := t.commitAsync
+			if caughtUp {
+				commit = t.commit
+			}
+			if err := commit(); err != nil {
 				return err
 			}
+		}
+		if err := t.settle(caughtUp); err != nil {
+			return err
 		}
 	}
 }
@@ -276,8 +290,11 @@ func (t *task) wall(now time.Time) int64 {
 }
 
 // commit stages the offsets and commits everything in one batch, then wakes
-// the publisher.
+// the publisher. A commit in flight lands first.
 func (t *task) commit() error {
+	if err := t.settle(true); err != nil {
+		return err
+	}
 	start := t.opt.now()
 	for topic, off := range t.next {
 		t.part.SetOffset(topic, off)
@@ -285,16 +302,76 @@ func (t *task) commit() error {
 	if err := t.proc.Commit(); err != nil {
 		return fmt.Errorf("partition %d: %w", t.partition, err)
 	}
-	for topic, off := range t.next {
-		t.committed[topic] = off
-	}
+	t.landed(t.next, start)
 	clear(t.next)
-	t.reportGroupOffsets()
 	t.pending = 0
 	t.lastCommit = t.opt.now()
-	t.obs.flush(t.lastCommit)
+	return nil
+}
+
+// commitAsync commits with the state's write pipelined: the task goes on
+// applying records while its commit is written (state.Partition
+// .CommitAsync); settle publishes its effects once it landed. For a busy
+// partition: nothing of the commit is reported durable (offsets, the
+// publisher's wake-up) until it lands.
+func (t *task) commitAsync() error {
+	if err := t.settle(true); err != nil {
+		return err
+	}
+	start := t.opt.now()
+	for topic, off := range t.next {
+		t.part.SetOffset(topic, off)
+	}
+	async, err := t.proc.CommitAsync()
+	if err != nil {
+		return fmt.Errorf("partition %d: %w", t.partition, err)
+	}
+	if async {
+		// The flight's offsets wait for it in flightNext; t.next starts
+		// over (the maps swap, so neither is reallocated).
+		t.flightNext, t.next = t.next, t.flightNext
+		if t.next == nil {
+			t.next = map[string]int64{}
+		}
+		t.flightStart = start
+	} else {
+		t.landed(t.next, start)
+	}
+	clear(t.next)
+	t.pending = 0
+	t.lastCommit = t.opt.now()
+	return nil
+}
+
+// settle publishes the effects of the commit in flight once it landed;
+// with wait it waits for it.
+func (t *task) settle(wait bool) error {
+	if !t.part.InFlight() && t.flightStart.IsZero() {
+		return nil
+	}
+	done, err := t.proc.Settle(wait)
+	if err != nil {
+		return fmt.Errorf("partition %d: %w", t.partition, err)
+	}
+	if done && !t.flightStart.IsZero() {
+		t.landed(t.flightNext, t.flightStart)
+		clear(t.flightNext)
+		t.flightStart = time.Time{}
+	}
+	return nil
+}
+
+// landed publishes a commit that landed: the offsets it stored, started
+// at start.
+func (t *task) landed(offsets map[string]int64, start time.Time) {
+	for topic, off := range offsets {
+		t.committed[topic] = off
+	}
+	t.reportGroupOffsets()
+	now := t.opt.now()
+	t.obs.flush(now)
 	if t.m != nil {
-		t.m.report(t.proc, &t.reported, t.lastCommit.Sub(start))
+		t.m.report(t.proc, &t.reported, now.Sub(start))
 	}
 	if t.pub != nil {
 		t.pub.poke()
@@ -302,7 +379,6 @@ func (t *task) commit() error {
 	if t.cl != nil {
 		t.cl.poke()
 	}
-	return nil
 }
 
 // pause commits, then holds still while the engine works on this

@@ -158,6 +158,10 @@ type Processor struct {
 	// committedClock is clock as of the last commit, for API readers on
 	// other goroutines.
 	committedClock atomic.Int64
+	// stagedClock is the clock the last commit staged; flightClock the
+	// one of the commit in flight (CommitAsync).
+	stagedClock, flightClock int64
+	inFlight                 bool
 	// tooLate: behavioral events older than clock - tooLate are ignored
 	// (the longest window plus its bucket); 0 when no trait is windowed.
 	tooLate int64
@@ -198,6 +202,7 @@ func New(rs *rules.RuleSet, part *state.Partition, opt Options) (*Processor, err
 	}
 	p.clock = offs[ClockOffsetKey]
 	p.committedClock.Store(p.clock)
+	p.stagedClock = p.clock
 	if p.storedRules, err = part.RulesHash(); err != nil {
 		return nil, err
 	}
@@ -698,22 +703,72 @@ func (p *Processor) deadLetter(topic string, partition int32, offset int64, key,
 
 // commit writes the clock and everything staged in one atomic batch.
 func (p *Processor) Commit() error {
+	if err := p.stageCommit(); err != nil {
+		return err
+	}
+	if err := p.part.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	// A commit in flight landed before this one.
+	p.inFlight = false
+	p.committedClock.Store(p.clock)
+	return nil
+}
+
+// CommitAsync commits like Commit with the state's write pipelined
+// (state.Partition.CommitAsync): it reports whether the commit is in
+// flight, to be settled with Settle before anything of it is reported
+// durable. Otherwise it committed synchronously.
+func (p *Processor) CommitAsync() (bool, error) {
+	if err := p.stageCommit(); err != nil {
+		return false, err
+	}
+	async, err := p.part.CommitAsync()
+	if err != nil {
+		return false, fmt.Errorf("commit: %w", err)
+	}
+	p.inFlight = async
+	if async {
+		p.flightClock = p.clock
+	} else {
+		p.committedClock.Store(p.clock)
+	}
+	return async, nil
+}
+
+// Settle settles the commit in flight (state.Partition.Settle) and reports
+// whether one landed.
+func (p *Processor) Settle(wait bool) (bool, error) {
+	done, err := p.part.Settle(wait)
+	if err != nil {
+		return done, fmt.Errorf("commit: %w", err)
+	}
+	if done && p.inFlight {
+		p.inFlight = false
+		p.committedClock.Store(p.flightClock)
+	}
+	return done, nil
+}
+
+// stageCommit stages what a commit writes besides the partition's own:
+// the clock, the rules hash and the segment list.
+func (p *Processor) stageCommit() error {
 	// Only a moved clock is written: a commit that changes nothing must
 	// write nothing, or an instance that merely held a partition for a
 	// while (a neighbour restarting) would move its changelog and make
 	// the owner coming back restore it in full.
-	if p.clock != p.committedClock.Load() {
+	if p.clock != p.stagedClock {
 		p.part.SetOffset(ClockOffsetKey, p.clock)
+		p.stagedClock = p.clock
 	}
-	stampRules := p.rulesCurrent && p.storedRules != p.rs.Hash()
-	if stampRules {
+	if p.rulesCurrent && p.storedRules != p.rs.Hash() {
 		p.part.SetRulesHash(p.rs.Hash())
+		p.storedRules = p.rs.Hash()
 	}
 	// Only with records to write: a commit that changes nothing writes
 	// nothing (above).
 	list := p.rs.SegmentListID()
-	stampList := p.listStored != list && p.part.DirtyRecords() > 0
-	if stampList {
+	if p.listStored != list && p.part.DirtyRecords() > 0 {
 		has, err := p.part.HasCatalog(list)
 		if err != nil {
 			return fmt.Errorf("commit: %w", err)
@@ -721,16 +776,7 @@ func (p *Processor) Commit() error {
 		if !has {
 			p.part.SetCatalog(list, appendSegmentList(nil, p.rs))
 		}
-	}
-	if err := p.part.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	if stampRules {
-		p.storedRules = p.rs.Hash()
-	}
-	if stampList {
 		p.listStored = list
 	}
-	p.committedClock.Store(p.clock)
 	return nil
 }

@@ -22,7 +22,12 @@ type entry struct {
 	ref   bool // used since the eviction scan last passed (CLOCK)
 	// known: the partition's customer filter already reports the id, so
 	// Commit need not add it.
-	known      bool
+	known bool
+	// flying: written by the commit in flight (pipeline.go), not
+	// evictable until it lands; slot > 0: its record is shared with the
+	// flight's writer as flight.recs[slot-1] (unshare before changing it).
+	flying     bool
+	slot       int32
 	prev, next *entry
 }
 
@@ -104,6 +109,16 @@ type Partition struct {
 	valBuf    []byte
 	memberVal [4]byte // a membership index value: the partition
 	closed    atomic.Bool
+
+	// Pipelined commits (pipeline.go): the commit in flight, the
+	// settled one kept for its buffers, the spare batch, and the error
+	// of a flight that failed (sticky).
+	fl         *flight
+	spare      *flight
+	spareBatch *pebble.Batch
+	flightErr  error
+	// landedUnreported: a flight landed that Settle has not reported.
+	landedUnreported bool
 }
 
 type segCount struct {
@@ -181,6 +196,9 @@ func (p *Partition) Get(customerID string) (Record, error) {
 		p.hits.Add(1)
 		p.touch(e)
 		p.last = e
+		if e.slot != 0 {
+			p.unshare(e)
+		}
 		return e.rec, nil
 	}
 	p.misses.Add(1)
@@ -188,7 +206,7 @@ func (p *Partition) Get(customerID string) (Record, error) {
 	var err error
 	known := false
 	switch _, gone := p.deleted[customerID]; {
-	case gone:
+	case gone || p.fl != nil && p.deletedInFlight(customerID):
 		rec, err = p.s.opts.Decode(customerID, nil)
 	case !p.filter.mayContain(hashID(customerID)):
 		// Never stored: a new customer, no lookup.
@@ -368,7 +386,7 @@ func (p *Partition) evict() {
 	for n := 2 * len(p.cache); n > 0 && p.cacheBytes.Load() > budget && p.lru.prev != &p.lru; n-- {
 		e := p.lru.prev
 		switch {
-		case e.ref || e.dirty:
+		case e.ref || e.dirty || e.flying:
 			e.ref = false
 			e.prev.next, e.next.prev = e.next, e.prev
 			p.pushFront(e)
@@ -488,11 +506,8 @@ func (p *Partition) Commit() error {
 }
 
 func (p *Partition) commit() error {
-	if p.closed.Load() {
-		return ErrClosed
-	}
-	if err := p.refillErr; err != nil {
-		return fmt.Errorf("partition %d: %w", p.id, err)
+	if err := p.commitReady(); err != nil {
+		return err
 	}
 	p.stageOutboxGroup()
 	b := p.staged
@@ -504,12 +519,7 @@ func (p *Partition) commit() error {
 		if !e.dirty {
 			continue // deleted since it was marked
 		}
-		if !e.known {
-			// Before the batch: the filter may know an id the store
-			// does not hold yet, never the reverse.
-			p.filter.add(hashID(e.id))
-			e.known = true
-		}
+		p.learn(e)
 		p.keyBuf = customerKey(p.keyBuf[:0], p.id, e.id)
 		p.valBuf = append(p.valBuf[:0], recordEnvelope)
 		p.valBuf = e.rec.AppendBinary(p.valBuf)
@@ -523,18 +533,8 @@ func (p *Partition) commit() error {
 		p.keyBuf = customerKey(p.keyBuf[:0], p.id, id)
 		b.Delete(p.keyBuf, nil)
 	}
-	for seg, c := range p.counts {
-		if c.delta == 0 {
-			continue
-		}
-		if c.committed < 0 {
-			n, err := p.committedCount(seg)
-			if err != nil {
-				return err
-			}
-			c.committed = n
-		}
-		b.Set(p.countKey(seg), be64(uint64(c.committed+c.delta)), nil)
+	if err := p.stageCounts(b); err != nil {
+		return err
 	}
 	committedSeq := p.nextSeq - 1
 	if committedSeq > p.committed.Load() {
@@ -564,10 +564,6 @@ func (p *Partition) commit() error {
 	p.dirty = p.dirty[:0]
 	p.dirtyBytes = 0
 	clear(p.deleted)
-	for _, c := range p.counts {
-		c.committed += c.delta
-		c.delta = 0
-	}
 	// The commit's changelog mark first: from the moment the outbox
 	// entries count as committed, releasedOutbox must see that their
 	// changelog entry is still pending.
@@ -578,6 +574,45 @@ func (p *Partition) commit() error {
 	p.timers.committed()
 	p.evict()
 	return nil
+}
+
+// learn adds a record being committed to the customer filter. Before the
+// batch commits: the filter may know an id the store does not hold yet,
+// never the reverse.
+func (p *Partition) learn(e *entry) {
+	if !e.known {
+		p.filter.add(hashID(e.id))
+		e.known = true
+	}
+}
+
+// stageCounts stages the segments' changed membership counts and takes
+// the deltas into the committed values: a commit that fails leaves the
+// partition to be opened again, so they are not kept for a retry.
+func (p *Partition) stageCounts(b *pebble.Batch) error {
+	for seg, c := range p.counts {
+		if c.delta == 0 {
+			continue
+		}
+		if c.committed < 0 {
+			n, err := p.committedCount(seg)
+			if err != nil {
+				return err
+			}
+			c.committed = n
+		}
+		c.committed += c.delta
+		c.delta = 0
+		b.Set(p.countKey(seg), be64(uint64(c.committed)), nil)
+	}
+	return nil
+}
+
+// deletedInFlight reports whether the commit in flight deletes the
+// customer's record.
+func (p *Partition) deletedInFlight(customerID string) bool {
+	_, ok := p.fl.deleted[customerID]
+	return ok
 }
 
 // stagedBatchRetainBytes is the largest buffer a partition's staged
@@ -614,6 +649,11 @@ func (p *Partition) Range(fn func(customerID string, rec Record) error) error {
 func (p *Partition) rangeRecords(fn func(customerID string, rec Record) error) error {
 	if p.closed.Load() {
 		return ErrClosed
+	}
+	// The cached records are the caller's to change: none may be the
+	// flight's.
+	if _, err := p.settle(true); err != nil {
+		return err
 	}
 	prefix := partPrefix(ksCustomer, p.id)
 	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
@@ -655,7 +695,16 @@ func (p *Partition) closeNoRelease() bool {
 	if !p.closed.CompareAndSwap(false, true) {
 		return false
 	}
+	if p.fl != nil {
+		// The writer uses the flight's batch until it returns.
+		p.awaitFlight(p.fl)
+		p.fl.b.Close()
+		p.fl = nil
+	}
 	p.staged.Close()
+	if p.spareBatch != nil {
+		p.spareBatch.Close()
+	}
 	if p.clLog != nil {
 		p.clLog.close()
 	}

@@ -125,6 +125,11 @@ func (t *timerIndex) peek() (timerItem, bool) {
 // refill loads the next timerRefill timers at or past the horizon.
 func (t *timerIndex) refill() error {
 	p := t.p
+	// Pebble must hold what a commit in flight stages (far timers
+	// included: CommitAsync hands them to the flight): settle it.
+	if _, err := p.settle(true); err != nil {
+		return err
+	}
 	prefix := partPrefix(ksTimer, p.id)
 	lower := prefix
 	if t.horizon != math.MinInt64 {
@@ -172,7 +177,8 @@ func (t *timerIndex) refill() error {
 	return nil
 }
 
-// committed is called after a commit: staged far timers are now in Pebble.
+// committed is called after a commit, or when one goes in flight: the
+// staged far timers are in its batch, which a refill lets land first.
 func (t *timerIndex) committed() {
 	clear(t.far)
 }

@@ -1,0 +1,324 @@
+package state
+
+import (
+	"fmt"
+	"runtime"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Pipelined commits.
+//
+// A commit's cost is mostly encoding the dirty records and inserting the
+// batch into Pebble's memtable: a third of a busy partition's time when
+// the task does both. CommitAsync stages everything else on the task
+// goroutine (index keys, counts, deletes, the outbox, offsets) and hands
+// the records and the batch to a writer goroutine, which encodes the
+// records, adds them to the batch in key order and commits it, while the
+// task applies the next events. One commit is in flight at a time: the
+// next commit of either kind, and every read of Pebble whose answer the
+// flight could change, wait for it first (settle).
+//
+// While a commit is in flight its records stay cached (not evictable) and
+// its deleted ids stay known as deleted, so no read of the task goes to
+// Pebble for what the flight writes. A record is the writer's to read
+// until it is encoded: when the task gets a record the writer has not
+// encoded yet, it encodes the record itself first (unshare), so that it
+// never changes a record the writer may be reading. Each record's
+// flightRec.state is the claim between the two.
+//
+// A flight's effects (the records evictable, their sizes, the outbox
+// entries committed) are applied by the
+// task when it settles: Settle, the next commit, or a read that waits. A
+// flight that failed leaves the partition failed: its records are no
+// longer marked dirty, so no later commit may write as if they were
+// stored; every later commit returns the error and the partition must be
+// opened again (from the store, which holds the last commit that landed).
+//
+// With the changelog on, commits stay synchronous: the changelog entry is
+// the batch, records included, and must be logged before it commits.
+
+// The claim on a flight's record (flightRec.state).
+const (
+	flightQueued  uint32 = iota // the writer will encode it
+	flightWriting               // the writer is encoding it
+	flightWritten               // the writer encoded it into its arena
+	flightCopying               // the task is encoding it
+	flightCopied                // the task encoded it into snap
+)
+
+// flightRec is one record of a flight.
+type flightRec struct {
+	e     *entry
+	rec   Record // the record as of the commit (e.rec may be replaced)
+	state uint32 // atomic: the claim (above)
+	val   [2]int // flightWritten: the encoding is arena[val[0]:val[1]]
+	snap  []byte // flightCopied: the task's encoding
+	size  int64  // flightWritten: entrySize measured by the writer
+}
+
+// flightGate, when set (tests only), holds the writer of every flight
+// committed while it is set until it is closed: a test then works on
+// while the flight is held. Anything that waits for the flight waits for
+// the gate too.
+var flightGate chan struct{}
+
+// flight is a commit being written beside the task.
+type flight struct {
+	recs    []flightRec
+	b       *pebble.Batch
+	seq     uint64              // outbox sequence committed with it
+	deleted map[string]struct{} // records it deletes
+	done    chan struct{}       // closed when the writer returns
+	gate    chan struct{}       // flightGate as of the commit
+	err     error               // the writer's, read after done
+	// The writer's buffers.
+	arena  []byte
+	order  []int32
+	keyBuf []byte
+	// snaps holds the task's encodings (unshare).
+	snaps []byte
+}
+
+// CommitAsync commits like Commit, but the records' encoding and the
+// batch's write run on a goroutine of their own while the caller goes on
+// (see above). It reports whether it did: with the changelog on, or with
+// no record to write, it commits synchronously. Until Settle reports the
+// flight done, the commit's effects are pending: its outbox entries are
+// not committed (OutboxStaged) and nothing of it may be reported durable.
+func (p *Partition) CommitAsync() (async bool, err error) {
+	err = p.s.h.guard("commit", func() error {
+		var err error
+		async, err = p.commitAsync()
+		return err
+	})
+	return async, err
+}
+
+func (p *Partition) commitAsync() (bool, error) {
+	if p.changelog || len(p.dirty) == 0 {
+		return false, p.commit()
+	}
+	if err := p.commitReady(); err != nil {
+		return false, err
+	}
+	p.stageOutboxGroup()
+	b := p.staged
+	p.keyBuf = p.index.writeTo(b, p.id, p.memberVal[:], p.keyBuf)
+	fl := p.spare
+	if fl == nil {
+		fl = &flight{deleted: map[string]struct{}{}}
+	}
+	p.spare = nil
+	for _, e := range p.dirty {
+		if !e.dirty {
+			continue // deleted since it was marked
+		}
+		p.learn(e)
+		e.dirty = false
+		e.flying = true
+		fl.recs = append(fl.recs, flightRec{e: e, rec: e.rec})
+		e.slot = int32(len(fl.recs))
+	}
+	p.dirty = p.dirty[:0]
+	p.dirtyBytes = 0
+	for id := range p.deleted {
+		p.keyBuf = customerKey(p.keyBuf[:0], p.id, id)
+		b.Delete(p.keyBuf, nil)
+	}
+	fl.deleted, p.deleted = p.deleted, fl.deleted
+	if err := p.stageCounts(b); err != nil {
+		return false, err
+	}
+	fl.seq = p.nextSeq - 1
+	if fl.seq > p.committed.Load() {
+		b.Set(partPrefix(ksOutboxSeq, p.id), be64(p.nextSeq), nil)
+	}
+	p.timers.committed()
+	fl.b = b
+	if p.spareBatch != nil {
+		p.staged, p.spareBatch = p.spareBatch, nil
+	} else {
+		p.staged = newStagedBatch(p.s.db)
+	}
+	fl.err = nil
+	fl.gate = flightGate
+	fl.done = make(chan struct{})
+	p.fl = fl
+	go p.writeFlight(fl)
+	return true, nil
+}
+
+// writeFlight is the flight's writer goroutine; the partition owns it
+// (settle and Close wait for it).
+func (p *Partition) writeFlight(fl *flight) {
+	defer close(fl.done)
+	if fl.gate != nil {
+		<-fl.gate
+	}
+	// Inside guard: a Pebble Fatalf panics here instead of parking the
+	// goroutine, and a panic becomes the flight's error.
+	fl.err = p.s.h.guard("pipelined commit", func() error { return p.writeRecords(fl) })
+}
+
+func (p *Partition) writeRecords(fl *flight) error {
+	// Encode first, in one pass: the sooner every record is encoded,
+	// the fewer the task has to copy before changing them.
+	arena := fl.arena[:0]
+	for i := range fl.recs {
+		fr := &fl.recs[i]
+		if !atomic.CompareAndSwapUint32(&fr.state, flightQueued, flightWriting) {
+			continue // the task copies it
+		}
+		start := len(arena)
+		arena = append(arena, recordEnvelope)
+		arena = fr.rec.AppendBinary(arena)
+		fr.val = [2]int{start, len(arena)}
+		// A record grows after it enters the cache: measured again
+		// while it is at hand (applied when the task settles).
+		fr.size = entrySize(fr.e.id, fr.rec)
+		atomic.StoreUint32(&fr.state, flightWritten)
+	}
+	fl.arena = arena
+	// Writing keys in order makes the memtable inserts walk the skiplist
+	// from nearby positions.
+	order := fl.order[:0]
+	for i := range fl.recs {
+		order = append(order, int32(i))
+	}
+	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(fl.recs[a].e.id, fl.recs[b].e.id) })
+	fl.order = order
+	for _, i := range order {
+		fr := &fl.recs[i]
+		var v []byte
+		if atomic.LoadUint32(&fr.state) == flightWritten {
+			v = arena[fr.val[0]:fr.val[1]]
+		} else {
+			for atomic.LoadUint32(&fr.state) != flightCopied {
+				runtime.Gosched()
+			}
+			v = fr.snap
+		}
+		fl.keyBuf = customerKey(fl.keyBuf[:0], p.id, fr.e.id)
+		fl.b.Set(fl.keyBuf, v, nil)
+	}
+	if err := fl.b.Commit(p.s.wo); err != nil {
+		return fmt.Errorf("commit partition %d: %w", p.id, err)
+	}
+	return nil
+}
+
+// unshare makes e's record the task's to change: the flight's writer
+// reads it until it is encoded, so the task encodes it first unless the
+// writer has (or waits while the writer does).
+func (p *Partition) unshare(e *entry) {
+	fr := &p.fl.recs[e.slot-1]
+	e.slot = 0
+	if atomic.CompareAndSwapUint32(&fr.state, flightQueued, flightCopying) {
+		fl := p.fl
+		start := len(fl.snaps)
+		fl.snaps = append(fl.snaps, recordEnvelope)
+		fl.snaps = fr.rec.AppendBinary(fl.snaps)
+		// Earlier copies keep the array they were made in when snaps
+		// grows: a published snap is never written again.
+		fr.snap = fl.snaps[start:len(fl.snaps):len(fl.snaps)]
+		atomic.StoreUint32(&fr.state, flightCopied)
+		return
+	}
+	for atomic.LoadUint32(&fr.state) == flightWriting {
+		runtime.Gosched()
+	}
+}
+
+// Settle applies the effects of the commit in flight once it is done
+// (with wait, after waiting for it) and reports whether a flight landed
+// since the last call: also one a read or a commit settled on its own.
+// Its error is the flight's. Call it from the goroutine that commits.
+func (p *Partition) Settle(wait bool) (bool, error) {
+	// No guard: settling calls nothing of Pebble's, and a failed store
+	// must still settle a flight (its error is the news).
+	_, err := p.settle(wait)
+	done := p.landedUnreported
+	p.landedUnreported = false
+	return done, err
+}
+
+// InFlight reports whether a commit is in flight (CommitAsync) and not
+// settled yet.
+func (p *Partition) InFlight() bool { return p.fl != nil }
+
+func (p *Partition) settle(wait bool) (bool, error) {
+	fl := p.fl
+	if fl == nil {
+		return false, p.flightErr
+	}
+	if wait {
+		p.awaitFlight(fl)
+	} else {
+		select {
+		case <-fl.done:
+		default:
+			return false, nil
+		}
+	}
+	p.fl = nil
+	for i := range fl.recs {
+		fr := &fl.recs[i]
+		e := fr.e
+		e.slot, e.flying = 0, false
+		if fl.err == nil && fr.state == flightWritten && e.prev != nil && fr.size != e.size {
+			p.cacheBytes.Add(fr.size - e.size)
+			e.size = fr.size
+		}
+		*fr = flightRec{}
+	}
+	fl.recs = fl.recs[:0]
+	fl.snaps = fl.snaps[:0]
+	clear(fl.deleted)
+	fl.b.Reset()
+	p.spareBatch, fl.b = fl.b, nil
+	p.spare = fl
+	if fl.err != nil {
+		p.flightErr = fmt.Errorf("partition %d: a pipelined commit failed (open the partition again): %w", p.id, fl.err)
+		p.landedUnreported = true // reported as done, with its error
+		return true, p.flightErr
+	}
+	p.committed.Store(fl.seq)
+	p.landedUnreported = true
+	p.evict()
+	return true, nil
+}
+
+// awaitFlight waits for fl's writer. A writer waiting for space on a full
+// disk is let go when the partition closes (AbandonDiskWait): nothing will
+// commit after it.
+func (p *Partition) awaitFlight(fl *flight) {
+	for {
+		select {
+		case <-fl.done:
+			return
+		case <-time.After(100 * time.Millisecond):
+			if p.closed.Load() && p.s.h.diskFull.Load() {
+				p.s.AbandonDiskWait()
+			}
+		}
+	}
+}
+
+// commitReady settles a flight and checks that the partition may commit.
+func (p *Partition) commitReady() error {
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	if _, err := p.settle(true); err != nil {
+		return err
+	}
+	if err := p.refillErr; err != nil {
+		return fmt.Errorf("partition %d: %w", p.id, err)
+	}
+	return nil
+}
