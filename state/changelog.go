@@ -153,17 +153,17 @@ func (p *Partition) releasedOutbox() uint64 {
 // publisher made since the last logged position), then b's copy as the
 // next pending changelog entry with its mark (the outbox sequence numbers
 // the commit spans, outboxBefore..outboxAfter). An empty b logs nothing.
-func (p *Partition) stageChangelog(b *pebble.Batch, outboxBefore, outboxAfter uint64) error {
+func (p *Partition) stageChangelog(b *pebble.Batch, outboxBefore, outboxAfter uint64, keyBuf *[]byte) error {
 	p.outMu.Lock()
 	if to := p.deletedTo.Load(); to > p.outboxLoggedTo {
 		for seq := p.outboxLoggedTo + 1; seq <= min(to, p.delBlindTo); seq++ {
-			p.keyBuf = outboxKey(p.keyBuf[:0], p.id, seq)
-			b.Delete(p.keyBuf, nil)
+			*keyBuf = outboxKey((*keyBuf)[:0], p.id, seq)
+			b.Delete(*keyBuf, nil)
 		}
 		for _, key := range p.delKeys {
 			if key > p.delBlindTo {
-				p.keyBuf = outboxKey(p.keyBuf[:0], p.id, key)
-				b.Delete(p.keyBuf, nil)
+				*keyBuf = outboxKey((*keyBuf)[:0], p.id, key)
+				b.Delete(*keyBuf, nil)
 			}
 		}
 		p.clLoggedPending = to

@@ -60,6 +60,13 @@ func dumpPartition(t *testing.T, s *Store, n int32) []string {
 // store starts with stale data of the same partition (wiped by the
 // restore) and data of another partition (left alone).
 func TestChangelogRestoreEqualsSource(t *testing.T) {
+	t.Run("synchronous", func(t *testing.T) { changelogRestoreRun(t, false) })
+	// Every other commit pipelined (CommitAsync), its writer held until
+	// the next commit: the writer logs the entry, settling publishes it.
+	t.Run("pipelined", func(t *testing.T) { changelogRestoreRun(t, true) })
+}
+
+func changelogRestoreRun(t *testing.T, pipelined bool) {
 	src := openMem(t, vfs.NewMem(), Options{})
 	defer src.Close()
 	dst := openMem(t, vfs.NewMem(), Options{})
@@ -120,6 +127,8 @@ func TestChangelogRestoreEqualsSource(t *testing.T) {
 	timers := map[string]int64{}
 	members := map[string]bool{}
 	var shipped uint64
+	release := func() {}
+	defer func() { release() }()
 	for c := 0; c < 200; c++ {
 		for i := 0; i < 20; i++ {
 			id := fmt.Sprintf("c%03d", rng.Intn(300))
@@ -154,7 +163,13 @@ func TestChangelogRestoreEqualsSource(t *testing.T) {
 		if c%50 == 0 {
 			p.SetCatalog(uint64(c), []byte(fmt.Sprintf("list %d", c)))
 		}
-		if err := p.Commit(); err != nil {
+		release()
+		if pipelined && c%2 == 0 {
+			release = holdFlights()
+			if _, err := p.CommitAsync(); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := p.Commit(); err != nil {
 			t.Fatal(err)
 		}
 		// The publisher confirms some of the outbox now and then.
@@ -166,6 +181,10 @@ func TestChangelogRestoreEqualsSource(t *testing.T) {
 		if c%7 == 0 {
 			shipped = ship(p, shipped)
 		}
+	}
+	release()
+	if _, err := p.Settle(true); err != nil {
+		t.Fatal(err)
 	}
 	// A commit with nothing but the publisher's deletes is logged too.
 	if err := p.DeleteOutbox(p.committed.Load()); err != nil {
@@ -286,6 +305,12 @@ func FuzzForEachChangelogOp(f *testing.F) {
 // first, a change could be re-derived differently by a new owner that
 // restores the older changelog (a second EXIT with another id).
 func TestOutboxWaitsForTheChangelog(t *testing.T) {
+	t.Run("synchronous", func(t *testing.T) { outboxWaitsRun(t, false) })
+	// The first commit pipelined: its mark must count from its landing.
+	t.Run("pipelined", func(t *testing.T) { outboxWaitsRun(t, true) })
+}
+
+func outboxWaitsRun(t *testing.T, pipelined bool) {
 	fs := vfs.NewMem()
 	s := openMem(t, fs, Options{})
 	p, err := s.Partition(0)
@@ -317,7 +342,18 @@ func TestOutboxWaitsForTheChangelog(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	commit(p, "a") // changelog entry 1
+	if pipelined {
+		p.MarkDirty("c1", &testRecord{n: 1, data: []byte("a")})
+		p.AppendOutbox([]byte("a"))
+		if async, err := p.CommitAsync(); err != nil || !async {
+			t.Fatalf("CommitAsync = %v, %v", async, err)
+		}
+		if _, err := p.Settle(true); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		commit(p, "a") // changelog entry 1
+	}
 	commit(p, "b") // changelog entry 2
 	if got := outbox(p); len(got) != 0 {
 		t.Fatalf("outbox readable before the changelog has its commit: %q", got)

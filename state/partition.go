@@ -541,7 +541,7 @@ func (p *Partition) commit() error {
 		b.Set(partPrefix(ksOutboxSeq, p.id), be64(p.nextSeq), nil)
 	}
 	if p.changelog {
-		if err := p.stageChangelog(b, p.committed.Load(), committedSeq); err != nil {
+		if err := p.stageChangelog(b, p.committed.Load(), committedSeq, &p.keyBuf); err != nil {
 			return fmt.Errorf("commit: %w", err)
 		}
 	}

@@ -39,8 +39,11 @@ import (
 // stored; every later commit returns the error and the partition must be
 // opened again (from the store, which holds the last commit that landed).
 //
-// With the changelog on, commits stay synchronous: the changelog entry is
-// the batch, records included, and must be logged before it commits.
+// With the changelog on, the writer also logs the changelog entry (the
+// batch, records included) before it commits the batch, as a synchronous
+// commit does: the task touches none of the changelog's commit-side
+// bookkeeping while a flight is out, and settling publishes it
+// (changelogCommitted) or takes it back (changelogCommitFailed).
 
 // The claim on a flight's record (flightRec.state).
 const (
@@ -72,6 +75,8 @@ type flight struct {
 	recs    []flightRec
 	b       *pebble.Batch
 	seq     uint64              // outbox sequence committed with it
+	before  uint64              // the committed outbox sequence before it
+	logged  bool                // the changelog is on: the writer logs it
 	deleted map[string]struct{} // records it deletes
 	done    chan struct{}       // closed when the writer returns
 	gate    chan struct{}       // flightGate as of the commit
@@ -86,8 +91,8 @@ type flight struct {
 
 // CommitAsync commits like Commit, but the records' encoding and the
 // batch's write run on a goroutine of their own while the caller goes on
-// (see above). It reports whether it did: with the changelog on, or with
-// no record to write, it commits synchronously. Until Settle reports the
+// (see above). It reports whether it did: with no record to write, it
+// commits synchronously. Until Settle reports the
 // flight done, the commit's effects are pending: its outbox entries are
 // not committed (OutboxStaged) and nothing of it may be reported durable.
 func (p *Partition) CommitAsync() (async bool, err error) {
@@ -100,7 +105,7 @@ func (p *Partition) CommitAsync() (async bool, err error) {
 }
 
 func (p *Partition) commitAsync() (bool, error) {
-	if p.changelog || len(p.dirty) == 0 {
+	if len(p.dirty) == 0 {
 		return false, p.commit()
 	}
 	if err := p.commitReady(); err != nil {
@@ -135,7 +140,8 @@ func (p *Partition) commitAsync() (bool, error) {
 		return false, err
 	}
 	fl.seq = p.nextSeq - 1
-	if fl.seq > p.committed.Load() {
+	fl.before, fl.logged = p.committed.Load(), p.changelog
+	if fl.seq > fl.before {
 		b.Set(partPrefix(ksOutboxSeq, p.id), be64(p.nextSeq), nil)
 	}
 	p.timers.committed()
@@ -206,7 +212,15 @@ func (p *Partition) writeRecords(fl *flight) error {
 		fl.keyBuf = customerKey(fl.keyBuf[:0], p.id, fr.e.id)
 		fl.b.Set(fl.keyBuf, v, nil)
 	}
+	if fl.logged {
+		if err := p.stageChangelog(fl.b, fl.before, fl.seq, &fl.keyBuf); err != nil {
+			return fmt.Errorf("commit: %w", err)
+		}
+	}
 	if err := fl.b.Commit(p.s.wo); err != nil {
+		if fl.logged {
+			p.changelogCommitFailed()
+		}
 		return fmt.Errorf("commit partition %d: %w", p.id, err)
 	}
 	return nil
@@ -286,6 +300,12 @@ func (p *Partition) settle(wait bool) (bool, error) {
 		p.flightErr = fmt.Errorf("partition %d: a pipelined commit failed (open the partition again): %w", p.id, fl.err)
 		p.landedUnreported = true // reported as done, with its error
 		return true, p.flightErr
+	}
+	// The changelog's mark first, as in commit: from the moment the
+	// outbox entries count as committed, releasedOutbox must see that
+	// their changelog entry is still pending.
+	if fl.logged {
+		p.changelogCommitted()
 	}
 	p.committed.Store(fl.seq)
 	p.landedUnreported = true
