@@ -92,9 +92,9 @@ type flight struct {
 // CommitAsync commits like Commit, but the records' encoding and the
 // batch's write run on a goroutine of their own while the caller goes on
 // (see above). It reports whether it did: with no record to write, it
-// commits synchronously. Until Settle reports the
-// flight done, the commit's effects are pending: its outbox entries are
-// not committed (OutboxStaged) and nothing of it may be reported durable.
+// commits synchronously. Until Settle reports the flight done, the
+// commit's effects are pending: its outbox entries are not committed
+// (OutboxStaged) and nothing of it may be reported durable.
 func (p *Partition) CommitAsync() (async bool, err error) {
 	err = p.s.h.guard("commit", func() error {
 		var err error
@@ -114,6 +114,10 @@ func (p *Partition) commitAsync() (bool, error) {
 	p.stageOutboxGroup()
 	b := p.staged
 	p.keyBuf = p.index.writeTo(b, p.id, p.memberVal[:], p.keyBuf)
+	// First what may fail: nothing is the flight's yet.
+	if err := p.stageCounts(b); err != nil {
+		return false, err
+	}
 	fl := p.spare
 	if fl == nil {
 		fl = &flight{deleted: map[string]struct{}{}}
@@ -136,9 +140,6 @@ func (p *Partition) commitAsync() (bool, error) {
 		b.Delete(p.keyBuf, nil)
 	}
 	fl.deleted, p.deleted = p.deleted, fl.deleted
-	if err := p.stageCounts(b); err != nil {
-		return false, err
-	}
 	fl.seq = p.nextSeq - 1
 	fl.before, fl.logged = p.committed.Load(), p.changelog
 	if fl.seq > fl.before {

@@ -977,7 +977,7 @@ func markdown(r *Results) string {
 		fmt.Fprintf(&b, "| %s | %.0f | %.2f | %d | %s |\n", name, t.EventsPerSec, t.Seconds, t.Changes, vs)
 	}
 	row("Go-map limit (decode + map + rules, no persistence, 1 core)", &r.MapLimit, "")
-	row("segd engine only (1 partition, 1 core)", &r.EngineOnly, fmt.Sprintf("%.0f%% of the limit", 100*r.EngineVsLimit))
+	row("segd engine only (1 partition; commits written beside it)", &r.EngineOnly, fmt.Sprintf("%.0f%% of the limit", 100*r.EngineVsLimit))
 	row("segd end to end (embedded broker)", r.EndToEnd, "")
 	if r.Goka != nil {
 		row("goka baseline (same input, embedded broker)", r.Goka, fmt.Sprintf("segd end to end is %.1fx", r.EndToEndVsGo))

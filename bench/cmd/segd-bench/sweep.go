@@ -142,7 +142,7 @@ func sweepMarkdown(pts []ScalePoint) string {
 		return ""
 	}
 	var b strings.Builder
-	b.WriteString("\nScaling (Go-map limit and segd engine only, one core each, same workload per row):\n\n")
+	b.WriteString("\nScaling (Go-map limit and segd engine only, one partition each, same workload per row):\n\n")
 	b.WriteString("| customers | active | events | segments | limit events/s | segd events/s | segd/limit | cache MiB | heap MiB | state MiB | restart s |\n")
 	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, p := range pts {
