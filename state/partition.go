@@ -58,6 +58,9 @@ type Partition struct {
 	// adds to it in key order (sortedwrites.go).
 	staged *pebble.Batch
 	index  indexWrites
+	// syncIndex is a synchronous commit's index writes (a pipelined
+	// one's are its flight's).
+	syncIndex detachedIndex
 
 	// Timers: see timers.go.
 	timers timerIndex
@@ -511,7 +514,8 @@ func (p *Partition) commit() error {
 	}
 	p.stageOutboxGroup()
 	b := p.staged
-	p.keyBuf = p.index.writeTo(b, p.id, p.memberVal[:], p.keyBuf)
+	p.index.detach(&p.syncIndex)
+	p.keyBuf = p.syncIndex.writeTo(b, p.id, p.memberVal[:], p.keyBuf)
 	// Writing keys in order makes the memtable inserts walk the skiplist
 	// from nearby positions.
 	slices.SortFunc(p.dirty, func(a, b *entry) int { return strings.Compare(a.id, b.id) })

@@ -78,6 +78,7 @@ type flight struct {
 	before  uint64              // the committed outbox sequence before it
 	logged  bool                // the changelog is on: the writer logs it
 	deleted map[string]struct{} // records it deletes
+	index   detachedIndex       // its timer and membership index writes
 	done    chan struct{}       // closed when the writer returns
 	gate    chan struct{}       // flightGate as of the commit
 	err     error               // the writer's, read after done
@@ -113,7 +114,6 @@ func (p *Partition) commitAsync() (bool, error) {
 	}
 	p.stageOutboxGroup()
 	b := p.staged
-	p.keyBuf = p.index.writeTo(b, p.id, p.memberVal[:], p.keyBuf)
 	// First what may fail: nothing is the flight's yet.
 	if err := p.stageCounts(b); err != nil {
 		return false, err
@@ -123,6 +123,8 @@ func (p *Partition) commitAsync() (bool, error) {
 		fl = &flight{deleted: map[string]struct{}{}}
 	}
 	p.spare = nil
+	// The index writes go with the flight: its writer sorts them.
+	p.index.detach(&fl.index)
 	for _, e := range p.dirty {
 		if !e.dirty {
 			continue // deleted since it was marked
@@ -213,6 +215,8 @@ func (p *Partition) writeRecords(fl *flight) error {
 		fl.keyBuf = customerKey(fl.keyBuf[:0], p.id, fr.e.id)
 		fl.b.Set(fl.keyBuf, v, nil)
 	}
+	fl.keyBuf = fl.index.writeTo(fl.b, p.id, p.memberVal[:], fl.keyBuf)
+	// The entry is the whole batch: logged last.
 	if fl.logged {
 		if err := p.stageChangelog(fl.b, fl.before, fl.seq, &fl.keyBuf); err != nil {
 			return fmt.Errorf("commit: %w", err)

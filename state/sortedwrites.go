@@ -69,14 +69,39 @@ func (w *indexWrites) member(c *segCount, segment, id string, del bool) {
 // writes a later one replaces are counted.
 func (w *indexWrites) len() int { return w.bytes }
 
-// writeTo writes the staged writes into b in key order, the last write
-// of each key only, and empties w. memberVal is the value of a
-// membership.
-func (w *indexWrites) writeTo(b *pebble.Batch, part int32, memberVal []byte, key []byte) []byte {
-	// Memberships ('m') sort before timers ('t').
-	slices.SortFunc(w.members, func(x, y *segCount) int { return strings.Compare(string(x.prefix), string(y.prefix)) })
+// detach moves the staged writes into d, emptying w: a commit writes
+// them (detachedIndex.writeTo) on its own time, possibly on another
+// goroutine (a pipelined commit's writer), while new ones are staged.
+func (w *indexWrites) detach(d *detachedIndex) {
 	for _, c := range w.members {
-		ws := c.writes
+		d.members = append(d.members, memberBatch{prefix: c.prefix, writes: c.writes})
+		c.writes = nil
+	}
+	clear(w.members)
+	w.members = w.members[:0]
+	d.timers, w.timers = w.timers, d.timers[:0]
+	w.seq, w.bytes = 0, 0
+}
+
+// detachedIndex is a commit's index writes (indexWrites.detach).
+type detachedIndex struct {
+	members []memberBatch
+	timers  []timerWrite
+}
+
+// memberBatch is one segment's membership writes of a commit.
+type memberBatch struct {
+	prefix []byte
+	writes []memberWrite
+}
+
+// writeTo writes the writes into b in key order, the last write of each
+// key only, and empties d. memberVal is the value of a membership.
+func (d *detachedIndex) writeTo(b *pebble.Batch, part int32, memberVal []byte, key []byte) []byte {
+	// Memberships ('m') sort before timers ('t').
+	slices.SortFunc(d.members, func(x, y memberBatch) int { return strings.Compare(string(x.prefix), string(y.prefix)) })
+	for _, mb := range d.members {
+		ws := mb.writes
 		slices.SortFunc(ws, func(x, y memberWrite) int {
 			if c := strings.Compare(x.id, y.id); c != 0 {
 				return c
@@ -87,23 +112,18 @@ func (w *indexWrites) writeTo(b *pebble.Batch, part int32, memberVal []byte, key
 			if i+1 < len(ws) && ws[i+1].id == ws[i].id {
 				continue // a later write of the same key replaces it
 			}
-			key = append(append(key[:0], c.prefix...), ws[i].id...)
+			key = append(append(key[:0], mb.prefix...), ws[i].id...)
 			if ws[i].del {
 				b.Delete(key, nil)
 			} else {
 				b.Set(key, memberVal, nil)
 			}
 		}
-		clear(ws) // drop the ids
-		if cap(ws) > indexWritesRetain {
-			ws = nil
-		}
-		c.writes = ws[:0]
 	}
-	clear(w.members)
-	w.members = w.members[:0]
+	clear(d.members) // drop the ids
+	d.members = d.members[:0]
 
-	ts := w.timers
+	ts := d.timers
 	slices.SortFunc(ts, func(x, y timerWrite) int {
 		if x.at != y.at {
 			return cmp.Compare(x.at, y.at)
@@ -128,8 +148,7 @@ func (w *indexWrites) writeTo(b *pebble.Batch, part int32, memberVal []byte, key
 		ts = nil
 	}
 	clear(ts)
-	w.timers = ts[:0]
-	w.seq, w.bytes = 0, 0
+	d.timers = ts[:0]
 	return key
 }
 

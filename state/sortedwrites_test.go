@@ -54,10 +54,23 @@ func TestIndexWritesReachTheBatchInOrderLastWins(t *testing.T) {
 			last[string(key)] = exp
 		}
 		b.Reset()
-		w.writeTo(b, 7, memberVal, nil)
+		var d detachedIndex
+		w.detach(&d)
 		if w.len() != 0 || len(w.timers) != 0 || len(w.members) != 0 {
 			t.Fatalf("round %d: writes left staged", round)
 		}
+		// Writes staged after the detach (while a pipelined commit's
+		// writer writes d) belong to the next commit, not to this one.
+		w.timer(1, "after-detach", false)
+		w.member(segs["seg0"], "seg0", "after-detach", false)
+		d.writeTo(b, 7, memberVal, nil)
+		if len(d.timers) != 0 || len(d.members) != 0 {
+			t.Fatalf("round %d: detached writes left after writeTo", round)
+		}
+		w.detach(&d) // drop them: the next round stages its own
+		drop := s.db.NewBatch()
+		d.writeTo(drop, 7, memberVal, nil)
+		drop.Close()
 		r := b.Reader()
 		var prev []byte
 		n := 0
