@@ -16,10 +16,11 @@ import (
 // A commit's cost is mostly encoding the dirty records and inserting the
 // batch into Pebble's memtable: a third of a busy partition's time when
 // the task does both. CommitAsync stages everything else on the task
-// goroutine (index keys, counts, deletes, the outbox, offsets) and hands
-// the records and the batch to a writer goroutine, which encodes the
-// records, adds them to the batch in key order and commits it, while the
-// task applies the next events. One commit is in flight at a time: the
+// goroutine (counts, deletes, the outbox, offsets) and hands the records,
+// the timer and membership index writes and the batch to a writer
+// goroutine, which encodes the records, adds them and the index writes to
+// the batch in key order and commits it, while the task applies the next
+// events. One commit is in flight at a time: the
 // next commit of either kind, and every read of Pebble whose answer the
 // flight could change, wait for it first (settle).
 //
@@ -32,8 +33,8 @@ import (
 // flightRec.state is the claim between the two.
 //
 // A flight's effects (the records evictable, their sizes, the outbox
-// entries committed) are applied by the
-// task when it settles: Settle, the next commit, or a read that waits. A
+// entries committed) are applied by the task when it settles: Settle, the
+// next commit, or a read that waits. A
 // flight that failed leaves the partition failed: its records are no
 // longer marked dirty, so no later commit may write as if they were
 // stored; every later commit returns the error and the partition must be
