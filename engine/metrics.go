@@ -93,7 +93,7 @@ func newMetrics() *metrics {
 			Name: "segd_timers_fired_total", Help: "Customer timers fired as event time advanced.",
 		}),
 		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "segd_commit_seconds", Help: "Duration of a task's atomic commit (state, offsets, outbox).",
+			Name: "segd_commit_seconds", Help: "Duration of a task's atomic commit (state, offsets, outbox); of a pipelined one, its staging plus its writer's time.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -79,16 +79,17 @@ type task struct {
 	pending   int           // records since the last commit
 	// flightNext are the offsets of the commit in flight (commitAsync),
 	// started at flightStart (zero: none in flight).
-	flightNext  map[string]int64
-	flightStart time.Time
-	lastCommit  time.Time
-	lag         map[string]prometheus.Gauge // consumer lag by topic
-	lags        map[string]int64            // records behind, by topic
-	maxLag      atomic.Int64                // the worst of lags, for /readyz
-	lastInput   time.Time
-	rec         segment.Record
-	buf         []connectors.Message
-	reported    segment.Stats
+	flightNext   map[string]int64
+	flightStart  time.Time
+	flightStaged time.Duration // the task's part of the flight's time
+	lastCommit   time.Time
+	lag          map[string]prometheus.Gauge // consumer lag by topic
+	lags         map[string]int64            // records behind, by topic
+	maxLag       atomic.Int64                // the worst of lags, for /readyz
+	lastInput    time.Time
+	rec          segment.Record
+	buf          []connectors.Message
+	reported     segment.Stats
 	// decodeWaiting is set while the task waits on a record it cannot
 	// decode yet (decodewait.go), for /readyz.
 	decodeWaiting atomic.Pointer[DecodeWait]
@@ -334,6 +335,7 @@ func (t *task) commitAsync() error {
 			t.next = map[string]int64{}
 		}
 		t.flightStart = start
+		t.flightStaged = t.opt.now().Sub(start)
 	} else {
 		t.landed(t.next, start)
 	}
@@ -354,7 +356,10 @@ func (t *task) settle(wait bool) error {
 		return fmt.Errorf("partition %d: %w", t.partition, err)
 	}
 	if done && !t.flightStart.IsZero() {
-		t.landed(t.flightNext, t.flightStart)
+		// Its time is its staging plus its writer's, not the time until
+		// the task settled it.
+		took := t.flightStaged + t.part.LandedTook()
+		t.landed(t.flightNext, t.opt.now().Add(-took))
 		clear(t.flightNext)
 		t.flightStart = time.Time{}
 	}

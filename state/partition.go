@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -120,8 +121,10 @@ type Partition struct {
 	spare      *flight
 	spareBatch *pebble.Batch
 	flightErr  error
-	// landedUnreported: a flight landed that Settle has not reported.
+	// landedUnreported: a flight landed that Settle has not reported;
+	// landedTook: the last landed flight's writer time.
 	landedUnreported bool
+	landedTook       time.Duration
 }
 
 type segCount struct {

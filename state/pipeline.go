@@ -83,6 +83,7 @@ type flight struct {
 	done    chan struct{}       // closed when the writer returns
 	gate    chan struct{}       // flightGate as of the commit
 	err     error               // the writer's, read after done
+	took    time.Duration       // the writer's time, read after done
 	// The writer's buffers.
 	arena  []byte
 	order  []int32
@@ -170,9 +171,11 @@ func (p *Partition) writeFlight(fl *flight) {
 	if fl.gate != nil {
 		<-fl.gate
 	}
+	start := time.Now()
 	// Inside guard: a Pebble Fatalf panics here instead of parking the
 	// goroutine, and a panic becomes the flight's error.
 	fl.err = p.s.h.guard("pipelined commit", func() error { return p.writeRecords(fl) })
+	fl.took = time.Since(start)
 }
 
 func (p *Partition) writeRecords(fl *flight) error {
@@ -267,6 +270,10 @@ func (p *Partition) Settle(wait bool) (bool, error) {
 	return done, err
 }
 
+// LandedTook is how long the writer of the last flight that landed took
+// (encoding, batch, write): its share of the commit's time.
+func (p *Partition) LandedTook() time.Duration { return p.landedTook }
+
 // InFlight reports whether a commit is in flight (CommitAsync) and not
 // settled yet.
 func (p *Partition) InFlight() bool { return p.fl != nil }
@@ -315,6 +322,7 @@ func (p *Partition) settle(wait bool) (bool, error) {
 	}
 	p.committed.Store(fl.seq)
 	p.landedUnreported = true
+	p.landedTook = fl.took
 	p.evict()
 	return true, nil
 }
