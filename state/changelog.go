@@ -236,7 +236,7 @@ func (p *Partition) OutboxDeletesUnlogged() bool {
 // Options.ChangelogCommitBytes (see NeedsCommit) so that one commit fits
 // in one Kafka record batch.
 func (p *Partition) ChangelogBytes() int64 {
-	return int64(p.staged.Len()+p.index.len()+len(p.outGroup)) + p.dirtyBytes
+	return int64(p.staged.Len()+p.index.len()+p.out.bytes()) + p.dirtyBytes
 }
 
 // ReadChangelog calls fn for up to limit committed pending changelog
@@ -899,7 +899,7 @@ func (s *Store) repairEntryLog(n int32) (string, error) {
 	return why, b.Commit(pebble.Sync)
 }
 
-// migrateChangelogKeys turns a format 1 store into format 2: each
+// migrateChangelogKeys turns a format 1 store into the current format: each
 // partition's pending changelog entries move from 'l' keys to its log,
 // and the last confirmed entry, which format 1 derived from the first
 // pending key, is recorded ('L'). It is safe to run again after a crash

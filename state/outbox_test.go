@@ -2,9 +2,11 @@ package state
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -280,16 +282,21 @@ func FuzzOutboxEntry(f *testing.F) {
 	f.Add(uint64(7), []byte("\x05topic..."))
 	f.Add(uint64(3), []byte{outboxGroupMark})
 	f.Add(uint64(3), []byte{outboxGroupMark, 0xff, 0xff})
+	f.Add(uint64(5), appendOutboxEntry(nil, 40, testGroup(40, "segd.segment-changes")))
+	f.Add(uint64(5), []byte(outboxCompressedGroupMark+"\x02\x05\x00"))
+	f.Add(uint64(5), []byte(outboxCompressedGroupMark+"\x00"))
+	f.Add(uint64(5), []byte("\xff\x01"))
 	f.Fuzz(func(t *testing.T, key uint64, entry []byte) {
 		if key == 0 || key > 1<<62 {
 			return
 		}
 		var vals [][]byte
-		last, err := forEachOutboxValue(key, entry, func(seq uint64, v []byte) error {
+		var scratch []byte
+		last, err := forEachOutboxValue(key, entry, &scratch, func(seq uint64, v []byte) error {
 			if seq != key+uint64(len(vals)) {
 				t.Fatalf("value %d has seq %d under key %d", len(vals), seq, key)
 			}
-			vals = append(vals, v)
+			vals = append(vals, bytes.Clone(v))
 			return nil
 		})
 		if err != nil {
@@ -301,21 +308,212 @@ func FuzzOutboxEntry(f *testing.F) {
 		if last != key+uint64(len(vals))-1 {
 			t.Fatalf("last %d for %d values under key %d", last, len(vals), key)
 		}
-		if len(entry) == 0 || entry[0] != outboxGroupMark {
+		// What a delete reads (the header alone) ends where the values do.
+		if end, err := forEachOutboxValue(key, entry, nil, nil); err != nil || end != last {
+			t.Fatalf("entry's end without its values: %d, %v; with them %d", end, err, last)
+		}
+		if len(entry) == 0 || entry[0] != outboxGroupMark && entry[0] != outboxCompressedGroupMark[0] {
 			return
 		}
-		// A group re-encodes to itself.
-		enc := []byte{outboxGroupMark}
+		// A group re-encodes, compressed or not, to the same values.
+		group := []byte{outboxGroupMark}
 		for _, v := range vals {
-			enc = binary.AppendUvarint(enc, uint64(len(v)))
-			enc = append(enc, v...)
+			group = binary.AppendUvarint(group, uint64(len(v)))
+			group = append(group, v...)
 		}
-		if !bytes.Equal(enc, entry) {
-			// Non-minimal varints decode too; they must decode the same.
-			again, _ := forEachOutboxValue(key, enc, nil)
-			if again != last {
-				t.Fatalf("re-encoded group ends at %d, not %d", again, last)
+		enc := appendOutboxEntry(nil, uint64(len(vals)), group)
+		var again [][]byte
+		end, err := forEachOutboxValue(key, enc, &scratch, func(_ uint64, v []byte) error {
+			again = append(again, bytes.Clone(v))
+			return nil
+		})
+		if err != nil || end != last || len(again) != len(vals) {
+			t.Fatalf("re-encoded group: end %d, %d values, %v; want end %d, %d values", end, len(again), err, last, len(vals))
+		}
+		for i := range vals {
+			if !bytes.Equal(again[i], vals[i]) {
+				t.Fatalf("re-encoded group's value %d: %q, want %q", i, again[i], vals[i])
 			}
 		}
 	})
+}
+
+// testGroup is an uncompressed group of n envelope-like values on topic.
+func testGroup(n int, topic string) []byte {
+	g := []byte{outboxGroupMark}
+	for i := range n {
+		v := fmt.Appendf(nil, "%c%s%c%s:seg-%d:ENTER:rules-hash-0123456789abcdef", len(topic), topic, 10, "cust-00042", i)
+		g = binary.AppendUvarint(g, uint64(len(v)))
+		g = append(g, v...)
+	}
+	return g
+}
+
+// TestOutboxGroupsAreStoredCompressed: a commit's groups of changes,
+// which repeat most of their bytes, are stored compressed, by a
+// synchronous commit and by a pipelined one's writer; values that do not
+// compress are stored as they are; the publisher reads the same values
+// either way, and a delete finds a compressed group's end from its header.
+func TestOutboxGroupsAreStoredCompressed(t *testing.T) {
+	for _, pipelined := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pipelined=%v", pipelined), func(t *testing.T) {
+			s := openMem(t, vfs.NewMem(), Options{})
+			defer s.Close()
+			p, err := s.Partition(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want [][]byte
+			commit := func() {
+				t.Helper()
+				rec, err := p.Get("c1")
+				if err != nil {
+					t.Fatal(err)
+				}
+				rec.(*testRecord).n++
+				p.MarkDirty("c1", rec)
+				if !pipelined {
+					if err := p.Commit(); err != nil {
+						t.Fatal(err)
+					}
+					return
+				}
+				if async, err := p.CommitAsync(); err != nil || !async {
+					t.Fatalf("CommitAsync = %v, %v", async, err)
+				}
+				if done, err := p.Settle(true); !done || err != nil {
+					t.Fatalf("Settle = %v, %v", done, err)
+				}
+			}
+			// About 150 KiB of changes: three groups.
+			raw := 0
+			for i := range 2000 {
+				v := fmt.Appendf(nil, "\x14segd.segment-changes\x0acust-%05d:segment-%d:ENTER:hash-0123456789abcdef0123456789abcdef", i%7, i%40)
+				want = append(want, v)
+				raw += len(v)
+				p.AppendOutbox(v)
+			}
+			commit()
+			// Values that do not compress.
+			rnd := rand.New(rand.NewPCG(1, 2))
+			for range 100 {
+				v := make([]byte, 200)
+				for j := range v {
+					v[j] = byte(rnd.Uint32())
+				}
+				want = append(want, v)
+				p.AppendOutbox(v)
+			}
+			commit()
+
+			marks, stored := map[byte]int{}, 0
+			it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: partPrefix(ksOutbox, 0), UpperBound: prefixEnd(partPrefix(ksOutbox, 0))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for ok := it.First(); ok; ok = it.Next() {
+				marks[it.Value()[0]]++
+				if v := it.Value(); bytes.HasPrefix(v, []byte(outboxCompressedGroupMark)) {
+					stored += len(v)
+					// What a segd from before compressed groups reads
+					// as the topic length of a one-value entry: longer
+					// than the entry, so it cannot publish it.
+					if n, k := binary.Uvarint(v); k <= 0 || n <= uint64(len(v)) {
+						t.Fatalf("a compressed group reads as a %d-byte topic (%d)", n, k)
+					}
+				}
+			}
+			if err := it.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if marks[outboxCompressedGroupMark[0]] != 3 || marks[outboxGroupMark] != 1 {
+				t.Fatalf("stored groups by first byte: %v, want 3 compressed and 1 not", marks)
+			}
+			if stored*4 > raw {
+				t.Fatalf("compressed groups take %d bytes for %d bytes of values", stored, raw)
+			}
+
+			var got [][]byte
+			if err := p.ReadOutbox(0, 1<<20, func(seq uint64, v []byte) error {
+				if seq != uint64(len(got))+1 {
+					t.Fatalf("value %d read with seq %d", len(got)+1, seq)
+				}
+				got = append(got, bytes.Clone(v))
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("read %d values, want %d", len(got), len(want))
+			}
+			for i := range want {
+				if !bytes.Equal(got[i], want[i]) {
+					t.Fatalf("value %d: %q, want %q", i+1, got[i], want[i])
+				}
+			}
+			// A delete up to the end of the second compressed group.
+			var second uint64
+			it, _ = s.db.NewIter(&pebble.IterOptions{LowerBound: partPrefix(ksOutbox, 0), UpperBound: prefixEnd(partPrefix(ksOutbox, 0))})
+			it.First()
+			it.Next()
+			it.Next()
+			second = binary.BigEndian.Uint64(it.Key()[5:]) - 1
+			if err := it.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.DeleteOutbox(second); err != nil {
+				t.Fatal(err)
+			}
+			if d := p.OutboxDepth(); d != int64(len(want))-int64(second) {
+				t.Fatalf("outbox depth %d after deleting to %d of %d", d, second, len(want))
+			}
+			var first uint64
+			if err := p.ReadOutbox(0, 1, func(seq uint64, _ []byte) error {
+				first = cmp.Or(first, seq)
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if first != second+1 {
+				t.Fatalf("first value after the delete: %d, want %d", first, second+1)
+			}
+		})
+	}
+}
+
+// TestOutboxCorruptCompressedGroup: a compressed group whose header
+// disagrees with its values, or whose values do not decompress, fails the
+// read with ErrCorrupt.
+func TestOutboxCorruptCompressedGroup(t *testing.T) {
+	good := appendOutboxEntry(nil, 40, testGroup(40, "segd.segment-changes"))
+	m := len(outboxCompressedGroupMark)
+	if !bytes.HasPrefix(good, []byte(outboxCompressedGroupMark)) || good[m] != 40 {
+		t.Fatalf("test group not compressed: %x", good[:m+1])
+	}
+	miscounted := append([]byte(outboxCompressedGroupMark+"\x29"), good[m+1:]...)
+	truncated := good[:len(good)-5]
+	badMark := append([]byte("\xff\xff\xff\xff\x7e"), good[m:]...)
+	for name, entry := range map[string][]byte{"miscounted": miscounted, "truncated": truncated, "marked wrong": badMark} {
+		t.Run(name, func(t *testing.T) {
+			s := openMem(t, vfs.NewMem(), Options{})
+			defer s.Close()
+			p, err := s.Partition(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 40 {
+				p.AppendOutbox([]byte("x"))
+			}
+			if err := p.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.db.Set(outboxKey(nil, 0, 1), entry, pebble.Sync); err != nil {
+				t.Fatal(err)
+			}
+			err = p.ReadOutbox(0, 100, func(uint64, []byte) error { return nil })
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("read of a %s compressed group: %v, want ErrCorrupt", name, err)
+			}
+		})
+	}
 }

@@ -71,11 +71,10 @@ type Partition struct {
 	committed atomic.Uint64
 	deletedTo atomic.Uint64
 	outMu     sync.Mutex // serializes DeleteOutbox with itself
-	// outGroup is the group of values the current commit appended since
-	// the last one it staged; outGroupSeq is its first value's sequence
-	// (outbox.go).
-	outGroup    []byte
-	outGroupSeq uint64
+	// out is the outbox groups the next commit writes (outbox.go); zbuf
+	// is a synchronous commit's buffer for a compressed group.
+	out  stagedOutbox
+	zbuf []byte
 	// delKeys are the outbox keys DeleteOutbox deleted that the changelog
 	// has not logged (guarded by outMu); deletes up to delBlindTo are not
 	// listed there (made before a restart, or by a range tombstone) and
@@ -515,8 +514,8 @@ func (p *Partition) commit() error {
 	if err := p.commitReady(); err != nil {
 		return err
 	}
-	p.stageOutboxGroup()
 	b := p.staged
+	p.keyBuf, p.zbuf = p.out.writeTo(b, p.id, p.keyBuf, p.zbuf)
 	p.index.detach(&p.syncIndex)
 	p.keyBuf = p.syncIndex.writeTo(b, p.id, p.memberVal[:], p.keyBuf)
 	// Writing keys in order makes the memtable inserts walk the skiplist
@@ -715,7 +714,7 @@ func (p *Partition) closeNoRelease() bool {
 	if p.clLog != nil {
 		p.clLog.close()
 	}
-	p.outGroup = nil
+	p.out = stagedOutbox{}
 	p.cacheBytes.Store(0)
 	p.cacheEntries.Store(0)
 	p.cache = nil

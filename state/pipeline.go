@@ -80,6 +80,7 @@ type flight struct {
 	logged  bool                // the changelog is on: the writer logs it
 	deleted map[string]struct{} // records it deletes
 	index   detachedIndex       // its timer and membership index writes
+	out     stagedOutbox        // its outbox groups
 	done    chan struct{}       // closed when the writer returns
 	gate    chan struct{}       // flightGate as of the commit
 	err     error               // the writer's, read after done
@@ -88,6 +89,7 @@ type flight struct {
 	arena  []byte
 	order  []int32
 	keyBuf []byte
+	zbuf   []byte
 	// snaps holds the task's encodings (unshare).
 	snaps []byte
 }
@@ -114,7 +116,6 @@ func (p *Partition) commitAsync() (bool, error) {
 	if err := p.commitReady(); err != nil {
 		return false, err
 	}
-	p.stageOutboxGroup()
 	b := p.staged
 	// First what may fail: nothing is the flight's yet.
 	if err := p.stageCounts(b); err != nil {
@@ -125,8 +126,12 @@ func (p *Partition) commitAsync() (bool, error) {
 		fl = &flight{deleted: map[string]struct{}{}}
 	}
 	p.spare = nil
-	// The index writes go with the flight: its writer sorts them.
+	// The index writes and the outbox groups go with the flight: its
+	// writer sorts the ones and compresses the others.
 	p.index.detach(&fl.index)
+	p.out.closeGroup()
+	p.out, fl.out = fl.out, p.out
+	p.out.reset() // what a failed flight's writer left
 	for _, e := range p.dirty {
 		if !e.dirty {
 			continue // deleted since it was marked
@@ -220,6 +225,7 @@ func (p *Partition) writeRecords(fl *flight) error {
 		fl.b.Set(fl.keyBuf, v, nil)
 	}
 	fl.keyBuf = fl.index.writeTo(fl.b, p.id, p.memberVal[:], fl.keyBuf)
+	fl.keyBuf, fl.zbuf = fl.out.writeTo(fl.b, p.id, fl.keyBuf, fl.zbuf)
 	// The entry is the whole batch: logged last.
 	if fl.logged {
 		if err := p.stageChangelog(fl.b, fl.before, fl.seq, &fl.keyBuf); err != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
@@ -358,6 +359,56 @@ func TestNewerFormatRefused(t *testing.T) {
 	_, err := Open("db", Options{FS: fs, Decode: decodeTest})
 	if !errors.Is(err, ErrNewerFormat) {
 		t.Fatalf("got %v, want ErrNewerFormat", err)
+	}
+}
+
+// TestFormat2StoreIsMarked3: a store of format 2 (uncompressed outbox
+// groups) opens as it is; it is marked format 3 once opened for writing,
+// so that an older segd refuses it once it may hold compressed groups,
+// and not when opened read-only.
+func TestFormat2StoreIsMarked3(t *testing.T) {
+	fs := vfs.NewMem()
+	s := openMem(t, fs, Options{})
+	b := s.db.NewBatch()
+	b.Set(outboxKey(nil, 0, 1), []byte{outboxGroupMark, 2, 'o', 'k', 3, 'y', 'e', 's'}, nil)
+	b.Set(partPrefix(ksOutboxSeq, 0), be64(3), nil)
+	b.Set(formatKey, []byte{2}, nil)
+	if err := b.Commit(pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	format := func() byte {
+		t.Helper()
+		v, closer, err := s.db.Get(formatKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer closer.Close()
+		return v[0]
+	}
+	s, err := Open("db", Options{FS: fs, Decode: decodeTest, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := format(); f != 2 {
+		t.Fatalf("format %d after a read-only open, want 2", f)
+	}
+	s.Close()
+	s = openMem(t, fs, Options{})
+	defer s.Close()
+	if f := format(); f != FormatVersion || FormatVersion != 3 {
+		t.Fatalf("format %d after opening, want %d (3)", f, FormatVersion)
+	}
+	p, err := s.Partition(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	if err := p.ReadOutbox(0, 10, func(_ uint64, v []byte) error { got = append(got, string(v)); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != "[ok yes]" {
+		t.Fatalf("format 2 group read as %q", got)
 	}
 }
 

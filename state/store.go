@@ -20,8 +20,11 @@ import (
 // newer version is refused (ErrNewerFormat).
 //
 // Format 2 keeps the pending changelog entries in files (entrylog.go)
-// instead of 'l' keys; a format 1 store is migrated when opened.
-const FormatVersion = 2
+// instead of 'l' keys; a format 1 store is migrated when opened. Format 3
+// may hold compressed outbox groups (outbox.go), which a format 2 reader
+// would take for values: a format 2 store is opened as it is and marked
+// 3, so that an older segd refuses it from then on.
+const FormatVersion = 3
 
 // recordEnvelope is the first byte of every stored customer record: the
 // version of the envelope around the engine's record bytes.
@@ -370,10 +373,14 @@ func (s *Store) checkFormat() error {
 	if v[0] > FormatVersion {
 		return fmt.Errorf("%w: store has format %d, this segd writes %d; upgrade segd", ErrNewerFormat, v[0], FormatVersion)
 	}
-	if v[0] < FormatVersion && !s.opts.ReadOnly {
-		return s.migrateChangelogKeys()
+	switch {
+	case s.opts.ReadOnly || v[0] == FormatVersion:
+		return nil
+	case v[0] < 2:
+		return s.migrateChangelogKeys() // sets the current format
+	default:
+		return s.db.Set(formatKey, []byte{FormatVersion}, pebble.Sync)
 	}
-	return nil
 }
 
 // Partition opens the state of partition n. A partition can be open once
