@@ -2,6 +2,7 @@ package segment
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -282,6 +283,12 @@ segments:
 	}
 	if got := c.member(0).seq; got != 3 {
 		t.Fatalf("alice buyer seq %d, want 3 (ENTER, EXIT, ENTER)", got)
+	}
+	// Transitions per segment, counted by index under each rule set (the
+	// first one's folded in at the reload) and by id for the dropped vip.
+	want := map[string][2]uint64{"buyer": {3, 2}, "vip": {1, 1}, "big": {2, 0}}
+	if got := h.proc.Stats().SegmentChanges; !maps.Equal(got, want) {
+		t.Fatalf("segment changes %v, want %v", got, want)
 	}
 }
 
