@@ -131,6 +131,11 @@ type Stats struct {
 type Processor struct {
 	consentSegs bool   // some segment of rs requires consent
 	idBuf       []byte // changeID's
+	// idTail caches the end of a change id (":at[:born]") for idAt and
+	// idBorn: the changes of one event or timer share both, and
+	// formatting the two numbers was most of an id's cost.
+	idTail       []byte
+	idAt, idBorn int64
 	// scratch is the rules' evaluation scratch every customer this
 	// processor loads evaluates with, so that cached records carry none.
 	scratch rules.Scratch
@@ -681,7 +686,12 @@ func lifeMark(clock int64, lifeKey string) int64 {
 // encoded at once and never kept (the one string allocation per change
 // was a twentieth of a change's cost with 1000 segments).
 func (p *Processor) changeID(customer, segment string, seq uint64, at, born int64) string {
-	p.idBuf = appendChangeID(p.idBuf[:0], customer, segment, seq, at, born)
+	if len(p.idTail) == 0 || at != p.idAt || born != p.idBorn {
+		p.idTail = appendChangeIDTail(p.idTail[:0], at, born)
+		p.idAt, p.idBorn = at, born
+	}
+	b := appendChangeIDHead(p.idBuf[:0], customer, segment, seq)
+	p.idBuf = append(b, p.idTail...)
 	return unsafe.String(unsafe.SliceData(p.idBuf), len(p.idBuf))
 }
 
@@ -692,11 +702,18 @@ func (p *Processor) changeID(customer, segment string, seq uint64, at, born int6
 // earlier life, even for a transition at the same millisecond with the
 // same sequence number.
 func appendChangeID(b []byte, customer, segment string, seq uint64, at, born int64) []byte {
+	return appendChangeIDTail(appendChangeIDHead(b, customer, segment, seq), at, born)
+}
+
+func appendChangeIDHead(b []byte, customer, segment string, seq uint64) []byte {
 	b = append(b, customer...)
 	b = append(b, ':')
 	b = append(b, segment...)
 	b = append(b, ':')
-	b = strconv.AppendUint(b, seq, 10)
+	return strconv.AppendUint(b, seq, 10)
+}
+
+func appendChangeIDTail(b []byte, at, born int64) []byte {
 	b = append(b, ':')
 	b = strconv.AppendInt(b, at, 10)
 	if born != 0 {

@@ -3,6 +3,7 @@ package segment
 import (
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -386,4 +387,24 @@ func TestErasureNoticeForEveryErasedCustomer(t *testing.T) {
 	h.expect()
 	h.apply(schemas.Event{Type: schemas.EventProfile, EventID: "d1", CustomerID: "nora", Time: ts("2024-01-01T02:00:00Z"), Delete: true})
 	h.expect("2024-01-01T02:00:00Z nora  EXIT deletion")
+}
+
+// TestChangeIDReusesItsTailOnlyForTheSameTimes: the processor formats an
+// id's times once for the changes that share them; every id must still
+// be the one appendChangeID makes from scratch, whatever came before.
+func TestChangeIDReusesItsTailOnlyForTheSameTimes(t *testing.T) {
+	var p Processor
+	rnd := rand.New(rand.NewPCG(7, 11))
+	pick := func(xs ...int64) int64 { return xs[rnd.IntN(len(xs))] }
+	for i := range 10000 {
+		customer := fmt.Sprintf("c%d", rnd.IntN(3))
+		segment := fmt.Sprintf("s%d", rnd.IntN(3))
+		seq := uint64(rnd.IntN(5))
+		at := pick(0, 1, 1700000000000, 1700000000001)
+		born := pick(0, 5, 1700000000000)
+		got := p.changeID(customer, segment, seq, at, born)
+		if want := string(appendChangeID(nil, customer, segment, seq, at, born)); got != want {
+			t.Fatalf("call %d: id %q, want %q", i, got, want)
+		}
+	}
 }
