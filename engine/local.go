@@ -49,7 +49,8 @@ func (e *Engine) OpenLocal(partitions int) (*Local, error) {
 			return nil, fmt.Errorf("local: open partition %d: %w", p, err)
 		}
 		obs := &changeObserver{rates: &e.rates}
-		proc, err := segment.New(e.rs.Load(), part, e.processorOptions(inputs, enc, obs.observe))
+		// No latency to track: the observer needs no call per change.
+		proc, err := segment.New(e.rs.Load(), part, e.processorOptions(inputs, enc, nil))
 		if err != nil {
 			part.Close()
 			l.Close()

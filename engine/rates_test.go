@@ -32,31 +32,29 @@ func TestSegmentRatesWindows(t *testing.T) {
 }
 
 // TestChangeObserverCountsAtFlush: a partition's changes reach the shared
-// rates when its task flushes them after a commit, each counted once.
+// rates when its task flushes them after a commit (from the processor's
+// counts), each counted once.
 func TestChangeObserverCountsAtFlush(t *testing.T) {
 	var r segmentRates
 	o := &changeObserver{rates: &r}
 	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
-	o.observe(segment.Change{Segment: "vip", Enter: true})
-	o.observe(segment.Change{Segment: "vip", Enter: true})
-	o.observe(segment.Change{Segment: "vip", Enter: false})
-	o.observe(segment.Change{Segment: "lapsed", Enter: true})
+	st := &segment.Stats{SegmentChanges: map[string][2]uint64{"vip": {2, 1}, "lapsed": {1, 0}}}
 	if e, x, _, _ := r.counts("vip", t0); e != 0 || x != 0 {
 		t.Fatalf("before the flush: vip %d/%d, want nothing yet", e, x)
 	}
-	o.flush(t0)
-	o.flush(t0) // nothing new: counts nothing twice
+	o.flush(t0, st)
+	o.flush(t0, st) // nothing new: counts nothing twice
 	if e, x, _, _ := r.counts("vip", t0); e != 2 || x != 1 {
 		t.Fatalf("vip %d enters %d exits, want 2 and 1", e, x)
 	}
 	if e, x, _, _ := r.counts("lapsed", t0); e != 1 || x != 0 {
 		t.Fatalf("lapsed %d enters %d exits, want 1 and 0", e, x)
 	}
-	o.observe(segment.Change{Segment: "vip", Enter: false})
-	o.flush(t0.Add(time.Minute))
-	if _, x, _, _ := r.counts("vip", t0.Add(time.Minute)); x != 2 {
-		t.Fatalf("vip exits %d after a second flush, want 2", x)
+	st.SegmentChanges["vip"] = [2]uint64{2, 2}
+	o.flush(t0.Add(time.Minute), st)
+	if e, x, _, _ := r.counts("vip", t0.Add(time.Minute)); e != 2 || x != 2 {
+		t.Fatalf("vip %d enters %d exits after a second flush, want 2 and 2", e, x)
 	}
 	var nilObs *changeObserver
-	nilObs.flush(t0) // a backfill's task has none
+	nilObs.flush(t0, st) // a backfill's task has none
 }

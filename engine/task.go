@@ -374,7 +374,7 @@ func (t *task) landed(offsets map[string]int64, start time.Time) {
 	}
 	t.reportGroupOffsets()
 	now := t.opt.now()
-	t.obs.flush(now)
+	t.obs.flush(now, t.proc.Stats())
 	if t.m != nil {
 		t.m.report(t.proc, &t.reported, now.Sub(start))
 	}
