@@ -102,4 +102,3 @@ func (o *changeObserver) flush(now time.Time, s *segment.Stats) {
 		o.counted[seg] = n
 	}
 }
-
