@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/klauspost/compress/s2"
@@ -62,7 +61,7 @@ const outboxGroupBytes = 64 << 10
 const maxCompressedGroupBytes = 16 << 20
 
 // stagedGroup is an outbox group staged for the next commit: its bytes
-// (a group as stored uncompressed) are outArena[off:end].
+// (a group as stored uncompressed) are its stagedOutbox's arena[off:end].
 type stagedGroup struct {
 	seq      uint64 // its first value's sequence
 	n        uint64 // its number of values
@@ -171,7 +170,10 @@ func forEachOutboxValue(key uint64, entry []byte, scratch *[]byte, fn func(seq u
 	group := entry[1:]
 	var want uint64
 	if entry[0] != outboxGroupMark {
-		if !strings.HasPrefix(string(entry), outboxCompressedGroupMark) {
+		// Compared as a string of the mark's length: a conversion of the
+		// whole entry would copy it.
+		m := len(outboxCompressedGroupMark)
+		if len(entry) < m || string(entry[:m]) != outboxCompressedGroupMark {
 			return key, fmt.Errorf("%w: outbox group %d: bad compressed header", ErrCorrupt, key)
 		}
 		group = entry[len(outboxCompressedGroupMark):]

@@ -517,3 +517,20 @@ func TestOutboxCorruptCompressedGroup(t *testing.T) {
 		})
 	}
 }
+
+// TestOutboxGroupEndAllocatesNothing: a delete reads every group it
+// passes only for its end, which a compressed group's header gives
+// without decompressing or copying the entry.
+func TestOutboxGroupEndAllocatesNothing(t *testing.T) {
+	entry := appendOutboxEntry(nil, 40, testGroup(40, "segd.segment-changes"))
+	if !bytes.HasPrefix(entry, []byte(outboxCompressedGroupMark)) {
+		t.Fatal("test group not compressed")
+	}
+	var last uint64
+	allocs := testing.AllocsPerRun(100, func() {
+		last, _ = forEachOutboxValue(5, entry, nil, nil)
+	})
+	if allocs != 0 || last != 44 {
+		t.Fatalf("group end %d with %.0f allocations, want 44 with none", last, allocs)
+	}
+}
