@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/segd/segd/segment"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -278,12 +279,12 @@ func startTopicSetEngine(t *testing.T, cfg *Config) *Engine {
 	return startEngine(t, cfg)
 }
 
-func allMembers(t *testing.T, eng *Engine, segment string) []string {
+func allMembers(t *testing.T, eng *Engine, segmentID string) []string {
 	t.Helper()
 	var all []string
 	cursor := ""
 	for {
-		ids, next, err := eng.st.Members(segment, cursor, 1000)
+		ids, next, err := segment.ListMembers(eng.st, eng.rs.Load(), segmentID, cursor, 1000, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

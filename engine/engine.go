@@ -847,8 +847,8 @@ func (e *Engine) countMembers(segment string) (int64, error) {
 
 // listMembers is a page of a segment's committed members in the
 // partitions this process runs (see countMembers).
-func (e *Engine) listMembers(segment, cursor string, limit int) ([]string, string, error) {
-	return e.st.MembersOf(segment, cursor, limit, e.ownedFilter())
+func (e *Engine) listMembers(segmentID, cursor string, limit int) ([]string, string, error) {
+	return segment.ListMembers(e.st, e.rs.Load(), segmentID, cursor, limit, e.ownedFilter())
 }
 
 // ownedFilter reports whether this process runs a partition now.

@@ -180,23 +180,49 @@ func (l *Local) Close() error {
 	return first
 }
 
+// Memberships calls fn with every committed membership in the store, in
+// one pass over the records (a listing per segment reads every record
+// once per segment): customer by customer, within a customer in the
+// rules' segment order.
+func (l *Local) Memberships(fn func(customerID, segmentID string)) error {
+	if l.closed {
+		return state.ErrClosed
+	}
+	st, rs := l.e.st, l.e.rs.Load()
+	lists := segment.NewSegmentLists(st)
+	parts, err := st.PartitionsWithCustomers()
+	if err != nil {
+		return fmt.Errorf("local: memberships: %w", err)
+	}
+	for _, p := range parts {
+		err := st.RangeCommitted(p, func(id string, data []byte) error {
+			c, err := segment.DecodeCustomer(rs, lists, data)
+			if err != nil {
+				return fmt.Errorf("customer %q: %w", id, err)
+			}
+			for i, s := range rs.Segments() {
+				if in, _, _ := c.Member(i); in {
+					fn(id, s.ID)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("local: memberships of partition %d: %w", p, err)
+		}
+	}
+	return nil
+}
+
 // Members returns every committed member of segment across the open
 // partitions, in id order.
 func (l *Local) Members(segmentID string) ([]string, error) {
 	if l.closed {
 		return nil, state.ErrClosed
 	}
-	var all []string
-	cursor := ""
-	for {
-		ids, next, err := l.e.st.Members(segmentID, cursor, 10000)
-		if err != nil {
-			return nil, fmt.Errorf("local: members of %s: %w", segmentID, err)
-		}
-		all = append(all, ids...)
-		if next == "" {
-			return all, nil
-		}
-		cursor = next
+	ids, err := segment.AllMembers(l.e.st, l.e.rs.Load(), segmentID, nil)
+	if err != nil {
+		return nil, fmt.Errorf("local: %w", err)
 	}
+	return ids, nil
 }

@@ -3,6 +3,7 @@ package segment
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"testing"
 
@@ -30,16 +31,23 @@ func FuzzDecodeEnvelope(f *testing.F) {
 	})
 }
 
-func FuzzDecodeCustomer(f *testing.F) {
+// fuzzRuleSets are the rules records are decoded for and another rule
+// set: records may name the rules' own segment list or the other's (which
+// shares the segment clicker).
+func fuzzRuleSets(f *testing.F) (rs, other *rules.RuleSet) {
 	rs, err := rules.Compile("fuzz.yaml", []byte(testRules))
 	if err != nil {
 		f.Fatal(err)
 	}
-	// Records may name the rules' own segment list or another one.
-	other, err := rules.Compile("other.yaml", []byte("version: 1\ntraits:\n  n: count(purchase) over 30d\nsegments:\n  clicker: { when: \"n >= 1\" }\n  gone: { when: \"n >= 2\" }\n"))
+	other, err = rules.Compile("other.yaml", []byte("version: 1\ntraits:\n  n: count(purchase) over 30d\nsegments:\n  clicker: { when: \"n >= 1\" }\n  gone: { when: \"n >= 2\" }\n"))
 	if err != nil {
 		f.Fatal(err)
 	}
+	return rs, other
+}
+
+func FuzzDecodeCustomer(f *testing.F) {
+	rs, other := fuzzRuleSets(f)
 	lists := ruleSetList{other}
 	c, _ := DecodeCustomer(rs, nil, nil)
 	c.timerAt = 1234
@@ -94,4 +102,61 @@ func FuzzDecodeMergeRecord(f *testing.F) {
 			t.Fatalf("round trip: %q %q %d %x, %v", id2, from2, at2, traits2, err)
 		}
 	})
+}
+
+// FuzzMemberMatcher: the matcher that listings use reads only a record's
+// head; for every record DecodeCustomer accepts, it must say for each
+// segment what the decoded customer says (a differential test against the
+// full decoder), whichever segment list the record names.
+func FuzzMemberMatcher(f *testing.F) {
+	rs, other := fuzzRuleSets(f)
+	lists := ruleSetList{other}
+	bothLists := listsOf{other, rs}
+	c, _ := DecodeCustomer(rs, nil, nil)
+	*c.memberRef(0) = member{seq: 3, since: 99}
+	*c.memberRef(1) = member{seq: 2, since: 100}
+	*c.memberRef(2) = member{seq: 1, since: 120}
+	c.orphans = append(c.orphans, orphanMember{segment: "old", m: member{seq: 1, since: 7}})
+	f.Add(c.AppendBinary(nil))
+	// An orphan under a segment the rules define wins over the list.
+	c.orphans = append(c.orphans, orphanMember{segment: "buyer", m: member{seq: 4, since: 130}}, orphanMember{segment: "vip", m: member{seq: 5, since: 130}})
+	f.Add(c.AppendBinary(nil))
+	o, _ := DecodeCustomer(other, nil, nil)
+	*o.memberRef(0) = member{seq: 1, since: 10}
+	*o.memberRef(1) = member{seq: 1, since: 10}
+	f.Add(o.AppendBinary(nil))
+	v2, err := os.ReadFile("testdata/record-v2.bin")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(v2)
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := DecodeCustomer(rs, lists, data)
+		if err != nil {
+			return
+		}
+		for i, s := range rs.Segments() {
+			want, _, _ := c.Member(i)
+			// With the rules at hand, or their list read like any other.
+			for _, known := range []*rules.RuleSet{rs, nil} {
+				got, err := NewMemberMatcher(s.ID, known, bothLists).Match(data)
+				if err != nil || got != want {
+					t.Fatalf("segment %s (rules at hand: %v): matcher %v (%v), decoded record %v", s.ID, known != nil, got, err, want)
+				}
+			}
+		}
+	})
+}
+
+// listsOf finds the lists of several rule sets.
+type listsOf []*rules.RuleSet
+
+func (l listsOf) SegmentList(id uint64) ([]string, error) {
+	for _, rs := range l {
+		if rs.SegmentListID() == id {
+			return rs.SegmentIDs(), nil
+		}
+	}
+	return nil, fmt.Errorf("segment list %016x is unknown", id)
 }

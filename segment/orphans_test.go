@@ -37,7 +37,7 @@ func TestErasureExitsOrphanMemberships(t *testing.T) {
 	if n, err := h.st.CountMembers("vip"); err != nil || n != 0 {
 		t.Fatalf("vip members after the erasure: %d (%v), want 0", n, err)
 	}
-	if ids, _, err := h.st.MembersOf("vip", "", 10, nil); err != nil || len(ids) != 0 {
-		t.Fatalf("vip membership index after the erasure: %v (%v)", ids, err)
+	if ids, _, err := ListMembers(h.st, h.rs, "vip", "", 10, nil); err != nil || len(ids) != 0 {
+		t.Fatalf("vip members listed after the erasure: %v (%v)", ids, err)
 	}
 }

@@ -669,7 +669,7 @@ func (p *Processor) transition(c *Customer, id string, m *member, seg int, segme
 	if p.opt.OnChange != nil {
 		p.opt.OnChange(Change{Segment: segment, Enter: in, Cause: cause, OutboxSeq: seq})
 	}
-	p.part.SetMember(segment, id, in)
+	p.part.CountMember(segment, in)
 }
 
 // lifeMark names a customer's life by the event that began it (its id,

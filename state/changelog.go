@@ -542,41 +542,8 @@ func (s *Store) unreserve(n int32) {
 
 // wipe deletes every key of partition n.
 func (s *Store) wipe(n int32) error {
-	// The membership index is keyed by segment, not partition: find the
-	// partition's customers first, then their index entries.
-	ids := map[string]struct{}{}
-	prefix := partPrefix(ksCustomer, n)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
-	if err != nil {
-		return err
-	}
-	for it.First(); it.Valid(); it.Next() {
-		ids[string(it.Key()[len(prefix):])] = struct{}{}
-	}
-	if err := errors.Join(it.Error(), it.Close()); err != nil {
-		return err
-	}
 	b := s.db.NewBatch()
 	defer b.Close()
-	if len(ids) > 0 {
-		mit, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{ksMember}, UpperBound: []byte{ksMember + 1}})
-		if err != nil {
-			return err
-		}
-		for mit.First(); mit.Valid(); mit.Next() {
-			k := mit.Key()
-			l, w := binary.Uvarint(k[1:])
-			if w <= 0 || 1+w+int(l) > len(k) {
-				continue
-			}
-			if _, ok := ids[string(k[1+w+int(l):])]; ok {
-				b.Delete(k, nil)
-			}
-		}
-		if err := errors.Join(mit.Error(), mit.Close()); err != nil {
-			return err
-		}
-	}
 	for _, ks := range partitionKeyspaces {
 		p := partPrefix(ks, n)
 		b.DeleteRange(p, prefixEnd(p), nil)
@@ -594,6 +561,12 @@ func (s *Store) wipe(n int32) error {
 func (r *Restorer) Apply(key, value []byte, deleted bool) error {
 	if r.done {
 		return ErrClosed
+	}
+	if len(key) > 0 && key[0] == ksMember {
+		// A membership index entry of a format 3 or older segd: the
+		// records hold the memberships now (Store.MembersOf).
+		r.applied++
+		return nil
 	}
 	if err := r.checkKey(key); err != nil {
 		return err
@@ -618,9 +591,6 @@ func (r *Restorer) Apply(key, value []byte, deleted bool) error {
 }
 
 func (r *Restorer) checkKey(key []byte) error {
-	if len(key) > 0 && key[0] == ksMember {
-		return nil
-	}
 	if len(key) >= 5 && int32(binary.BigEndian.Uint32(key[1:5])) == r.n {
 		switch key[0] {
 		case ksCustomer, ksOffset, ksTimer, ksOutbox, ksOutboxSeq, ksCount, ksRules, ksCatalog:
@@ -743,7 +713,6 @@ func (s *Store) Reseed(n int32, entryBytes int64) (int, error) {
 		}
 		return nil
 	}
-	ids := map[string]struct{}{}
 	for _, ks := range stateKeyspaces {
 		prefix := partPrefix(ks, n)
 		it, err := snap.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
@@ -751,37 +720,12 @@ func (s *Store) Reseed(n int32, entryBytes int64) (int, error) {
 			return 0, err
 		}
 		for it.First(); it.Valid(); it.Next() {
-			if ks == ksCustomer {
-				ids[string(it.Key()[len(prefix):])] = struct{}{}
-			}
 			if err := add(it.Key(), it.Value()); err != nil {
 				it.Close()
 				return 0, err
 			}
 		}
 		if err := errors.Join(it.Error(), it.Close()); err != nil {
-			return 0, err
-		}
-	}
-	if len(ids) > 0 {
-		mit, err := snap.NewIter(&pebble.IterOptions{LowerBound: []byte{ksMember}, UpperBound: []byte{ksMember + 1}})
-		if err != nil {
-			return 0, err
-		}
-		for mit.First(); mit.Valid(); mit.Next() {
-			k := mit.Key()
-			l, w := binary.Uvarint(k[1:])
-			if w <= 0 || 1+w+int(l) > len(k) {
-				continue
-			}
-			if _, ok := ids[string(k[1+w+int(l):])]; ok {
-				if err := add(k, mit.Value()); err != nil {
-					mit.Close()
-					return 0, err
-				}
-			}
-		}
-		if err := errors.Join(mit.Error(), mit.Close()); err != nil {
 			return 0, err
 		}
 	}

@@ -81,7 +81,7 @@ func changelogRestoreRun(t *testing.T, pipelined bool) {
 		for i := 0; i < 50; i++ {
 			id := fmt.Sprintf("p%d-stale-%d", n, i)
 			p.MarkDirty(id, &testRecord{n: 1, data: []byte("old")})
-			p.SetMember("vip", id, true)
+			p.CountMember("vip", true)
 			p.MoveTimer(id, 0, 99)
 		}
 		p.SetOffset("in", 7)
@@ -144,7 +144,7 @@ func changelogRestoreRun(t *testing.T, pipelined bool) {
 				p.MoveTimer(id, timers[id], at)
 				timers[id] = at
 				if m := rng.Intn(2) == 0; m != members[id] {
-					p.SetMember("vip", id, m)
+					p.CountMember("vip", m)
 					members[id] = m
 				}
 			case r < 7:
@@ -152,7 +152,7 @@ func changelogRestoreRun(t *testing.T, pipelined bool) {
 				p.MoveTimer(id, timers[id], 0)
 				delete(timers, id)
 				if members[id] {
-					p.SetMember("vip", id, false)
+					p.CountMember("vip", false)
 					delete(members, id)
 				}
 			default:
@@ -452,7 +452,7 @@ func TestReseedRebuildsTheChangelog(t *testing.T) {
 		id := fmt.Sprintf("c%03d", i)
 		p.MarkDirty(id, &testRecord{n: 1, data: bytes.Repeat([]byte{byte(i)}, 40)})
 		if i%3 == 0 {
-			p.SetMember("vip", id, true)
+			p.CountMember("vip", true)
 		}
 		p.MoveTimer(id, 0, int64(1000+i))
 	}

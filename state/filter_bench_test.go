@@ -112,7 +112,7 @@ func buildCustomers(dir string, parts, perPart int, active bool) error {
 			p.MarkDirty(id, &testRecord{n: uint64(i), data: benchPayload(r)})
 			if active {
 				p.MoveTimer(id, 0, 1_700_000_000_000+int64(r.IntN(90*86_400_000)))
-				p.SetMember(segments[i%len(segments)], id, true)
+				p.CountMember(segments[i%len(segments)], true)
 			}
 			if i%10_000 == 9_999 || i == perPart-1 {
 				p.SetOffset("events", int64(i))

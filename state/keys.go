@@ -14,7 +14,9 @@ import (
 //	'x' p seq(8 BE)          outbox entry
 //	's' p                    next outbox sequence (8 bytes BE)
 //	'n' p segment            committed member count of a segment (8 bytes BE)
-//	'm' len(seg) seg id      membership index (empty value)
+//	'm' len(seg) seg id      membership index, format 3 and older only: deleted
+//	                         when such a store is opened (records hold the
+//	                         memberships; Store.MembersOf)
 //	'l' p seq(8 BE)          pending changelog entry, in format 1 only: format 2
 //	                         keeps them in files (entrylog.go)
 //	'k' p                    next changelog entry sequence (8 bytes BE)
@@ -36,7 +38,8 @@ const (
 	ksOutbox    = 'x'
 	ksOutboxSeq = 's'
 	ksCount     = 'n'
-	ksMember    = 'm'
+	// ksMember keyed an older store's membership index (FormatVersion).
+	ksMember = 'm'
 
 	ksChangelog    = 'l'
 	ksChangelogSeq = 'k'
@@ -90,18 +93,6 @@ func catalogKey(dst []byte, p int32, id uint64) []byte {
 
 func outboxKey(dst []byte, p int32, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(appendPartKey(dst, ksOutbox, p), seq)
-}
-
-func memberPrefix(segment string) []byte {
-	b := append([]byte{ksMember}, binary.AppendUvarint(nil, uint64(len(segment)))...)
-	return append(b, segment...)
-}
-
-func memberKey(dst []byte, segment, id string) []byte {
-	dst = append(dst, ksMember)
-	dst = binary.AppendUvarint(dst, uint64(len(segment)))
-	dst = append(dst, segment...)
-	return append(dst, id...)
 }
 
 // prefixEnd returns the smallest key greater than every key with prefix p.

@@ -54,9 +54,9 @@ type Partition struct {
 	filter      *idFilter
 	filterSkips atomic.Int64
 
-	// staged holds everything but records and index keys until Commit;
-	// index holds the timer and membership index writes, which Commit
-	// adds to it in key order (sortedwrites.go).
+	// staged holds everything but records and timer keys until Commit;
+	// index holds the timer index writes, which Commit adds to it in key
+	// order (sortedwrites.go).
 	staged *pebble.Batch
 	index  indexWrites
 	// syncIndex is a synchronous commit's index writes (a pipelined
@@ -110,7 +110,6 @@ type Partition struct {
 	last      *entry // the entry Get returned last: MarkDirty usually follows
 	keyBuf    []byte
 	valBuf    []byte
-	memberVal [4]byte // a membership index value: the partition
 	closed    atomic.Bool
 
 	// Pipelined commits (pipeline.go): the commit in flight, the
@@ -129,10 +128,6 @@ type Partition struct {
 type segCount struct {
 	committed int64
 	delta     int64
-	// The segment's membership index writes since the last commit and
-	// its key prefix (sortedwrites.go).
-	writes []memberWrite
-	prefix []byte
 }
 
 func openPartition(s *Store, n int32) (*Partition, error) {
@@ -145,9 +140,6 @@ func openPartition(s *Store, n int32) (*Partition, error) {
 		counts:  map[string]*segCount{},
 	}
 	p.lru.next, p.lru.prev = &p.lru, &p.lru
-	// A membership's value names the partition, so listings can leave out
-	// the members of partitions another instance runs now.
-	binary.BigEndian.PutUint32(p.memberVal[:], uint32(n))
 	p.timers.init(p)
 	// The next outbox sequence survives even when the outbox is empty.
 	v, closer, err := s.db.Get(partPrefix(ksOutboxSeq, n))
@@ -319,7 +311,7 @@ func (p *Partition) MarkDirty(customerID string, rec Record) {
 }
 
 // Delete removes the customer's record at the next Commit. Timers and
-// memberships are the caller's to clear (MoveTimer, SetMember).
+// memberships are the caller's to clear (MoveTimer, CountMember).
 func (p *Partition) Delete(customerID string) {
 	if e, ok := p.cache[customerID]; ok {
 		p.unlink(e)
@@ -484,19 +476,19 @@ func (p *Partition) offsets() (map[string]int64, error) {
 	return out, it.Error()
 }
 
-// SetMember stages the customer's membership of segment in the index and
-// adjusts the segment's count. Call it only on a change.
-func (p *Partition) SetMember(segment, customerID string, member bool) {
+// CountMember adjusts segment's committed member count, staged until the
+// next commit: entered is a customer entering it, otherwise one leaving.
+// Call it on a change only. Who the members are is in the records
+// themselves (Store.MembersOf reads them).
+func (p *Partition) CountMember(segment string, entered bool) {
 	c := p.counts[segment]
 	if c == nil {
 		c = &segCount{committed: -1}
 		p.counts[segment] = c
 	}
-	if member {
-		p.index.member(c, segment, customerID, false)
+	if entered {
 		c.delta++
 	} else {
-		p.index.member(c, segment, customerID, true)
 		c.delta--
 	}
 }
@@ -517,7 +509,7 @@ func (p *Partition) commit() error {
 	b := p.staged
 	p.keyBuf, p.zbuf = p.out.writeTo(b, p.id, p.keyBuf, p.zbuf)
 	p.index.detach(&p.syncIndex)
-	p.keyBuf = p.syncIndex.writeTo(b, p.id, p.memberVal[:], p.keyBuf)
+	p.keyBuf = p.syncIndex.writeTo(b, p.id, p.keyBuf)
 	// Writing keys in order makes the memtable inserts walk the skiplist
 	// from nearby positions.
 	slices.SortFunc(p.dirty, func(a, b *entry) int { return strings.Compare(a.id, b.id) })

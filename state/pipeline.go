@@ -17,8 +17,8 @@ import (
 // batch into Pebble's memtable: a third of a busy partition's time when
 // the task does both. CommitAsync stages everything else on the task
 // goroutine (counts, deletes, the outbox, offsets) and hands the records,
-// the timer and membership index writes and the batch to a writer
-// goroutine, which encodes the records, adds them and the index writes to
+// the timer index writes and the batch to a writer goroutine, which
+// encodes the records, adds them and the timer writes to
 // the batch in key order and commits it, while the task applies the next
 // events. One commit is in flight at a time: the
 // next commit of either kind, and every read of Pebble whose answer the
@@ -79,7 +79,7 @@ type flight struct {
 	before  uint64              // the committed outbox sequence before it
 	logged  bool                // the changelog is on: the writer logs it
 	deleted map[string]struct{} // records it deletes
-	index   detachedIndex       // its timer and membership index writes
+	index   detachedIndex       // its timer index writes
 	out     stagedOutbox        // its outbox groups
 	done    chan struct{}       // closed when the writer returns
 	gate    chan struct{}       // flightGate as of the commit
@@ -224,7 +224,7 @@ func (p *Partition) writeRecords(fl *flight) error {
 		fl.keyBuf = customerKey(fl.keyBuf[:0], p.id, fr.e.id)
 		fl.b.Set(fl.keyBuf, v, nil)
 	}
-	fl.keyBuf = fl.index.writeTo(fl.b, p.id, p.memberVal[:], fl.keyBuf)
+	fl.keyBuf = fl.index.writeTo(fl.b, p.id, fl.keyBuf)
 	fl.keyBuf, fl.zbuf = fl.out.writeTo(fl.b, p.id, fl.keyBuf, fl.zbuf)
 	// The entry is the whole batch: logged last.
 	if fl.logged {

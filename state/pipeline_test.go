@@ -183,14 +183,17 @@ func pipelineModelRun(t *testing.T, seed uint64) {
 			r.n++
 			r.data = append(r.data[:0], payload...)
 			m.recs[id] = r.n
-			p.MarkDirty(id, r)
 			at := clock + int64(rng.IntN(5000)) + 1
 			p.MoveTimer(id, m.timers[id], at)
 			m.timers[id] = at
 			if r.n%3 == 0 && !m.vip[id] {
-				p.SetMember("vip", id, true)
+				p.CountMember("vip", true)
 				m.vip[id] = true
 			}
+			if m.vip[id] {
+				r.data = append(r.data, "+vip"...)
+			}
+			p.MarkDirty(id, r)
 		case op < 73: // erase
 			if _, ok := m.recs[id]; !ok {
 				continue
@@ -198,7 +201,7 @@ func pipelineModelRun(t *testing.T, seed uint64) {
 			p.Delete(id)
 			p.MoveTimer(id, m.timers[id], 0)
 			if m.vip[id] {
-				p.SetMember("vip", id, false)
+				p.CountMember("vip", false)
 			}
 			delete(m.recs, id)
 			delete(m.timers, id)
@@ -315,7 +318,7 @@ func pipelineModelRun(t *testing.T, seed uint64) {
 	if err != nil || n != int64(vips) {
 		t.Fatalf("vip count %d (%v), model %d", n, err, vips)
 	}
-	ids, _, err := s.Members("vip", "", vips+10)
+	ids, _, err := s.MembersOf(vipMatch, "", vips+10, nil)
 	if err != nil || len(ids) != vips {
 		t.Fatalf("vip members %d (%v), model %d", len(ids), err, vips)
 	}

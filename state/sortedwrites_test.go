@@ -10,8 +10,8 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
-// TestIndexWritesReachTheBatchInOrderLastWins: timer and membership index
-// writes staged in any order reach the batch sorted by key bytes, one per
+// TestIndexWritesReachTheBatchInOrderLastWins: timer index writes staged
+// in any order reach the batch sorted by key bytes, one per
 // key, and that one is the last staged: what a batch holding every write
 // in staging order would leave visible.
 func TestIndexWritesReachTheBatchInOrderLastWins(t *testing.T) {
@@ -25,51 +25,31 @@ func TestIndexWritesReachTheBatchInOrderLastWins(t *testing.T) {
 		val string
 	}
 	var w indexWrites
-	segs := map[string]*segCount{}
-	memberVal := []byte{0, 0, 0, 7}
 	for round := 0; round < 3; round++ { // writeTo empties w for the next commit
 		last := map[string]want{}
 		for i := 0; i < 3000; i++ {
 			id := fmt.Sprintf("c%d", rng.IntN(100)) // ids of different lengths
 			del := rng.IntN(3) == 0
-			var key []byte
-			if rng.IntN(2) == 0 {
-				at := int64(rng.IntN(20)) << (8 * rng.IntN(4)) // times differing in any byte
-				w.timer(at, id, del)
-				key = timerKey(nil, 7, at, id)
-			} else {
-				seg := fmt.Sprintf("seg%d", rng.IntN(12))
-				c := segs[seg]
-				if c == nil {
-					c = &segCount{}
-					segs[seg] = c
-				}
-				w.member(c, seg, id, del)
-				key = memberKey(nil, seg, id)
-			}
-			exp := want{del: del}
-			if !del && key[0] == ksMember {
-				exp.val = string(memberVal)
-			}
-			last[string(key)] = exp
+			at := int64(rng.IntN(20)) << (8 * rng.IntN(4)) // times differing in any byte
+			w.timer(at, id, del)
+			last[string(timerKey(nil, 7, at, id))] = want{del: del}
 		}
 		b.Reset()
 		var d detachedIndex
 		w.detach(&d)
-		if w.len() != 0 || len(w.timers) != 0 || len(w.members) != 0 {
+		if w.len() != 0 || len(w.timers) != 0 {
 			t.Fatalf("round %d: writes left staged", round)
 		}
 		// Writes staged after the detach (while a pipelined commit's
 		// writer writes d) belong to the next commit, not to this one.
 		w.timer(1, "after-detach", false)
-		w.member(segs["seg0"], "seg0", "after-detach", false)
-		d.writeTo(b, 7, memberVal, nil)
-		if len(d.timers) != 0 || len(d.members) != 0 {
+		d.writeTo(b, 7, nil)
+		if len(d.timers) != 0 {
 			t.Fatalf("round %d: detached writes left after writeTo", round)
 		}
 		w.detach(&d) // drop them: the next round stages its own
 		drop := s.db.NewBatch()
-		d.writeTo(drop, 7, memberVal, nil)
+		d.writeTo(drop, 7, nil)
 		drop.Close()
 		r := b.Reader()
 		var prev []byte
@@ -103,7 +83,7 @@ func TestIndexWritesReachTheBatchInOrderLastWins(t *testing.T) {
 	}
 }
 
-// BenchmarkIndexWrites is the timer and membership index work of an
+// BenchmarkIndexWrites is the timer index and member count work of an
 // event: a timer moved and a membership changed for one of 200k
 // customers (the active customers of the 1M-customer benchmark), every
 // 10,000 events committed. Compare with the writes staged straight into
@@ -143,7 +123,7 @@ func BenchmarkIndexWrites(b *testing.B) {
 		sg := rng.IntN(len(segs))
 		in := member[c]&(1<<sg) == 0
 		member[c] ^= 1 << sg
-		p.SetMember(segs[sg], ids[c], in)
+		p.CountMember(segs[sg], in)
 		if i%10_000 == 9_999 {
 			if err := p.Commit(); err != nil {
 				b.Fatal(err)

@@ -76,6 +76,7 @@ func TestRecordsOffsetsOutboxSurviveReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec.(*testRecord).n = 42
+	rec.(*testRecord).data = []byte("+vip")
 	p.MarkDirty("alice", rec)
 	p.SetOffset("customer.purchases", 17)
 	if seq := p.AppendOutbox([]byte("one")); seq != 1 {
@@ -91,7 +92,7 @@ func TestRecordsOffsetsOutboxSurviveReopen(t *testing.T) {
 	// A second commit: its value is a group of its own, so deleting the
 	// first leaves it (a commit's values are deleted together).
 	p.AppendOutbox([]byte("two"))
-	p.SetMember("vip", "alice", true)
+	p.CountMember("vip", true)
 	if err := p.Commit(); err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +143,7 @@ func TestRecordsOffsetsOutboxSurviveReopen(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("count %d %v", n, err)
 	}
-	ids, next, err := s.Members("vip", "", 10)
+	ids, next, err := s.MembersOf(vipMatch, "", 10, nil)
 	if err != nil || len(ids) != 1 || ids[0] != "alice" || next != "" {
 		t.Fatalf("members %v %q %v", ids, next, err)
 	}
@@ -289,7 +290,7 @@ func TestDeleteLeavesNoTrace(t *testing.T) {
 	rec.(*testRecord).data = []byte("private-payload-data")
 	p.MarkDirty(secret, rec)
 	p.MoveTimer(secret, 0, 1000)
-	p.SetMember("vip", secret, true)
+	p.CountMember("vip", true)
 	if err := p.Commit(); err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +299,7 @@ func TestDeleteLeavesNoTrace(t *testing.T) {
 	}
 	p.Delete(secret)
 	p.MoveTimer(secret, 1000, 0)
-	p.SetMember("vip", secret, false)
+	p.CountMember("vip", false)
 	if err := p.Commit(); err != nil {
 		t.Fatal(err)
 	}
@@ -366,12 +367,16 @@ func TestNewerFormatRefused(t *testing.T) {
 // groups) opens as it is; it is marked format 3 once opened for writing,
 // so that an older segd refuses it once it may hold compressed groups,
 // and not when opened read-only.
-func TestFormat2StoreIsMarked3(t *testing.T) {
+func TestFormat2StoreIsMarked4(t *testing.T) {
 	fs := vfs.NewMem()
 	s := openMem(t, fs, Options{})
 	b := s.db.NewBatch()
 	b.Set(outboxKey(nil, 0, 1), []byte{outboxGroupMark, 2, 'o', 'k', 3, 'y', 'e', 's'}, nil)
 	b.Set(partPrefix(ksOutboxSeq, 0), be64(3), nil)
+	// The membership index of format 3 and older: 'm', the segment's
+	// length and id, the customer's; the partition as the value.
+	b.Set([]byte("m\x03vipalice"), []byte{0, 0, 0, 0}, nil)
+	b.Set([]byte("m\x03vipbob"), []byte{0, 0, 0, 0}, nil)
 	b.Set(formatKey, []byte{2}, nil)
 	if err := b.Commit(pebble.Sync); err != nil {
 		t.Fatal(err)
@@ -396,9 +401,17 @@ func TestFormat2StoreIsMarked3(t *testing.T) {
 	s.Close()
 	s = openMem(t, fs, Options{})
 	defer s.Close()
-	if f := format(); f != FormatVersion || FormatVersion != 3 {
-		t.Fatalf("format %d after opening, want %d (3)", f, FormatVersion)
+	if f := format(); f != FormatVersion || FormatVersion != 4 {
+		t.Fatalf("format %d after opening, want %d (4)", f, FormatVersion)
 	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{ksMember}, UpperBound: []byte{ksMember + 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for it.First(); it.Valid(); it.Next() {
+		t.Errorf("membership index key %q left after opening", it.Key())
+	}
+	it.Close()
 	p, err := s.Partition(0)
 	if err != nil {
 		t.Fatal(err)
@@ -412,70 +425,134 @@ func TestFormat2StoreIsMarked3(t *testing.T) {
 	}
 }
 
-// MembersOf lists only the members of the included partitions, page by
-// page, so an instance leaves out partitions it no longer runs.
+// TestRestoreSkipsMembershipIndexKeys: a changelog an older segd wrote
+// carries membership index keys, which a restore leaves out.
+func TestRestoreSkipsMembershipIndexKeys(t *testing.T) {
+	s := openMem(t, vfs.NewMem(), Options{})
+	defer s.Close()
+	r, err := s.Restore(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range [][]byte{[]byte("m\x03vipalice"), customerKey(nil, 2, "alice")} {
+		if err := r.Apply(k, []byte{recordEnvelope, 1}, false); err != nil {
+			t.Fatalf("Apply(%q): %v", k, err)
+		}
+	}
+	if err := r.Finish(10); err != nil {
+		t.Fatal(err)
+	}
+	if _, closer, err := s.db.Get([]byte("m\x03vipalice")); err == nil {
+		closer.Close()
+		t.Fatal("the membership index key was restored")
+	}
+	if _, found, err := s.Lookup(2, "alice"); err != nil || !found {
+		t.Fatalf("alice restored: %v %v", found, err)
+	}
+}
+
+// vipMatch is the membership of the tests' records: a payload holding
+// "+vip" is in segment vip.
+func vipMatch(_ int32, data []byte) (bool, error) {
+	return bytes.Contains(data, []byte("+vip")), nil
+}
+
+// listAll follows MembersOf's pages to the end.
+func listAll(t *testing.T, s *Store, limit, budget int, include func(int32) bool) (ids []string, pages int) {
+	t.Helper()
+	cursor := ""
+	for {
+		if pages > 1000 {
+			t.Fatal("pagination does not end")
+		}
+		page, next, err := s.membersOf(vipMatch, cursor, limit, include, budget)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		if len(page) > limit {
+			t.Fatalf("page of %d ids, limit %d", len(page), limit)
+		}
+		ids = append(ids, page...)
+		if next == "" {
+			return ids, pages
+		}
+		if next <= cursor {
+			t.Fatalf("cursor went from %q back to %q", cursor, next)
+		}
+		cursor = next
+	}
+}
+
+// MembersOf reads the members from the records: only the included
+// partitions', in id order across them, page by page, so an instance
+// leaves out partitions it no longer runs; a page reads at most its
+// budget of records, and the pages still add up to every member once.
 func TestMembersOfFiltersByPartition(t *testing.T) {
 	s := openMem(t, vfs.NewMem(), Options{})
 	defer s.Close()
+	// Ids interleave across the partitions: c00 in 0, c01 in 1, c02 in
+	// 2, c03 in 0... Every other customer is a member; uncommitted
+	// records and members are not listed.
+	var parts [3]*Partition
 	for id := int32(0); id < 3; id++ {
 		p, err := s.Partition(id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i := 0; i < 5; i++ {
-			p.SetMember("vip", fmt.Sprintf("p%d-c%d", id, i), true)
+		parts[id] = p
+	}
+	for i := 0; i < 15; i++ {
+		p := parts[i%3]
+		id := fmt.Sprintf("c%02d", i)
+		rec, _ := p.Get(id)
+		rec.(*testRecord).data = []byte("-vip")
+		if i%2 == 0 {
+			rec.(*testRecord).data = []byte("+vip")
+			p.CountMember("vip", true)
 		}
+		p.MarkDirty(id, rec)
+	}
+	for _, p := range parts {
 		if err := p.Commit(); err != nil {
 			t.Fatal(err)
 		}
 	}
+	rec, _ := parts[0].Get("c99")
+	rec.(*testRecord).data = []byte("+vip")
+	parts[0].MarkDirty("c99", rec)
+
 	cases := []struct {
 		name    string
 		include func(int32) bool
 		want    string
 	}{
-		{"all", nil, "p0-c0 p0-c1 p0-c2 p0-c3 p0-c4 p1-c0 p1-c1 p1-c2 p1-c3 p1-c4 p2-c0 p2-c1 p2-c2 p2-c3 p2-c4"},
-		{"one", func(p int32) bool { return p == 1 }, "p1-c0 p1-c1 p1-c2 p1-c3 p1-c4"},
-		{"two", func(p int32) bool { return p != 1 }, "p0-c0 p0-c1 p0-c2 p0-c3 p0-c4 p2-c0 p2-c1 p2-c2 p2-c3 p2-c4"},
+		{"all", nil, "c00 c02 c04 c06 c08 c10 c12 c14"},
+		{"one", func(p int32) bool { return p == 1 }, "c04 c10"},
+		{"two", func(p int32) bool { return p != 1 }, "c00 c02 c06 c08 c12 c14"},
 		{"none", func(int32) bool { return false }, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var got []string
-			cursor := ""
-			for pages := 0; ; pages++ {
-				if pages > 20 {
-					t.Fatal("pagination does not end")
+			for _, budget := range []int{membersScanRecords, 4, 1} {
+				got, pages := listAll(t, s, 3, budget, tc.include)
+				if strings.Join(got, " ") != tc.want {
+					t.Fatalf("budget %d: members\n got %s\nwant %s", budget, strings.Join(got, " "), tc.want)
 				}
-				ids, next, err := s.MembersOf("vip", cursor, 3, tc.include)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(ids) > 3 {
-					t.Fatalf("page of %d ids, limit 3", len(ids))
-				}
-				got = append(got, ids...)
-				if next == "" {
-					break
-				}
-				cursor = next
-			}
-			if strings.Join(got, " ") != tc.want {
-				t.Fatalf("members\n got %s\nwant %s", strings.Join(got, " "), tc.want)
-			}
-			if tc.include == nil {
-				return
-			}
-			var n int64
-			for p := int32(0); p < 3; p++ {
-				if tc.include(p) {
-					n += 5
+				if budget == 1 && tc.include == nil && pages < 15 {
+					t.Fatalf("budget 1: %d pages for 15 records", pages)
 				}
 			}
-			if c, err := s.CountMembersOf("vip", tc.include); err != nil || c != n {
-				t.Fatalf("count %d %v, want %d", c, err, n)
+			want := int64(len(strings.Fields(tc.want)))
+			if c, err := s.CountMembersOf("vip", tc.include); err != nil || c != want {
+				t.Fatalf("count %d %v, want %d", c, err, want)
 			}
 		})
+	}
+	// A match that fails fails the page, naming the customer.
+	_, _, err := s.MembersOf(func(int32, []byte) (bool, error) { return false, errors.New("unreadable") }, "", 3, nil)
+	if err == nil || !strings.Contains(err.Error(), `"c00"`) || !strings.Contains(err.Error(), "unreadable") {
+		t.Fatalf("error %v", err)
 	}
 }
 

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -23,8 +24,11 @@ import (
 // instead of 'l' keys; a format 1 store is migrated when opened. Format 3
 // may hold compressed outbox groups (outbox.go), which a format 2 reader
 // would take for values: a format 2 store is opened as it is and marked
-// 3, so that an older segd refuses it from then on.
-const FormatVersion = 3
+// 3, so that an older segd refuses it from then on. Format 4 keeps no
+// membership index ('m' keys; the records hold the memberships,
+// Store.MembersOf): an older store's index is deleted when it is opened,
+// and an older segd, which would list no members, refuses the store.
+const FormatVersion = 4
 
 // recordEnvelope is the first byte of every stored customer record: the
 // version of the envelope around the engine's record bytes.
@@ -373,14 +377,26 @@ func (s *Store) checkFormat() error {
 	if v[0] > FormatVersion {
 		return fmt.Errorf("%w: store has format %d, this segd writes %d; upgrade segd", ErrNewerFormat, v[0], FormatVersion)
 	}
-	switch {
-	case s.opts.ReadOnly || v[0] == FormatVersion:
+	if s.opts.ReadOnly || v[0] == FormatVersion {
 		return nil
-	case v[0] < 2:
-		return s.migrateChangelogKeys() // sets the current format
-	default:
-		return s.db.Set(formatKey, []byte{FormatVersion}, pebble.Sync)
 	}
+	// First, so that a crash before the format is marked does it again.
+	if err := s.dropMemberIndex(); err != nil {
+		return err
+	}
+	if v[0] < 2 {
+		return s.migrateChangelogKeys() // sets the current format
+	}
+	return s.db.Set(formatKey, []byte{FormatVersion}, pebble.Sync)
+}
+
+// dropMemberIndex deletes the membership index a format 3 or older store
+// kept ('m' keys): Store.MembersOf reads the records instead.
+func (s *Store) dropMemberIndex() error {
+	if err := s.db.DeleteRange([]byte{ksMember}, []byte{ksMember + 1}, pebble.Sync); err != nil {
+		return fmt.Errorf("delete the membership index of an older store: %w", err)
+	}
+	return nil
 }
 
 // Partition opens the state of partition n. A partition can be open once
@@ -545,52 +561,181 @@ func (s *Store) countMembersOf(segment string, include func(partition int32) boo
 	return n, it.Error()
 }
 
-// Members returns up to limit member ids of a segment in id order, starting
-// after cursor ("" for the first page), and the cursor of the next page
-// ("" when there is none).
-func (s *Store) Members(segment, cursor string, limit int) (ids []string, next string, err error) {
-	return s.MembersOf(segment, cursor, limit, nil)
-}
+// MemberMatch reports whether a committed customer record of partition
+// part (the engine's bytes, without the store's envelope) is a member of
+// the segment being listed.
+type MemberMatch func(part int32, record []byte) (bool, error)
 
-// MembersOf is Members over the partitions for which include (nil: all)
-// is true. Members written before the index recorded partitions are
-// always included.
-func (s *Store) MembersOf(segment, cursor string, limit int, include func(partition int32) bool) (ids []string, next string, err error) {
+// membersScanRecords bounds the records one MembersOf call reads, so a
+// page of a sparse segment in a large store answers in about a tenth of a
+// second instead of reading the whole store.
+const membersScanRecords = 250_000
+
+// MembersOf returns up to limit ids of the committed customers for which
+// match is true, in the partitions for which include (nil: all) is true,
+// in id order across them, starting after cursor ("" for the first
+// page), and the cursor of the next page ("" when there is none).
+//
+// The memberships are read from the records themselves: the store keeps
+// no index of them, which cost a Pebble key per change at every commit.
+// A call reads at most membersScanRecords records, so a page of a
+// sparse segment may hold fewer than limit ids, even none, with a cursor
+// to go on from: only an empty next means the end.
+func (s *Store) MembersOf(match MemberMatch, cursor string, limit int, include func(partition int32) bool) (ids []string, next string, err error) {
 	err = s.h.guard("list members", func() error {
-		ids, next, err = s.membersOf(segment, cursor, limit, include)
+		ids, next, err = s.membersOf(match, cursor, limit, include, membersScanRecords)
 		return err
 	})
 	return ids, next, err
 }
 
-func (s *Store) membersOf(segment, cursor string, limit int, include func(partition int32) bool) (ids []string, next string, err error) {
+func (s *Store) membersOf(match MemberMatch, cursor string, limit int, include func(partition int32) bool, budget int) (ids []string, next string, err error) {
 	if s.isClosed() {
 		return nil, "", ErrClosed
 	}
 	if limit <= 0 {
 		return nil, "", fmt.Errorf("state: members limit (%d) must be >= 1", limit)
 	}
-	prefix := memberPrefix(segment)
-	lower := prefix
-	if cursor != "" {
-		lower = append(append(append([]byte(nil), prefix...), cursor...), 0)
-	}
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(prefix)})
+	parts, err := s.partitionsWithCustomers()
 	if err != nil {
 		return nil, "", err
 	}
-	defer it.Close()
-	for it.First(); it.Valid(); it.Next() {
-		if v := it.Value(); include != nil && len(v) == 4 && !include(int32(binary.BigEndian.Uint32(v))) {
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	var h recordMerge
+	defer h.close()
+	for _, n := range parts {
+		if include != nil && !include(n) {
 			continue
 		}
-		if len(ids) == limit {
-			next = ids[len(ids)-1]
-			break
+		prefix := partPrefix(ksCustomer, n)
+		lower := prefix
+		if cursor != "" {
+			lower = append(append(append([]byte(nil), prefix...), cursor...), 0)
 		}
-		ids = append(ids, string(it.Key()[len(prefix):]))
+		it, err := snap.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(prefix)})
+		if err != nil {
+			return nil, "", err
+		}
+		h.add(n, it)
 	}
-	return ids, next, it.Error()
+	if err := h.init(); err != nil {
+		return nil, "", err
+	}
+	last := ""
+	for scanned := 0; h.len() > 0; scanned++ {
+		if scanned == budget {
+			return ids, last, nil
+		}
+		top := h.top()
+		id := top.it.Key()[5:]
+		if len(ids) == limit {
+			return ids, ids[len(ids)-1], nil
+		}
+		data, err := openEnvelope(top.it.Value())
+		if err != nil {
+			return nil, "", fmt.Errorf("customer %q: %w", id, err)
+		}
+		in, err := match(top.part, data)
+		if err != nil {
+			return nil, "", fmt.Errorf("customer %q: %w", id, err)
+		}
+		last = string(id)
+		if in {
+			ids = append(ids, last)
+		}
+		if err := h.next(); err != nil {
+			return nil, "", err
+		}
+	}
+	return ids, "", nil
+}
+
+// recordMerge merges the customer records of several partitions into id
+// order (a customer lives in one partition: ids do not repeat). A heap of
+// iterators, the smallest id first.
+type recordMerge struct {
+	its []partIter
+}
+
+type partIter struct {
+	part int32
+	it   *pebble.Iterator
+}
+
+func (m *recordMerge) add(part int32, it *pebble.Iterator) {
+	m.its = append(m.its, partIter{part: part, it: it})
+}
+
+// init positions every iterator on its first record and drops the empty.
+func (m *recordMerge) init() error {
+	live := m.its[:0]
+	var err error
+	for _, pi := range m.its {
+		if pi.it.First() {
+			live = append(live, pi)
+			continue
+		}
+		err = errors.Join(err, pi.it.Error(), pi.it.Close())
+	}
+	m.its = live
+	if err != nil {
+		return err
+	}
+	for i := len(m.its)/2 - 1; i >= 0; i-- {
+		m.down(i)
+	}
+	return nil
+}
+
+func (m *recordMerge) len() int       { return len(m.its) }
+func (m *recordMerge) top() *partIter { return &m.its[0] }
+
+// next moves the smallest iterator on.
+func (m *recordMerge) next() error {
+	top := &m.its[0]
+	if !top.it.Next() {
+		err := errors.Join(top.it.Error(), top.it.Close())
+		last := len(m.its) - 1
+		m.its[0] = m.its[last]
+		m.its = m.its[:last]
+		if err != nil {
+			return err
+		}
+	}
+	if len(m.its) > 0 {
+		m.down(0)
+	}
+	return nil
+}
+
+func (m *recordMerge) less(i, j int) bool {
+	return bytes.Compare(m.its[i].it.Key()[5:], m.its[j].it.Key()[5:]) < 0
+}
+
+func (m *recordMerge) down(i int) {
+	for {
+		l := 2*i + 1
+		if l >= len(m.its) {
+			return
+		}
+		if r := l + 1; r < len(m.its) && m.less(r, l) {
+			l = r
+		}
+		if !m.less(l, i) {
+			return
+		}
+		m.its[i], m.its[l] = m.its[l], m.its[i]
+		i = l
+	}
+}
+
+// close closes the iterators still open.
+func (m *recordMerge) close() {
+	for _, pi := range m.its {
+		pi.it.Close()
+	}
+	m.its = nil
 }
 
 // Checkpoint writes a consistent copy of the store to dir (which must not
@@ -801,7 +946,7 @@ func (s *Store) Scrub() error {
 
 // DiskUsage is the estimated on-disk bytes of each part of the store.
 type DiskUsage struct {
-	Customers, Timers, Outbox, Memberships, Other uint64
+	Customers, Timers, Outbox, Other uint64
 }
 
 // DiskUsage estimates the bytes each keyspace takes in the store's files
@@ -822,14 +967,14 @@ func (s *Store) diskUsage() (DiskUsage, error) {
 	for _, ks := range []struct {
 		b   byte
 		dst *uint64
-	}{{ksCustomer, &u.Customers}, {ksTimer, &u.Timers}, {ksOutbox, &u.Outbox}, {ksMember, &u.Memberships}} {
+	}{{ksCustomer, &u.Customers}, {ksTimer, &u.Timers}, {ksOutbox, &u.Outbox}} {
 		n, err := s.db.EstimateDiskUsage([]byte{ks.b}, []byte{ks.b + 1})
 		if err != nil {
 			return u, fmt.Errorf("estimate disk usage of %q: %w", ks.b, err)
 		}
 		*ks.dst = n
 	}
-	if sum := u.Customers + u.Timers + u.Outbox + u.Memberships; total > sum {
+	if sum := u.Customers + u.Timers + u.Outbox; total > sum {
 		u.Other = total - sum
 	}
 	return u, nil

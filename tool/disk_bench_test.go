@@ -111,6 +111,5 @@ func benchDiskBytes(b *testing.B) {
 	per := func(n uint64) float64 { return float64(n) / float64(customers) }
 	b.ReportMetric(per(usage.Customers), "records-disk-B/customer")
 	b.ReportMetric(per(usage.Timers), "timers-disk-B/customer")
-	b.ReportMetric(per(usage.Memberships), "members-disk-B/customer")
 	b.ReportMetric(per(usage.Outbox+usage.Other), "other-disk-B/customer")
 }

@@ -191,12 +191,12 @@ segments:
 		t.Fatal(err)
 	}
 	for _, s := range rsB.Segments() {
-		got, _, err := st.Members(s.ID, "", 1<<20)
+		got, err := segment.AllMembers(st, rsB, s.ID, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		stB, _ := segment.OpenStore(filepath.Join(dir, "b-state"), func() *rules.RuleSet { return rsB }, state.Options{})
-		want, _, _ := stB.Members(s.ID, "", 1<<20)
+		want, _ := segment.AllMembers(stB, rsB, s.ID, nil)
 		stB.Close()
 		if strings.Join(got, ",") != strings.Join(want, ",") {
 			t.Errorf("segment %s after reload: %d members, replay with the new rules: %d", s.ID, len(got), len(want))
