@@ -116,15 +116,8 @@ func sweep(o options, pts []sweepPoint, res *Results) error {
 			return err
 		}
 		var r Results
-		limitDigest, err := mapLimit(rs, recs, end, &r)
-		if err != nil {
-			return err
-		}
-		if err := engineOnly(po, recs, end, &r); err != nil {
-			return err
-		}
-		if limitDigest != r.Digest {
-			return fmt.Errorf("sweep %+v: final memberships differ between the limit and segd", pt)
+		if err := limitAndEngine(po, rs, recs, end, &r); err != nil {
+			return fmt.Errorf("sweep %+v: %w", pt, err)
 		}
 		p := ScalePoint{Customers: pt.customers, Active: active, Events: len(recs), Segments: len(rs.Segments()),
 			LimitPerSec: r.MapLimit.EventsPerSec, EnginePerSec: r.EngineOnly.EventsPerSec,
