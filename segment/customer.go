@@ -1,6 +1,7 @@
 package segment
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -75,6 +76,11 @@ type Customer struct {
 	// rs is the rule set the record was decoded for: members is aligned
 	// with its segments.
 	rs *rules.RuleSet
+	// in has bit i set while the customer is in segment i of rs (the
+	// members entry of i has an odd seq); nil until standings builds it
+	// (not stored). Evaluating a segment that did not change, most of
+	// them, is then a bit test, not a search of members.
+	in []uint64
 	// changes remembers when each windowed trait next changes, so that
 	// the timer after an event is computed from the traits it touched
 	// (not stored: a decoded record computes them all once).
@@ -191,7 +197,7 @@ func (c *Customer) AppendBinary(dst []byte) []byte {
 // SizeBytes implements state.Record: the heap the record holds (the
 // rule set is shared).
 func (c *Customer) SizeBytes() int {
-	n := int(unsafe.Sizeof(*c)) + cap(c.members)*int(unsafe.Sizeof(segMember{})) +
+	n := int(unsafe.Sizeof(*c)) + cap(c.members)*int(unsafe.Sizeof(segMember{})) + 8*cap(c.in) +
 		cap(c.orphans)*int(unsafe.Sizeof(orphanMember{})) + c.traits.SizeBytes() + c.changes.SizeBytes()
 	for _, o := range c.orphans {
 		n += len(o.segment)
@@ -423,6 +429,50 @@ func (c *Customer) findMember(seg int32, hint int) (int, bool) {
 		}
 	}
 	return lo, lo < len(ms) && ms[lo].seg == seg
+}
+
+// standings returns c.in, built from members on first use. n is the
+// number of segments of c.rs.
+func (c *Customer) standings(n int) []uint64 {
+	if c.in == nil {
+		c.in = make([]uint64, (n+63)/64)
+		for _, sm := range c.members {
+			if sm.m.in() {
+				c.in[sm.seg>>6] |= 1 << (sm.seg & 63)
+			}
+		}
+	}
+	return c.in
+}
+
+// flipStanding records that the customer entered or left segment seg of
+// c.rs (its members entry's seq moved by one).
+func (c *Customer) flipStanding(seg int) {
+	if c.in != nil {
+		c.in[seg>>6] ^= 1 << (seg & 63)
+	}
+}
+
+// addMembers merges entries of segments c has none of into c.members,
+// keeping them in segment order. add is sorted here.
+func (c *Customer) addMembers(add []segMember) {
+	if !slices.IsSortedFunc(add, func(a, b segMember) int { return cmp.Compare(a.seg, b.seg) }) {
+		slices.SortFunc(add, func(a, b segMember) int { return cmp.Compare(a.seg, b.seg) })
+	}
+	n := len(c.members)
+	c.members = slices.Grow(c.members, len(add))[:n+len(add)]
+	ms := c.members
+	// Merge from the back: every entry moves once.
+	i, j := n-1, len(add)-1
+	for k := len(ms) - 1; j >= 0; k-- {
+		if i >= 0 && ms[i].seg > add[j].seg {
+			ms[k] = ms[i]
+			i--
+		} else {
+			ms[k] = add[j]
+			j--
+		}
+	}
 }
 
 // member is the standing in segment i (zero: never a transition).

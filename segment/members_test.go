@@ -161,3 +161,35 @@ func TestFindMemberFromAnyHint(t *testing.T) {
 		}
 	}
 }
+
+// addMembers merges first memberships into a customer's, in segment
+// order, whatever order they come in.
+func TestAddMembersMergesInSegmentOrder(t *testing.T) {
+	cases := []struct{ have, add, want []int32 }{
+		{nil, []int32{3}, []int32{3}},
+		{[]int32{1, 5, 9}, []int32{0, 6, 10}, []int32{0, 1, 5, 6, 9, 10}},
+		{[]int32{1, 5, 9}, []int32{2, 3, 4}, []int32{1, 2, 3, 4, 5, 9}},
+		{[]int32{4}, []int32{7, 2, 5}, []int32{2, 4, 5, 7}},
+	}
+	for _, tc := range cases {
+		c := &Customer{}
+		for _, s := range tc.have {
+			c.members = append(c.members, segMember{seg: s, m: member{seq: uint64(s) + 1}})
+		}
+		var add []segMember
+		for _, s := range tc.add {
+			add = append(add, segMember{seg: s, m: member{seq: uint64(s) + 1}})
+		}
+		c.addMembers(add)
+		var got []int32
+		for _, sm := range c.members {
+			if sm.m.seq != uint64(sm.seg)+1 {
+				t.Fatalf("%v + %v: segment %d carries another's standing", tc.have, tc.add, sm.seg)
+			}
+			got = append(got, sm.seg)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%v + %v = %v, want %v", tc.have, tc.add, got, tc.want)
+		}
+	}
+}
