@@ -181,13 +181,16 @@ type Processor struct {
 	// the EXITs of their members still go where their ENTERs went.
 	retiredTopics map[string]string
 
-	event   schemas.Event         // scratch: the record being handled
-	segs    []int                 // scratch: segments to re-evaluate
-	results []bool                // scratch: their results
-	entered []segMember           // scratch: first memberships of an evaluation
-	change  schemas.SegmentChange // scratch
-	buf     []byte                // scratch for encoded changes
-	env     []byte                // scratch for envelopes
+	event   schemas.Event // scratch: the record being handled
+	segs    []int         // scratch: segments to re-evaluate
+	results []bool        // scratch: their results
+	entered []segMember   // scratch: first memberships of an evaluation
+	// counters are the partition's member counts of the running rules'
+	// segments, by index, fetched on first use.
+	counters []*state.MemberCounter
+	change   schemas.SegmentChange // scratch
+	buf      []byte                // scratch for encoded changes
+	env      []byte                // scratch for envelopes
 	// mergeSrc is scratch for a merge record's decoded state.
 	mergeSrc *rules.State
 	stats    Stats
@@ -294,6 +297,7 @@ func (p *Processor) setRules(rs *rules.RuleSet) {
 	}
 	p.rs = rs
 	p.segChanges = make([][2]uint64, len(rs.Segments()))
+	p.counters = make([]*state.MemberCounter, len(rs.Segments()))
 	p.mergeSrc = nil
 	p.tooLate = 0
 	for _, t := range rs.Traits() {
@@ -637,7 +641,7 @@ func (p *Processor) emitOrphanExit(c *Customer, id string, o *orphanMember, at i
 
 // transition moves m, appends the SegmentChange (carrying the traits in
 // reads) to the outbox bound for topic (the changes topic when empty),
-// counts it and updates the membership index. A change the output
+// and counts it. A change the output
 // encoding cannot carry (a trait value that is NaN or infinite, from
 // state written before segd checked its numbers) must not stop the
 // partition: failing here would fail the same records on every restart.
@@ -693,7 +697,14 @@ func (p *Processor) transition(c *Customer, id string, m *member, seg int, segme
 	if p.opt.OnChange != nil {
 		p.opt.OnChange(Change{Segment: segment, Enter: in, Cause: cause, OutboxSeq: seq})
 	}
-	p.part.CountMember(segment, in)
+	if seg < 0 {
+		p.part.CountMember(segment, in)
+		return
+	}
+	if p.counters[seg] == nil {
+		p.counters[seg] = p.part.MemberCounter(segment)
+	}
+	p.counters[seg].Count(in)
 }
 
 // lifeMark names a customer's life by the event that began it (its id,

@@ -84,7 +84,7 @@ type Partition struct {
 	delScratch []uint64
 
 	// Membership counts: committed value plus staged delta per segment.
-	counts map[string]*segCount
+	counts map[string]*MemberCounter
 
 	// Changelog (changelog.go): next entry sequence (task-owned), the
 	// committed and confirmed ones, and how far outbox deletes are logged.
@@ -125,9 +125,23 @@ type Partition struct {
 	landedTook       time.Duration
 }
 
-type segCount struct {
+// MemberCounter is a segment's member count in a partition. A caller
+// that counts the same segments often keeps theirs (Partition.MemberCounter)
+// instead of finding it by segment id at every change; it stays valid
+// while the partition is open. Use it on the partition's goroutine.
+type MemberCounter struct {
 	committed int64
 	delta     int64
+}
+
+// Count stages a customer entering the segment (entered) or leaving it,
+// until the next commit. Call it on a change only.
+func (c *MemberCounter) Count(entered bool) {
+	if entered {
+		c.delta++
+	} else {
+		c.delta--
+	}
 }
 
 func openPartition(s *Store, n int32) (*Partition, error) {
@@ -137,7 +151,7 @@ func openPartition(s *Store, n int32) (*Partition, error) {
 		cache:   map[string]*entry{},
 		deleted: map[string]struct{}{},
 		staged:  newStagedBatch(s.db),
-		counts:  map[string]*segCount{},
+		counts:  map[string]*MemberCounter{},
 	}
 	p.lru.next, p.lru.prev = &p.lru, &p.lru
 	p.timers.init(p)
@@ -481,16 +495,17 @@ func (p *Partition) offsets() (map[string]int64, error) {
 // Call it on a change only. Who the members are is in the records
 // themselves (Store.MembersOf reads them).
 func (p *Partition) CountMember(segment string, entered bool) {
+	p.MemberCounter(segment).Count(entered)
+}
+
+// MemberCounter returns segment's member count in the partition.
+func (p *Partition) MemberCounter(segment string) *MemberCounter {
 	c := p.counts[segment]
 	if c == nil {
-		c = &segCount{committed: -1}
+		c = &MemberCounter{committed: -1}
 		p.counts[segment] = c
 	}
-	if entered {
-		c.delta++
-	} else {
-		c.delta--
-	}
+	return c
 }
 
 func (p *Partition) countKey(segment string) []byte {
