@@ -103,10 +103,11 @@ type Segment struct {
 // sinceDep is a comparison since(x) OP d, whose result flips at a time
 // computable from x.
 type sinceDep struct {
-	x   func(*env) (float64, bool)
-	key string // canonical text of x, equal for equal x
-	op  string
-	d   int64
+	x    func(*env) (float64, bool)
+	key  string  // canonical text of x, equal for equal x
+	deps Touched // the traits x depends on, when that is all (cexpr.sinceDeps)
+	op   string
+	d    int64
 }
 
 // Version returns the rules file's version field.

@@ -484,10 +484,13 @@ const TouchedAll = ^Touched(0)
 type ChangeTimes struct {
 	rs    *RuleSet
 	leave []int64 // per rs.timing.wins; math.MaxInt64: never
+	// since is the next flip per rs.timing.sinces group with deps
+	// (math.MaxInt64: none); 0 for the others, computed every time.
+	since []int64
 }
 
 // SizeBytes is the heap the times hold.
-func (ct *ChangeTimes) SizeBytes() int { return 8 * cap(ct.leave) }
+func (ct *ChangeTimes) SizeBytes() int { return 8 * (cap(ct.leave) + cap(ct.since)) }
 
 // NextChangeAfter is NextChangeAll computed again only for the windowed
 // traits in touched and those whose time has come (at or before now): a
@@ -505,6 +508,7 @@ func (rs *RuleSet) NextChangeAfter(s *State, now int64, touched Touched, ct *Cha
 		// Other rules (or none yet): their times, and their count, go.
 		ct.rs = rs
 		ct.leave = slices.Grow(ct.leave[:0], len(td.wins))[:len(td.wins)]
+		ct.since = slices.Grow(ct.since[:0], len(td.sinces))[:len(td.sinces)]
 		touched = TouchedAll
 	}
 	best := int64(math.MaxInt64)
@@ -516,7 +520,34 @@ func (rs *RuleSet) NextChangeAfter(s *State, now int64, touched Touched, ct *Cha
 		}
 		best = min(best, leave)
 	}
-	return td.withSinces(best, s, now)
+	// A since() time whose x reads windowless traits only flips at a
+	// time that stays right until one of them changes (an event touches
+	// it) or the clock reaches it: x is read again only then.
+	var sc *Scratch
+	for k := range td.sinces {
+		g := &td.sinces[k]
+		if g.deps != 0 {
+			if c := ct.since[k]; c > now && touched&g.deps == 0 {
+				best = min(best, c)
+				continue
+			}
+		}
+		if sc == nil {
+			sc = s.touch(now)
+		}
+		c, ok := g.next(&sc.env, now)
+		if !ok {
+			c = math.MaxInt64
+		}
+		if g.deps != 0 {
+			ct.since[k] = c
+		}
+		best = min(best, c)
+	}
+	if best == math.MaxInt64 {
+		return 0, false
+	}
+	return best, true
 }
 
 // TraitValue returns trait i's value at now: numbers and times (Unix ms)

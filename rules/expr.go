@@ -36,9 +36,13 @@ type cexpr struct {
 	cstr     string
 	since    func(*env) (float64, bool) // set when this node is since(x): x
 	sinceKey string                     // and the canonical text of x
-	trait    *Trait                     // set when this node is a bare trait read
-	tcmp     *traitCmp                  // set when this node is trait OP constant
-	pair     *cmpPair                   // set when this node is tcmp and/or tcmp
+	// sinceDeps are the traits x reads, when they are all a since() time
+	// depends on: windowless traits only, no profile attribute (0: it
+	// may change without an event reporting it; see timeDeps).
+	sinceDeps Touched
+	trait     *Trait    // set when this node is a bare trait read
+	tcmp      *traitCmp // set when this node is trait OP constant
+	pair      *cmpPair  // set when this node is tcmp and/or tcmp
 }
 
 // cmpPair is "a and b" or "a or b" of two trait comparisons.
@@ -302,9 +306,20 @@ func (c *compiler) compileCall(y *yaml.Node, n *call, sc scope, errf errFunc) *c
 		if len(n.args) != 1 {
 			return errf(n.off, "since takes one time argument, e.g. since(last_order_at), found %d arguments", len(n.args))
 		}
+		nTraits, nAttrs := len(c.reads.traits), len(c.reads.attrs)
 		x := c.compileExpr(y, n.args[0], sc)
 		if x == nil {
 			return nil
+		}
+		var deps Touched
+		if len(c.reads.attrs) == nAttrs {
+			for _, ti := range c.reads.traits[nTraits:] {
+				if c.rs.traits[ti].Window > 0 {
+					deps = 0
+					break
+				}
+				deps |= traitBit(ti)
+			}
 		}
 		if x.kind != kTime && x.kind != kAny {
 			return errf(n.args[0].offset(), "since needs a time (e.g. a last(purchase.ts) trait), found a %s", x.kind)
@@ -313,7 +328,7 @@ func (c *compiler) compileCall(y *yaml.Node, n *call, sc scope, errf errFunc) *c
 			return errf(n.off, "since is not available in a trait filter")
 		}
 		xf := x.numOf()
-		out := &cexpr{kind: kDur, since: xf, sinceKey: n.args[0].String(), num: func(e *env) (float64, bool) {
+		out := &cexpr{kind: kDur, since: xf, sinceKey: n.args[0].String(), sinceDeps: deps, num: func(e *env) (float64, bool) {
 			v, ok := xf(e)
 			return float64(e.now) - v, ok
 		}}
@@ -515,7 +530,7 @@ func (c *compiler) compileCompare(y *yaml.Node, n *binExpr, x, yy *cexpr, errf e
 			return errf(n.off, "since(...) must be compared with a duration literal, e.g. since(last_order_at) > 60d")
 		}
 		xf, dv := s.since, d.cnum
-		c.reads.sinces = append(c.reads.sinces, sinceDep{x: xf, key: s.sinceKey, op: op, d: int64(dv)})
+		c.reads.sinces = append(c.reads.sinces, sinceDep{x: xf, key: s.sinceKey, deps: s.sinceDeps, op: op, d: int64(dv)})
 		return &cexpr{kind: kBool, b: numCompareConst(s.num, op, dv)}
 	}
 	out := &cexpr{kind: kBool}

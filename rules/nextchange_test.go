@@ -75,7 +75,7 @@ func nextChangeAllRef(rs *RuleSet, s *State, now int64) (int64, bool) {
 // every operator, and durations that are zero, negative, repeated (so that
 // groups share offsets) or large enough to wrap int64 arithmetic.
 func randomSinceRules(r *rand.Rand) string {
-	xs := []string{"last_at", "first_at", "profile.signup", "last_at + 1h", "first_at - 30m"}
+	xs := []string{"last_at", "first_at", "profile.signup", "last_at + 1h", "first_at - 30m", "recent_at"}
 	ops := []string{">", ">=", "<", "<=", "==", "!="}
 	durs := []string{"0s", "1ms", "5h", "1d", "1d", "-2h", "90d", "30m", "100000000d", "106751991167d"}
 	since := func() string {
@@ -86,6 +86,7 @@ func randomSinceRules(r *rand.Rand) string {
 traits:
   last_at: last(purchase.ts)
   first_at: first(purchase.ts)
+  recent_at: max(purchase.ts) over 6h
   n_3h: count(purchase) over 3h
   spend_2d: sum(purchase.amount) over 2d bucket 6h
   top_4h: most_frequent(browse.category) over 4h

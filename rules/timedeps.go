@@ -24,6 +24,11 @@ type timeDeps struct {
 type sinceGroup struct {
 	x    func(*env) (float64, bool)
 	offs []int64 // ascending, distinct
+	// deps are the traits x depends on, all of them windowless; 0 when x
+	// may change with no event reporting it (a windowed trait, a profile
+	// attribute). With deps, a next flip computed once stays right until
+	// one of them is touched or the clock reaches it (NextChangeAfter).
+	deps Touched
 }
 
 // newTimeDeps groups sinces by the canonical text of their x: equal text
@@ -36,7 +41,7 @@ func newTimeDeps(wins []int, sinces []sinceDep) timeDeps {
 		if !ok {
 			g = len(td.sinces)
 			byKey[d.key] = g
-			td.sinces = append(td.sinces, sinceGroup{x: d.x})
+			td.sinces = append(td.sinces, sinceGroup{x: d.x, deps: d.deps})
 		}
 		td.sinces[g].offs = append(td.sinces[g].offs, d.offsets()...)
 	}
