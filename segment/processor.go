@@ -571,26 +571,26 @@ func (p *Processor) evaluate(c *Customer, id string, segs []int, touched rules.T
 	// to p.entered, merged into c.members once at the end (inserting each
 	// shifted the slice, and with 1000 segments a customer enters dozens at
 	// a time).
-	in := c.standings(len(rsSegs))
+	standing := c.standings(len(rsSegs))
 	entered := p.entered[:0]
 	pos := 0
 	for k, i := range segs {
-		isIn := p.results[k]
-		if isIn && !consent && rsSegs[i].RequiresConsent {
-			isIn = false
+		in := p.results[k]
+		if in && !consent && rsSegs[i].RequiresConsent {
+			in = false
 		}
-		if isIn == (in[i>>6]&(1<<(i&63)) != 0) {
+		if in == (standing[i>>6]&(1<<(i&63)) != 0) {
 			continue
 		}
 		seg := int32(i)
 		j, found := c.findMember(seg, pos)
 		pos = j
 		if found {
-			p.emit(c, id, i, &c.members[j].m, isIn, now, cause, causeEvent)
+			p.emit(c, id, i, &c.members[j].m, in, now, cause, causeEvent)
 			continue
 		}
 		entered = append(entered, segMember{seg: seg})
-		p.emit(c, id, i, &entered[len(entered)-1].m, isIn, now, cause, causeEvent)
+		p.emit(c, id, i, &entered[len(entered)-1].m, in, now, cause, causeEvent)
 	}
 	if len(entered) > 0 {
 		c.addMembers(entered)
@@ -640,12 +640,12 @@ func (p *Processor) emitOrphanExit(c *Customer, id string, o *orphanMember, at i
 }
 
 // transition moves m, appends the SegmentChange (carrying the traits in
-// reads) to the outbox bound for topic (the changes topic when empty),
-// and counts it. A change the output
-// encoding cannot carry (a trait value that is NaN or infinite, from
-// state written before segd checked its numbers) must not stop the
-// partition: failing here would fail the same records on every restart.
-// The transition stands and the change is set aside as a dead letter.
+// reads) to the outbox bound for topic (the changes topic when empty) and
+// counts it. A change the output encoding cannot carry (a trait value
+// that is NaN or infinite, from state written before segd checked its
+// numbers) must not stop the partition: failing here would fail the same
+// records on every restart. The transition stands and the change is set
+// aside as a dead letter.
 //
 // seg is segment's index in the running rules, -1 for one they do not
 // define.
