@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -281,20 +280,11 @@ func startTopicSetEngine(t *testing.T, cfg *Config) *Engine {
 
 func allMembers(t *testing.T, eng *Engine, segmentID string) []string {
 	t.Helper()
-	var all []string
-	cursor := ""
-	for {
-		ids, next, err := segment.ListMembers(eng.st, eng.rs.Load(), segmentID, cursor, 1000, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, ids...)
-		if next == "" {
-			sort.Strings(all)
-			return all
-		}
-		cursor = next
+	all, err := segment.AllMembers(eng.st, eng.rs.Load(), segmentID, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return all
 }
 
 func truncateForTest(b []byte) string {

@@ -146,15 +146,19 @@ func (m *MemberMatcher) place(id uint64) (listPlace, error) {
 // the end; only an empty next is the end). rs (may be nil) is the rule set
 // whose segment list the records most likely name.
 func ListMembers(st *state.Store, rs *rules.RuleSet, segmentID, cursor string, limit int, include func(partition int32) bool) (ids []string, next string, err error) {
+	return st.MembersOf(memberMatch(st, rs, segmentID), cursor, limit, include)
+}
+
+// memberMatch is a MemberMatcher of segmentID as the store's matcher.
+func memberMatch(st *state.Store, rs *rules.RuleSet, segmentID string) state.MemberMatch {
 	m := NewMemberMatcher(segmentID, rs, NewSegmentLists(st))
-	return st.MembersOf(func(_ int32, data []byte) (bool, error) { return m.Match(data) }, cursor, limit, include)
+	return func(_ int32, data []byte) (bool, error) { return m.Match(data) }
 }
 
 // AllMembers is every committed member of segmentID in st, in id order:
 // ListMembers page after page.
 func AllMembers(st *state.Store, rs *rules.RuleSet, segmentID string, include func(partition int32) bool) ([]string, error) {
-	m := NewMemberMatcher(segmentID, rs, NewSegmentLists(st))
-	match := func(_ int32, data []byte) (bool, error) { return m.Match(data) }
+	match := memberMatch(st, rs, segmentID)
 	var all []string
 	cursor := ""
 	for {
