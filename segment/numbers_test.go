@@ -69,3 +69,26 @@ func TestProcessorAttributeBounds(t *testing.T) {
 	h.apply(profile("p6", "alice", "2024-01-01T00:00:05Z", schemas.Attribute{Name: "a"}))
 	refused(profile("p7", "alice", "2024-01-01T00:00:06Z", str("z", "1")), "customer would have 4 attributes, limit 2")
 }
+
+// A profile event under attribute bounds looks its customer up once: the
+// bound check's load is the event's (a second lookup was a map access per
+// profile event on the hot path).
+func TestProfileUnderBoundsLoadsCustomerOnce(t *testing.T) {
+	h := newHarness(t, testRules)
+	h.proc.opt.MaxAttributes, h.proc.opt.MaxAttributeBytes = 4, 100
+	str := func(name, v string) schemas.Attribute { return schemas.Attribute{Name: name, Value: schemas.String(v)} }
+	h.apply(profile("p1", "alice", "2024-01-01T00:00:00Z", str("a", "1")))
+	before := h.st.Metrics()
+	h.apply(profile("p2", "alice", "2024-01-01T00:00:01Z", str("b", "2")))
+	after := h.st.Metrics()
+	if got := after.CacheHits + after.CacheMisses - before.CacheHits - before.CacheMisses; got != 1 {
+		t.Fatalf("a profile event looked its customer up %d times, want 1", got)
+	}
+	c, err := h.proc.load("alice", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := c.traits.AttrUsage(); n != 2 {
+		t.Fatalf("customer has %d attributes after two updates, want 2", n)
+	}
+}

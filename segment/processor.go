@@ -426,8 +426,12 @@ func (p *Processor) Apply(e *schemas.Event) error {
 			return nil
 		}
 	}
+	// checkAttrs loads the customer to measure them: kept for the
+	// event's own load below (a second map lookup was most of its cost).
+	var c *Customer
 	if e.Type == schemas.EventProfile && !e.Delete && len(e.Attributes) > 0 {
-		if err := p.checkAttrs(e); err != nil {
+		var err error
+		if c, err = p.checkAttrs(e); err != nil {
 			return err
 		}
 	}
@@ -439,9 +443,11 @@ func (p *Processor) Apply(e *schemas.Event) error {
 	if e.Type == schemas.EventProfile && e.AliasOf != "" {
 		return p.alias(e, now)
 	}
-	c, err := p.load(id, e.EventID)
-	if err != nil {
-		return err
+	if c == nil {
+		var err error
+		if c, err = p.load(id, e.EventID); err != nil {
+			return err
+		}
 	}
 	if p.dedupHorizon > 0 && e.EventID != "" {
 		h := eventIDHash(e.EventID)
@@ -472,27 +478,28 @@ func (p *Processor) Apply(e *schemas.Event) error {
 // attributes, or one that would take its customer past maxAttributes or
 // maxAttributeBytes. A customer already past a bound (state from before
 // it, a lowered bound) may still shrink: only growth past it is refused.
-func (p *Processor) checkAttrs(e *schemas.Event) error {
+// It returns the customer when it loaded them (nil when no bound is set).
+func (p *Processor) checkAttrs(e *schemas.Event) (*Customer, error) {
 	maxN, maxB := p.opt.MaxAttributes, p.opt.MaxAttributeBytes
 	if maxN <= 0 && maxB <= 0 {
-		return nil
+		return nil, nil
 	}
 	if maxN > 0 && len(e.Attributes) > maxN {
-		return &Rejected{string(schemas.ReasonTooManyAttributes), fmt.Errorf("the event carries %d attributes, limit %d (input.max_attributes)", len(e.Attributes), maxN)}
+		return nil, &Rejected{string(schemas.ReasonTooManyAttributes), fmt.Errorf("the event carries %d attributes, limit %d (input.max_attributes)", len(e.Attributes), maxN)}
 	}
 	c, err := p.load(e.CustomerID, e.EventID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	n0, b0 := c.traits.AttrUsage()
 	n, b := c.traits.AttrUsageAfter(e.Attributes)
 	if maxN > 0 && n > maxN && n > n0 {
-		return &Rejected{string(schemas.ReasonTooManyAttributes), fmt.Errorf("customer would have %d attributes, limit %d (input.max_attributes)", n, maxN)}
+		return nil, &Rejected{string(schemas.ReasonTooManyAttributes), fmt.Errorf("customer would have %d attributes, limit %d (input.max_attributes)", n, maxN)}
 	}
 	if maxB > 0 && b > maxB && b > b0 {
-		return &Rejected{string(schemas.ReasonTooManyAttributes), fmt.Errorf("customer's attributes would take %d bytes, limit %d (input.max_attribute_bytes)", b, maxB)}
+		return nil, &Rejected{string(schemas.ReasonTooManyAttributes), fmt.Errorf("customer's attributes would take %d bytes, limit %d (input.max_attribute_bytes)", b, maxB)}
 	}
-	return nil
+	return c, nil
 }
 
 // erase deletes a customer: EXIT (cause deletion) from every segment they
