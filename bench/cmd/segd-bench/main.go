@@ -168,6 +168,9 @@ type Throughput struct {
 	Seconds      float64 `json:"seconds"`
 	EventsPerSec float64 `json:"events_per_sec"`
 	Changes      int64   `json:"changes"`
+	// CPUSeconds is the process's CPU time over the run (engine only):
+	// on a machine this noisy the steadier of the two costs.
+	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
 	// Rounds holds each round's rate when the figure pools several
 	// (--e2e-rounds): Seconds is their sum, EventsPerSec the events of
 	// all rounds over it.
@@ -476,7 +479,7 @@ func limitAndEngine(o options, rs *rules.RuleSet, recs []record, end int64, res 
 	}
 	secs := before.MapLimit.Seconds + after.MapLimit.Seconds
 	res.MapLimit = Throughput{Seconds: secs / 2, EventsPerSec: float64(2*len(recs)) / secs, Changes: before.MapLimit.Changes}
-	logf("segd engine only: %.0f events/s (%.0f%% of the limit's %.0f, its two runs pooled)", res.EngineOnly.EventsPerSec, 100*res.EngineOnly.EventsPerSec/res.MapLimit.EventsPerSec, res.MapLimit.EventsPerSec)
+	logf("segd engine only: %.0f events/s (%.0f%% of the limit's %.0f, its two runs pooled); %.2f CPU s over %.2f s", res.EngineOnly.EventsPerSec, 100*res.EngineOnly.EventsPerSec/res.MapLimit.EventsPerSec, res.MapLimit.EventsPerSec, res.EngineOnly.CPUSeconds, res.EngineOnly.Seconds)
 	return nil
 }
 
@@ -597,7 +600,7 @@ func engineOnly(o options, recs []record, end int64, res *Results) error {
 	}
 	defer stopProfile() // on an early return; stopping twice is harmless
 	runtime.GC()
-	start := time.Now()
+	start, cpuStart := time.Now(), cpuSeconds()
 	for i := range recs {
 		r := &recs[i]
 		if err := l.Handle(0, topics[r.typ], int64(i), r.key, r.value, time.UnixMilli(r.time)); err != nil {
@@ -607,7 +610,7 @@ func engineOnly(o options, recs []record, end int64, res *Results) error {
 	if err := l.Commit(); err != nil {
 		return err
 	}
-	el := time.Since(start)
+	el, cpu := time.Since(start), cpuSeconds()-cpuStart
 	stopProfile()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -646,7 +649,7 @@ func engineOnly(o options, recs []record, end int64, res *Results) error {
 	if deadLetters > 0 {
 		return fmt.Errorf("engine only: %d of %d records dead-lettered", deadLetters, len(recs))
 	}
-	res.EngineOnly = Throughput{Seconds: el.Seconds(), EventsPerSec: float64(len(recs)) / el.Seconds(), Changes: changes}
+	res.EngineOnly = Throughput{Seconds: el.Seconds(), EventsPerSec: float64(len(recs)) / el.Seconds(), Changes: changes, CPUSeconds: cpu}
 	rs, err := rules.CompileFile(o.rules)
 	if err != nil {
 		return err
