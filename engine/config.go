@@ -196,6 +196,9 @@ type StateConfig struct {
 	// CacheBytes bounds the in-memory write-back cache of customer records.
 	// Default 256 MiB.
 	CacheBytes int64 `yaml:"cache_bytes"`
+	// BlockCacheBytes is Pebble's block cache: encoded records, the
+	// second tier behind CacheBytes. Default 256 MiB.
+	BlockCacheBytes int64 `yaml:"block_cache_bytes"`
 	// Changelog is "on" (default) or "off". On, every commit is also sent
 	// to kafka.topics.changelog, and a partition whose local state is
 	// missing or behind is restored from it before it runs. Off, a
@@ -403,6 +406,9 @@ func (c *Config) EnsureDefaults() {
 	if c.State.CacheBytes == 0 {
 		c.State.CacheBytes = 256 << 20
 	}
+	if c.State.BlockCacheBytes == 0 {
+		c.State.BlockCacheBytes = 256 << 20
+	}
 	if c.Commit.Interval == 0 {
 		c.Commit.Interval = 200 * time.Millisecond
 	}
@@ -593,6 +599,9 @@ func (c *Config) validateLimits(bad problem) {
 	}
 	if c.State.CacheBytes < 1<<20 {
 		bad("state.cache_bytes (%d) must be >= 1048576 (1 MiB)", c.State.CacheBytes)
+	}
+	if c.State.BlockCacheBytes < 1<<20 {
+		bad("state.block_cache_bytes (%d) must be >= 1048576 (1 MiB)", c.State.BlockCacheBytes)
 	}
 	if c.Commit.Interval < time.Millisecond || c.Commit.Interval > time.Minute {
 		bad("commit.interval (%s) must be between 1ms and 1m", c.Commit.Interval)

@@ -19,9 +19,10 @@ import (
 func (e *Engine) openState() (*state.Store, error) {
 	dir := e.cfg.State.Dir
 	opts := state.Options{
-		FS:         e.opt.StateFS,
-		CacheBytes: e.cfg.State.CacheBytes,
-		Logger:     e.opt.Logger.With().Str("component", "state").Logger(),
+		FS:              e.opt.StateFS,
+		CacheBytes:      e.cfg.State.CacheBytes,
+		BlockCacheBytes: e.cfg.State.BlockCacheBytes,
+		Logger:          e.opt.Logger.With().Str("component", "state").Logger(),
 	}
 	st, err := segment.OpenStore(dir, e.rs.Load, opts)
 	if err == nil || !errors.Is(err, state.ErrCorrupt) {
