@@ -119,8 +119,9 @@ func (ts *traitState) appendPayload(dst []byte, t *Trait) []byte {
 		case aggMin, aggMax:
 			dst = appendNumber(dst, b.val)
 		case aggMostFrequent:
-			dst = binary.AppendUvarint(dst, uint64(len(b.vals)))
-			for _, v := range b.vals {
+			vals := b.values()
+			dst = binary.AppendUvarint(dst, uint64(len(vals)))
+			for _, v := range vals {
 				dst = appendString(dst, v.v)
 				dst = binary.AppendUvarint(dst, uint64(v.n))
 			}
@@ -258,11 +259,14 @@ func (ts *traitState) decodePayload(d *decoder, t *Trait) {
 				d.err = fmt.Errorf("%d values in a bucket", nv)
 				return
 			}
+			if nv > 0 {
+				b.vals = new([]valCount)
+			}
 			for j := uint64(0); j < nv && d.err == nil; j++ {
 				v := valCount{v: internBytes(d.bytes()), n: uint32(d.uvarint())}
-				b.vals = append(b.vals, v)
+				*b.vals = append(*b.vals, v)
 			}
-			b.n = float64(len(b.vals))
+			b.n = float64(len(b.values()))
 		}
 		ts.buckets = append(ts.buckets, b)
 	}

@@ -300,7 +300,7 @@ func (ts *traitState) mostFrequent(s *State, t *Trait, now int64) (string, bool)
 	tot := append(sc.freqTot[:0], ts.rx().freq...)
 	for _, out := range [2][]bucket{ts.buckets[:i], ts.buckets[j:]} {
 		for k := range out {
-			for _, v := range out[k].vals {
+			for _, v := range out[k].values() {
 				tot = addCount(tot, v.v, -v.n)
 			}
 		}

@@ -52,7 +52,7 @@ func (rs *RuleSet) Merge(dst, src *State, now int64) Touched {
 					b = &dt.buckets[0]
 				}
 				if t.agg == aggMostFrequent {
-					for _, v := range sb.vals {
+					for _, v := range sb.values() {
 						dt.countVal(b, v.v, v.n)
 					}
 					continue

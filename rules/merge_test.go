@@ -93,8 +93,8 @@ func TestLateEventKeepsNeighbourBucket(t *testing.T) {
 	}
 	ts := &s.traits[traitIndex(t, rs, "top_4h")]
 	for _, b := range ts.buckets {
-		if b.start == base+3*h && (len(b.vals) != 1 || b.vals[0].v != "bags" || b.vals[0].n != 2) {
-			t.Fatalf("the 3h bucket was overwritten: %+v", b.vals)
+		if b.start == base+3*h && (len(b.values()) != 1 || b.values()[0].v != "bags" || b.values()[0].n != 2) {
+			t.Fatalf("the 3h bucket was overwritten: %+v", b.values())
 		}
 	}
 }

@@ -15,7 +15,7 @@ func mostFrequentRef(bs []bucket) (string, bool) {
 	var tot []valCount
 	for i := range bs {
 	vals:
-		for _, v := range bs[i].vals {
+		for _, v := range bs[i].values() {
 			for k := range tot {
 				if tot[k].v == v.v {
 					tot[k].n += v.n
@@ -69,7 +69,7 @@ func checkFreq(t *testing.T, rs *RuleSet, s *State, clock int64, probes []int64,
 		ts := &s.traits[tr.Index]
 		want := map[string]uint32{}
 		for i := range ts.buckets {
-			for _, v := range ts.buckets[i].vals {
+			for _, v := range ts.buckets[i].values() {
 				want[v.v] += v.n
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"strconv"
 	"testing"
+	"unsafe"
 
 	"github.com/segd/segd/schemas"
 )
@@ -113,5 +114,13 @@ func BenchmarkAppendBinaryStandard(b *testing.B) {
 	for b.Loop() {
 		buf = states[i%len(states)].AppendBinary(buf[:0])
 		i++
+	}
+}
+
+// A bucket is 32 bytes: a cached customer holds tens of them, and only
+// most_frequent's use a value list, kept behind a pointer.
+func TestBucketLayout(t *testing.T) {
+	if got := unsafe.Sizeof(bucket{}); got != 32 {
+		t.Fatalf("bucket is %d bytes, want 32", got)
 	}
 }

@@ -147,8 +147,19 @@ type bucket struct {
 	// avg, the least for min, the greatest for max. One field for the
 	// three: a trait has one aggregation, and a cached customer holds
 	// tens of buckets (the struct was 64 bytes with a field each).
-	val  float64
-	vals []valCount // most_frequent
+	val float64
+	// vals holds a most_frequent bucket's values; nil in every other
+	// trait's buckets, most of a cached customer's, which a slice header
+	// here made 48 bytes each instead of 32.
+	vals *[]valCount
+}
+
+// values returns b's most_frequent values (none for other traits).
+func (b *bucket) values() []valCount {
+	if b.vals == nil {
+		return nil
+	}
+	return *b.vals
 }
 
 type valCount struct {
@@ -340,6 +351,7 @@ const (
 	sizeofTraitExtra = unsafe.Sizeof(traitExtra{})
 	sizeofBucket     = unsafe.Sizeof(bucket{})
 	sizeofValCount   = unsafe.Sizeof(valCount{})
+	sizeofSlice      = unsafe.Sizeof([]valCount{})
 	sizeofSeenVal    = unsafe.Sizeof(seenVal{})
 	sizeofAttribute  = unsafe.Sizeof(schemas.Attribute{})
 	// sizeofAttrIndexEntry is a rough cost of one attrIdx entry: a map
@@ -356,8 +368,12 @@ func (s *State) SizeBytes() int {
 		t := &s.traits[i]
 		n += cap(t.buckets) * int(sizeofBucket)
 		for j := range t.buckets {
-			vals := t.buckets[j].vals
-			n += cap(vals) * int(sizeofValCount)
+			b := &t.buckets[j]
+			if b.vals == nil {
+				continue
+			}
+			vals := *b.vals
+			n += int(sizeofSlice) + cap(vals)*int(sizeofValCount)
 			for _, v := range vals {
 				n += ownBytes(v.v)
 			}
@@ -401,9 +417,10 @@ func (ts *traitState) findBucket(start int64) *bucket {
 	ts.buckets = append(ts.buckets, bucket{})
 	copy(ts.buckets[i+1:], ts.buckets[i:])
 	b := &ts.buckets[i]
-	// Not b.vals[:0]: after the shift, slot i still shares its value list
-	// with slot i+1, and appending to it would overwrite that bucket's
-	// values (a late event landing in an earlier bucket did exactly that).
+	// Not keeping b.vals: after the shift, slot i still points at the
+	// value list of slot i+1, and appending to it would change that
+	// bucket's values (a late event landing in an earlier bucket did
+	// exactly that when the list was a slice sharing its array).
 	*b = bucket{start: start}
 	return b
 }
@@ -550,16 +567,20 @@ func sumSat(bs []bucket) float64 {
 // addValN adds n occurrences of v to b, and reports whether b counted
 // them: a bucket holding maxDistinctPerBucket values ignores a new one.
 func (b *bucket) addValN(v string, n uint32) bool {
-	for i := range b.vals {
-		if b.vals[i].v == v {
-			b.vals[i].n += n
+	vals := b.values()
+	for i := range vals {
+		if vals[i].v == v {
+			vals[i].n += n
 			return true
 		}
 	}
-	if len(b.vals) >= maxDistinctPerBucket {
+	if len(vals) >= maxDistinctPerBucket {
 		return false // bounded; documented in docs/rules.md
 	}
-	b.vals = append(b.vals, valCount{v: v, n: n})
+	if b.vals == nil {
+		b.vals = new([]valCount)
+	}
+	*b.vals = append(vals, valCount{v: v, n: n})
 	b.n++
 	return true
 }
@@ -576,11 +597,11 @@ func (ts *traitState) countVal(b *bucket, v string, n uint32) {
 
 // forget subtracts bucket b, about to be dropped, from the totals.
 func (ts *traitState) forget(b *bucket) {
-	if len(b.vals) == 0 {
+	if len(b.values()) == 0 {
 		return
 	}
 	x := ts.ext()
-	for _, v := range b.vals {
+	for _, v := range b.values() {
 		x.freq = addCount(x.freq, v.v, -v.n)
 	}
 }
@@ -592,7 +613,7 @@ func (ts *traitState) rebuildFreq() {
 		ts.x.freq = ts.x.freq[:0]
 	}
 	for i := range ts.buckets {
-		for _, v := range ts.buckets[i].vals {
+		for _, v := range ts.buckets[i].values() {
 			x := ts.ext()
 			x.freq = addCount(x.freq, v.v, v.n)
 		}
