@@ -24,15 +24,7 @@ type Local struct {
 	e      *Engine
 	tasks  []*task
 	closed bool
-	// handled counts records since partition i last read the wall clock:
-	// read once per localPoll records, as a live task reads it once per
-	// poll, not per record.
-	handled []int
 }
-
-// localPoll is how many records Local handles on one reading of the wall
-// clock: a live poll's most (its buffer).
-const localPoll = 512
 
 // OpenLocal opens partitions 0..partitions-1 of the engine's state for
 // in-process feeding, in event time only (the clock never follows the wall
@@ -71,7 +63,6 @@ func (e *Engine) OpenLocal(partitions int) (*Local, error) {
 			now:            e.opt.Now,
 		}, e.log, nil))
 	}
-	l.handled = make([]int, len(l.tasks))
 	e.mu.Lock()
 	if e.procs == nil {
 		e.procs = map[int32]*segment.Processor{}
@@ -96,10 +87,6 @@ func (l *Local) Handle(p int32, topic string, offset int64, key, value []byte, t
 		return fmt.Errorf("local: partition %d not open (have %d)", p, len(l.tasks))
 	}
 	t := l.tasks[p]
-	if l.handled[p] == 0 {
-		t.polledAt = t.opt.now()
-	}
-	l.handled[p] = (l.handled[p] + 1) % localPoll
 	m := connectors.Message{Topic: topic, Partition: int(p), Offset: offset, Key: key, Value: value, Time: ts}
 	if err := t.handle(&m); err != nil {
 		return err

@@ -67,7 +67,8 @@ type task struct {
 
 	// polledAt is when the records being handled were polled: their read
 	// time and the wall clock they are held to, read once per poll rather
-	// than twice per record (engine.Local: once per localPoll records).
+	// than twice per record. Zero (engine.Local): read per record, since a
+	// caller may feed records far apart in time.
 	polledAt time.Time
 
 	next      map[string]int64 // next offsets not yet committed
