@@ -260,7 +260,9 @@ func (ts *traitState) decodePayload(d *decoder, t *Trait) {
 				return
 			}
 			if nv > 0 {
-				b.vals = new([]valCount)
+				// nv is bounded above: sized once, not grown.
+				vals := make([]valCount, 0, nv)
+				b.vals = &vals
 			}
 			for j := uint64(0); j < nv && d.err == nil; j++ {
 				v := valCount{v: internBytes(d.bytes()), n: uint32(d.uvarint())}
