@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -47,6 +48,11 @@ type RuleSet struct {
 	// per call (nShared of them).
 	shared  []int32
 	nShared int
+	// cuts[i], when not nil, are the comparisons with constants through
+	// which the segments read windowed count or sum trait i, all of
+	// them: its leaving buckets matter only when they flip one
+	// (flipTime). nil: every leaving bucket may change a result.
+	cuts [][]traitCmp
 }
 
 // Trait is a compiled trait definition.
@@ -98,6 +104,11 @@ type Segment struct {
 	sinces   []sinceDep
 	wins     []int // windowed traits read
 	timing   timeDeps
+	// cmps are the comparisons of a trait with a constant the condition
+	// makes; opaque are the traits it also reads some other way
+	// (arithmetic, is null, in, a comparison with another trait).
+	cmps   []traitCmp
+	opaque []int
 }
 
 // sinceDep is a comparison since(x) OP d, whose result flips at a time
@@ -743,6 +754,19 @@ func (c *compiler) compileSegment(s *Segment, when *yaml.Node) bool {
 	}
 	sort.Ints(s.Reads)
 	sort.Ints(s.wins)
+	s.cmps = c.reads.cmps
+	left := map[int]int{}
+	for _, ti := range c.reads.traits {
+		left[ti]++
+	}
+	for _, tc := range s.cmps {
+		left[tc.idx]--
+	}
+	for _, ti := range s.Reads {
+		if left[ti] > 0 {
+			s.opaque = append(s.opaque, ti)
+		}
+	}
 	attrs := map[string]bool{}
 	for _, a := range c.reads.attrs {
 		attrs[a] = true
@@ -808,6 +832,7 @@ func (c *compiler) finish() {
 	}
 	sort.Ints(wins)
 	rs.timing = newTimeDeps(wins, sinces)
+	rs.cuts = traitCuts(rs)
 	var canon strings.Builder
 	fmt.Fprintf(&canon, "version %d\n", rs.version)
 	traits := append([]*Trait(nil), rs.traits...)
@@ -839,4 +864,33 @@ func SegmentListIDOf(ids []string) uint64 {
 		h.Write([]byte(id))
 	}
 	return binary.BigEndian.Uint64(h.Sum(nil))
+}
+
+// maxCuts bounds the comparisons flipTime tests per trait (a bitmask of
+// their results): a trait compared with more constants than this goes
+// back to a change per leaving bucket.
+const maxCuts = 64
+
+// traitCuts returns RuleSet.cuts: per windowed count or sum trait that
+// every segment reads only through comparisons with constants, those
+// comparisons (one of each operator and constant).
+func traitCuts(rs *RuleSet) [][]traitCmp {
+	cuts := make([][]traitCmp, len(rs.traits))
+	opaque := make([]bool, len(rs.traits))
+	for _, s := range rs.segments {
+		for _, ti := range s.opaque {
+			opaque[ti] = true
+		}
+		for _, tc := range s.cmps {
+			if !slices.ContainsFunc(cuts[tc.idx], func(o traitCmp) bool { return o.op == tc.op && o.c == tc.c }) {
+				cuts[tc.idx] = append(cuts[tc.idx], tc)
+			}
+		}
+	}
+	for i, t := range rs.traits {
+		if opaque[i] || t.Window == 0 || (t.agg != aggCount && t.agg != aggSum) || len(cuts[i]) > maxCuts {
+			cuts[i] = nil
+		}
+	}
+	return cuts
 }

@@ -209,22 +209,9 @@ func computeNum(t *Trait, s *State, now int64) (float64, bool) {
 	// large and this loop is the hottest in segd.
 	switch t.agg {
 	case aggCount:
-		n := 0.0
-		for i := range bs {
-			n += bs[i].n
-		}
-		return n, true
+		return countOf(bs), true
 	case aggSum:
-		sum := 0.0
-		for i := range bs {
-			sum += bs[i].val
-		}
-		if math.IsInf(sum, 0) || math.IsNaN(sum) {
-			// Some partial sum overflowed: add again, saturating.
-			// (Had none overflowed, both ways give the same bits.)
-			sum = sumSat(bs)
-		}
-		return sum, true
+		return sumOf(bs), true
 	case aggAvg:
 		n, sum := 0.0, 0.0
 		for i := range bs {
@@ -434,8 +421,34 @@ func (td *timeDeps) withSinces(best int64, s *State, now int64) (int64, bool) {
 	return best, true
 }
 
-// leaveTime returns when trait ti's oldest in-window bucket leaves the
-// window (after now), memoized per state version and clock.
+// countOf is a count trait's value over the buckets bs.
+func countOf(bs []bucket) float64 {
+	n := 0.0
+	for i := range bs {
+		n += bs[i].n
+	}
+	return n
+}
+
+// sumOf is a sum trait's value over the buckets bs.
+func sumOf(bs []bucket) float64 {
+	sum := 0.0
+	for i := range bs {
+		sum += bs[i].val
+	}
+	if math.IsInf(sum, 0) || math.IsNaN(sum) {
+		// Some partial sum overflowed: add again, saturating.
+		// (Had none overflowed, both ways give the same bits.)
+		sum = sumSat(bs)
+	}
+	return sum
+}
+
+// leaveTime returns when trait ti next changes a result by itself (after
+// now): when its oldest in-window bucket leaves the window, or for a
+// trait read only through comparisons with constants, when a leaving
+// bucket first flips one of them (flipTime). Memoized per state version
+// and clock.
 func (rs *RuleSet) leaveTime(ti int, s *State, now int64) int64 {
 	sc := s.touch(now)
 	m := &sc.memo[ti]
@@ -443,9 +456,16 @@ func (rs *RuleSet) leaveTime(ti int, s *State, now int64) int64 {
 		return m.leave
 	}
 	t := rs.traits[ti]
-	lo := s.bucket(now, t.Bucket) - t.Window
+	hi := s.bucket(now, t.Bucket)
+	lo := hi - t.Window
 	best := int64(math.MaxInt64)
 	ts := &s.traits[ti]
+	if cuts := rs.cuts[ti]; cuts != nil {
+		if at, ok := flipTime(t, cuts, ts.buckets, lo, hi); ok {
+			m.leave, m.leaveGen = at, sc.gen
+			return at
+		}
+	}
 	for _, sv := range ts.rx().seen {
 		if sv.last > lo {
 			if leave := sv.last + t.Window; leave > now && leave < best {
@@ -464,6 +484,64 @@ func (rs *RuleSet) leaveTime(ti int, s *State, now int64) int64 {
 	}
 	m.leave, m.leaveGen = best, sc.gen
 	return best
+}
+
+// maxFlipSteps bounds the leaving buckets flipTime looks through: past
+// it, it returns the time it reached, when a check finds nothing changed
+// and looks further.
+const maxFlipSteps = 16
+
+// flipTime returns, for a count or sum trait read only through the
+// comparisons cuts, the first time after the clock (whose bucket starts
+// at hi; lo = hi - the window) at which a leaving bucket changes one of
+// their results. Each bucket leaves at its start plus the window; a count
+// of 10 read by "views >= 3" changes nothing until its 8th oldest bucket
+// leaves, and each earlier leave was a timer that fired for nothing. The
+// values are computed as computeNum computes them, over the same buckets,
+// so that a comparison at the boundary agrees to the bit. MaxInt64: no
+// leave changes a result. ok is false when buckets past the clock's
+// (future events) are in the state: then the caller's plain rule holds.
+func flipTime(t *Trait, cuts []traitCmp, bs []bucket, lo, hi int64) (at int64, ok bool) {
+	i := 0
+	for i < len(bs) && bs[i].start <= lo {
+		i++
+	}
+	if len(bs) > 0 && bs[len(bs)-1].start > hi {
+		return 0, false
+	}
+	results := func(v float64) uint64 {
+		var r uint64
+		for k := range cuts {
+			if opTest(cuts[k].op, v, cuts[k].c) {
+				r |= 1 << uint(k)
+			}
+		}
+		return r
+	}
+	v := countOf(bs[i:])
+	// A count is a sum of whole numbers: below 2^53 taking a bucket's
+	// count off gives the same bits as adding the rest again. A sum is
+	// added again, as computeNum adds it.
+	exact := t.agg == aggCount && v < 1<<53
+	if t.agg == aggSum {
+		v = sumOf(bs[i:])
+	}
+	now := results(v)
+	for k := i; k < len(bs); k++ {
+		// At its leave time, bucket k and the older ones are out.
+		switch {
+		case exact:
+			v -= bs[k].n
+		case t.agg == aggCount:
+			v = countOf(bs[k+1:])
+		default:
+			v = sumOf(bs[k+1:])
+		}
+		if results(v) != now || k-i+1 >= maxFlipSteps {
+			return bs[k].start + t.Window, true
+		}
+	}
+	return math.MaxInt64, true
 }
 
 // NextChangeAll returns the earliest time after now at which any

@@ -143,6 +143,10 @@ type exprReads struct {
 	traits []int
 	attrs  []string
 	sinces []sinceDep
+	// cmps are the trait reads compiled into a comparison with a
+	// constant (each is also in traits): a trait read only this way
+	// changes a result only when a comparison's result flips (flipTime).
+	cmps []traitCmp
 }
 
 // compileTop compiles a whole expression; c.reads then holds what it
@@ -573,6 +577,7 @@ func (c *compiler) compileCompare(y *yaml.Node, n *binExpr, x, yy *cexpr, errf e
 		switch tc := traitConstCmp(x, yy, op); {
 		case tc != nil:
 			out.tcmp, out.b = tc, tc.test
+			c.reads.cmps = append(c.reads.cmps, *tc)
 		case yy.constant:
 			out.b = numCompareConst(x.num, op, yy.cnum)
 		default:
@@ -588,6 +593,7 @@ func (c *compiler) compileCompare(y *yaml.Node, n *binExpr, x, yy *cexpr, errf e
 	case kx == kStr && ky == kStr:
 		if tc := traitConstCmp(x, yy, op); tc != nil {
 			out.tcmp, out.b = tc, tc.test
+			c.reads.cmps = append(c.reads.cmps, *tc)
 		} else {
 			out.b = strCompare(x.str, op, yy.str)
 		}
