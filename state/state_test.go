@@ -208,6 +208,49 @@ func TestTimersOrderReplaceAndRefill(t *testing.T) {
 	}
 }
 
+// NextTimer remembers that the top timer is live: moving that timer
+// away, pushing an earlier one or popping must each be seen by the next
+// call, as they are when every call checks the removed set.
+func TestNextTimerFollowsTheTop(t *testing.T) {
+	s := openMem(t, vfs.NewMem(), Options{})
+	defer s.Close()
+	p, _ := s.Partition(0)
+	next := func(want int64) {
+		t.Helper()
+		at, ok := p.NextTimer()
+		if !ok || at != want {
+			t.Fatalf("NextTimer = %d, %v; want %d", at, ok, want)
+		}
+	}
+	p.MoveTimer("a", 0, 10)
+	p.MoveTimer("b", 0, 20)
+	next(10)
+	next(10)
+	p.MoveTimer("a", 10, 30) // the top moves away
+	next(20)
+	p.MoveTimer("c", 0, 5) // an earlier one arrives
+	next(5)
+	p.MoveTimer("c", 5, 20) // the top moves to a time another holds
+	next(20)
+	p.MoveTimer("b", 20, 0) // and that one is cancelled
+	next(20)
+	var got []string
+	if err := p.PopDue(25, func(id string, at int64) error {
+		got = append(got, fmt.Sprintf("%s@%d", id, at))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, " ") != "c@20" {
+		t.Fatalf("popped %v, want c@20", got)
+	}
+	next(30)
+	p.MoveTimer("a", 30, 0)
+	if at, ok := p.NextTimer(); ok {
+		t.Fatalf("timer at %d left", at)
+	}
+}
+
 func TestCacheStaysBounded(t *testing.T) {
 	s := openMem(t, vfs.NewMem(), Options{CacheBytes: 1 << 20})
 	defer s.Close()

@@ -34,6 +34,12 @@ type timerIndex struct {
 	removed map[timerItem]int
 	horizon int64              // math.MinInt64: nothing loaded yet; MaxInt64: everything loaded
 	far     map[timerItem]bool // staged at >= horizon: true added, false removed
+	// topLive says heap[0] was checked against removed and is live:
+	// peek, once per event, then skips the map lookup (a hash of the id)
+	// until a pop or a removal of that timer. A push that becomes the
+	// top keeps it: the pushed copy is live whatever removed counts for
+	// equal timers deeper in the heap.
+	topLive bool
 }
 
 func (t *timerIndex) init(p *Partition) {
@@ -56,6 +62,9 @@ func (p *Partition) MoveTimer(customerID string, from, to int64) {
 		it := timerItem{from, customerID}
 		if from < t.horizon {
 			t.removed[it]++
+			if t.topLive && t.heap[0] == it {
+				t.topLive = false
+			}
 		} else {
 			t.far[it] = false
 		}
@@ -96,6 +105,9 @@ func (p *Partition) PopDue(now int64, fn func(customerID string, at int64) error
 }
 
 func (t *timerIndex) peek() (timerItem, bool) {
+	if t.topLive {
+		return t.heap[0], true
+	}
 	for {
 		for len(t.heap) > 0 {
 			top := t.heap[0]
@@ -108,6 +120,7 @@ func (t *timerIndex) peek() (timerItem, bool) {
 				}
 				continue
 			}
+			t.topLive = true
 			return top, true
 		}
 		if t.horizon == math.MaxInt64 {
@@ -198,6 +211,7 @@ func (t *timerIndex) push(it timerItem) {
 }
 
 func (t *timerIndex) pop() timerItem {
+	t.topLive = false
 	h := t.heap
 	top := h[0]
 	n := len(h) - 1
