@@ -258,3 +258,47 @@ func TestNextChangeAfterMatchesNextChangeAll(t *testing.T) {
 		}
 	}
 }
+
+// A customer's change times live in its ChangeTimes when they fit (the
+// standard rules' 9 do): computing them the first time allocates nothing,
+// and SizeBytes counts no heap beyond the struct; past the inline room one
+// allocation holds both kinds.
+func TestChangeTimesInline(t *testing.T) {
+	rs := mustCompile(t, standardRules(t))
+	if n := len(rs.timing.wins) + len(rs.timing.sinces); n > changeTimesInline {
+		t.Fatalf("the standard rules need %d times, more than the %d inline", n, changeTimesInline)
+	}
+	s := rs.NewState()
+	now := at("2024-03-01T10:00:00Z")
+	rs.Apply(s, &schemas.Event{Type: schemas.EventPurchase, Time: now, Amount: 20}, now)
+	ct := new(ChangeTimes) // on the heap, as in a cached record
+	allocs := testing.AllocsPerRun(100, func() {
+		ct.rs = nil // a record just decoded: every time computed
+		rs.NextChangeAfter(s, now, TouchedAll, ct)
+		if ct.SizeBytes() != 0 {
+			t.Fatalf("SizeBytes = %d for inline times", ct.SizeBytes())
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("first NextChangeAfter allocates %v times, want 0", allocs)
+	}
+	// A windowed trait more than the inline room holds.
+	var src strings.Builder
+	src.WriteString("version: 1\ntraits:\n")
+	for i := range changeTimesInline + 1 {
+		fmt.Fprintf(&src, "  n%d: count(purchase) over %dh\n", i, i+1)
+	}
+	src.WriteString("segments:\n")
+	for i := range changeTimesInline + 1 {
+		fmt.Fprintf(&src, "  s%d: { when: \"n%d >= 1\" }\n", i, i)
+	}
+	big := mustCompile(t, src.String())
+	if n := len(big.timing.wins) + len(big.timing.sinces); n <= changeTimesInline {
+		t.Fatalf("the big rules need only %d times", n)
+	}
+	ct = new(ChangeTimes)
+	big.NextChangeAfter(big.NewState(), now, TouchedAll, ct)
+	if want := 8 * (len(big.timing.wins) + len(big.timing.sinces)); ct.SizeBytes() != want {
+		t.Fatalf("SizeBytes = %d, want %d", ct.SizeBytes(), want)
+	}
+}

@@ -81,6 +81,9 @@ type Customer struct {
 	// (not stored). Evaluating a segment that did not change, most of
 	// them, is then a bit test, not a search of members.
 	in []uint64
+	// inWord holds in for up to 64 segments, so that the bitmap read at
+	// every event is in the record, not an allocation of its own.
+	inWord [1]uint64
 	// changes remembers when each windowed trait next changes, so that
 	// the timer after an event is computed from the traits it touched
 	// (not stored: a decoded record computes them all once).
@@ -197,8 +200,11 @@ func (c *Customer) AppendBinary(dst []byte) []byte {
 // SizeBytes implements state.Record: the heap the record holds (the
 // rule set is shared).
 func (c *Customer) SizeBytes() int {
-	n := int(unsafe.Sizeof(*c)) + cap(c.members)*int(unsafe.Sizeof(segMember{})) + 8*cap(c.in) +
+	n := int(unsafe.Sizeof(*c)) + cap(c.members)*int(unsafe.Sizeof(segMember{})) +
 		cap(c.orphans)*int(unsafe.Sizeof(orphanMember{})) + c.traits.SizeBytes() + c.changes.SizeBytes()
+	if cap(c.in) > len(c.inWord) {
+		n += 8 * cap(c.in)
+	}
 	for _, o := range c.orphans {
 		n += len(o.segment)
 	}
@@ -435,7 +441,12 @@ func (c *Customer) findMember(seg int32, hint int) (int, bool) {
 // number of segments of c.rs.
 func (c *Customer) standings(n int) []uint64 {
 	if c.in == nil {
-		c.in = make([]uint64, (n+63)/64)
+		if words := (n + 63) / 64; words <= len(c.inWord) {
+			c.inWord = [1]uint64{}
+			c.in = c.inWord[:words:words]
+		} else {
+			c.in = make([]uint64, words)
+		}
 		for _, sm := range c.members {
 			if sm.m.in() {
 				c.in[sm.seg>>6] |= 1 << (sm.seg & 63)
