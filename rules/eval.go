@@ -9,8 +9,15 @@ import (
 
 // NewState returns an empty state for this rule set.
 func (rs *RuleSet) NewState() *State {
-	s := &State{layout: rs.traits, traits: make([]traitState, len(rs.traits))}
+	s := &State{}
+	rs.InitState(s)
 	return s
+}
+
+// InitState makes s, a zero State, an empty state of rs: for a State
+// held in a larger struct rather than allocated on its own.
+func (rs *RuleSet) InitState(s *State) {
+	s.layout, s.traits = rs.traits, make([]traitState, len(rs.traits))
 }
 
 // Apply updates s with event e at clock now (the task's watermark, at or

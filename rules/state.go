@@ -359,6 +359,10 @@ const (
 	sizeofAttrIndexEntry = 32
 )
 
+// HeapBytes is SizeBytes without the State struct itself: what a State
+// held inside another struct (InitState) adds to that struct's size.
+func (s *State) HeapBytes() int { return s.SizeBytes() - int(sizeofState) }
+
 // SizeBytes is the heap the state holds: its structs, slices (by
 // capacity) and string bytes, short of the allocator's rounding. The
 // record cache's byte budget counts it, so it must not undercount.

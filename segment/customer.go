@@ -50,7 +50,10 @@ type recentEvent struct {
 // what the engine itself tracks (memberships, the pending timer, recently
 // seen event ids). It implements state.Record.
 type Customer struct {
-	traits  *rules.State
+	// traits is held here, not behind a pointer: every event reads it,
+	// and an allocation of its own was a cache miss per event with a
+	// million customers cached.
+	traits  rules.State
 	timerAt int64 // the customer's scheduled timer, 0 = none
 	// born identifies this life of the customer (an erasure or a merge
 	// ends a life): a fingerprint of the event that created the record.
@@ -201,7 +204,7 @@ func (c *Customer) AppendBinary(dst []byte) []byte {
 // rule set is shared).
 func (c *Customer) SizeBytes() int {
 	n := int(unsafe.Sizeof(*c)) + cap(c.members)*int(unsafe.Sizeof(segMember{})) +
-		cap(c.orphans)*int(unsafe.Sizeof(orphanMember{})) + c.traits.SizeBytes() + c.changes.SizeBytes()
+		cap(c.orphans)*int(unsafe.Sizeof(orphanMember{})) + c.traits.HeapBytes() + c.changes.SizeBytes()
 	if cap(c.in) > len(c.inWord) {
 		n += 8 * cap(c.in)
 	}
@@ -215,7 +218,8 @@ func (c *Customer) SizeBytes() int {
 // yields a new, empty customer. lists finds the segment list a record
 // names when it is not rs's (nil: none can be found).
 func DecodeCustomer(rs *rules.RuleSet, lists SegmentLists, data []byte) (*Customer, error) {
-	c := &Customer{traits: rs.NewState(), rs: rs}
+	c := &Customer{rs: rs}
+	rs.InitState(&c.traits)
 	if data == nil {
 		c.fresh = true
 		return c, nil
@@ -259,7 +263,7 @@ func DecodeCustomer(rs *rules.RuleSet, lists SegmentLists, data []byte) (*Custom
 	if r.err != nil {
 		return nil, fmt.Errorf("%w: %v", errCorruptRecord, r.err)
 	}
-	if err := rs.DecodeState(r.b, c.traits); err != nil {
+	if err := rs.DecodeState(r.b, &c.traits); err != nil {
 		return nil, fmt.Errorf("%w: traits: %v", errCorruptRecord, err)
 	}
 	return c, nil
@@ -396,7 +400,7 @@ func (r *reader) bytes() []byte {
 }
 
 // Traits is the customer's trait state.
-func (c *Customer) Traits() *rules.State { return c.traits }
+func (c *Customer) Traits() *rules.State { return &c.traits }
 
 // Member is the customer's standing in segment i of the rule set the
 // record was decoded for: whether they are in it, since when (Unix ms),

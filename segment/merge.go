@@ -77,7 +77,7 @@ func (p *Processor) alias(e *schemas.Event, now int64) error {
 		return err
 	}
 	// Attributes on the alias event travel with the state.
-	p.rs.Apply(c.traits, e, now)
+	p.rs.Apply(&c.traits, e, now)
 	id := e.EventID
 	if id == "" {
 		id = fmt.Sprintf("%s>%s@%d", from, to, e.Time)
@@ -143,11 +143,11 @@ func (p *Processor) Merge(target string, value []byte) error {
 		// The merged customer keeps within the attribute bounds: the
 		// target's attributes win, then the source's in order while
 		// they fit.
-		if n := p.mergeSrc.FitAttrsInto(c.traits, p.opt.MaxAttributes, p.opt.MaxAttributeBytes); n > 0 {
+		if n := p.mergeSrc.FitAttrsInto(&c.traits, p.opt.MaxAttributes, p.opt.MaxAttributeBytes); n > 0 {
 			p.opt.Log.Warn().Int("dropped", n).Str("merge_id", id).Msg("merge dropped attributes beyond input.max_attributes or input.max_attribute_bytes")
 		}
 	}
-	p.rs.Merge(c.traits, p.mergeSrc, now)
+	p.rs.Merge(&c.traits, p.mergeSrc, now)
 	p.evaluate(c, target, p.allSegs, rules.TouchedAll, now, schemas.CauseMerge, id)
 	p.part.MarkDirty(target, c)
 	p.stats.MergedInto++

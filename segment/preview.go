@@ -83,11 +83,11 @@ func Preview(st *state.Store, rs *rules.RuleSet, current *rules.RuleSet, consent
 			for i := range history {
 				history[i] = history[i] || c.traits.HasHistory(i)
 			}
-			consent := consentGiven(c.traits, consentAttr)
+			consent := consentGiven(&c.traits, consentAttr)
 			for i, s := range rs.Segments() {
 				ps := get(s.ID)
 				was := c.member(i).in()
-				now := rs.Eval(i, c.traits, clock) && (consent || !s.RequiresConsent)
+				now := rs.Eval(i, &c.traits, clock) && (consent || !s.RequiresConsent)
 				if was {
 					ps.SizeNow++
 				}

@@ -458,7 +458,7 @@ func (p *Processor) Apply(e *schemas.Event) error {
 		}
 		c.remember(h, now)
 	}
-	touched := p.rs.Apply(c.traits, e, now)
+	touched := p.rs.Apply(&c.traits, e, now)
 	var segs []int
 	switch {
 	case e.Type == schemas.EventProfile:
@@ -570,7 +570,7 @@ func (p *Processor) evaluate(c *Customer, id string, segs []int, touched rules.T
 	consent := !p.consentSegs || p.consent(c)
 	rsSegs := p.rs.Segments()
 	p.stats.Evaluations += uint64(len(segs))
-	p.results = p.rs.EvalSegments(c.traits, now, segs, p.results[:0])
+	p.results = p.rs.EvalSegments(&c.traits, now, segs, p.results[:0])
 	// Most segments evaluated do not change: the customer's bitmap of
 	// standings answers that without a search of c.members. A change looks
 	// its entry up from where the last one was found (segs name each
@@ -609,7 +609,7 @@ func (p *Processor) evaluate(c *Customer, id string, segs []int, touched rules.T
 // consent reports whether the customer has not withdrawn consent: only an
 // explicit false on the consent attribute withholds it.
 func (p *Processor) consent(c *Customer) bool {
-	return consentGiven(c.traits, p.opt.ConsentAttribute)
+	return consentGiven(&c.traits, p.opt.ConsentAttribute)
 }
 
 func consentGiven(traits *rules.State, attr string) bool {
@@ -619,7 +619,7 @@ func consentGiven(traits *rules.State, attr string) bool {
 
 func (p *Processor) reschedule(c *Customer, id string, touched rules.Touched, now int64) {
 	var next int64
-	if at, ok := p.rs.NextChangeAfter(c.traits, now, touched, &c.changes); ok {
+	if at, ok := p.rs.NextChangeAfter(&c.traits, now, touched, &c.changes); ok {
 		next = at
 	}
 	if next != c.timerAt {
@@ -676,7 +676,7 @@ func (p *Processor) transition(c *Customer, id string, m *member, seg int, segme
 	}
 	traits := p.rs.Traits()
 	for _, ti := range reads {
-		ch.Traits = append(ch.Traits, schemas.TraitValue{Name: traits[ti].Name, Value: p.rs.TraitValue(ti, c.traits, at)})
+		ch.Traits = append(ch.Traits, schemas.TraitValue{Name: traits[ti].Name, Value: p.rs.TraitValue(ti, &c.traits, at)})
 	}
 	if topic == "" {
 		topic = p.opt.ChangesTopic

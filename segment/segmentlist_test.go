@@ -161,7 +161,7 @@ func TestDecodeVersion2Record(t *testing.T) {
 		if a, ok := c.traits.Attr("tier"); !ok || a.Kind != schemas.KindString || a.Str != "gold" {
 			t.Errorf("attribute tier = %+v %v", a, ok)
 		}
-		if v := rs.TraitValue(0, c.traits, ts("2024-01-03T10:00:00Z")); v.Num != 2 {
+		if v := rs.TraitValue(0, &c.traits, ts("2024-01-03T10:00:00Z")); v.Num != 2 {
 			t.Errorf("orders_30d = %+v, want 2", v)
 		}
 	}
