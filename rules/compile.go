@@ -882,6 +882,12 @@ func traitCuts(rs *RuleSet) [][]traitCmp {
 			opaque[ti] = true
 		}
 		for _, tc := range s.cmps {
+			// Past maxCuts the trait falls back anyway (below): stop
+			// collecting, so that thousands of segments comparing it
+			// with distinct constants cost no quadratic search.
+			if len(cuts[tc.idx]) > maxCuts {
+				continue
+			}
 			if !slices.ContainsFunc(cuts[tc.idx], func(o traitCmp) bool { return o.op == tc.op && o.c == tc.c }) {
 				cuts[tc.idx] = append(cuts[tc.idx], tc)
 			}

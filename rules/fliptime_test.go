@@ -181,3 +181,21 @@ func TestNextChangeThresholdsAgainstEveryLeave(t *testing.T) {
 		}
 	}
 }
+
+// A trait compared with more than maxCuts constants keeps a timer per
+// leave: its comparisons no longer fit the bitmask flipTime tests.
+func TestTooManyCutsFallBack(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("version: 1\ntraits:\n  views: count(browse) over 1h bucket 1m\n  buys: count(purchase) over 1h bucket 1m\nsegments:\n")
+	for i := range maxCuts + 2 {
+		fmt.Fprintf(&b, "  v%d: { when: \"views >= %d\" }\n", i, i+1)
+	}
+	b.WriteString("  b: { when: \"buys >= 3\" }\n")
+	rs := mustCompile(t, b.String())
+	if rs.cuts[0] != nil {
+		t.Fatalf("views has %d cuts, want none past %d", len(rs.cuts[0]), maxCuts)
+	}
+	if len(rs.cuts[1]) != 1 {
+		t.Fatalf("buys has %d cuts, want 1", len(rs.cuts[1]))
+	}
+}
