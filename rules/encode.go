@@ -28,14 +28,16 @@ var ErrStateVersion = errors.New("rules: state encoded by a newer version")
 func (s *State) AppendBinary(dst []byte) []byte {
 	dst = append(dst, stateVersion)
 	n := 0
-	for i := range s.traits {
-		if !s.traits[i].empty() {
+	for k := range s.traits {
+		if !s.traits[k].empty() {
 			n++
 		}
 	}
 	dst = binary.AppendUvarint(dst, uint64(n))
-	for i := range s.traits {
-		ts := &s.traits[i]
+	it := s.iter()
+	for k := range s.traits {
+		ts := &s.traits[k]
+		i := it.next()
 		if ts.empty() {
 			continue
 		}
@@ -134,9 +136,6 @@ func (ts *traitState) appendPayload(dst []byte, t *Trait) []byte {
 // Traits are matched by the key of their definition: state of traits this
 // rule set no longer has is dropped, and new traits start empty.
 func (rs *RuleSet) DecodeState(data []byte, s *State) error {
-	if len(s.traits) != len(rs.traits) {
-		s.traits = make([]traitState, len(rs.traits))
-	}
 	s.layout = rs.traits
 	s.Reset()
 	if len(data) == 0 {
@@ -163,7 +162,7 @@ func (rs *RuleSet) DecodeState(data []byte, s *State) error {
 			continue
 		}
 		pd := decoder{b: payload}
-		s.traits[idx].decodePayload(&pd, rs.traits[idx])
+		s.slot(idx).decodePayload(&pd, rs.traits[idx])
 		if pd.err != nil {
 			return fmt.Errorf("rules: trait %s: %w", rs.traits[idx].Name, pd.err)
 		}

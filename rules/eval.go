@@ -17,7 +17,7 @@ func (rs *RuleSet) NewState() *State {
 // InitState makes s, a zero State, an empty state of rs: for a State
 // held in a larger struct rather than allocated on its own.
 func (rs *RuleSet) InitState(s *State) {
-	s.layout, s.traits = rs.traits, make([]traitState, len(rs.traits))
+	s.layout = rs.traits
 }
 
 // Apply updates s with event e at clock now (the task's watermark, at or
@@ -44,8 +44,10 @@ func (rs *RuleSet) Apply(s *State, e *schemas.Event, now int64) Touched {
 	sc := s.touch(now)
 	sc.env.e = e
 	for _, t := range rs.byType[e.Type] {
-		ts := &s.traits[t.Index]
-		ts.prune(s, t, now)
+		r, has := s.rank(t.Index)
+		if has {
+			s.traits[r].prune(s, t, now)
+		}
 		if t.filter != nil && !t.filter(&sc.env) {
 			continue
 		}
@@ -58,6 +60,12 @@ func (rs *RuleSet) Apply(s *State, e *schemas.Event, now int64) Touched {
 			}
 		}
 		touched |= traitBit(t.Index)
+		var ts *traitState
+		if has {
+			ts = &s.traits[r]
+		} else {
+			ts = s.insert(t.Index, r)
+		}
 		if t.agg == aggDistinct {
 			switch t.fld.kind {
 			case kList:
@@ -190,7 +198,7 @@ func traitNum(t *Trait, s *State, now int64) (float64, bool) {
 }
 
 func computeNum(t *Trait, s *State, now int64) (float64, bool) {
-	ts := &s.traits[t.Index]
+	ts := s.get(t.Index)
 	switch t.agg {
 	case aggFirst, aggLast:
 		x := ts.rx()
@@ -267,7 +275,7 @@ func traitStr(t *Trait, s *State, now int64) (string, bool) {
 }
 
 func computeStr(t *Trait, s *State, now int64) (string, bool) {
-	ts := &s.traits[t.Index]
+	ts := s.get(t.Index)
 	switch t.agg {
 	case aggFirst, aggLast:
 		x := ts.rx()
@@ -465,7 +473,7 @@ func (rs *RuleSet) leaveTime(ti int, s *State, now int64) int64 {
 	hi := s.bucket(now, t.Bucket)
 	lo := hi - t.Window
 	best := int64(math.MaxInt64)
-	ts := &s.traits[ti]
+	ts := s.get(ti)
 	if cuts := rs.cuts[ti]; cuts != nil {
 		if at, ok := flipTime(t, cuts, ts.buckets, lo, hi); ok {
 			m.leave, m.leaveGen = at, sc.gen

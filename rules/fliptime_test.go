@@ -134,7 +134,7 @@ func TestNextChangeThresholdsAgainstEveryLeave(t *testing.T) {
 		}
 		var leaves []int64
 		for ti, tr := range rs.Traits() {
-			for _, b := range s.traits[ti].buckets {
+			for _, b := range s.get(ti).buckets {
 				leaves = append(leaves, b.start+tr.Window)
 			}
 		}

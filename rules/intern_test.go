@@ -74,11 +74,11 @@ segments:
 	if err := rs.DecodeState(enc, d2); err != nil {
 		t.Fatal(err)
 	}
-	v1, v2 := d1.traits[0].buckets[0].values()[0].v, d2.traits[0].buckets[0].values()[0].v
+	v1, v2 := d1.get(0).buckets[0].values()[0].v, d2.get(0).buckets[0].values()[0].v
 	if v1 != "garden furniture" || !sameBytes(v1, v2) {
 		t.Fatalf("decoded values %q and %q are not one copy", v1, v2)
 	}
-	if !sameBytes(s1.traits[0].buckets[0].values()[0].v, s2.traits[0].buckets[0].values()[0].v) {
+	if !sameBytes(s1.get(0).buckets[0].values()[0].v, s2.get(0).buckets[0].values()[0].v) {
 		t.Fatal("two events' equal values are kept as two copies")
 	}
 }

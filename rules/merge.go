@@ -17,13 +17,11 @@ func (rs *RuleSet) Merge(dst, src *State, now int64) Touched {
 	dst.changed()
 	var touched Touched
 	for i, t := range rs.traits {
-		if i >= len(src.traits) || i >= len(dst.traits) {
-			break
-		}
-		st, dt := &src.traits[i], &dst.traits[i]
+		st := src.get(i)
 		if st.empty() {
 			continue
 		}
+		dt := dst.slot(i)
 		touched |= traitBit(i)
 		switch t.agg {
 		case aggFirst, aggLast:

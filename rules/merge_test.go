@@ -91,7 +91,7 @@ func TestLateEventKeepsNeighbourBucket(t *testing.T) {
 	if v := rs.TraitValue(traitIndex(t, rs, "top_4h"), s, base+3*h+1); v.Str != "bags" && v.Str != "toys" {
 		t.Fatalf("top_4h = %+v", v)
 	}
-	ts := &s.traits[traitIndex(t, rs, "top_4h")]
+	ts := s.get(traitIndex(t, rs, "top_4h"))
 	for _, b := range ts.buckets {
 		if b.start == base+3*h && (len(b.values()) != 1 || b.values()[0].v != "bags" || b.values()[0].n != 2) {
 			t.Fatalf("the 3h bucket was overwritten: %+v", b.values())

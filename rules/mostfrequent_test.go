@@ -66,7 +66,7 @@ func freqEvent(r *rand.Rand, t int64) *schemas.Event {
 func checkFreq(t *testing.T, rs *RuleSet, s *State, clock int64, probes []int64, what string) {
 	t.Helper()
 	for _, tr := range rs.Traits() {
-		ts := &s.traits[tr.Index]
+		ts := s.get(tr.Index)
 		want := map[string]uint32{}
 		for i := range ts.buckets {
 			for _, v := range ts.buckets[i].values() {

@@ -2,6 +2,8 @@ package rules
 
 import (
 	"math"
+	"math/bits"
+	"slices"
 	"unsafe"
 
 	"github.com/segd/segd/schemas"
@@ -12,6 +14,15 @@ import (
 // RuleSet.NewState. Not safe for concurrent use.
 type State struct {
 	layout []*Trait // the rule set's traits, for encoding
+	// traits holds the accumulators of the traits that have one, in
+	// trait order; has has bit i set for the trait with Index i among
+	// them (more for Index 64 and on: nil for rule sets of up to 64
+	// traits). A customer feeds a few of a rule set's traits (a browser
+	// one or two of the standard ten), and a slot for every trait was a
+	// quarter of a cached customer and five cache lines its encoder
+	// read. get reads a trait, slot makes room for one.
+	has    uint64
+	more   []uint64
 	traits []traitState
 	attrs  []schemas.Attribute
 	// attrIdx maps an attribute name to its index in attrs, so that an
@@ -101,9 +112,9 @@ type traitMemo struct {
 func (s *State) touch(now int64) *Scratch {
 	sc := s.scratch()
 	switch {
-	case sc.owner != s || len(sc.memo) < len(s.traits):
-		if len(sc.memo) < len(s.traits) {
-			sc.memo = make([]traitMemo, len(s.traits))
+	case sc.owner != s || len(sc.memo) < len(s.layout):
+		if len(sc.memo) < len(s.layout) {
+			sc.memo = make([]traitMemo, len(s.layout))
 		}
 		sc.owner, sc.now = s, now
 		sc.gen++
@@ -200,6 +211,97 @@ type traitExtra struct {
 	at  int64
 }
 
+// noTrait is what get returns for a trait without an accumulator: read
+// only, like noExtra.
+var noTrait traitState
+
+// rank returns the position trait i's accumulator has, or would have, in
+// s.traits, and whether it has one.
+func (s *State) rank(i int) (int, bool) {
+	if i < 64 {
+		bit := uint64(1) << uint(i)
+		return bits.OnesCount64(s.has & (bit - 1)), s.has&bit != 0
+	}
+	return s.rankMore(i)
+}
+
+func (s *State) rankMore(i int) (int, bool) {
+	r := bits.OnesCount64(s.has)
+	w, bit := (i-64)>>6, uint64(1)<<uint((i-64)&63)
+	for k := 0; k < w && k < len(s.more); k++ {
+		r += bits.OnesCount64(s.more[k])
+	}
+	if w >= len(s.more) {
+		return r, false
+	}
+	return r + bits.OnesCount64(s.more[w]&(bit-1)), s.more[w]&bit != 0
+}
+
+// get returns trait i's accumulator for reading: &noTrait when it has
+// none, which must not be written.
+func (s *State) get(i int) *traitState {
+	if r, ok := s.rank(i); ok {
+		return &s.traits[r]
+	}
+	return &noTrait
+}
+
+// slot returns trait i's accumulator, making an empty one if it has none.
+// It moves the accumulators after it: pointers that get or slot returned
+// for other traits are stale after it.
+func (s *State) slot(i int) *traitState {
+	r, ok := s.rank(i)
+	if ok {
+		return &s.traits[r]
+	}
+	return s.insert(i, r)
+}
+
+// insert makes an accumulator for trait i, which has none, at position r
+// (rank's). After a Reset the slots past the length hold emptied
+// accumulators whose memory a decode reuses.
+func (s *State) insert(i, r int) *traitState {
+	if i < 64 {
+		s.has |= 1 << uint(i)
+	} else {
+		w := (i - 64) >> 6
+		for len(s.more) <= w {
+			s.more = append(s.more, 0)
+		}
+		s.more[w] |= 1 << uint((i-64)&63)
+	}
+	n := len(s.traits)
+	if n == cap(s.traits) {
+		s.traits = slices.Grow(s.traits, 1)
+	}
+	s.traits = s.traits[:n+1]
+	spare := s.traits[n]
+	copy(s.traits[r+1:], s.traits[r:n])
+	s.traits[r] = spare
+	return &s.traits[r]
+}
+
+// traitIter yields the Index of each accumulator of s.traits, in order:
+// next, once per accumulator.
+type traitIter struct {
+	s     *State
+	words uint64
+	base  int
+	w     int
+}
+
+func (s *State) iter() traitIter { return traitIter{s: s, words: s.has} }
+
+func (it *traitIter) next() int {
+	for it.words == 0 {
+		it.words, it.base = it.s.more[it.w], 64+64*it.w
+		it.w++
+	}
+	i := it.base + bits.TrailingZeros64(it.words)
+	it.words &= it.words - 1
+	return i
+}
+
 // Reset empties the state for reuse, keeping allocated capacity.
 func (s *State) Reset() {
 	for i := range s.traits {
@@ -213,6 +315,9 @@ func (s *State) Reset() {
 			x.has, x.str, x.num, x.at = false, "", 0, 0
 		}
 	}
+	s.traits = s.traits[:0]
+	s.has = 0
+	clear(s.more)
 	clear(s.attrs)
 	s.attrs = s.attrs[:0]
 	s.attrIdx = nil
@@ -367,9 +472,11 @@ func (s *State) HeapBytes() int { return s.SizeBytes() - int(sizeofState) }
 // capacity) and string bytes, short of the allocator's rounding. The
 // record cache's byte budget counts it, so it must not undercount.
 func (s *State) SizeBytes() int {
-	n := int(sizeofState) + cap(s.traits)*int(sizeofTraitState) + cap(s.attrs)*int(sizeofAttribute)
-	for i := range s.traits {
-		t := &s.traits[i]
+	n := int(sizeofState) + cap(s.traits)*int(sizeofTraitState) + cap(s.more)*8 + cap(s.attrs)*int(sizeofAttribute)
+	// Past the length too: the accumulators a Reset emptied keep memory.
+	all := s.traits[:cap(s.traits)]
+	for i := range all {
+		t := &all[i]
 		n += cap(t.buckets) * int(sizeofBucket)
 		for j := range t.buckets {
 			b := &t.buckets[j]
@@ -656,7 +763,7 @@ const maxDistinctPerBucket = 256
 // HasHistory reports whether trait i (its Index in the rule set) holds any
 // state: false for a trait no event has fed yet, such as one a rule change
 // added, whose stored state a decode found nothing for.
-func (s *State) HasHistory(i int) bool { return !s.traits[i].empty() }
+func (s *State) HasHistory(i int) bool { return !s.get(i).empty() }
 
 // Attrs returns the profile attributes. The slice must not be modified and
 // is valid until the state changes.
