@@ -1,9 +1,12 @@
 package rules
 
 import (
+	"unsafe"
+
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/segd/segd/internal/prefetch"
 	"math"
 
 	"github.com/segd/segd/schemas"
@@ -370,4 +373,62 @@ func (d *decoder) number() float64 {
 	}
 	d.err = fmt.Errorf("bad number tag %d", u&3)
 	return 0
+}
+
+// PrefetchTraits and PrefetchBuckets announce the memory an encoding of s
+// reads, in two steps a loop over many states runs ahead of its encoding
+// (with the State itself announced a step before): the accumulators
+// first, then, once those are in the cache, their buckets and values.
+func (s *State) PrefetchTraits() {
+	if len(s.traits) == 0 {
+		return
+	}
+	base := unsafe.Pointer(unsafe.SliceData(s.traits))
+	for off := uintptr(0); off < uintptr(len(s.traits))*sizeofTraitState; off += 64 {
+		prefetch.Line(unsafe.Add(base, off))
+	}
+}
+
+// PrefetchBuckets: see PrefetchTraits.
+func (s *State) PrefetchBuckets() {
+	for k := range s.traits {
+		ts := &s.traits[k]
+		if len(ts.buckets) > 0 {
+			prefetch.Line(unsafe.Pointer(unsafe.SliceData(ts.buckets)))
+		}
+		if ts.x != nil {
+			prefetch.Line(unsafe.Pointer(ts.x))
+		}
+	}
+	if len(s.attrs) > 0 {
+		prefetch.Line(unsafe.Pointer(unsafe.SliceData(s.attrs)))
+	}
+}
+
+// PrefetchValues is the third step (PrefetchTraits): distinct values and
+// most_frequent value lists, whose headers the second step brought in.
+func (s *State) PrefetchValues() {
+	for k := range s.traits {
+		ts := &s.traits[k]
+		for i := range ts.buckets {
+			if v := ts.buckets[i].vals; v != nil {
+				prefetch.Line(unsafe.Pointer(v))
+			}
+		}
+		if x := ts.x; x != nil && len(x.seen) > 0 {
+			prefetch.Line(unsafe.Pointer(unsafe.SliceData(x.seen)))
+		}
+	}
+}
+
+// PrefetchLists is the fourth step: the most_frequent value lists' arrays.
+func (s *State) PrefetchLists() {
+	for k := range s.traits {
+		ts := &s.traits[k]
+		for i := range ts.buckets {
+			if v := ts.buckets[i].vals; v != nil && len(*v) > 0 {
+				prefetch.Line(unsafe.Pointer(unsafe.SliceData(*v)))
+			}
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"github.com/segd/segd/internal/prefetch"
 	"math/rand/v2"
 	"runtime"
 	"strconv"
@@ -113,6 +114,23 @@ func BenchmarkAppendBinaryStandard(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		buf = states[i%len(states)].AppendBinary(buf[:0])
+		i++
+	}
+}
+
+func BenchmarkAppendBinaryStandardPrefetch(b *testing.B) {
+	states := trafficStates(mustCompile(b, standardRules(b)), 10000, 100000)
+	var buf []byte
+	b.ReportAllocs()
+	i := 0
+	n := len(states)
+	for b.Loop() {
+		prefetch.Line(unsafe.Pointer(states[(i+5)%n]))
+		states[(i+4)%n].PrefetchTraits()
+		states[(i+3)%n].PrefetchBuckets()
+		states[(i+2)%n].PrefetchValues()
+		states[(i+1)%n].PrefetchLists()
+		buf = states[i%n].AppendBinary(buf[:0])
 		i++
 	}
 }
