@@ -18,7 +18,8 @@ import (
 // memtable inserts were a tenth of the engine's time, most of it
 // searching). A key written twice in one commit (a timer moved and moved
 // back) keeps only the write a batch would have left visible: the last
-// one.
+// one, and none when the key was set and then deleted (a timer moved
+// twice between commits, a new customer's first timer fired).
 //
 // The writes are kept as what their keys are made of, not as key bytes:
 // timers sort by (time, customer), so that sorting compares integers and
@@ -72,8 +73,18 @@ func (d *detachedIndex) writeTo(b *pebble.Batch, part int32, key []byte) []byte 
 		}
 		return cmp.Compare(x.seq, y.seq)
 	})
+	first := 0 // the first write of the key at i
 	for i := range ts {
 		if i+1 < len(ts) && ts[i+1].at == ts[i].at && ts[i+1].id == ts[i].id {
+			continue
+		}
+		setFirst := !ts[first].del
+		first = i + 1
+		if setFirst && ts[i].del {
+			// Set, then deleted in this commit: a key the store did
+			// not hold (a timer is set only where its customer had
+			// none, and the index matches the records), and need not
+			// hold a tombstone of.
 			continue
 		}
 		key = timerKey(key[:0], part, ts[i].at, ts[i].id)
