@@ -1,14 +1,13 @@
 package rules
 
 import (
-	"unsafe"
-
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/segd/segd/internal/prefetch"
 	"math"
+	"unsafe"
 
+	"github.com/segd/segd/internal/prefetch"
 	"github.com/segd/segd/schemas"
 )
 
@@ -375,59 +374,57 @@ func (d *decoder) number() float64 {
 	return 0
 }
 
-// PrefetchTraits and PrefetchBuckets announce the memory an encoding of s
-// reads, in two steps a loop over many states runs ahead of its encoding
-// (with the State itself announced a step before): the accumulators
-// first, then, once those are in the cache, their buckets and values.
-func (s *State) PrefetchTraits() {
-	if len(s.traits) == 0 {
-		return
-	}
-	base := unsafe.Pointer(unsafe.SliceData(s.traits))
-	for off := uintptr(0); off < uintptr(len(s.traits))*sizeofTraitState; off += 64 {
-		prefetch.Line(unsafe.Add(base, off))
-	}
-}
+// PrefetchSteps is the number of Prefetch steps a state has.
+const PrefetchSteps = 4
 
-// PrefetchBuckets: see PrefetchTraits.
-func (s *State) PrefetchBuckets() {
-	for k := range s.traits {
-		ts := &s.traits[k]
-		if len(ts.buckets) > 0 {
-			prefetch.Line(unsafe.Pointer(unsafe.SliceData(ts.buckets)))
+// Prefetch announces the memory an encoding of s reads, in steps a loop
+// over many states runs ahead of their encoding (the State itself
+// announced before step 0), each step reading only what the one before
+// brought into the cache: 0 the accumulators, 1 their buckets, extras and
+// the attributes, 2 distinct values and most_frequent list headers, 3 the
+// most_frequent lists.
+func (s *State) Prefetch(step int) {
+	switch step {
+	case 0:
+		if len(s.traits) == 0 {
+			return
 		}
-		if ts.x != nil {
-			prefetch.Line(unsafe.Pointer(ts.x))
+		base := unsafe.Pointer(unsafe.SliceData(s.traits))
+		for off := uintptr(0); off < uintptr(len(s.traits))*sizeofTraitState; off += 64 {
+			prefetch.Line(unsafe.Add(base, off))
 		}
-	}
-	if len(s.attrs) > 0 {
-		prefetch.Line(unsafe.Pointer(unsafe.SliceData(s.attrs)))
-	}
-}
-
-// PrefetchValues is the third step (PrefetchTraits): distinct values and
-// most_frequent value lists, whose headers the second step brought in.
-func (s *State) PrefetchValues() {
-	for k := range s.traits {
-		ts := &s.traits[k]
-		for i := range ts.buckets {
-			if v := ts.buckets[i].vals; v != nil {
-				prefetch.Line(unsafe.Pointer(v))
+	case 1:
+		for k := range s.traits {
+			ts := &s.traits[k]
+			if len(ts.buckets) > 0 {
+				prefetch.Line(unsafe.Pointer(unsafe.SliceData(ts.buckets)))
+			}
+			if ts.x != nil {
+				prefetch.Line(unsafe.Pointer(ts.x))
 			}
 		}
-		if x := ts.x; x != nil && len(x.seen) > 0 {
-			prefetch.Line(unsafe.Pointer(unsafe.SliceData(x.seen)))
+		if len(s.attrs) > 0 {
+			prefetch.Line(unsafe.Pointer(unsafe.SliceData(s.attrs)))
 		}
-	}
-}
-
-// PrefetchLists is the fourth step: the most_frequent value lists' arrays.
-func (s *State) PrefetchLists() {
-	for k := range s.traits {
-		ts := &s.traits[k]
-		for i := range ts.buckets {
-			if v := ts.buckets[i].vals; v != nil && len(*v) > 0 {
-				prefetch.Line(unsafe.Pointer(unsafe.SliceData(*v)))
+	case 2:
+		for k := range s.traits {
+			ts := &s.traits[k]
+			for i := range ts.buckets {
+				if v := ts.buckets[i].vals; v != nil {
+					prefetch.Line(unsafe.Pointer(v))
+				}
+			}
+			if x := ts.x; x != nil && len(x.seen) > 0 {
+				prefetch.Line(unsafe.Pointer(unsafe.SliceData(x.seen)))
+			}
+		}
+	case 3:
+		for k := range s.traits {
+			ts := &s.traits[k]
+			for i := range ts.buckets {
+				if v := ts.buckets[i].vals; v != nil && len(*v) > 0 {
+					prefetch.Line(unsafe.Pointer(unsafe.SliceData(*v)))
+				}
 			}
 		}
 	}

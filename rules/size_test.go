@@ -125,11 +125,10 @@ func BenchmarkAppendBinaryStandardPrefetch(b *testing.B) {
 	i := 0
 	n := len(states)
 	for b.Loop() {
-		prefetch.Line(unsafe.Pointer(states[(i+5)%n]))
-		states[(i+4)%n].PrefetchTraits()
-		states[(i+3)%n].PrefetchBuckets()
-		states[(i+2)%n].PrefetchValues()
-		states[(i+1)%n].PrefetchLists()
+		prefetch.Line(unsafe.Pointer(states[(i+PrefetchSteps+1)%n]))
+		for d := 1; d <= PrefetchSteps; d++ {
+			states[(i+d)%n].Prefetch(PrefetchSteps - d)
+		}
 		buf = states[i%n].AppendBinary(buf[:0])
 		i++
 	}

@@ -202,27 +202,20 @@ func (c *Customer) AppendBinary(dst []byte) []byte {
 }
 
 // Prefetch implements state.Prefetcher: step 0 announces the record's
-// struct, 1 its members and trait accumulators, 2-4 what those point to
-// (rules.State.PrefetchTraits and the steps after it). An encoding reads
-// all of them.
+// struct, 1 its members, then rules.State's steps in turn. An encoding
+// reads all of them.
 func (c *Customer) Prefetch(step int) {
-	switch step {
-	case 0:
+	switch {
+	case step == 0:
 		base := unsafe.Pointer(c)
 		for off := uintptr(0); off < unsafe.Sizeof(*c); off += 64 {
 			prefetch.Line(unsafe.Add(base, off))
 		}
-	case 1:
-		if len(c.members) > 0 {
-			prefetch.Line(unsafe.Pointer(unsafe.SliceData(c.members)))
-		}
-		c.traits.PrefetchTraits()
-	case 2:
-		c.traits.PrefetchBuckets()
-	case 3:
-		c.traits.PrefetchValues()
-	case 4:
-		c.traits.PrefetchLists()
+	case step == 1 && len(c.members) > 0:
+		prefetch.Line(unsafe.Pointer(unsafe.SliceData(c.members)))
+	}
+	if step >= 1 {
+		c.traits.Prefetch(step - 1)
 	}
 }
 

@@ -83,10 +83,17 @@ const PrefetchSteps = 5
 // ahead of their encoding, and runs their prefetch steps. Only claimed
 // records are read: the task may be changing the others (unshare).
 type claimAhead struct {
-	ring  [PrefetchSteps + 1]int32
+	ring  [PrefetchSteps + 1]claimed
 	head  int // ring index of the next record to encode
 	count int
 	scan  int // the next record to try to claim
+}
+
+// claimed is a record claimed ahead: its index in the flight and, when
+// it is one, its Prefetcher.
+type claimed struct {
+	i  int32
+	pf Prefetcher
 }
 
 // next returns the index of the next claimed record to encode, or false
@@ -98,7 +105,8 @@ func (a *claimAhead) next(recs []flightRec) (int, bool) {
 		if !atomic.CompareAndSwapUint32(&recs[j].state, flightQueued, flightWriting) {
 			continue // the task copies it
 		}
-		a.ring[(a.head+a.count)%len(a.ring)] = int32(j)
+		pf, _ := recs[j].rec.(Prefetcher)
+		a.ring[(a.head+a.count)%len(a.ring)] = claimed{i: int32(j), pf: pf}
 		a.count++
 	}
 	if a.count == 0 {
@@ -107,11 +115,12 @@ func (a *claimAhead) next(recs []flightRec) (int, bool) {
 	// The record at position k (0: next) runs step PrefetchSteps-k; a
 	// record claimed late (the queue was not full) skips the first steps.
 	for k := 1; k < a.count; k++ {
-		if pf, ok := recs[a.ring[(a.head+k)%len(a.ring)]].rec.(Prefetcher); ok {
+		if pf := a.ring[(a.head+k)%len(a.ring)].pf; pf != nil {
 			pf.Prefetch(PrefetchSteps - k)
 		}
 	}
-	i := int(a.ring[a.head])
+	i := int(a.ring[a.head].i)
+	a.ring[a.head] = claimed{}
 	a.head = (a.head + 1) % len(a.ring)
 	a.count--
 	return i, true
