@@ -24,7 +24,13 @@ type Local struct {
 	e      *Engine
 	tasks  []*task
 	closed bool
+	// clockIn counts down the records until the wall clock is read again.
+	clockIn int
 }
+
+// localClockEvery is how many records a Local handles per reading of the
+// wall clock: a running task's poll holds up to 512.
+const localClockEvery = 256
 
 // OpenLocal opens partitions 0..partitions-1 of the engine's state for
 // in-process feeding, in event time only (the clock never follows the wall
@@ -87,6 +93,16 @@ func (l *Local) Handle(p int32, topic string, offset int64, key, value []byte, t
 		return fmt.Errorf("local: partition %d not open (have %d)", p, len(l.tasks))
 	}
 	t := l.tasks[p]
+	// The wall clock (which bounds how far ahead of it an event may be)
+	// is read once per localClockEvery records, as a running task reads
+	// it once per poll: reading it per record was 2% of the work.
+	if l.clockIn--; l.clockIn <= 0 || t.polledAt.IsZero() {
+		l.clockIn = localClockEvery
+		now := t.opt.now()
+		for _, t := range l.tasks {
+			t.polledAt = now
+		}
+	}
 	m := connectors.Message{Topic: topic, Partition: int(p), Offset: offset, Key: key, Value: value, Time: ts}
 	if err := t.handle(&m); err != nil {
 		return err

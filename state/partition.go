@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -30,6 +31,41 @@ type entry struct {
 	flying     bool
 	slot       int32
 	prev, next *entry
+}
+
+// entryID16 and entryID48 hold a cache entry and the bytes of its id in
+// one allocation, the id's string pointing into them and keying the
+// cache's map: a lookup compares the id it is given with the key's
+// bytes, which then share the cache lines of the entry it reads next,
+// instead of being a cache miss of their own.
+type (
+	entryID16 struct {
+		e entry
+		b [16]byte
+	}
+	entryID48 struct {
+		e entry
+		b [48]byte
+	}
+)
+
+// newEntry returns an entry for id, its id stored with it when short
+// enough (customer ids usually are).
+func newEntry(id string) *entry {
+	switch n := len(id); {
+	case n == 0 || n > 48:
+		return &entry{id: id}
+	case n <= 16:
+		x := new(entryID16)
+		copy(x.b[:], id)
+		x.e.id = unsafe.String(&x.b[0], n)
+		return &x.e
+	default:
+		x := new(entryID48)
+		copy(x.b[:], id)
+		x.e.id = unsafe.String(&x.b[0], n)
+		return &x.e
+	}
 }
 
 // Partition is the state of one partition: owned by one task goroutine
@@ -336,8 +372,9 @@ func (p *Partition) Delete(customerID string) {
 }
 
 func (p *Partition) insert(id string, rec Record, dirty bool) *entry {
-	e := &entry{id: id, rec: rec, size: entrySize(id, rec), dirty: dirty}
-	p.cache[id] = e
+	e := newEntry(id)
+	e.rec, e.size, e.dirty = rec, entrySize(id, rec), dirty
+	p.cache[e.id] = e
 	p.pushFront(e)
 	p.cacheBytes.Add(e.size)
 	p.cacheEntries.Add(1)
