@@ -601,10 +601,16 @@ func engineOnly(o options, recs []record, end int64, res *Results) error {
 	defer stopProfile() // on an early return; stopping twice is harmless
 	runtime.GC()
 	start, cpuStart := time.Now(), cpuSeconds()
+	// In polls of 512 records, as a running engine reads them from Kafka.
+	poll := make([]connectors.Message, 0, 512)
 	for i := range recs {
 		r := &recs[i]
-		if err := l.Handle(0, topics[r.typ], int64(i), r.key, r.value, time.UnixMilli(r.time)); err != nil {
-			return err
+		poll = append(poll, connectors.Message{Topic: topics[r.typ], Offset: int64(i), Key: r.key, Value: r.value, Time: time.UnixMilli(r.time)})
+		if len(poll) == cap(poll) || i == len(recs)-1 {
+			if err := l.HandlePoll(0, poll); err != nil {
+				return err
+			}
+			poll = poll[:0]
 		}
 	}
 	if err := l.Commit(); err != nil {
