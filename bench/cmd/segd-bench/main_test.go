@@ -83,3 +83,26 @@ func TestSmallRunAgrees(t *testing.T) {
 		t.Fatal("empty markdown")
 	}
 }
+
+// TestShownNeverReadsAsTheGoalItMisses: a value just under its goal gets
+// the decimals that tell them apart; other values keep the usual ones.
+func TestShownNeverReadsAsTheGoalItMisses(t *testing.T) {
+	for _, c := range []struct {
+		v, goal, scale float64
+		prec           int
+		met            bool
+		want           string
+	}{
+		{0.4995, 0.5, 100, 0, false, "49.95"},
+		{0.499, 0.5, 100, 0, false, "49.9"},
+		{0.44, 0.6, 100, 0, false, "44"},
+		{0.5004, 0.5, 100, 0, true, "50"},
+		{1.9999, 2, 1, 2, true, "2.00"},
+		{2.003, 2, 1, 2, false, "2.003"},
+		{2.03, 2, 1, 2, false, "2.03"},
+	} {
+		if got := shown(c.v, c.goal, c.scale, c.prec, c.met); got != c.want {
+			t.Errorf("shown(%v, goal %v) = %q, want %q", c.v, c.goal, got, c.want)
+		}
+	}
+}

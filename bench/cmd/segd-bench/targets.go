@@ -559,6 +559,18 @@ func status(met bool) string {
 
 func fptr(v float64) *float64 { return &v }
 
+// shown formats v*scale with prec decimals, and more (up to 4) while a
+// value that misses its goal would read the same as the goal: 49.95% of
+// the limit is "49.95%", not a "50%" next to NOT MET.
+func shown(v, goal, scale float64, prec int, met bool) string {
+	for ; !met && prec < 4; prec++ {
+		if fmt.Sprintf("%.*f", prec, v*scale) != fmt.Sprintf("%.*f", prec, goal*scale) {
+			break
+		}
+	}
+	return fmt.Sprintf("%.*f", prec, v*scale)
+}
+
 // wants reports whether target id (its number) is reported by this run.
 func (o options) wants(id int) bool {
 	if o.targets == "" {
@@ -584,10 +596,10 @@ func evalTargets(o options, r *Results) []Target {
 		if below {
 			met, g = v <= goal, fmt.Sprintf("<= %gx", goal)
 		}
-		ts = append(ts, Target{ID: id, Name: name, Measured: fmt.Sprintf("%.2fx%s", v, what), Goal: g, Value: fptr(v), Status: status(met), Note: note})
+		ts = append(ts, Target{ID: id, Name: name, Measured: shown(v, goal, 1, 2, met) + "x" + what, Goal: g, Value: fptr(v), Status: status(met), Note: note})
 	}
 	pct := func(id, name string, v, goal float64, note string) {
-		ts = append(ts, Target{ID: id, Name: name, Measured: fmt.Sprintf("%.0f%% of the limit", 100*v), Goal: fmt.Sprintf(">= %.0f%%", 100*goal), Value: fptr(v), Status: status(v >= goal), Note: note})
+		ts = append(ts, Target{ID: id, Name: name, Measured: shown(v, goal, 100, 0, v >= goal) + "% of the limit", Goal: fmt.Sprintf(">= %.0f%%", 100*goal), Value: fptr(v), Status: status(v >= goal), Note: note})
 	}
 	if o.wants(1) {
 		if d := r.Decode; d != nil {
