@@ -2,7 +2,6 @@ package engine
 
 import (
 	"bytes"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,17 +22,7 @@ func TestHandlePollMatchesHandle(t *testing.T) {
 	run := func(poll int) (outbox [][]byte, clockReads int64) {
 		var reads atomic.Int64
 		now := func() time.Time { reads.Add(1); return start }
-		cfg := &Config{}
-		cfg.Kafka.Brokers = []string{"127.0.0.1:1"}
-		cfg.Rules.File = "../examples/rules.yaml"
-		cfg.State.Dir = filepath.Join(t.TempDir(), "state")
-		cfg.Output.Format = "json"
-		cfg.Input.MaxRecordBytes = 4096
-		cfg.API.Addr = "off"
-		cfg.EnsureDefaults()
-		if err := cfg.Validate(); err != nil {
-			t.Fatal(err)
-		}
+		cfg := oneEntryConfig(t, []string{"127.0.0.1:1"}, t.TempDir())
 		e, err := New(cfg, Options{Logger: zerolog.Nop(), Now: now})
 		if err != nil {
 			t.Fatal(err)

@@ -42,20 +42,7 @@ func TestLiveAndBackfillGiveTheSameBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	config := func(dir string) *Config {
-		cfg := &Config{}
-		cfg.Kafka.Brokers = brokers
-		cfg.Rules.File = "../examples/rules.yaml"
-		cfg.State.Dir = filepath.Join(dir, "state")
-		cfg.Output.Format = "json"
-		cfg.Input.MaxRecordBytes = 4096
-		cfg.API.Addr = "off"
-		cfg.EnsureDefaults()
-		if err := cfg.Validate(); err != nil {
-			t.Fatal(err)
-		}
-		return cfg
-	}
+	config := func(dir string) *Config { return oneEntryConfig(t, brokers, dir) }
 	// The backfill, its outboxes kept.
 	// Both hold record times to the same wall clock: the backfill's start.
 	start := time.Now()
@@ -146,6 +133,25 @@ func TestLiveAndBackfillGiveTheSameBytes(t *testing.T) {
 // slice's), with bad records among them: a corrupt value, one over
 // input.max_record_bytes, one from the far future, a browse on the
 // purchases topic, and a profile tombstone.
+// oneEntryConfig is the config of the one-entry tests' engines: the
+// example rules, JSON output, a 4 KiB record bound (oneEntryRecords holds
+// a larger one), state under dir, no API.
+func oneEntryConfig(t *testing.T, brokers []string, dir string) *Config {
+	t.Helper()
+	cfg := &Config{}
+	cfg.Kafka.Brokers = brokers
+	cfg.Rules.File = "../examples/rules.yaml"
+	cfg.State.Dir = filepath.Join(dir, "state")
+	cfg.Output.Format = "json"
+	cfg.Input.MaxRecordBytes = 4096
+	cfg.API.Addr = "off"
+	cfg.EnsureDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 func oneEntryRecords(t *testing.T, n int) []connectors.Message {
 	t.Helper()
 	g, err := gen.New(gen.Config{Seed: 5, Customers: 150, EventsPerHour: 60, Start: ts("2024-01-01T00:00:00Z")})
