@@ -211,8 +211,14 @@ type StateConfig struct {
 type CommitConfig struct {
 	// Interval is the longest time between commits. Default 200ms.
 	Interval time.Duration `yaml:"interval"`
-	// MaxEvents commits after this many events. Default 10000.
+	// MaxEvents commits after this many events. Default 50000.
 	MaxEvents int `yaml:"max_events"`
+	// MaxBytes commits once the next commit would write about this many
+	// bytes (its changes and index entries plus its dirty records'
+	// in-memory size), whatever its events: a rule set with many
+	// segments stages megabytes of changes in a few thousand events.
+	// Default 32 MiB; 1 MiB..1 GiB.
+	MaxBytes int64 `yaml:"max_bytes"`
 	// WhenCaughtUp is "on" (default) or "off". On, a partition that has
 	// handled everything its input holds and has changes waiting to be
 	// published commits at once instead of waiting for Interval: changes
@@ -413,7 +419,10 @@ func (c *Config) EnsureDefaults() {
 		c.Commit.Interval = 200 * time.Millisecond
 	}
 	if c.Commit.MaxEvents == 0 {
-		c.Commit.MaxEvents = 10000
+		c.Commit.MaxEvents = 50000
+	}
+	if c.Commit.MaxBytes == 0 {
+		c.Commit.MaxBytes = 32 << 20
 	}
 	def(&c.Commit.WhenCaughtUp, "on")
 	if c.Clock.IdleAfter == 0 {
@@ -608,6 +617,9 @@ func (c *Config) validateLimits(bad problem) {
 	}
 	if c.Commit.MaxEvents < 1 || c.Commit.MaxEvents > 1_000_000 {
 		bad("commit.max_events (%d) must be between 1 and 1000000", c.Commit.MaxEvents)
+	}
+	if c.Commit.MaxBytes < 1<<20 || c.Commit.MaxBytes > 1<<30 {
+		bad("commit.max_bytes (%d) must be between 1048576 (1 MiB) and 1073741824 (1 GiB)", c.Commit.MaxBytes)
 	}
 	if c.Commit.WhenCaughtUp != "on" && c.Commit.WhenCaughtUp != "off" {
 		bad("commit.when_caught_up (%q) must be on or off", c.Commit.WhenCaughtUp)

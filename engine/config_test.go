@@ -52,8 +52,8 @@ func TestConfigValidateNamesFields(t *testing.T) {
 		want []string // substrings of the error
 	}{
 		{"empty", "", []string{"kafka.brokers is empty", "rules.file is empty"}},
-		{"bad values", "kafka: {brokers: [nohost], start_from: middle}\nrules: {file: r}\ncommit: {max_events: -5}\noutput: {format: xml}\n",
-			[]string{`kafka.brokers[0] ("nohost") must be host:port`, `kafka.start_from ("middle")`, "commit.max_events (-5) must be between 1 and 1000000", `output.format ("xml")`}},
+		{"bad values", "kafka: {brokers: [nohost], start_from: middle}\nrules: {file: r}\ncommit: {max_events: -5, max_bytes: 1000}\noutput: {format: xml}\n",
+			[]string{`kafka.brokers[0] ("nohost") must be host:port`, `kafka.start_from ("middle")`, "commit.max_events (-5) must be between 1 and 1000000", "commit.max_bytes (1000) must be between 1048576 (1 MiB) and 1073741824 (1 GiB)", `output.format ("xml")`}},
 		{"confluent needs registry", "kafka: {brokers: [a:1], topics: {browses: {format: confluent}}}\nrules: {file: r}\n",
 			[]string{"kafka.topics.browses.format is confluent but kafka.schema_registry_url is empty"}},
 		{"duplicate topic", "kafka: {brokers: [a:1], topics: {browses: {name: customer.purchases}}}\nrules: {file: r}\n",

@@ -29,12 +29,13 @@
 //
 // # Commit protocol and guarantees
 //
-// A task commits every commit.max_events records or commit.interval, in one
-// Pebble batch: dirty customer records, timer index changes, the input
-// offsets, the watermark, and the outbox (the SegmentChange records and dead
-// letters produced since the last commit). A publisher goroutine per
-// partition reads committed outbox entries, writes them to Kafka with
-// acks=all, and deletes them only after the acknowledgement. Hence:
+// A task commits every commit.max_events records, commit.max_bytes staged
+// or commit.interval, in one Pebble batch: dirty customer records, timer
+// index changes, the input offsets, the watermark, and the outbox (the
+// SegmentChange records and dead letters produced since the last commit).
+// A publisher goroutine per partition reads committed outbox entries,
+// writes them to Kafka with acks=all, and deletes them only after the
+// acknowledgement. Hence:
 //
 //   - no transition is lost: it is durable in the same batch as the state
 //     and offset that caused it, and leaves the outbox only once acknowledged;

@@ -231,11 +231,13 @@ func (p *Partition) OutboxDeletesUnlogged() bool {
 	return p.changelog && p.deletedTo.Load() > p.outboxLoggedTo
 }
 
-// ChangelogBytes estimates the bytes the next commit would log: what is
-// staged plus the dirty records. The task commits before it passes
-// Options.ChangelogCommitBytes (see NeedsCommit) so that one commit fits
-// in one Kafka record batch.
-func (p *Partition) ChangelogBytes() int64 {
+// PendingCommitBytes estimates the bytes the next commit would write
+// (and log): what is staged plus the dirty records, at their in-memory
+// size (an overestimate of their encoding). The task commits before it
+// passes Options.CommitBytes, and on a partition with a changelog
+// Options.ChangelogCommitBytes so that one commit fits in one Kafka
+// record batch (see NeedsCommit).
+func (p *Partition) PendingCommitBytes() int64 {
 	return int64(p.staged.Len()+p.index.len()+p.out.bytes()) + p.dirtyBytes
 }
 

@@ -445,10 +445,13 @@ func (p *Partition) evict() {
 	}
 }
 
-// NeedsCommit reports whether dirty records hold over half the cache
-// budget: the caller should commit soon so they become evictable.
+// NeedsCommit reports whether the next commit has grown past its bound
+// (Options.CommitBytes, or the changelog's) or its dirty records hold
+// over half the cache budget: the caller should commit soon, so that
+// commits stay well inside Pebble's memtable, changelog entries inside
+// a Kafka record batch, and dirty records become evictable.
 func (p *Partition) NeedsCommit() bool {
-	if p.changelog && p.ChangelogBytes() > p.clCommitBytes {
+	if n := p.PendingCommitBytes(); n > p.s.opts.CommitBytes || (p.changelog && n > p.clCommitBytes) {
 		return true
 	}
 	return p.dirtyBytes > p.budget.Load()/2

@@ -623,3 +623,52 @@ func TestWALWritesBackInTheBackground(t *testing.T) {
 		t.Fatalf("the store's WAL is not written back every 1 MiB; its options:\n%s", data)
 	}
 }
+
+// TestCommitBytesCutsACommit: without a changelog, NeedsCommit asks for a
+// commit once what the next one would write passes Options.CommitBytes,
+// whatever the cache budget says (a rule set with many segments stages
+// megabytes of changes in a few thousand events).
+func TestCommitBytesCutsACommit(t *testing.T) {
+	for _, c := range []struct {
+		commitBytes int64
+		wantCut     bool
+	}{
+		{64 << 10, true},
+		{0, false}, // the default, 32 MiB: far more than 200 records
+	} {
+		s := openMem(t, vfs.NewMem(), Options{CacheBytes: 1 << 30, CommitBytes: c.commitBytes})
+		p, _ := s.Partition(0)
+		payload := bytes.Repeat([]byte("x"), 1000)
+		cutAt := -1
+		for i := 0; i < 200 && cutAt < 0; i++ {
+			id := fmt.Sprintf("c%d", i)
+			rec, err := p.Get(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := rec.(*testRecord)
+			r.data = payload
+			p.MarkDirty(id, r)
+			if p.NeedsCommit() {
+				cutAt = i
+				if n := p.PendingCommitBytes(); n <= 64<<10 {
+					t.Fatalf("cut at %d pending bytes, bound %d", n, 64<<10)
+				}
+			}
+		}
+		if got := cutAt >= 0; got != c.wantCut {
+			t.Fatalf("CommitBytes %d: cut after record %d, want a cut: %v", c.commitBytes, cutAt, c.wantCut)
+		}
+		// About 1 KiB a record: the cut comes once 64 KiB are pending,
+		// not before.
+		if c.wantCut && (cutAt < 40 || cutAt > 70) {
+			t.Fatalf("cut after record %d, want one near 64 KiB of records", cutAt)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := (&Options{CommitBytes: 100, Decode: func(string, []byte) (Record, error) { return nil, nil }}).Validate(); err == nil || !strings.Contains(err.Error(), "CommitBytes (100)") {
+		t.Fatalf("Validate = %v, want CommitBytes refused", err)
+	}
+}
