@@ -43,7 +43,7 @@ func (s *State) AppendBinary(dst []byte) []byte {
 		if ts.empty() {
 			continue
 		}
-		t := s.layout[i]
+		t := (*s.layout)[i]
 		dst = binary.LittleEndian.AppendUint32(dst, t.key)
 		// Write the payload, then slide it right to make room for its
 		// length prefix: no scratch buffer needed.
@@ -138,7 +138,7 @@ func (ts *traitState) appendPayload(dst []byte, t *Trait) []byte {
 // Traits are matched by the key of their definition: state of traits this
 // rule set no longer has is dropped, and new traits start empty.
 func (rs *RuleSet) DecodeState(data []byte, s *State) error {
-	s.layout = rs.traits
+	s.layout = &rs.traits
 	s.Reset()
 	if len(data) == 0 {
 		return errors.New("rules: empty state")

@@ -17,7 +17,7 @@ func (rs *RuleSet) NewState() *State {
 // InitState makes s, a zero State, an empty state of rs: for a State
 // held in a larger struct rather than allocated on its own.
 func (rs *RuleSet) InitState(s *State) {
-	s.layout = rs.traits
+	s.layout = &rs.traits
 }
 
 // Apply updates s with event e at clock now (the task's watermark, at or
@@ -579,11 +579,13 @@ const TouchedAll = ^Touched(0)
 // a separate allocation (a cache miss per event with a million customers
 // cached). So a ChangeTimes must not be copied once used.
 type ChangeTimes struct {
-	rs    *RuleSet
-	leave []int64 // per rs.timing.wins; math.MaxInt64: never
-	// since is the next flip per rs.timing.sinces group with deps
-	// (math.MaxInt64: none); 0 for the others, computed every time.
-	since  []int64
+	rs *RuleSet
+	// times holds a time per rs.timing.wins (math.MaxInt64: never), then
+	// the next flip per rs.timing.sinces group with deps (math.MaxInt64:
+	// none; 0 for the others, computed every time). One slice for both,
+	// split by rs's counts: a cached customer holds one ChangeTimes, and
+	// a second slice header made it 24 bytes larger.
+	times  []int64
 	inline [changeTimesInline]int64
 }
 
@@ -593,7 +595,7 @@ const changeTimesInline = 10
 
 // SizeBytes is the heap the times hold beyond the ChangeTimes itself.
 func (ct *ChangeTimes) SizeBytes() int {
-	if n := cap(ct.leave) + cap(ct.since); n > len(ct.inline) {
+	if n := cap(ct.times); n > len(ct.inline) {
 		return 8 * n
 	}
 	return 0
@@ -614,22 +616,22 @@ func (rs *RuleSet) NextChangeAfter(s *State, now int64, touched Touched, ct *Cha
 	if ct.rs != rs {
 		// Other rules (or none yet): their times, and their count, go.
 		ct.rs = rs
-		nw, n := len(td.wins), len(td.wins)+len(td.sinces)
-		var times []int64
+		n := len(td.wins) + len(td.sinces)
 		if n <= len(ct.inline) {
-			times = ct.inline[:n:n]
+			ct.times = ct.inline[:n:n]
 		} else {
-			times = make([]int64, n) // one allocation for both
+			ct.times = make([]int64, n)
 		}
-		ct.leave, ct.since = times[:nw:nw], times[nw:]
 		touched = TouchedAll
 	}
+	nw := len(td.wins)
+	leaves, sinces := ct.times[:nw:nw], ct.times[nw:]
 	best := int64(math.MaxInt64)
 	for k, ti := range td.wins {
-		leave := ct.leave[k]
+		leave := leaves[k]
 		if leave <= now || touched&traitBit(ti) != 0 {
 			leave = rs.leaveTime(ti, s, now)
-			ct.leave[k] = leave
+			leaves[k] = leave
 		}
 		best = min(best, leave)
 	}
@@ -640,7 +642,7 @@ func (rs *RuleSet) NextChangeAfter(s *State, now int64, touched Touched, ct *Cha
 	for k := range td.sinces {
 		g := &td.sinces[k]
 		if g.deps != 0 {
-			if c := ct.since[k]; c > now && touched&g.deps == 0 {
+			if c := sinces[k]; c > now && touched&g.deps == 0 {
 				best = min(best, c)
 				continue
 			}
@@ -653,7 +655,7 @@ func (rs *RuleSet) NextChangeAfter(s *State, now int64, touched Touched, ct *Cha
 			c = math.MaxInt64
 		}
 		if g.deps != 0 {
-			ct.since[k] = c
+			sinces[k] = c
 		}
 		best = min(best, c)
 	}

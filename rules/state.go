@@ -13,7 +13,10 @@ import (
 // accumulator per trait and the profile attributes. Create it with
 // RuleSet.NewState. Not safe for concurrent use.
 type State struct {
-	layout []*Trait // the rule set's traits, for encoding
+	// layout is the rule set's traits, for encoding: a pointer to the
+	// rule set's slice, not a copy of its header, which made every
+	// cached customer 16 bytes larger.
+	layout *[]*Trait
 	// traits holds the accumulators of the traits that have one, in
 	// trait order; has has bit i set for the trait with Index i among
 	// them (more for Index 64 and on: nil for rule sets of up to 64
@@ -22,7 +25,7 @@ type State struct {
 	// quarter of a cached customer and five cache lines its encoder
 	// read. get reads a trait, slot makes room for one.
 	has    uint64
-	more   []uint64
+	more   *[]uint64 // behind a pointer: rule sets of over 64 traits are rare
 	traits []traitState
 	attrs  []schemas.Attribute
 	// attrIdx maps an attribute name to its index in attrs, so that an
@@ -112,9 +115,9 @@ type traitMemo struct {
 func (s *State) touch(now int64) *Scratch {
 	sc := s.scratch()
 	switch {
-	case sc.owner != s || len(sc.memo) < len(s.layout):
-		if len(sc.memo) < len(s.layout) {
-			sc.memo = make([]traitMemo, len(s.layout))
+	case sc.owner != s || len(sc.memo) < s.traitCount():
+		if n := s.traitCount(); len(sc.memo) < n {
+			sc.memo = make([]traitMemo, n)
 		}
 		sc.owner, sc.now = s, now
 		sc.gen++
@@ -225,16 +228,33 @@ func (s *State) rank(i int) (int, bool) {
 	return s.rankMore(i)
 }
 
+// moreWords returns the bits of traits 64 and on (nil for none).
+func (s *State) moreWords() []uint64 {
+	if s.more == nil {
+		return nil
+	}
+	return *s.more
+}
+
+// traitCount is the number of traits of s's rule set.
+func (s *State) traitCount() int {
+	if s.layout == nil {
+		return 0
+	}
+	return len(*s.layout)
+}
+
 func (s *State) rankMore(i int) (int, bool) {
 	r := bits.OnesCount64(s.has)
 	w, bit := (i-64)>>6, uint64(1)<<uint((i-64)&63)
-	for k := 0; k < w && k < len(s.more); k++ {
-		r += bits.OnesCount64(s.more[k])
+	more := s.moreWords()
+	for k := 0; k < w && k < len(more); k++ {
+		r += bits.OnesCount64(more[k])
 	}
-	if w >= len(s.more) {
+	if w >= len(more) {
 		return r, false
 	}
-	return r + bits.OnesCount64(s.more[w]&(bit-1)), s.more[w]&bit != 0
+	return r + bits.OnesCount64(more[w]&(bit-1)), more[w]&bit != 0
 }
 
 // get returns trait i's accumulator for reading: &noTrait when it has
@@ -265,10 +285,13 @@ func (s *State) insert(i, r int) *traitState {
 		s.has |= 1 << uint(i)
 	} else {
 		w := (i - 64) >> 6
-		for len(s.more) <= w {
-			s.more = append(s.more, 0)
+		if s.more == nil {
+			s.more = new([]uint64)
 		}
-		s.more[w] |= 1 << uint((i-64)&63)
+		for len(*s.more) <= w {
+			*s.more = append(*s.more, 0)
+		}
+		(*s.more)[w] |= 1 << uint((i-64)&63)
 	}
 	n := len(s.traits)
 	if n == cap(s.traits) {
@@ -294,7 +317,7 @@ func (s *State) iter() traitIter { return traitIter{s: s, words: s.has} }
 
 func (it *traitIter) next() int {
 	for it.words == 0 {
-		it.words, it.base = it.s.more[it.w], 64+64*it.w
+		it.words, it.base = (*it.s.more)[it.w], 64+64*it.w
 		it.w++
 	}
 	i := it.base + bits.TrailingZeros64(it.words)
@@ -317,7 +340,7 @@ func (s *State) Reset() {
 	}
 	s.traits = s.traits[:0]
 	s.has = 0
-	clear(s.more)
+	clear(s.moreWords())
 	clear(s.attrs)
 	s.attrs = s.attrs[:0]
 	s.attrIdx = nil
@@ -472,7 +495,10 @@ func (s *State) HeapBytes() int { return s.SizeBytes() - int(sizeofState) }
 // capacity) and string bytes, short of the allocator's rounding. The
 // record cache's byte budget counts it, so it must not undercount.
 func (s *State) SizeBytes() int {
-	n := int(sizeofState) + cap(s.traits)*int(sizeofTraitState) + cap(s.more)*8 + cap(s.attrs)*int(sizeofAttribute)
+	n := int(sizeofState) + cap(s.traits)*int(sizeofTraitState) + cap(s.moreWords())*8 + cap(s.attrs)*int(sizeofAttribute)
+	if s.more != nil {
+		n += int(sizeofSlice)
+	}
 	// Past the length too: the accumulators a Reset emptied keep memory.
 	all := s.traits[:cap(s.traits)]
 	for i := range all {
