@@ -71,7 +71,7 @@ type task struct {
 	// caller may feed records far apart in time.
 	polledAt time.Time
 
-	next      map[string]int64 // next offsets not yet committed
+	next      topicOffsets     // next offsets not yet committed
 	committed map[string]int64 // next offsets committed to the store
 	lastGroup time.Time        // last report to the consumer group
 	groupOut  chan<- partitionOffsets
@@ -80,7 +80,7 @@ type task struct {
 	pending   int           // records since the last commit
 	// flightNext are the offsets of the commit in flight (commitAsync),
 	// started at flightStart (zero: none in flight).
-	flightNext   map[string]int64
+	flightNext   topicOffsets
 	flightStart  time.Time
 	flightStaged time.Duration // the task's part of the flight's time
 	lastCommit   time.Time
@@ -273,7 +273,7 @@ func (t *task) handle(m *connectors.Message) error {
 		// tries it again.
 		return err
 	}
-	t.next[m.Topic] = m.Offset + 1
+	t.next.set(m.Topic, m.Offset+1)
 	t.pending++
 	if err != nil {
 		return fmt.Errorf("partition %d: %s offset %d: %w", t.partition, m.Topic, m.Offset, err)
@@ -298,14 +298,14 @@ func (t *task) commit() error {
 		return err
 	}
 	start := t.opt.now()
-	for topic, off := range t.next {
-		t.part.SetOffset(topic, off)
+	for _, o := range t.next {
+		t.part.SetOffset(o.topic, o.next)
 	}
 	if err := t.proc.Commit(); err != nil {
 		return fmt.Errorf("partition %d: %w", t.partition, err)
 	}
 	t.landed(t.next, start)
-	clear(t.next)
+	t.next.reset()
 	t.pending = 0
 	t.lastCommit = t.opt.now()
 	return nil
@@ -321,8 +321,8 @@ func (t *task) commitAsync() error {
 		return err
 	}
 	start := t.opt.now()
-	for topic, off := range t.next {
-		t.part.SetOffset(topic, off)
+	for _, o := range t.next {
+		t.part.SetOffset(o.topic, o.next)
 	}
 	async, err := t.proc.CommitAsync()
 	if err != nil {
@@ -330,17 +330,14 @@ func (t *task) commitAsync() error {
 	}
 	if async {
 		// The flight's offsets wait for it in flightNext; t.next starts
-		// over (the maps swap, so neither is reallocated).
+		// over (the slices swap, so neither is reallocated).
 		t.flightNext, t.next = t.next, t.flightNext
-		if t.next == nil {
-			t.next = map[string]int64{}
-		}
 		t.flightStart = start
 		t.flightStaged = t.opt.now().Sub(start)
 	} else {
 		t.landed(t.next, start)
 	}
-	clear(t.next)
+	t.next.reset()
 	t.pending = 0
 	t.lastCommit = t.opt.now()
 	return nil
@@ -361,7 +358,7 @@ func (t *task) settle(wait bool) error {
 		// the task settled it.
 		took := t.flightStaged + t.part.LandedTook()
 		t.landed(t.flightNext, t.opt.now().Add(-took))
-		clear(t.flightNext)
+		t.flightNext.reset()
 		t.flightStart = time.Time{}
 	}
 	return nil
@@ -369,9 +366,9 @@ func (t *task) settle(wait bool) error {
 
 // landed publishes a commit that landed: the offsets it stored, started
 // at start.
-func (t *task) landed(offsets map[string]int64, start time.Time) {
-	for topic, off := range offsets {
-		t.committed[topic] = off
+func (t *task) landed(offsets topicOffsets, start time.Time) {
+	for _, o := range offsets {
+		t.committed[o.topic] = o.next
 	}
 	t.reportGroupOffsets()
 	now := t.opt.now()
@@ -439,8 +436,35 @@ const groupCommitInterval = time.Second
 // is nil for Local; pub is nil for Local and backfills; obs is nil for
 // backfills.
 func openTask(p int32, proc *segment.Processor, src source, pub *publisher, obs *changeObserver, opt taskOptions, log zerolog.Logger, m *partitionMetrics) *task {
-	t := &task{partition: p, opt: opt, proc: proc, part: proc.Partition(), src: src, pub: pub, obs: obs, log: log, m: m, next: map[string]int64{}, committed: map[string]int64{},
+	t := &task{partition: p, opt: opt, proc: proc, part: proc.Partition(), src: src, pub: pub, obs: obs, log: log, m: m, committed: map[string]int64{},
 		control: make(chan pauseReq, 1), done: make(chan struct{})}
 	t.bsrc, _ = src.(bufferedSource)
 	return t
+}
+
+// topicOffsets holds the next offset to read per input topic, in the
+// order the topics were first seen. A task reads a handful of topics: a
+// search of a short slice costs less per record than the map assignment
+// it replaced (2% of the task's time at 1M customers).
+type topicOffsets []topicOffset
+
+type topicOffset struct {
+	topic string
+	next  int64
+}
+
+func (o *topicOffsets) set(topic string, next int64) {
+	for i := range *o {
+		if (*o)[i].topic == topic {
+			(*o)[i].next = next
+			return
+		}
+	}
+	*o = append(*o, topicOffset{topic, next})
+}
+
+// reset empties o, keeping its memory.
+func (o *topicOffsets) reset() {
+	clear(*o)
+	*o = (*o)[:0]
 }
