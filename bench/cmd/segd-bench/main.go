@@ -471,7 +471,7 @@ func limitAndEngine(o options, rs *rules.RuleSet, recs []record, end int64, res 
 	// weighs alike on both sides); its rate is the pooled one. The second
 	// run is not profiled, and the first run's other figures (cache,
 	// state, restart) stand for both.
-	var second Results
+	second := Results{Active: res.Active} // for its log lines
 	o2 := o
 	o2.cpuProfile = ""
 	if err := engineOnly(o2, recs, end, &second); err != nil {
