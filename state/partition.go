@@ -451,10 +451,16 @@ func (p *Partition) evict() {
 // commits stay well inside Pebble's memtable, changelog entries inside
 // a Kafka record batch, and dirty records become evictable.
 func (p *Partition) NeedsCommit() bool {
-	if n := p.PendingCommitBytes(); n > p.s.opts.CommitBytes || (p.changelog && n > p.clCommitBytes) {
-		return true
+	return p.PendingCommitBytes() > p.commitCut() || p.dirtyBytes > p.budget.Load()/2
+}
+
+// commitCut is the size of a commit NeedsCommit cuts at: Options.CommitBytes,
+// or on a partition with a changelog its entries' bound when smaller.
+func (p *Partition) commitCut() int64 {
+	if p.changelog {
+		return min(p.s.opts.CommitBytes, p.clCommitBytes)
 	}
-	return p.dirtyBytes > p.budget.Load()/2
+	return p.s.opts.CommitBytes
 }
 
 // DirtyRecords is the number of records marked dirty since the last

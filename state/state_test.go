@@ -295,14 +295,7 @@ func TestCacheCountsWhatRecordsGrowTo(t *testing.T) {
 	p, _ := s.Partition(0)
 	payload := bytes.Repeat([]byte("x"), 1000)
 	for i := range 20000 {
-		id := fmt.Sprintf("c%d", i)
-		rec, err := p.Get(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := rec.(*testRecord)
-		r.data = payload
-		p.MarkDirty(id, r)
+		setData(t, p, fmt.Sprintf("c%d", i), payload)
 		if i%100 == 99 {
 			if err := p.Commit(); err != nil {
 				t.Fatal(err)
@@ -641,14 +634,7 @@ func TestCommitBytesCutsACommit(t *testing.T) {
 		payload := bytes.Repeat([]byte("x"), 1000)
 		cutAt := -1
 		for i := 0; i < 200 && cutAt < 0; i++ {
-			id := fmt.Sprintf("c%d", i)
-			rec, err := p.Get(id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			r := rec.(*testRecord)
-			r.data = payload
-			p.MarkDirty(id, r)
+			setData(t, p, fmt.Sprintf("c%d", i), payload)
 			if p.NeedsCommit() {
 				cutAt = i
 				if n := p.PendingCommitBytes(); n <= 64<<10 {
@@ -671,4 +657,16 @@ func TestCommitBytesCutsACommit(t *testing.T) {
 	if err := (&Options{CommitBytes: 100, Decode: func(string, []byte) (Record, error) { return nil, nil }}).Validate(); err == nil || !strings.Contains(err.Error(), "CommitBytes (100)") {
 		t.Fatalf("Validate = %v, want CommitBytes refused", err)
 	}
+}
+
+// setData gives customer id's record the payload and marks it dirty.
+func setData(t *testing.T, p *Partition, id string, payload []byte) {
+	t.Helper()
+	rec, err := p.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rec.(*testRecord)
+	r.data = payload
+	p.MarkDirty(id, r)
 }

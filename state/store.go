@@ -101,13 +101,13 @@ type Options struct {
 	// CommitBytes: NeedsCommit asks for a commit once what the next
 	// commit would write (Partition.PendingCommitBytes: its staged
 	// changes and index entries plus the in-memory size of its dirty
-	// records) passes this size, changelog or not. Default 32 MiB. It bounds a
-	// commit by what it holds rather than by its events: with a thousand
-	// segments 10,000 events stage 20-40 MiB of changes, with twenty
-	// 50,000 stage 10-27 MiB, and a batch past Pebble's memtable (64
-	// MiB) became a flush of its own per commit (1000 segments, 50,000
-	// events per commit: 23-31% of the Go-map limit against 45-49% at
-	// 10,000).
+	// records) passes this size, changelog or not. Default 32 MiB. It
+	// bounds a commit by what it holds rather than by its events: with a
+	// thousand segments 10,000 events stage 20-40 MiB of changes, with
+	// twenty 50,000 stage 10-27 MiB, and a batch past Pebble's memtable
+	// (64 MiB) became a flush of its own per commit (1000 segments,
+	// 50,000 events per commit: 23-31% of the Go-map limit against
+	// 45-49% at 10,000).
 	CommitBytes int64
 	// Decode builds a record from its stored bytes; data is nil for a
 	// customer not in the store. Required. It must not retain data.
