@@ -220,7 +220,7 @@ func (p *Partition) commitAsync() (bool, error) {
 	if p.spareBatch != nil {
 		p.staged, p.spareBatch = p.spareBatch, nil
 	} else {
-		p.staged = newStagedBatch(p.s.db)
+		p.staged = newStagedBatch(p.s)
 	}
 	fl.err = nil
 	fl.gate = flightGate
@@ -375,8 +375,7 @@ func (p *Partition) settle(wait bool) (bool, error) {
 	fl.recs = fl.recs[:0]
 	fl.snaps = fl.snaps[:0]
 	clear(fl.deleted)
-	fl.b.Reset()
-	p.spareBatch, fl.b = fl.b, nil
+	p.spareBatch, fl.b = p.reuseBatch(fl.b), nil
 	p.spare = fl
 	if fl.err != nil {
 		p.flightErr = fmt.Errorf("partition %d: a pipelined commit failed (open the partition again): %w", p.id, fl.err)

@@ -670,3 +670,43 @@ func setData(t *testing.T, p *Partition, id string, payload []byte) {
 	r.data = payload
 	p.MarkDirty(id, r)
 }
+
+// TestStagedBatchKeepsItsBuffer: a commit past the 4 MiB a batch kept
+// before leaves its buffer for the next commit instead of growing one
+// from 1 KiB again, and a commit that uses little of a big buffer gives
+// it back. Both commit paths: synchronous and pipelined.
+func TestStagedBatchKeepsItsBuffer(t *testing.T) {
+	for _, async := range []bool{false, true} {
+		s := openMem(t, vfs.NewMem(), Options{CacheBytes: 1 << 30})
+		p, _ := s.Partition(0)
+		commit := func(n int, size int) int {
+			t.Helper()
+			payload := bytes.Repeat([]byte("x"), size)
+			for i := 0; i < n; i++ {
+				setData(t, p, fmt.Sprintf("c%d", i), payload)
+			}
+			if async {
+				if _, err := p.CommitAsync(); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := p.Settle(true); err != nil {
+					t.Fatal(err)
+				}
+				return cap(p.spareBatch.Repr())
+			}
+			if err := p.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			return cap(p.staged.Repr())
+		}
+		if got := commit(6000, 1000); got < 6<<20 {
+			t.Fatalf("async %v: after a 6 MB commit the batch holds %d bytes, want its buffer kept", async, got)
+		}
+		if got := commit(10, 1000); got > stagedBatchKeepBytes {
+			t.Fatalf("async %v: after a 10 kB commit the batch holds %d bytes, want the big buffer given back", async, got)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
