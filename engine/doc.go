@@ -11,6 +11,11 @@
 //
 //	poll -> decode -> (dead letter | apply) -> ... -> commit
 //
+// While the process runs fewer partitions than it has cores, a task's
+// decoder goroutine decodes each poll's records ahead of it
+// (decodeahead.go): the task takes the events it finds decoded and
+// decodes the others itself, with the same result.
+//
 // Applying an event first fires every timer due at or before the event's
 // time (each at its own time), then updates the customer's traits
 // (rules.Apply), re-evaluates the segments the event type can affect, emits

@@ -64,6 +64,7 @@ func (e *Engine) OpenLocal(partitions int) (*Local, error) {
 			now:            e.opt.Now,
 		}, e.log, nil))
 	}
+	runningTasks.Add(int32(len(l.tasks)))
 	e.mu.Lock()
 	if e.procs == nil {
 		e.procs = map[int32]*segment.Processor{}
@@ -110,6 +111,12 @@ func (l *Local) HandlePoll(p int32, msgs []connectors.Message) error {
 	defer func() { t.polledAt = time.Time{} }()
 	for i := range msgs {
 		msgs[i].Partition = int(p)
+	}
+	t.beginAhead(msgs, t.wall(t.polledAt))
+	// The caller may reuse msgs once HandlePoll returns.
+	defer t.ahead.end()
+	for i := range msgs {
+		t.ahead.cur = i
 		if err := t.handleLocal(&msgs[i]); err != nil {
 			return err
 		}
@@ -194,6 +201,10 @@ func (l *Local) Close() error {
 		return nil
 	}
 	l.closed = true
+	runningTasks.Add(-int32(len(l.tasks)))
+	for _, t := range l.tasks {
+		t.ahead.close()
+	}
 	l.e.mu.Lock()
 	for _, t := range l.tasks {
 		delete(l.e.procs, t.partition)

@@ -94,12 +94,17 @@ type task struct {
 	// decodeWaiting is set while the task waits on a record it cannot
 	// decode yet (decodewait.go), for /readyz.
 	decodeWaiting atomic.Pointer[DecodeWait]
+	// ahead decodes a poll's records beside the task (decodeahead.go).
+	ahead decodeAhead
 }
 
 // run consumes until ctx is done or the source ends (io.EOF, replays), then
 // commits what it applied.
 func (t *task) run(ctx context.Context) error {
 	defer close(t.done)
+	runningTasks.Add(1)
+	defer runningTasks.Add(-1)
+	defer t.ahead.close()
 	t.lastCommit = t.opt.now()
 	t.lastInput = t.lastCommit
 	if t.buf == nil {
@@ -120,7 +125,9 @@ func (t *task) run(ctx context.Context) error {
 		if t.m != nil && t.bsrc != nil {
 			t.m.reportBuffered(t.bsrc.Buffered())
 		}
+		t.beginAhead(msgs, t.wall(t.polledAt))
 		for i := range msgs {
+			t.ahead.cur = i
 			if herr := t.handleOrWait(ctx, &msgs[i]); herr != nil {
 				if errors.Is(herr, errDecodeStopped) {
 					return t.commit()
@@ -136,6 +143,7 @@ func (t *task) run(ctx context.Context) error {
 				}
 			}
 		}
+		t.ahead.end()
 		// A poll that did not fill the buffer took everything deliverable.
 		caughtUp := len(msgs) < cap(t.buf)
 		t.polledAt = time.Time{}
@@ -264,7 +272,12 @@ func (t *task) handle(m *connectors.Message) error {
 	if t.obs != nil && t.obs.lat != nil {
 		t.obs.recordAt, t.obs.readAt = m.Time, now
 	}
-	err := t.proc.Handle(&t.rec, t.wall(now))
+	var err error
+	if ev, derr, ok := t.ahead.take(t.ahead.cur); ok {
+		err = t.proc.HandleDecoded(&t.rec, ev, derr)
+	} else {
+		err = t.proc.Handle(&t.rec, t.wall(now))
+	}
 	if t.obs != nil {
 		t.obs.recordAt, t.obs.readAt = time.Time{}, time.Time{}
 	}

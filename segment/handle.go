@@ -66,6 +66,25 @@ func (p *Processor) Handle(r *Record, wall int64) error {
 	return p.deadLetterRejected(r, err)
 }
 
+// DecodeRecord decodes r into e as Handle would, for a record that is
+// neither a tombstone (a nil value) nor a merge: those read the
+// processor's clock, and Handle decodes them itself. Unlike Handle it may
+// run on another goroutine than the processor's, beside it (it reads
+// only the processor's options, which never change).
+func (p *Processor) DecodeRecord(r *Record, wall int64, e *schemas.Event) error {
+	return Decode(&p.opt, r, wall, 0, e)
+}
+
+// HandleDecoded is Handle for a record DecodeRecord decoded into e with
+// error decodeErr: it applies the event, or dead-letters the record.
+func (p *Processor) HandleDecoded(r *Record, e *schemas.Event, decodeErr error) error {
+	err := decodeErr
+	if err == nil {
+		err = p.Apply(e)
+	}
+	return p.deadLetterRejected(r, err)
+}
+
 // handleMerge folds a merge record (merge.go) read from the merges topic.
 func (p *Processor) handleMerge(r *Record, wall int64) error {
 	// A merge carries the source partition's clock: held to the same
