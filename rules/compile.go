@@ -39,6 +39,9 @@ type RuleSet struct {
 	// timing is the union of what the time-dependent segments depend
 	// on, for NextChangeAll.
 	timing timeDeps
+	// timeSegs are the time-dependent segments, ascending, with the
+	// windowed traits each reads (SegmentsDue).
+	timeSegs []timeSeg
 	// progs holds each segment's condition in a flat form, indexed like
 	// segments, so that the common shapes run without a closure call.
 	progs []segProgram
@@ -832,6 +835,16 @@ func (c *compiler) finish() {
 	}
 	sort.Ints(wins)
 	rs.timing = newTimeDeps(wins, sinces)
+	for _, s := range rs.segments {
+		if !s.TimeDependent {
+			continue
+		}
+		ts := timeSeg{index: s.Index, since: len(s.sinces) > 0}
+		for _, ti := range s.wins {
+			ts.wins |= traitBit(ti)
+		}
+		rs.timeSegs = append(rs.timeSegs, ts)
+	}
 	rs.cuts = traitCuts(rs)
 	var canon strings.Builder
 	fmt.Fprintf(&canon, "version %d\n", rs.version)

@@ -665,6 +665,40 @@ func (rs *RuleSet) NextChangeAfter(s *State, now int64, touched Touched, ct *Cha
 	return best, true
 }
 
+// timeSeg is a time-dependent segment: the windowed traits it reads and
+// whether it has a since() comparison.
+type timeSeg struct {
+	index int
+	wins  Touched
+	since bool
+}
+
+// SegmentsDue appends to dst the time-dependent segments whose result
+// may change at at, the time of a customer's timer: those reading a
+// windowed trait whose change time in ct (as NextChangeAfter left it) is
+// at or before at, and those with a since() comparison. Another
+// time-dependent segment cannot change then: its windows' next changes
+// that matter are later, and a timer fires at the earliest of them. ok
+// is false when ct holds no times of these rules (evaluate every
+// time-dependent segment).
+func (rs *RuleSet) SegmentsDue(ct *ChangeTimes, at int64, dst []int) (_ []int, ok bool) {
+	if ct.rs != rs {
+		return dst, false
+	}
+	var due Touched
+	for k, ti := range rs.timing.wins {
+		if ct.times[k] <= at {
+			due |= traitBit(ti)
+		}
+	}
+	for _, ts := range rs.timeSegs {
+		if ts.since || ts.wins&due != 0 {
+			dst = append(dst, ts.index)
+		}
+	}
+	return dst, true
+}
+
 // TraitValue returns trait i's value at now: numbers and times (Unix ms)
 // as KindNumber, strings as KindString, null as the zero Value.
 func (rs *RuleSet) TraitValue(i int, s *State, now int64) schemas.Value {

@@ -257,3 +257,62 @@ segments:
 		t.Fatal("newer version accepted")
 	}
 }
+
+// TestSegmentsDueAgainstEveryTimeSegment: walking a customer's timers as
+// the processor fires them (NextChangeAfter), a time-dependent segment
+// SegmentsDue leaves out has the result it had at the previous timer:
+// evaluating only the due ones loses no transition.
+func TestSegmentsDueAgainstEveryTimeSegment(t *testing.T) {
+	rs := mustCompile(t, propRules)
+	r := rand.New(rand.NewPCG(3, 4))
+	base := at("2024-03-01T00:00:00Z")
+	var timeSegs []int
+	for _, s := range rs.Segments() {
+		if s.TimeDependent {
+			timeSegs = append(timeSegs, s.Index)
+		}
+	}
+	left := 0
+	for iter := 0; iter < 300; iter++ {
+		evs := randomHistory(r, base)
+		s, now := applyAll(rs, evs)
+		var ct ChangeTimes
+		if _, ok := rs.SegmentsDue(&ct, now, nil); ok {
+			t.Fatal("empty ChangeTimes answered for the rules")
+		}
+		prev := map[int]bool{}
+		for _, i := range timeSegs {
+			prev[i] = rs.Eval(i, s, now)
+		}
+		cur, touched := now, TouchedAll
+		for step := 0; step < 30; step++ {
+			next, ok := rs.NextChangeAfter(s, cur, touched, &ct)
+			if !ok {
+				break
+			}
+			due, ok := rs.SegmentsDue(&ct, next, nil)
+			if !ok {
+				t.Fatal("SegmentsDue refused the times NextChangeAfter left")
+			}
+			isDue := map[int]bool{}
+			for _, i := range due {
+				isDue[i] = true
+			}
+			for _, i := range timeSegs {
+				v := rs.Eval(i, s, next)
+				if !isDue[i] {
+					left++
+					if v != prev[i] {
+						t.Fatalf("iter %d: segment %s changed at %d (timer) but SegmentsDue left it out (due %v)", iter, rs.Segments()[i].ID, next, due)
+					}
+				}
+				prev[i] = v
+			}
+			cur, touched = next, 0
+		}
+	}
+	if left == 0 {
+		t.Fatal("SegmentsDue never left a segment out: the test checked nothing")
+	}
+	t.Logf("%d time-dependent segment evaluations left out", left)
+}

@@ -173,6 +173,7 @@ type Processor struct {
 
 	allSegs  []int // every segment, for rule reloads
 	timeSegs []int // segments whose result can change with time alone
+	dueSegs  []int // fireTimer's scratch (SegmentsDue)
 	// profileSegs are the segments a profile event can affect: those that
 	// read profile attributes, plus every requires_consent segment, since
 	// the consent attribute can flip them whatever they read.
@@ -394,7 +395,13 @@ func (p *Processor) fireTimer(id string, at int64) error {
 	}
 	c.timerAt = 0 // PopDue removed it from the index
 	p.stats.Timers++
-	p.evaluate(c, id, p.timeSegs, 0, at, schemas.CauseTimer, "")
+	// Only the segments whose time came (a quarter of the evaluations at
+	// 1M customers were timers evaluating every time-dependent segment).
+	segs := p.timeSegs
+	if due, ok := p.rs.SegmentsDue(&c.changes, at, p.dueSegs[:0]); ok {
+		p.dueSegs, segs = due, due
+	}
+	p.evaluate(c, id, segs, 0, at, schemas.CauseTimer, "")
 	p.part.MarkDirty(id, c)
 	return nil
 }
