@@ -66,8 +66,8 @@ type aheadPoll struct {
 	wall int64
 }
 
-// decodeAhead is a task's decoder. The task owns it: start and stop are
-// called from the task's goroutine only.
+// decodeAhead is a task's decoder. The task owns it: beginAhead, take,
+// end and close are called from the task's goroutine only.
 type decodeAhead struct {
 	slots    []aheadSlot
 	polls    chan aheadPoll
@@ -78,17 +78,16 @@ type decodeAhead struct {
 	cur      int  // the record the task handles next (at)
 }
 
-// begin hands the poll to the decoder when decoding ahead pays, and
-// reports whether it did. The poll's messages must stay unchanged until
-// the next begin or end.
-func (t *task) beginAhead(msgs []connectors.Message, wall int64) bool {
+// beginAhead hands the poll to the decoder when decoding ahead pays. The
+// poll's messages must stay unchanged until the next beginAhead or end.
+func (t *task) beginAhead(msgs []connectors.Message, wall int64) {
 	a := &t.ahead
 	a.end()
 	switch {
 	case len(msgs) < 2 || decodeAheadMode < 0:
-		return false
+		return
 	case decodeAheadMode == 0 && int(runningTasks.Load()) >= runtime.GOMAXPROCS(0):
-		return false
+		return
 	}
 	if a.polls == nil {
 		a.polls = make(chan aheadPoll, 1)
@@ -113,7 +112,6 @@ func (t *task) beginAhead(msgs []connectors.Message, wall int64) bool {
 	}
 	a.busy = true
 	a.polls <- aheadPoll{msgs: msgs, wall: wall}
-	return true
 }
 
 // take returns record i's event and decoding error if the decoder has
@@ -204,7 +202,7 @@ func (a *decodeAhead) decode(proc *segment.Processor, m *connectors.Message, wal
 			s.state.Store(slotTaken)
 		}
 	}()
-	r := segment.Record{Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time}
+	r := recordOf(m)
 	s.big = len(m.Value) > aheadKeepBytes
 	s.err = proc.DecodeRecord(&r, wall, &s.ev)
 	// The task may have given up on it meanwhile (take): then it is the

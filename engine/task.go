@@ -264,7 +264,7 @@ func (t *task) setLag(topic string, lag int64) {
 // partition moves on. A decode error marked connectors.ErrTransient is
 // returned too, with the record neither applied nor counted as read.
 func (t *task) handle(m *connectors.Message) error {
-	t.rec = segment.Record{Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time}
+	t.rec = recordOf(m)
 	now := t.polledAt
 	if now.IsZero() {
 		now = t.opt.now()
@@ -292,6 +292,11 @@ func (t *task) handle(m *connectors.Message) error {
 		return fmt.Errorf("partition %d: %s offset %d: %w", t.partition, m.Topic, m.Offset, err)
 	}
 	return nil
+}
+
+// recordOf is the processor's view of a polled message.
+func recordOf(m *connectors.Message) segment.Record {
+	return segment.Record{Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time}
 }
 
 // wall is the wall clock event times are held to: now, or, in a backfill
