@@ -49,7 +49,12 @@ func intern(s string) string {
 	if p := slot.Load(); p != nil && *p == s {
 		return *p
 	}
-	slot.Store(&s)
+	// A copy of the header, not &s: taking s's address moved the
+	// parameter to the heap on every call, hits included (0.10 s of
+	// allocations in the 1M-customer engine-only profile).
+	p := new(string)
+	*p = s
+	slot.Store(p)
 	return s
 }
 

@@ -103,3 +103,19 @@ func TestInternConcurrently(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestInternHitAllocatesNothing: a value the table holds costs no
+// allocation, from a string or from bytes (an escaping parameter once
+// made every intern call allocate).
+func TestInternHitAllocatesNothing(t *testing.T) {
+	v := strings.Clone("loyalty_tier")
+	intern(v)
+	b := []byte("country")
+	internBytes(b)
+	if n := testing.AllocsPerRun(100, func() { intern(v) }); n != 0 {
+		t.Errorf("intern of a held value: %.0f allocations, want 0", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { internBytes(b) }); n != 0 {
+		t.Errorf("internBytes of a held value: %.0f allocations, want 0", n)
+	}
+}
