@@ -636,13 +636,23 @@ func (r *avroIn) skip(n *avroNode) {
 	}
 }
 
-// str copies a string, sharing the well-known values.
-func (r *avroIn) str() string {
-	b := r.bytes()
-	if s, ok := internedValues[string(b)]; ok {
-		return s
+// str copies a string.
+func (r *avroIn) str() string { return string(r.bytes()) }
+
+// strOf copies the string of the event's field k, sharing the well-known
+// values of the enumerated fields. Only those: a lookup for every id
+// (customers, events, orders) cost about 45 ns each for nothing, 0.9 s
+// of a 6M-event run's decoding.
+func (r *avroIn) strOf(k int) string {
+	switch k {
+	case jfChannel, jfCurrency, jfPage, jfAction:
+		b := r.bytes()
+		if s, ok := internedValues[string(b)]; ok {
+			return s
+		}
+		return string(b)
 	}
-	return string(b)
+	return r.str()
 }
 
 // decode reads one record into e (Reset first). Errors are *DecodeError
@@ -671,7 +681,7 @@ func (p *avroProgram) decode(data []byte, e *Event) error {
 		case opSkip:
 			r.skip(op.node)
 		case opStr:
-			*strField(e, op.target) = r.str()
+			*strField(e, op.target) = r.strOf(op.target)
 		case opStrEnum:
 			if j := r.index(len(op.node.symbols)); !r.bad {
 				*strField(e, op.target) = op.node.symbols[j]
@@ -683,7 +693,7 @@ func (p *avroProgram) decode(data []byte, e *Event) error {
 			}
 			s := ""
 			if op.node.branches[j].kind == aString {
-				s = r.str()
+				s = r.strOf(op.target)
 			}
 			*strField(e, op.target) = s
 		case opTs:
