@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 
 	"github.com/segd/segd/connectors"
+	"github.com/segd/segd/internal/handoff"
 	"github.com/segd/segd/schemas"
 	"github.com/segd/segd/segment"
 )
@@ -111,6 +112,7 @@ func (t *task) beginAhead(msgs []connectors.Message, wall int64) {
 		s.state.Store(slotQueued)
 	}
 	a.busy = true
+	handoff.Expect()
 	a.polls <- aheadPoll{msgs: msgs, wall: wall}
 }
 
@@ -182,6 +184,7 @@ func (a *decodeAhead) run(proc *segment.Processor) {
 		case <-a.stop:
 			return
 		case p := <-a.polls:
+			handoff.Started()
 			for i := range p.msgs {
 				s := &a.slots[i]
 				if !s.state.CompareAndSwap(slotQueued, slotDecoding) {

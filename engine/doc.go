@@ -14,7 +14,9 @@
 // While the process runs fewer partitions than it has cores, a task's
 // decoder goroutine decodes each poll's records ahead of it
 // (decodeahead.go): the task takes the events it finds decoded and
-// decodes the others itself, with the same result.
+// decodes the others itself, with the same result. A commit writer parks
+// briefly while a decoder waits to start (internal/handoff), so that the
+// decoder is not left waiting for the writer's core.
 //
 // Applying an event first fires every timer due at or before the event's
 // time (each at its own time), then updates the customer's traits
