@@ -196,9 +196,13 @@ type StateConfig struct {
 	// CacheBytes bounds the in-memory write-back cache of customer records.
 	// Default 256 MiB.
 	CacheBytes int64 `yaml:"cache_bytes"`
-	// BlockCacheBytes is Pebble's block cache: encoded records, the
-	// second tier behind CacheBytes. Default 256 MiB.
+	// BlockCacheBytes is Pebble's block cache: the store's blocks (records,
+	// timer and outbox keys) read back from files. Default 128 MiB.
 	BlockCacheBytes int64 `yaml:"block_cache_bytes"`
+	// ColdCacheBytes holds the encodings of records the write-back cache
+	// evicted, so that a customer seen again is decoded from memory
+	// instead of read from Pebble. Default 128 MiB.
+	ColdCacheBytes int64 `yaml:"cold_cache_bytes"`
 	// Changelog is "on" (default) or "off". On, every commit is also sent
 	// to kafka.topics.changelog, and a partition whose local state is
 	// missing or behind is restored from it before it runs. Off, a
@@ -413,7 +417,10 @@ func (c *Config) EnsureDefaults() {
 		c.State.CacheBytes = 256 << 20
 	}
 	if c.State.BlockCacheBytes == 0 {
-		c.State.BlockCacheBytes = 256 << 20
+		c.State.BlockCacheBytes = 128 << 20
+	}
+	if c.State.ColdCacheBytes == 0 {
+		c.State.ColdCacheBytes = 128 << 20
 	}
 	if c.Commit.Interval == 0 {
 		c.Commit.Interval = 200 * time.Millisecond
@@ -608,6 +615,9 @@ func (c *Config) validateLimits(bad problem) {
 	}
 	if c.State.CacheBytes < 1<<20 {
 		bad("state.cache_bytes (%d) must be >= 1048576 (1 MiB)", c.State.CacheBytes)
+	}
+	if c.State.ColdCacheBytes < 1<<20 {
+		bad("state.cold_cache_bytes (%d) must be >= 1048576 (1 MiB)", c.State.ColdCacheBytes)
 	}
 	if c.State.BlockCacheBytes < 1<<20 {
 		bad("state.block_cache_bytes (%d) must be >= 1048576 (1 MiB)", c.State.BlockCacheBytes)

@@ -396,7 +396,8 @@ func (m *metrics) registerStore(st *state.Store) {
 	}
 	m.reg.MustRegister(
 		counter("segd_cache_hits_total", "Customer record lookups served by the write-back cache.", func(x state.Metrics) float64 { return float64(x.CacheHits) }),
-		counter("segd_cache_misses_total", "Customer record lookups that went to Pebble.", func(x state.Metrics) float64 { return float64(x.CacheMisses) }),
+		counter("segd_cache_misses_total", "Customer record lookups the write-back cache missed (new customers, the cold tier's and Pebble's reads).", func(x state.Metrics) float64 { return float64(x.CacheMisses) }),
+		counter("segd_cache_cold_hits_total", "Cache misses served by the cold tier (evicted records kept encoded in memory, state.cold_cache_bytes) instead of a Pebble read.", func(x state.Metrics) float64 { return float64(x.ColdHits) }),
 		gauge("segd_cache_bytes", "Approximate bytes of decoded records in the cache.", func(x state.Metrics) float64 { return float64(x.CacheBytes) }),
 		gauge("segd_cache_entries", "Customer records in the cache.", func(x state.Metrics) float64 { return float64(x.CacheEntries) }),
 		gauge("segd_state_disk_bytes", "Disk space used by the Pebble store.", func(x state.Metrics) float64 { return float64(x.DiskBytes) }),

@@ -22,6 +22,7 @@ func (e *Engine) openState() (*state.Store, error) {
 		FS:              e.opt.StateFS,
 		CacheBytes:      e.cfg.State.CacheBytes,
 		BlockCacheBytes: e.cfg.State.BlockCacheBytes,
+		ColdCacheBytes:  e.cfg.State.ColdCacheBytes,
 		CommitBytes:     e.cfg.Commit.MaxBytes,
 		Logger:          e.opt.Logger.With().Str("component", "state").Logger(),
 	}

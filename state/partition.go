@@ -146,7 +146,13 @@ type Partition struct {
 	last      *entry // the entry Get returned last: MarkDirty usually follows
 	keyBuf    []byte
 	valBuf    []byte
-	closed    atomic.Bool
+	// cold: encodings of evicted records (coldtier.go).
+	cold     coldTier
+	coldBuf  []byte
+	coldHits atomic.Int64
+	// coldBudget is the cold tier's share of Options.ColdCacheBytes.
+	coldBudget atomic.Int64
+	closed     atomic.Bool
 
 	// Pipelined commits (pipeline.go): the commit in flight, the
 	// settled one kept for its buffers, the spare batch, and the error
@@ -249,26 +255,39 @@ func (p *Partition) Get(customerID string) (Record, error) {
 		return e.rec, nil
 	}
 	p.misses.Add(1)
-	var rec Record
-	var err error
-	known := false
-	switch _, gone := p.deleted[customerID]; {
-	case gone || p.fl != nil && p.deletedInFlight(customerID):
-		rec, err = p.s.opts.Decode(customerID, nil)
-	case !p.filter.mayContain(hashID(customerID)):
-		// Never stored: a new customer, no lookup.
-		p.filterSkips.Add(1)
-		rec, err = p.s.opts.Decode(customerID, nil)
-	default:
-		known = true
-		rec, err = p.load(customerID)
-	}
+	rec, known, err := p.fetch(customerID)
 	if err != nil {
 		return nil, err
 	}
 	p.last = p.insert(customerID, rec, false)
 	p.last.known = known
 	return rec, nil
+}
+
+// fetch finds a record the cache lacks: a new one for a deleted or new
+// customer, else from the cold tier, else from Pebble. known: the store
+// may hold the id (the filter need not learn it at commit).
+func (p *Partition) fetch(id string) (rec Record, known bool, err error) {
+	h := hashID(id)
+	if _, gone := p.deleted[id]; gone || p.fl != nil && p.deletedInFlight(id) {
+		rec, err = p.s.opts.Decode(id, nil)
+		return rec, false, err
+	}
+	if data, ok := p.cold.take(id, h); ok {
+		p.coldHits.Add(1)
+		if rec, err = p.s.opts.Decode(id, data); err != nil {
+			return nil, false, fmt.Errorf("decode customer %s: %w", id, err)
+		}
+		return rec, true, nil
+	}
+	if !p.filter.mayContain(h) {
+		// Never stored: a new customer, no lookup.
+		p.filterSkips.Add(1)
+		rec, err = p.s.opts.Decode(id, nil)
+		return rec, false, err
+	}
+	rec, err = p.load(id)
+	return rec, err == nil, err
 }
 
 func (p *Partition) load(id string) (Record, error) {
@@ -357,12 +376,30 @@ func (p *Partition) MarkDirty(customerID string, rec Record) {
 		}
 		return
 	}
+	p.cold.drop(hashID(customerID))
 	p.insert(customerID, rec, true)
+}
+
+// keepCold puts an evicted record's encoding in the cold tier. Only a
+// record the store holds: a new customer's record left clean was never
+// written (the filter does not know the id), and one taken back from the
+// cold tier counts as stored.
+func (p *Partition) keepCold(e *entry) {
+	if !e.known {
+		return
+	}
+	want := p.coldBudget.Load()
+	if int64(len(p.cold.ring)) != want {
+		p.cold.setCapacity(want)
+	}
+	p.coldBuf = e.rec.AppendBinary(p.coldBuf[:0])
+	p.cold.put(e.id, hashID(e.id), p.coldBuf)
 }
 
 // Delete removes the customer's record at the next Commit. Timers and
 // memberships are the caller's to clear (MoveTimer, CountMember).
 func (p *Partition) Delete(customerID string) {
+	p.cold.drop(hashID(customerID))
 	if e, ok := p.cache[customerID]; ok {
 		p.unlink(e)
 		delete(p.cache, customerID)
@@ -374,15 +411,19 @@ func (p *Partition) Delete(customerID string) {
 func (p *Partition) insert(id string, rec Record, dirty bool) *entry {
 	e := newEntry(id)
 	e.rec, e.size, e.dirty = rec, entrySize(id, rec), dirty
+	// Room is made before e joins the list: a scan that found every
+	// other entry dirty or in flight would otherwise reach e and evict
+	// the record the caller is about to change (and the cold tier would
+	// keep its state from before the change).
+	p.cacheBytes.Add(e.size)
+	p.evict()
 	p.cache[e.id] = e
 	p.pushFront(e)
-	p.cacheBytes.Add(e.size)
 	p.cacheEntries.Add(1)
 	if dirty {
 		p.dirty = append(p.dirty, e)
 		p.dirtyBytes += e.size
 	}
-	p.evict()
 	return e
 }
 
@@ -441,6 +482,7 @@ func (p *Partition) evict() {
 		default:
 			p.unlink(e)
 			delete(p.cache, e.id)
+			p.keepCold(e)
 		}
 	}
 }
@@ -785,5 +827,6 @@ func (p *Partition) closeNoRelease() bool {
 	p.cacheBytes.Store(0)
 	p.cacheEntries.Store(0)
 	p.cache = nil
+	p.cold.setCapacity(0)
 	return true
 }

@@ -78,11 +78,14 @@ type Options struct {
 	CacheBytes int64
 	// MemTableBytes is Pebble's memtable size. Default 64 MiB; 1 MiB..4 GiB.
 	MemTableBytes int64
-	// BlockCacheBytes is Pebble's block cache: the encoded records behind
-	// the decoded ones of CacheBytes, about five times as many per byte,
-	// so that a customer evicted from the write-back cache is read back
-	// without a file read. Default 256 MiB.
+	// BlockCacheBytes is Pebble's block cache: the store's blocks read
+	// back from files. Default 128 MiB.
 	BlockCacheBytes int64
+	// ColdCacheBytes is the cold tier (coldtier.go), shared by the open
+	// partitions like CacheBytes: the encodings of the records the
+	// write-back cache evicted, so that a customer seen again is decoded
+	// from memory without a Pebble read. Default 128 MiB; 1 MiB at least.
+	ColdCacheBytes int64
 	// Sync is the commit durability. Default SyncNone.
 	Sync SyncPolicy
 	// DisableWAL turns Pebble's write-ahead log off. Default false: see
@@ -142,7 +145,10 @@ func (o *Options) EnsureDefaults() {
 		o.MemTableBytes = 64 << 20
 	}
 	if o.BlockCacheBytes == 0 {
-		o.BlockCacheBytes = 256 << 20
+		o.BlockCacheBytes = 128 << 20
+	}
+	if o.ColdCacheBytes == 0 {
+		o.ColdCacheBytes = 128 << 20
 	}
 	if o.Sync == 0 {
 		o.Sync = SyncNone
@@ -166,6 +172,9 @@ func (o *Options) Validate() error {
 	}
 	if o.MemTableBytes < 1<<20 || o.MemTableBytes > 4<<30 {
 		p = append(p, fmt.Sprintf("MemTableBytes (%d) must be between 1048576 and 4294967296", o.MemTableBytes))
+	}
+	if o.ColdCacheBytes < 1<<20 {
+		p = append(p, fmt.Sprintf("ColdCacheBytes (%d) must be >= 1048576", o.ColdCacheBytes))
 	}
 	if o.BlockCacheBytes < 0 {
 		p = append(p, fmt.Sprintf("BlockCacheBytes (%d) must be >= 0", o.BlockCacheBytes))
@@ -465,8 +474,10 @@ func (s *Store) rebudgetLocked() {
 		return
 	}
 	per := s.opts.CacheBytes / int64(len(s.parts))
+	cold := s.opts.ColdCacheBytes / int64(len(s.parts))
 	for _, p := range s.parts {
 		p.budget.Store(per)
+		p.coldBudget.Store(cold)
 	}
 }
 
@@ -811,12 +822,14 @@ func (s *Store) compact() error {
 // Metrics are store-level statistics for monitoring.
 type Metrics struct {
 	CacheHits, CacheMisses int64
-	CacheBytes             int64 // decoded records held
-	CacheEntries           int64
-	DiskBytes              uint64
-	ReadAmp                int
-	Compactions            int64
-	TimersPending          int64 // committed timers in the near-horizon heaps
+	// ColdHits are the cache misses the cold tier served (no Pebble read).
+	ColdHits      int64
+	CacheBytes    int64 // decoded records held
+	CacheEntries  int64
+	DiskBytes     uint64
+	ReadAmp       int
+	Compactions   int64
+	TimersPending int64 // committed timers in the near-horizon heaps
 	// FilterSkips counts cache misses the customer filter answered
 	// without reading the store (new customers).
 	FilterSkips int64
@@ -831,6 +844,7 @@ func (s *Store) Metrics() Metrics {
 	for _, p := range s.parts {
 		m.CacheHits += p.hits.Load()
 		m.CacheMisses += p.misses.Load()
+		m.ColdHits += p.coldHits.Load()
 		m.CacheBytes += p.cacheBytes.Load()
 		m.CacheEntries += p.cacheEntries.Load()
 		m.TimersPending += p.heapLen.Load()
