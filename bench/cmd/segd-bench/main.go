@@ -63,6 +63,7 @@ type options struct {
 	latCaughtUp   string
 	latencyRounds int
 	e2eRounds     int
+	engineRounds  int
 	out           string
 	markdown      string
 	cpuProfile    string
@@ -91,6 +92,7 @@ func main() {
 	flag.IntVar(&o.rate, "rate", 10_000, "offered events/s for the latency measurement")
 	flag.DurationVar(&o.latCommit, "latency-commit-interval", 0, "commit.interval of the engine in the latency measurement (0: the default config's, 200ms; a partition that has caught up commits at once anyway: commit.when_caught_up)")
 	flag.IntVar(&o.latencyRounds, "latency-rounds", 2, "target 4: rounds of the three latency runs, in alternating order, their samples pooled")
+	flag.IntVar(&o.engineRounds, "engine-rounds", 3, "targets 2 and 6a: rounds of the Go-map limit and segd engine only, in alternating order (limit, segd, then segd, limit, ...), each segd run from a fresh store; the rates are of their summed times")
 	flag.IntVar(&o.e2eRounds, "e2e-rounds", 1, "target 5: rounds of the end-to-end and goka runs, in alternating order (segd, goka, then goka, segd, ...), each from a fresh state; the rates are of their summed times")
 	flag.StringVar(&o.latCaughtUp, "latency-when-caught-up", "on", "commit.when_caught_up of the engine in the latency measurement (on, the default config's, or off)")
 	flag.StringVar(&o.out, "out", "", "write the results as JSON here")
@@ -450,59 +452,86 @@ func workload(o options) ([]record, int64, int, error) {
 // mapLimit is the pipeline with state in a Go map and no persistence:
 // decode, read-modify-write of the customer's trait state, the rules
 // (apply, then the segments the event touched), membership bits.
-// limitAndEngine measures the Go-map limit, segd engine only twice, then
-// the limit again. Both rates are pooled ones (the events of both runs
-// over their summed times): a slow or fast minute of the machine then
-// weighs on both sides of the ratio (one run of the limit moved
-// 516k-690k events/s between runs minutes apart, one of segd 332k-469k).
-// The limit's runs and segd's must end with the same memberships.
+// limitAndEngine measures the Go-map limit and segd engine only in
+// o.engineRounds rounds of alternating order (limit, segd, then segd,
+// limit, ...: a steady drift of the machine's speed weighs alike on both
+// sides), each segd run from a fresh store; both rates are pooled ones
+// (the events of all runs over their summed times). One run of the limit
+// moved 516k-690k events/s between runs minutes apart, one of segd
+// 332k-469k, and two consecutive segd runs 493k and 585k: more rounds
+// narrow the ratio's spread, not its centre. Every run must end with the
+// same memberships. The first segd run is the profiled one, and its other
+// figures (cache, state, restart) stand for all.
 func limitAndEngine(o options, rs *rules.RuleSet, recs []record, end int64, res *Results) error {
-	var before, after Results
-	digest, err := mapLimit(rs, recs, end, &before)
-	if err != nil {
-		return err
+	rounds := max(1, o.engineRounds)
+	var limits, engines []Throughput
+	var digest string
+	limit := func() error {
+		var r Results
+		d, err := mapLimit(rs, recs, end, &r)
+		if err != nil {
+			return err
+		}
+		if digest != "" && d != digest {
+			return fmt.Errorf("the go-map limit's runs end with different memberships: %s, %s", digest, d)
+		}
+		digest = d
+		limits = append(limits, r.MapLimit)
+		logf("go-map limit (run %d): %.0f events/s", len(limits), r.MapLimit.EventsPerSec)
+		return nil
 	}
-	logf("go-map limit (before segd): %.0f events/s", before.MapLimit.EventsPerSec)
-	if err := engineOnly(o, recs, end, res); err != nil {
-		return err
+	engineRun := func() error {
+		if len(engines) == 0 {
+			if err := engineOnly(o, recs, end, res); err != nil {
+				return err
+			}
+			engines = append(engines, res.EngineOnly)
+		} else {
+			next := Results{Active: res.Active} // for its log lines
+			o2 := o
+			o2.cpuProfile = ""
+			if err := engineOnly(o2, recs, end, &next); err != nil {
+				return err
+			}
+			if next.Digest != res.Digest {
+				return fmt.Errorf("segd engine only's runs end with different memberships: %s, %s", res.Digest, next.Digest)
+			}
+			engines = append(engines, next.EngineOnly)
+		}
+		logf("segd engine only (run %d): %.0f events/s", len(engines), engines[len(engines)-1].EventsPerSec)
+		return nil
 	}
-	// segd twice too, each from a fresh store, between the limit's runs
-	// (limit, segd, segd, limit: a steady drift of the machine's speed
-	// weighs alike on both sides); its rate is the pooled one. The second
-	// run is not profiled, and the first run's other figures (cache,
-	// state, restart) stand for both.
-	second := Results{Active: res.Active} // for its log lines
-	o2 := o
-	o2.cpuProfile = ""
-	if err := engineOnly(o2, recs, end, &second); err != nil {
-		return err
-	}
-	if second.Digest != res.Digest {
-		return fmt.Errorf("segd engine only's two runs end with different memberships: %s, %s", res.Digest, second.Digest)
-	}
-	logf("segd engine only, its two runs: %.0f and %.0f events/s", res.EngineOnly.EventsPerSec, second.EngineOnly.EventsPerSec)
-	res.EngineOnly = pooledThroughput(res.EngineOnly, second.EngineOnly, len(recs))
-	digestAfter, err := mapLimit(rs, recs, end, &after)
-	if err != nil {
-		return err
-	}
-	logf("go-map limit (after segd): %.0f events/s", after.MapLimit.EventsPerSec)
-	if digestAfter != digest {
-		return fmt.Errorf("the go-map limit's two runs end with different memberships: %s, %s", digest, digestAfter)
+	for r := range rounds {
+		first, second := limit, engineRun
+		if r%2 == 1 {
+			first, second = engineRun, limit
+		}
+		if err := first(); err != nil {
+			return err
+		}
+		if err := second(); err != nil {
+			return err
+		}
 	}
 	if digest != res.Digest {
 		return fmt.Errorf("final memberships differ: go-map limit %s, segd %s", digest, res.Digest)
 	}
-	res.MapLimit = pooledThroughput(before.MapLimit, after.MapLimit, len(recs))
-	logf("segd engine only: %.0f events/s (%.0f%% of the limit's %.0f, both pooled over two runs); %.2f CPU s over %.2f s", res.EngineOnly.EventsPerSec, 100*res.EngineOnly.EventsPerSec/res.MapLimit.EventsPerSec, res.MapLimit.EventsPerSec, res.EngineOnly.CPUSeconds, res.EngineOnly.Seconds)
+	res.EngineOnly = pooledThroughput(engines, len(recs))
+	res.MapLimit = pooledThroughput(limits, len(recs))
+	logf("segd engine only: %.0f events/s (%.0f%% of the limit's %.0f, both pooled over %d runs); %.2f CPU s over %.2f s", res.EngineOnly.EventsPerSec, 100*res.EngineOnly.EventsPerSec/res.MapLimit.EventsPerSec, res.MapLimit.EventsPerSec, rounds, res.EngineOnly.CPUSeconds, res.EngineOnly.Seconds)
 	return nil
 }
 
-// pooledThroughput is two runs of the same n events as one: the events of
-// both over their summed times (and CPU), the changes of the first.
-func pooledThroughput(a, b Throughput, n int) Throughput {
-	secs := a.Seconds + b.Seconds
-	return Throughput{Seconds: secs / 2, EventsPerSec: float64(2*n) / secs, Changes: a.Changes, CPUSeconds: (a.CPUSeconds + b.CPUSeconds) / 2}
+// pooledThroughput is runs of the same n events as one: the events of
+// all over their summed times (and mean CPU), the changes of the first.
+func pooledThroughput(runs []Throughput, n int) Throughput {
+	var secs, cpu float64
+	for _, r := range runs {
+		secs += r.Seconds
+		cpu += r.CPUSeconds
+	}
+	k := float64(len(runs))
+	return Throughput{Seconds: secs / k, EventsPerSec: k * float64(n) / secs, Changes: runs[0].Changes, CPUSeconds: cpu / k}
 }
 
 func mapLimit(rs *rules.RuleSet, recs []record, end int64, res *Results) (string, error) {
