@@ -115,7 +115,7 @@ func sweep(o options, pts []sweepPoint, res *Results) error {
 		if err != nil {
 			return err
 		}
-		var r Results
+		r := Results{Active: active} // for its log lines
 		if err := limitAndEngine(po, rs, recs, end, &r); err != nil {
 			return fmt.Errorf("sweep %+v: %w", pt, err)
 		}
