@@ -211,10 +211,10 @@ func pipelineModelRun(t *testing.T, seed uint64) {
 			clock += int64(rng.IntN(400))
 			var last timerItem
 			if err := p.PopDue(clock, func(id string, at int64) error {
-				if it := (timerItem{at, id}); it.less(last) {
+				if it := (newTimerItem(at, id)); it.less(last) {
 					t.Fatalf("step %d: timer %v after %v", step, it, last)
 				}
-				last = timerItem{at, id}
+				last = newTimerItem(at, id)
 				if m.timers[id] != at {
 					t.Fatalf("step %d: timer %s at %d, model %d", step, id, at, m.timers[id])
 				}

@@ -173,7 +173,7 @@ func TestTimersOrderReplaceAndRefill(t *testing.T) {
 	}
 	var got []timerItem
 	if err := p.PopDue(1<<62, func(id string, at int64) error {
-		got = append(got, timerItem{at, id})
+		got = append(got, newTimerItem(at, id))
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -186,7 +186,7 @@ func TestTimersOrderReplaceAndRefill(t *testing.T) {
 			t.Fatalf("out of order at %d: %v after %v", i, got[i], got[i-1])
 		}
 	}
-	if got[0] != (timerItem{5, "c00007"}) || got[4] != (timerItem{35, "c08000"}) || got[len(got)-1] != (timerItem{n*10 + 500, "c00009"}) {
+	if got[0] != newTimerItem(5, "c00007") || got[4] != newTimerItem(35, "c08000") || got[len(got)-1] != newTimerItem(n*10+500, "c00009") {
 		t.Fatalf("first %v fifth %v last %v", got[0], got[4], got[len(got)-1])
 	}
 	for _, it := range got {
