@@ -481,24 +481,21 @@ func limitAndEngine(o options, rs *rules.RuleSet, recs []record, end int64, res 
 		return nil
 	}
 	engineRun := func() error {
-		if len(engines) == 0 {
-			if err := engineOnly(o, recs, end, res); err != nil {
-				return err
-			}
-			engines = append(engines, res.EngineOnly)
-		} else {
-			next := Results{Active: res.Active} // for its log lines
-			o2 := o
-			o2.cpuProfile = ""
-			if err := engineOnly(o2, recs, end, &next); err != nil {
-				return err
-			}
-			if next.Digest != res.Digest {
-				return fmt.Errorf("segd engine only's runs end with different memberships: %s, %s", res.Digest, next.Digest)
-			}
-			engines = append(engines, next.EngineOnly)
+		// The first run fills res (and is the profiled one); the others
+		// only have to end with its memberships.
+		run, ro := res, o
+		if len(engines) > 0 {
+			run = &Results{Active: res.Active} // for its log lines
+			ro.cpuProfile = ""
 		}
-		logf("segd engine only (run %d): %.0f events/s", len(engines), engines[len(engines)-1].EventsPerSec)
+		if err := engineOnly(ro, recs, end, run); err != nil {
+			return err
+		}
+		if run.Digest != res.Digest {
+			return fmt.Errorf("segd engine only's runs end with different memberships: %s, %s", res.Digest, run.Digest)
+		}
+		engines = append(engines, run.EngineOnly)
+		logf("segd engine only (run %d): %.0f events/s", len(engines), run.EngineOnly.EventsPerSec)
 		return nil
 	}
 	for r := range rounds {
