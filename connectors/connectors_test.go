@@ -392,9 +392,8 @@ func TestPartitionForMatchesKafkaGo(t *testing.T) {
 	}
 }
 
-// TestProducerSendsACallAsOneBatch: with the short default linger a Write
-// of many records for one partition still goes out as one produce
-// request: kafka-go fills the batch under the lock its timer waits for.
+// TestProducerSendsACallAsOneBatch: a Write of many records for one
+// partition goes out as one produce request.
 func TestProducerSendsACallAsOneBatch(t *testing.T) {
 	b, err := StartEmbeddedBroker(0, 1, "one")
 	if err != nil {

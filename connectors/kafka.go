@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/segd/segd/internal/kpart"
@@ -50,90 +49,6 @@ func toKafka(m *Message) kafka.Message {
 		out.Headers = append(out.Headers, kafka.Header{Key: h.Key, Value: h.Value})
 	}
 	return out
-}
-
-// ProducerOptions configure a Producer.
-type ProducerOptions struct {
-	// BatchTimeout is how long the writer lingers before sending a batch
-	// that is not full. Write hands it each call's records at once (one
-	// batch per partition), so lingering only delays them: the default,
-	// DefaultBatchTimeout, sends a call's batches as soon as its records
-	// are in them. kafka-go's own default (1s) would add a second per
-	// write.
-	BatchTimeout time.Duration
-	// WriteTimeout bounds one write. Default 30s.
-	WriteTimeout time.Duration
-	// Security: TLS and SASL; nil is plaintext.
-	Security *Security
-}
-
-// DefaultBatchTimeout is ProducerOptions.BatchTimeout's default: kafka-go
-// adds a call's records to the partitions' batches under a lock the
-// batch's timer waits for, so even this short a timer never splits a call;
-// it only keeps concurrent calls from waiting on each other. It was 2ms,
-// then 100us, paid on every change published (and by every producer
-// feeding segd): docs/decisions.md, "Latency".
-const DefaultBatchTimeout = 5 * time.Microsecond
-
-// Producer writes records synchronously with acks=all, partitioning by key
-// with murmur2 (the Java client's default), so other producers and segd
-// agree on which partition holds a customer. Safe for concurrent use.
-type Producer struct {
-	w    *kafka.Writer
-	tr   *kafka.Transport
-	once sync.Once
-}
-
-// NewProducer returns a Producer for brokers.
-func NewProducer(brokers []string, opts ProducerOptions) (*Producer, error) {
-	if len(brokers) == 0 {
-		return nil, errors.New("connectors: producer needs at least one broker")
-	}
-	if opts.BatchTimeout == 0 {
-		opts.BatchTimeout = DefaultBatchTimeout
-	}
-	if opts.WriteTimeout == 0 {
-		opts.WriteTimeout = 30 * time.Second
-	}
-	tr := opts.Security.transport()
-	return &Producer{tr: tr, w: &kafka.Writer{
-		Addr:         kafka.TCP(brokers...),
-		Balancer:     &kafka.Murmur2Balancer{},
-		RequiredAcks: kafka.RequireAll,
-		BatchTimeout: opts.BatchTimeout,
-		BatchSize:    1000,
-		WriteTimeout: opts.WriteTimeout,
-		MaxAttempts:  5,
-		Transport:    tr,
-	}}, nil
-}
-
-// Write writes msgs and returns once every one is acknowledged by all
-// in-sync replicas.
-func (p *Producer) Write(ctx context.Context, msgs ...Message) error {
-	if len(msgs) == 0 {
-		return nil
-	}
-	km := make([]kafka.Message, len(msgs))
-	for i := range msgs {
-		km[i] = toKafka(&msgs[i])
-	}
-	if err := p.w.WriteMessages(ctx, km...); err != nil {
-		return fmt.Errorf("write %d records: %w", len(msgs), err)
-	}
-	return nil
-}
-
-// Close flushes and closes the producer. Safe to call twice.
-func (p *Producer) Close() error {
-	var err error
-	p.once.Do(func() {
-		err = p.w.Close()
-		// The writer leaves a transport it did not create open: its
-		// connections and metadata goroutines would outlive the producer.
-		p.tr.CloseIdleConnections()
-	})
-	return err
 }
 
 // dialAny connects to the first reachable broker.
