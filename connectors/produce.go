@@ -61,7 +61,22 @@ type Producer struct {
 
 	mu     sync.RWMutex // Write holds it shared, Close exclusively
 	closed bool
+
+	countsMu sync.Mutex
+	counts   map[string]partitionCount
 }
+
+// partitionCount is a topic's partition count as of a time.
+type partitionCount struct {
+	n  int
+	at time.Time
+}
+
+// partitionCountTTL is how long a write trusts a topic's partition count
+// before asking the transport's metadata cache again (which kafka-go
+// refreshes every 6 s): the ask built the cluster's whole metadata
+// response, 3 KB and tens of allocations per write.
+const partitionCountTTL = time.Second
 
 // NewProducer returns a Producer for brokers.
 func NewProducer(brokers []string, opts ProducerOptions) (*Producer, error) {
@@ -102,12 +117,12 @@ func (p *Producer) Write(ctx context.Context, msgs ...Message) error {
 	}
 	parts, err := p.assign(ctx, msgs)
 	if err != nil {
+		p.forgetCounts(msgs)
 		return fmt.Errorf("write %d records: %w", len(msgs), err)
 	}
-	errs := make(kafka.WriteErrors, len(msgs))
 	failed := atomic.Bool{}
 	run := func(tp *topicPartition) {
-		if tp.send(ctx, p, msgs, errs) {
+		if tp.send(ctx, p, msgs) {
 			failed.Store(true)
 		}
 	}
@@ -125,6 +140,15 @@ func (p *Producer) Write(ctx context.Context, msgs ...Message) error {
 	wg.Wait()
 	if !failed.Load() {
 		return nil
+	}
+	// A failure may come of partitions added or a topic recreated: ask
+	// again next time.
+	p.forgetCounts(msgs)
+	errs := make(kafka.WriteErrors, len(msgs))
+	for i := range parts {
+		for j, e := range parts[i].errs {
+			errs[parts[i].idx[j]] = e
+		}
 	}
 	return &writeFailure{errs: errs}
 }
@@ -159,23 +183,23 @@ type topicPartition struct {
 	topic     string
 	partition int
 	idx       []int
+	errs      []error // by idx's position, once one of them failed (send)
 }
 
 // assign groups msgs by partition: murmur2 of the key among the topic's
 // partitions (kafka-go's Murmur2Balancer), records without a key spread in
 // turn.
 func (p *Producer) assign(ctx context.Context, msgs []Message) ([]topicPartition, error) {
-	counts := map[string]int{}
 	var parts []topicPartition
+	topic, n := "", 0 // the last record's topic and its partition count
 	for i := range msgs {
 		m := &msgs[i]
-		n, ok := counts[m.Topic]
-		if !ok {
+		if i == 0 || m.Topic != topic {
 			var err error
 			if n, err = p.partitionCount(ctx, m.Topic); err != nil {
 				return nil, err
 			}
-			counts[m.Topic] = n
+			topic = m.Topic
 		}
 		var part int
 		if m.Key == nil {
@@ -195,9 +219,40 @@ func (p *Producer) assign(ctx context.Context, msgs []Message) ([]topicPartition
 	return parts, nil
 }
 
-// partitionCount returns how many partitions topic has, from the
-// transport's metadata cache (kafka.Transport refreshes it).
+// partitionCount returns how many partitions topic has: as known for
+// less than partitionCountTTL, else from the transport's metadata cache
+// (kafka.Transport refreshes it).
 func (p *Producer) partitionCount(ctx context.Context, topic string) (int, error) {
+	now := time.Now()
+	p.countsMu.Lock()
+	c, ok := p.counts[topic]
+	p.countsMu.Unlock()
+	if ok && now.Sub(c.at) < partitionCountTTL {
+		return c.n, nil
+	}
+	n, err := p.askPartitionCount(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	p.countsMu.Lock()
+	if p.counts == nil {
+		p.counts = map[string]partitionCount{}
+	}
+	p.counts[topic] = partitionCount{n: n, at: now}
+	p.countsMu.Unlock()
+	return n, nil
+}
+
+// forgetCounts drops the partition counts of msgs' topics.
+func (p *Producer) forgetCounts(msgs []Message) {
+	p.countsMu.Lock()
+	for i := range msgs {
+		delete(p.counts, msgs[i].Topic)
+	}
+	p.countsMu.Unlock()
+}
+
+func (p *Producer) askPartitionCount(ctx context.Context, topic string) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	res, err := p.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
@@ -221,8 +276,8 @@ func (p *Producer) partitionCount(ctx context.Context, topic string) (int, error
 
 // send produces the partition's records in requests of at most
 // maxRequestRecords and maxRequestBytes, in order, and records each
-// record's error in errs. It reports whether any failed.
-func (tp *topicPartition) send(ctx context.Context, p *Producer, msgs []Message, errs kafka.WriteErrors) bool {
+// record's error in tp.errs. It reports whether any failed.
+func (tp *topicPartition) send(ctx context.Context, p *Producer, msgs []Message) bool {
 	rest := tp.idx
 	for len(rest) > 0 {
 		n, size := 0, 0
@@ -234,22 +289,24 @@ func (tp *topicPartition) send(ctx context.Context, p *Producer, msgs []Message,
 			size += s
 			n++
 		}
+		sent := len(tp.idx) - len(rest)
 		batch := rest[:n]
 		rest = rest[n:]
 		res, err := p.produce(ctx, tp.topic, tp.partition, msgs, batch)
 		if err == nil {
 			continue
 		}
-		for j, i := range batch {
-			errs[i] = err
+		tp.errs = make([]error, len(tp.idx))
+		for j := range batch {
+			tp.errs[sent+j] = err
 			if res != nil {
 				if rerr, ok := res.RecordErrors[j]; ok && rerr != nil {
-					errs[i] = rerr
+					tp.errs[sent+j] = rerr
 				}
 			}
 		}
-		for _, i := range rest {
-			errs[i] = ErrNotSent
+		for j := sent + n; j < len(tp.idx); j++ {
+			tp.errs[j] = ErrNotSent
 		}
 		return true
 	}

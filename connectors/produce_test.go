@@ -276,3 +276,56 @@ func TestProducerClose(t *testing.T) {
 		t.Fatalf("write after Close: %v, want io.ErrClosedPipe", err)
 	}
 }
+
+// BenchmarkProducerWrite: one small record per write to the embedded
+// broker, as a caught-up partition publishes.
+func BenchmarkProducerWrite(b *testing.B) {
+	br, err := StartEmbeddedBroker(0, 4, "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer br.Close()
+	p, err := NewProducer(br.Addrs(), ProducerOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	m := Message{Topic: "bench", Key: []byte("customer-1"), Value: bytes.Repeat([]byte("v"), 200)}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := p.Write(ctx, m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestProducerPartitionCountCache: a topic's partition count is taken
+// from the producer's own cache while it is younger than
+// partitionCountTTL, asked again after, and dropped by forgetCounts
+// (which a failed write calls).
+func TestProducerPartitionCountCache(t *testing.T) {
+	brokers := startBroker(t, 3, "cached")
+	p, err := NewProducer(brokers, ProducerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx := context.Background()
+	if n, err := p.partitionCount(ctx, "cached"); err != nil || n != 3 {
+		t.Fatalf("partitionCount = %d, %v; want 3", n, err)
+	}
+	p.counts["cached"] = partitionCount{n: 1, at: time.Now()}
+	if n, _ := p.partitionCount(ctx, "cached"); n != 1 {
+		t.Fatalf("a fresh cached count was not used: %d", n)
+	}
+	p.counts["cached"] = partitionCount{n: 1, at: time.Now().Add(-2 * partitionCountTTL)}
+	if n, _ := p.partitionCount(ctx, "cached"); n != 3 {
+		t.Fatalf("a stale cached count was used: %d, want 3 asked again", n)
+	}
+	p.counts["cached"] = partitionCount{n: 1, at: time.Now()}
+	p.forgetCounts([]Message{{Topic: "cached"}})
+	if _, ok := p.counts["cached"]; ok {
+		t.Fatal("forgetCounts kept the count")
+	}
+}
