@@ -36,8 +36,9 @@ var runningTasks atomic.Int32
 // always (for polls of two records or more), -1 never.
 var decodeAheadMode int
 
-// decodedAhead counts the records the decoders decoded (tests).
-var decodedAhead atomic.Int64
+// decodedAhead counts the records the decoders decoded, decodedAheadBig
+// those of them over aheadKeepBytes (tests).
+var decodedAhead, decodedAheadBig atomic.Int64
 
 const (
 	slotQueued uint32 = iota
@@ -212,5 +213,8 @@ func (a *decodeAhead) decode(proc *segment.Processor, m *connectors.Message, wal
 	// task's, decoded again.
 	if s.state.CompareAndSwap(slotDecoding, slotDone) {
 		decodedAhead.Add(1)
+		if s.big {
+			decodedAheadBig.Add(1)
+		}
 	}
 }
