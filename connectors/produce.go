@@ -117,14 +117,7 @@ func (p *Producer) Write(ctx context.Context, msgs ...Message) error {
 	}
 	parts, err := p.assign(ctx, msgs)
 	if err != nil {
-		p.forgetCounts(msgs)
 		return fmt.Errorf("write %d records: %w", len(msgs), err)
-	}
-	failed := atomic.Bool{}
-	run := func(tp *topicPartition) {
-		if tp.send(ctx, p, msgs) {
-			failed.Store(true)
-		}
 	}
 	// The first partition's requests on this goroutine, the others' on
 	// their own: a write's partitions are acknowledged in one round trip.
@@ -133,23 +126,29 @@ func (p *Producer) Write(ctx context.Context, msgs ...Message) error {
 		wg.Add(1)
 		go func(tp *topicPartition) {
 			defer wg.Done()
-			run(tp)
+			tp.send(ctx, p, msgs)
 		}(&parts[i])
 	}
-	run(&parts[0])
+	parts[0].send(ctx, p, msgs)
 	wg.Wait()
-	if !failed.Load() {
+	var errs kafka.WriteErrors
+	for i := range parts {
+		if parts[i].errs == nil {
+			continue
+		}
+		if errs == nil {
+			errs = make(kafka.WriteErrors, len(msgs))
+		}
+		for j, e := range parts[i].errs {
+			errs[parts[i].idx[j]] = e
+		}
+	}
+	if errs == nil {
 		return nil
 	}
 	// A failure may come of partitions added or a topic recreated: ask
 	// again next time.
 	p.forgetCounts(msgs)
-	errs := make(kafka.WriteErrors, len(msgs))
-	for i := range parts {
-		for j, e := range parts[i].errs {
-			errs[parts[i].idx[j]] = e
-		}
-	}
 	return &writeFailure{errs: errs}
 }
 
@@ -275,9 +274,9 @@ func (p *Producer) askPartitionCount(ctx context.Context, topic string) (int, er
 }
 
 // send produces the partition's records in requests of at most
-// maxRequestRecords and maxRequestBytes, in order, and records each
-// record's error in tp.errs. It reports whether any failed.
-func (tp *topicPartition) send(ctx context.Context, p *Producer, msgs []Message) bool {
+// maxRequestRecords and maxRequestBytes, in order; after a failed request
+// tp.errs holds each record's error.
+func (tp *topicPartition) send(ctx context.Context, p *Producer, msgs []Message) {
 	rest := tp.idx
 	for len(rest) > 0 {
 		n, size := 0, 0
@@ -308,9 +307,8 @@ func (tp *topicPartition) send(ctx context.Context, p *Producer, msgs []Message)
 		for j := sent + n; j < len(tp.idx); j++ {
 			tp.errs[j] = ErrNotSent
 		}
-		return true
+		return
 	}
-	return false
 }
 
 // produce sends one request, again after a transient failure (up to
