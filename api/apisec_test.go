@@ -3,18 +3,11 @@ package api
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -31,6 +24,7 @@ import (
 
 	"github.com/segd/segd/engine"
 	"github.com/segd/segd/internal/gen"
+	"github.com/segd/segd/internal/segdtest"
 	"github.com/segd/segd/rules"
 )
 
@@ -524,86 +518,24 @@ func TestAPITokenRotation(t *testing.T) {
 	}
 }
 
-// testPKI makes a CA, and certificates it signs, as PEM files in dir.
-type testPKI struct {
-	t      *testing.T
-	dir    string
-	caKey  *ecdsa.PrivateKey
-	ca     *x509.Certificate
-	caFile string
-	serial int64
-}
-
-func newTestPKI(t *testing.T, dir, name string) *testPKI {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(der)
-	p := &testPKI{t: t, dir: dir, caKey: key, ca: ca, caFile: filepath.Join(dir, name+"-ca.pem"), serial: 1}
-	os.WriteFile(p.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	return p
-}
-
-// issue signs a certificate for cn (a server's for 127.0.0.1 when server)
-// and writes it and its key to dir/cn.pem and dir/cn-key.pem.
-func (p *testPKI) issue(cn string, server bool) (certFile, keyFile string, cert tls.Certificate) {
-	p.t.Helper()
-	p.serial++
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(p.serial), Subject: pkix.Name{CommonName: cn, Organization: []string{"segd test"}},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	kder, _ := x509.MarshalECPrivateKey(key)
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-	certFile, keyFile = filepath.Join(p.dir, cn+".pem"), filepath.Join(p.dir, cn+"-key.pem")
-	os.WriteFile(certFile+".tmp", certPEM, 0o600)
-	os.WriteFile(keyFile, keyPEM, 0o600)
-	os.Rename(certFile+".tmp", certFile)
-	cert, err = tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	return certFile, keyFile, cert
-}
-
 // TestAPITLSAndClientCertificates: the API serves HTTPS with the
 // configured certificate, reloads a renewed one without a restart, and
 // authenticates client certificates of the configured CA with their
 // scopes; a certificate of another CA does not get in.
 func TestAPITLSAndClientCertificates(t *testing.T) {
 	dir := t.TempDir()
-	pki := newTestPKI(t, dir, "segd-test")
-	certFile, keyFile, _ := pki.issue("segd-server", true)
-	_, _, etl := pki.issue("etl", false)
-	_, _, ops := pki.issue("ops-bot", false)
-	_, _, stranger := newTestPKI(t, dir, "other").issue("stranger", false)
+	pki := segdtest.NewPKI(t, dir, "segd-test")
+	certFile, keyFile, _ := pki.Issue("segd-server", true)
+	_, _, etl := pki.Issue("etl", false)
+	_, _, ops := pki.Issue("ops-bot", false)
+	_, _, stranger := segdtest.NewPKI(t, dir, "other").Issue("stranger", false)
 	s := startSecServer(t, func(c *engine.Config) {
 		withTokens(c)
-		c.API.TLS.CertFile, c.API.TLS.KeyFile, c.API.TLS.ClientCAFile = certFile, keyFile, pki.caFile
+		c.API.TLS.CertFile, c.API.TLS.KeyFile, c.API.TLS.ClientCAFile = certFile, keyFile, pki.CAFile
 		c.API.TLS.AdminSubjects = []string{"ops-bot"}
 		c.API.Auth.WatchInterval = 20 * time.Millisecond
 	})
-	roots := x509.NewCertPool()
-	roots.AddCert(pki.ca)
+	roots := pki.Roots()
 	client := func(certs ...tls.Certificate) *http.Client {
 		return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: certs}}}
 	}
@@ -655,7 +587,7 @@ func TestAPITLSAndClientCertificates(t *testing.T) {
 		return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
 	}
 	before := serial()
-	pki.issue("segd-server", true)
+	pki.Issue("segd-server", true)
 	waitFor(t, 5*time.Second, "the renewed certificate served", func() bool { return serial() != before })
 }
 
@@ -664,14 +596,13 @@ func TestAPITLSAndClientCertificates(t *testing.T) {
 // credentials for a non-loopback address.
 func TestAPIRequireClientCertificate(t *testing.T) {
 	dir := t.TempDir()
-	pki := newTestPKI(t, dir, "segd-test")
-	certFile, keyFile, _ := pki.issue("segd-server", true)
-	_, _, etl := pki.issue("etl", false)
+	pki := segdtest.NewPKI(t, dir, "segd-test")
+	certFile, keyFile, _ := pki.Issue("segd-server", true)
+	_, _, etl := pki.Issue("etl", false)
 	s := startSecServer(t, func(c *engine.Config) {
-		c.API.TLS.CertFile, c.API.TLS.KeyFile, c.API.TLS.ClientCAFile, c.API.TLS.ClientAuth = certFile, keyFile, pki.caFile, "require"
+		c.API.TLS.CertFile, c.API.TLS.KeyFile, c.API.TLS.ClientCAFile, c.API.TLS.ClientAuth = certFile, keyFile, pki.CAFile, "require"
 	})
-	roots := x509.NewCertPool()
-	roots.AddCert(pki.ca)
+	roots := pki.Roots()
 	noCert := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
 	if resp, err := noCert.Get(s.base + "/healthz"); err == nil {
 		resp.Body.Close()

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/segd/segd/connectors"
@@ -16,22 +15,35 @@ import (
 // written as tombstones to the profile topic, applied by whichever segd
 // instance owns each customer.
 func runCustomers(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	const usage = "usage: segd customers delete (--brokers HOST:PORT | --config FILE) [--topic T] ID..."
 	if len(args) < 1 || args[0] != "delete" {
-		fmt.Fprintln(stderr, "usage: segd customers delete --brokers HOST:PORT [--topic T] ID...")
+		fmt.Fprintln(stderr, usage)
 		return 2
 	}
 	fs := flag.NewFlagSet("segd customers delete", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	brokers := fs.String("brokers", "", "comma-separated host:port list (required)")
-	topic := fs.String("topic", engine.DefaultProfilesTopic, "the profile topic")
+	brokers := fs.String("brokers", "", "comma-separated `HOST:PORT` list (default: kafka.brokers of --config)")
+	configPath := fs.String("config", "", "the config `FILE` of segd run: brokers, TLS/SASL, kafka.topics.profiles")
+	topic := fs.String("topic", "", "the profile topic (default kafka.topics.profiles of --config, else "+engine.DefaultProfilesTopic+")")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
-	if *brokers == "" || fs.NArg() == 0 {
-		fmt.Fprintln(stderr, "usage: segd customers delete --brokers HOST:PORT [--topic T] ID...")
+	if fs.NArg() == 0 || *brokers == "" && *configPath == "" {
+		fmt.Fprintln(stderr, usage)
 		return 2
 	}
-	prod, err := connectors.NewProducer(strings.Split(*brokers, ","), connectors.ProducerOptions{})
+	target, err := loadKafkaTarget(*brokers, *configPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "segd customers delete:", err)
+		return 1
+	}
+	if *topic == "" {
+		*topic = engine.DefaultProfilesTopic
+		if target.cfg != nil {
+			*topic = target.cfg.Kafka.Topics.Profiles.Name
+		}
+	}
+	prod, err := target.producer()
 	if err != nil {
 		fmt.Fprintln(stderr, "segd customers delete:", err)
 		return 1

@@ -25,7 +25,10 @@ var inputTopics = map[schemas.EventType]string{
 type sender struct {
 	prod   *connectors.Producer
 	codecs *schemas.Codecs
-	json   bool
+	// topics and json say where each event type goes and whether it is
+	// written as JSON (else plain Avro).
+	topics map[schemas.EventType]string
+	json   map[schemas.EventType]bool
 	batch  []connectors.Message
 	sent   atomic.Uint64 // acknowledged by Kafka
 	// offered counts events handed to the producer, acknowledged or not:
@@ -34,17 +37,23 @@ type sender struct {
 	offered atomic.Uint64
 }
 
+// newSender writes every event type to its default topic, as JSON when
+// json is set, else as plain Avro.
 func newSender(prod *connectors.Producer, json bool) (*sender, error) {
 	cs, err := schemas.NewCodecs()
 	if err != nil {
 		return nil, err
 	}
-	return &sender{prod: prod, codecs: cs, json: json}, nil
+	s := &sender{prod: prod, codecs: cs, topics: inputTopics, json: map[schemas.EventType]bool{}}
+	for t := range inputTopics {
+		s.json[t] = json
+	}
+	return s, nil
 }
 
 func (s *sender) add(e *schemas.Event) error {
 	var value []byte
-	if s.json {
+	if s.json[e.Type] {
 		value = schemas.AppendJSON(nil, e)
 	} else {
 		var err error
@@ -53,7 +62,7 @@ func (s *sender) add(e *schemas.Event) error {
 			return err
 		}
 	}
-	s.batch = append(s.batch, connectors.Message{Topic: inputTopics[e.Type], Key: []byte(e.CustomerID), Value: value, Time: time.UnixMilli(e.Time)})
+	s.batch = append(s.batch, connectors.Message{Topic: s.topics[e.Type], Key: []byte(e.CustomerID), Value: value, Time: time.UnixMilli(e.Time)})
 	return nil
 }
 

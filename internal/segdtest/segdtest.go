@@ -44,11 +44,17 @@ func StartBroker(t testing.TB, partitions int32, topics ...string) (*connectors.
 // want not reached within timeout.
 func ReadTopic(t testing.TB, brokers []string, topic string, partitions, want int, timeout time.Duration) []connectors.Message {
 	t.Helper()
+	return ReadTopicSecure(t, brokers, nil, topic, partitions, want, timeout)
+}
+
+// ReadTopicSecure is ReadTopic over a connection with sec's TLS and SASL.
+func ReadTopicSecure(t testing.TB, brokers []string, sec *connectors.Security, topic string, partitions, want int, timeout time.Duration) []connectors.Message {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		var out []connectors.Message
 		for p := 0; p < partitions; p++ {
-			out = append(out, readPartition(t, brokers, topic, p)...)
+			out = append(out, readPartition(t, brokers, sec, topic, p)...)
 		}
 		if len(out) >= want {
 			return out
@@ -60,10 +66,10 @@ func ReadTopic(t testing.TB, brokers []string, topic string, partitions, want in
 	}
 }
 
-func readPartition(t testing.TB, brokers []string, topic string, p int) []connectors.Message {
+func readPartition(t testing.TB, brokers []string, sec *connectors.Security, topic string, p int) []connectors.Message {
 	t.Helper()
 	c, err := connectors.NewPartitionConsumer(connectors.PartitionConsumerOptions{
-		Brokers: brokers, Topics: []string{topic}, Partition: p, StopAtEnd: true, FetchMaxWait: 100 * time.Millisecond,
+		Brokers: brokers, Topics: []string{topic}, Partition: p, StopAtEnd: true, FetchMaxWait: 100 * time.Millisecond, Security: sec,
 	})
 	if err != nil {
 		t.Fatal(err)
