@@ -10,7 +10,9 @@
 //     input;
 //   - event-to-change latency at a fixed offered rate, with the changelog
 //     off and on, against the transport alone (producer -> broker ->
-//     partition consumer) in the same setup;
+//     partition consumer) in the same setup, and against a relay that
+//     produces what it consumes with segd's producer and does nothing
+//     else (the floor under segd's latency);
 //   - segd's decoders against encoding/json and goavro, and a file replay
 //     (tool.Replay) with 1 and 2 workers;
 //   - optionally, the restart of a store with many active customers.
@@ -141,6 +143,13 @@ type Results struct {
 	Latency    *Latency `json:"latency,omitempty"`
 	LatencyOff *Latency `json:"latency_changelog_off,omitempty"`
 	Transport  *Latency `json:"transport_latency,omitempty"`
+	// Relay is the floor under the segd runs: the transport run's
+	// consumers producing one record in six on with acks=all, as segd
+	// publishes a change, and doing nothing else (relayLatency).
+	Relay *Latency `json:"relay_latency,omitempty"`
+	// RelayVsTransport is the relay's p99 over the transport's: the
+	// part of targets 4a and 4b no processing can remove.
+	RelayVsTransport float64 `json:"relay_vs_transport_p99,omitempty"`
 	// LatencyOffVsTransport and LatencyOnVsTransport are p99 ratios.
 	LatencyOffVsTransport float64        `json:"latency_off_vs_transport_p99,omitempty"`
 	LatencyOnVsTransport  float64        `json:"latency_on_vs_transport_p99,omitempty"`
@@ -194,7 +203,9 @@ type Latency struct {
 	WhenCaughtUp   string  `json:"when_caught_up,omitempty"`
 	Changelog      string  `json:"changelog,omitempty"`
 	Seconds        float64 `json:"seconds"`
-	Samples        int     `json:"samples"`
+	// Offered is how many records the run offered.
+	Offered int `json:"offered"`
+	Samples int `json:"samples"`
 	// Rounds is how many runs the samples were pooled from (--latency-rounds).
 	Rounds int     `json:"rounds"`
 	P50ms  float64 `json:"p50_ms"`
@@ -347,17 +358,18 @@ func run(o options) error {
 		// Rounds alternate the order (transport, off, on, then on, off,
 		// transport) and their samples are pooled: one 20 s run's p99 is
 		// decided by a handful of stalls of this shared machine.
-		var runs [3][]*Latency
-		names := [3]string{"transport only", "latency, changelog off", "latency, changelog on"}
-		measure := [3]func() (*Latency, error){
+		var runs [4][]*Latency
+		names := [4]string{"transport only", "latency, changelog off", "latency, changelog on", "relay floor"}
+		measure := [4]func() (*Latency, error){
 			func() (*Latency, error) { return transportLatency(o, recs) },
 			func() (*Latency, error) { return latency(o, recs, "off") },
 			func() (*Latency, error) { return latency(o, recs, "on") },
+			func() (*Latency, error) { return relayLatency(o, recs) },
 		}
 		for r := 0; r < max(1, o.latencyRounds); r++ {
-			order := []int{0, 1, 2}
+			order := []int{0, 3, 1, 2}
 			if r%2 == 1 {
-				order = []int{2, 1, 0}
+				order = []int{2, 1, 3, 0}
 			}
 			for _, k := range order {
 				l, err := measure[k]()
@@ -368,12 +380,13 @@ func run(o options) error {
 				runs[k] = append(runs[k], l)
 			}
 		}
-		res.Transport, res.LatencyOff, res.Latency = pooled(runs[0]), pooled(runs[1]), pooled(runs[2])
-		for k, l := range []*Latency{res.Transport, res.LatencyOff, res.Latency} {
+		res.Transport, res.LatencyOff, res.Latency, res.Relay = pooled(runs[0]), pooled(runs[1]), pooled(runs[2]), pooled(runs[3])
+		for k, l := range []*Latency{res.Transport, res.LatencyOff, res.Latency, res.Relay} {
 			show(names[k]+", all rounds", l)
 		}
 		res.LatencyOffVsTransport = res.LatencyOff.P99ms / res.Transport.P99ms
 		res.LatencyOnVsTransport = res.Latency.P99ms / res.Transport.P99ms
+		res.RelayVsTransport = res.Relay.P99ms / res.Transport.P99ms
 	}
 	if o.sweep != "" {
 		pts, err := parseSweep(o.sweep)
@@ -964,7 +977,7 @@ func latency(o options, recs []record, changelog string) (*Latency, error) {
 	if len(samples) == 0 {
 		return nil, errors.New("latency: no change was caused by an offered event")
 	}
-	l := &Latency{Rate: int(float64(n) / offered.Seconds()), CommitInterval: cfg.Commit.Interval.String(), WhenCaughtUp: cfg.Commit.WhenCaughtUp, Changelog: changelog, Seconds: offered.Seconds()}
+	l := &Latency{Offered: n, Rate: int(float64(n) / offered.Seconds()), CommitInterval: cfg.Commit.Interval.String(), WhenCaughtUp: cfg.Commit.WhenCaughtUp, Changelog: changelog, Seconds: offered.Seconds()}
 	quantiles(l, samples)
 	return l, nil
 }
@@ -993,11 +1006,12 @@ func startProfile(path string) (stop func(), err error) {
 // the offered rate averaged, the seconds summed.
 func pooled(runs []*Latency) *Latency {
 	out := *runs[0]
-	out.samples, out.Seconds, out.Rate = nil, 0, 0
+	out.samples, out.Seconds, out.Rate, out.Offered = nil, 0, 0, 0
 	for _, l := range runs {
 		out.samples = append(out.samples, l.samples...)
 		out.Seconds += l.Seconds
 		out.Rate += l.Rate
+		out.Offered += l.Offered
 	}
 	out.Rate /= len(runs)
 	out.Rounds = len(runs)
@@ -1088,6 +1102,7 @@ func markdown(r *Results) string {
 		}
 		lrow("transport only: produce -> broker -> partition consumer (per record)", r.Transport, "")
 		if r.Transport != nil {
+			lrow("relay floor: produce -> broker -> partition consumer -> produce (acks=all) -> acknowledged, nothing else (1 record in 6)", r.Relay, fmt.Sprintf("%.2fx", r.RelayVsTransport))
 			lrow("segd, changelog off: produce -> change acknowledged (per change)", r.LatencyOff, fmt.Sprintf("%.2fx", r.LatencyOffVsTransport))
 			lrow("segd, changelog on: produce -> change acknowledged (per change)", r.Latency, fmt.Sprintf("%.2fx", r.LatencyOnVsTransport))
 		} else {

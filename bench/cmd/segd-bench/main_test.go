@@ -57,6 +57,11 @@ func TestSmallRunAgrees(t *testing.T) {
 	if r.Transport == nil || r.Transport.Samples == 0 || r.LatencyOff == nil || r.LatencyOff.Samples == 0 || r.LatencyOnVsTransport == 0 {
 		t.Fatalf("latency runs: transport %+v, changelog off %+v", r.Transport, r.LatencyOff)
 	}
+	// The relay passes on one offered record in six, each sampled once;
+	// the transport samples every record once.
+	if r.Relay == nil || r.Relay.Offered == 0 || r.Relay.Samples != (r.Relay.Offered+5)/6 || r.RelayVsTransport == 0 || r.Transport.Samples != r.Transport.Offered {
+		t.Fatalf("relay run: %+v; transport %d samples of %d offered", r.Relay, r.Transport.Samples, r.Transport.Offered)
+	}
 	if r.Decode == nil || r.Decode.Records != 5000 || r.Decode.JSONRatio == 0 || r.Decode.AvroRatio == 0 || !r.Decode.AvroCompiled {
 		t.Fatalf("decode: %+v", r.Decode)
 	}

@@ -354,6 +354,29 @@ func quantiles(l *Latency, samples []time.Duration) {
 // A sample is the time from just before a record's produce call to Poll
 // returning it.
 func transportLatency(o options, recs []record) (*Latency, error) {
+	return consumeLatency(o, recs, false)
+}
+
+// relayEvery: the relay run passes on one offered record in relayEvery,
+// about the share of events that cause a change in the segd runs (32k
+// changes for 200k events), so its second produce carries the load
+// segd's publishing does.
+const relayEvery = 6
+
+// relayLatency is the floor under segd's latency runs: the transport run's
+// consumers, each also a relay that produces one record in relayEvery of
+// each poll to an output topic with the producer segd publishes with
+// (acks=all), as segd publishes a change, and nothing else: no decoding,
+// state, rules or commit. A sample is the time from just before a
+// relayed record's first produce call to its relay write returning
+// (Kafka acknowledged it): what segd's samples measure, with segd's own
+// work taken out.
+func relayLatency(o options, recs []record) (*Latency, error) {
+	return consumeLatency(o, recs, true)
+}
+
+// consumeLatency runs the transport run, or with relay the relay run.
+func consumeLatency(o options, recs []record, relay bool) (*Latency, error) {
 	broker, err := connectors.StartEmbeddedBroker(0, int32(o.partitions))
 	if err != nil {
 		return nil, err
@@ -373,6 +396,17 @@ func transportLatency(o options, recs []record) (*Latency, error) {
 		return nil, err
 	}
 	topics := []string{k.Topics.Purchases.Name, k.Topics.Browses.Name, k.Topics.Engagements.Name, k.Topics.Profiles.Name, k.Topics.Merges}
+	const relayTopic = "bench.relay"
+	var out *connectors.Producer
+	if relay {
+		if err := (connectors.Cluster{Brokers: brokers}).EnsureTopics(context.Background(), []connectors.TopicSpec{{Name: relayTopic, Partitions: o.partitions}}); err != nil {
+			return nil, err
+		}
+		if out, err = connectors.NewProducer(brokers, connectors.ProducerOptions{}); err != nil {
+			return nil, err
+		}
+		defer out.Close()
+	}
 	var mu sync.Mutex
 	sent := map[string]time.Time{}
 	var samples []time.Duration
@@ -390,8 +424,25 @@ func transportLatency(o options, recs []record) (*Latency, error) {
 			defer wg.Done()
 			defer c.Close()
 			buf := make([]connectors.Message, 0, 512)
+			var relayed []connectors.Message
+			var relayedAt []time.Time
 			for ctx.Err() == nil {
 				msgs, _ := c.Poll(ctx, buf[:0], k.MaxWait)
+				if relay {
+					relayed, relayedAt = relayed[:0], relayedAt[:0]
+					mu.Lock()
+					for _, m := range msgs {
+						if t, ok := sent[string(m.Value)]; ok {
+							relayed = append(relayed, connectors.Message{Topic: relayTopic, Key: m.Key, Value: m.Value})
+							relayedAt = append(relayedAt, t)
+						}
+					}
+					mu.Unlock()
+					if len(relayed) == 0 || out.Write(ctx, relayed...) != nil {
+						continue
+					}
+					msgs = nil
+				}
 				now := time.Now()
 				mu.Lock()
 				for _, m := range msgs {
@@ -399,28 +450,43 @@ func transportLatency(o options, recs []record) (*Latency, error) {
 						samples = append(samples, now.Sub(t))
 					}
 				}
+				for _, t := range relayedAt {
+					samples = append(samples, now.Sub(t))
+				}
+				relayedAt = relayedAt[:0]
 				mu.Unlock()
 			}
 		}()
 	}
-	n, offered, err := offer(ctx, o, brokers, recs, &mu, func(r *record, t time.Time) { sent[string(r.value)] = t })
+	offered := 0
+	n, took, err := offer(ctx, o, brokers, recs, &mu, func(r *record, t time.Time) {
+		if !relay || offered%relayEvery == 0 {
+			sent[string(r.value)] = t
+		}
+		offered++
+	})
 	if err != nil {
 		return nil, err
+	}
+	want := n
+	if relay {
+		want = (n + relayEvery - 1) / relayEvery
 	}
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		mu.Lock()
 		got := len(samples)
 		mu.Unlock()
-		if got >= n {
+		if got >= want {
 			break
 		}
 	}
 	cancel()
 	wg.Wait()
-	if len(samples) < n {
-		return nil, fmt.Errorf("transport latency: consumed %d of %d records", len(samples), n)
+	if len(samples) < want {
+		return nil, fmt.Errorf("transport latency (relay %v): %d samples of %d records", relay, len(samples), want)
 	}
-	l := &Latency{Rate: int(float64(n) / offered.Seconds()), Seconds: offered.Seconds()}
+	offeredFor := took
+	l := &Latency{Offered: n, Rate: int(float64(n) / offeredFor.Seconds()), Seconds: offeredFor.Seconds()}
 	quantiles(l, samples)
 	return l, nil
 }
