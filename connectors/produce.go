@@ -108,16 +108,16 @@ func (p *Producer) Write(ctx context.Context, msgs ...Message) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
-		return fmt.Errorf("write %d records: %w", len(msgs), io.ErrClosedPipe)
+		return fmt.Errorf("write %s: %w", records(len(msgs)), io.ErrClosedPipe)
 	}
 	for i := range msgs {
 		if recordSize(&msgs[i]) > maxRequestBytes {
-			return fmt.Errorf("write %d records: %w", len(msgs), tooLarge(msgs, i))
+			return fmt.Errorf("write %s: %w", records(len(msgs)), tooLarge(msgs, i))
 		}
 	}
 	parts, err := p.assign(ctx, msgs)
 	if err != nil {
-		return fmt.Errorf("write %d records: %w", len(msgs), err)
+		return fmt.Errorf("write %s: %w", records(len(msgs)), err)
 	}
 	// The first partition's requests on this goroutine, the others' on
 	// their own: a write's partitions are acknowledged in one round trip.
@@ -170,7 +170,15 @@ func (e *writeFailure) Error() string {
 			}
 		}
 	}
-	return fmt.Sprintf("write %d records: %d not written, the first: %v", len(e.errs), failed, first)
+	return fmt.Sprintf("write %s: %d not written, the first: %v", records(len(e.errs)), failed, first)
+}
+
+// records says how many records, for messages: "1 record", "2 records".
+func records(n int) string {
+	if n == 1 {
+		return "1 record"
+	}
+	return fmt.Sprintf("%d records", n)
 }
 
 // Unwrap gives errors.As the kafka.WriteErrors (RecordErrors reads it).

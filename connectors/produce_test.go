@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -272,8 +273,8 @@ func TestProducerClose(t *testing.T) {
 	if err := p.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if err := p.Write(context.Background(), Message{Topic: "closing", Value: []byte("y")}); !errors.Is(err, io.ErrClosedPipe) {
-		t.Fatalf("write after Close: %v, want io.ErrClosedPipe", err)
+	if err := p.Write(context.Background(), Message{Topic: "closing", Value: []byte("y")}); !errors.Is(err, io.ErrClosedPipe) || !strings.HasPrefix(err.Error(), "write 1 record: ") {
+		t.Fatalf("write after Close: %v, want io.ErrClosedPipe, said of 1 record", err)
 	}
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -72,7 +71,7 @@ func (s *sender) flush(ctx context.Context) error {
 	}
 	s.offered.Add(uint64(len(s.batch)))
 	if err := s.prod.Write(ctx, s.batch...); err != nil {
-		return fmt.Errorf("send %d events: %w", len(s.batch), err)
+		return err // the producer's error says how many records
 	}
 	s.sent.Add(uint64(len(s.batch)))
 	s.batch = s.batch[:0]
