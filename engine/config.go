@@ -479,13 +479,16 @@ func (e *ConfigError) Error() string {
 // Validate reports every invalid field, naming the field, its value and the
 // limit. Call EnsureDefaults first.
 func (c *Config) Validate() error {
+	return validate(c.validateKafka, c.validateTopics, c.validateLimits, c.validateExposure, c.validateOutput)
+}
+
+// validate runs checks and gathers the problems they find.
+func validate(checks ...func(problem)) error {
 	var p []string
 	bad := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
-	c.validateKafka(bad)
-	c.validateTopics(bad)
-	c.validateLimits(bad)
-	c.validateExposure(bad)
-	c.validateOutput(bad)
+	for _, check := range checks {
+		check(bad)
+	}
 	if len(p) > 0 {
 		return &ConfigError{Problems: p}
 	}
@@ -688,6 +691,36 @@ func (c *Config) validateOutput(bad problem) {
 // SEGD_* environment overrides, fills defaults and validates. path may be
 // empty: then only the environment and defaults count.
 func LoadConfig(path string, environ []string) (*Config, error) {
+	return loadConfig(path, environ, (*Config).Validate)
+}
+
+// LoadClientConfig is LoadConfig for a command that only talks to segd's
+// topics (segd gen, segd changes, segd customers delete): it checks the
+// Kafka connection, the topics and the output format, not what only segd
+// run needs (its rules file, state, API), so that the config or the
+// SEGD_* environment of a running segd serves them as it is.
+func LoadClientConfig(path string, environ []string) (*Config, error) {
+	return loadConfig(path, environ, (*Config).validateClient)
+}
+
+// validateClient is Validate for LoadClientConfig.
+func (c *Config) validateClient() error {
+	return validate(c.validateKafka, c.validateTopics, c.validateOutput)
+}
+
+// HasKafkaEnv reports whether environ sets any kafka.* field of the
+// config (a SEGD_KAFKA_* variable): a running segd's connection settings.
+func HasKafkaEnv(environ []string) bool {
+	prefix := EnvName("kafka") + "_"
+	for _, kv := range environ {
+		if strings.HasPrefix(kv, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+func loadConfig(path string, environ []string, validate func(*Config) error) (*Config, error) {
 	var c Config
 	if path != "" {
 		src, err := os.ReadFile(path)
@@ -711,7 +744,7 @@ func LoadConfig(path string, environ []string) (*Config, error) {
 		return nil, err
 	}
 	c.EnsureDefaults()
-	if err := c.Validate(); err != nil {
+	if err := validate(&c); err != nil {
 		if path != "" {
 			return nil, fmt.Errorf("config %s: %w", path, err)
 		}

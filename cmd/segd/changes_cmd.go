@@ -35,8 +35,8 @@ func runChanges(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintln(fs.Output(), changesUsage)
 		fs.PrintDefaults()
 	}
-	brokers := fs.String("brokers", "", "comma-separated `HOST:PORT` list (default: kafka.brokers of --config)")
-	configPath := fs.String("config", "", "the config `FILE` of segd run: brokers, TLS/SASL, kafka.topics.changes, output.format")
+	brokers := fs.String("brokers", "", "comma-separated `HOST:PORT` list (default: kafka.brokers of --config or SEGD_KAFKA_BROKERS)")
+	configPath := fs.String("config", "", "the config `FILE` of segd run: brokers, TLS/SASL, kafka.topics.changes, output.format (SEGD_* variables apply, as to segd run)")
 	topic := fs.String("topic", "", "the changes topic (default kafka.topics.changes of --config, else "+engine.DefaultChangesTopic+")")
 	from := fs.String("from", "beginning", "where to start: beginning or end")
 	format := fs.String("format", "", "the topic's encoding, avro or json (default output.format of --config, else avro)")
@@ -74,32 +74,23 @@ func runChanges(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stderr, "segd changes: --from %q: want beginning or end\n", *from)
 		return 2
 	}
-	if *brokers != "" {
-		src.brokers = strings.Split(*brokers, ",")
+	target, err := loadKafkaTarget(*brokers, *configPath)
+	if errors.Is(err, errNoTarget) {
+		fmt.Fprintln(stderr, "segd changes: give --brokers, --config or --file (or set SEGD_KAFKA_BROKERS)")
+		return 2
 	}
-	if *configPath != "" {
-		cfg, err := engine.LoadConfig(*configPath, os.Environ())
-		if err != nil {
-			fmt.Fprintln(stderr, "segd changes:", err)
-			return 1
-		}
-		if src.brokers == nil {
-			src.brokers = cfg.Kafka.Brokers
-		}
+	if err != nil {
+		fmt.Fprintln(stderr, "segd changes:", err)
+		return 1
+	}
+	src.brokers, src.sec = target.brokers, target.sec
+	if cfg := target.cfg; cfg != nil {
 		if src.topic == "" {
 			src.topic = cfg.Kafka.Topics.Changes
 		}
 		if src.format == "" {
 			src.format = cfg.Output.Format
 		}
-		if src.sec, err = cfg.Security(); err != nil {
-			fmt.Fprintln(stderr, "segd changes:", err)
-			return 1
-		}
-	}
-	if len(src.brokers) == 0 {
-		fmt.Fprintln(stderr, "segd changes: give --brokers, --config or --file")
-		return 2
 	}
 	if src.topic == "" {
 		src.topic = engine.DefaultChangesTopic
@@ -111,7 +102,7 @@ func runChanges(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stderr, "segd changes: --format %q: want avro or json\n", src.format)
 		return 2
 	}
-	err := src.run(ctx, func(c *schemas.SegmentChange) error {
+	err = src.run(ctx, func(c *schemas.SegmentChange) error {
 		if err := writeChangeLine(out, c); err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,8 +18,8 @@ import (
 func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("segd gen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	brokers := fs.String("brokers", "", "comma-separated `HOST:PORT` list (default: kafka.brokers of --config)")
-	configPath := fs.String("config", "", "the config `FILE` of segd run: brokers, TLS/SASL, the input topics' names and formats")
+	brokers := fs.String("brokers", "", "comma-separated `HOST:PORT` list (default: kafka.brokers of --config or SEGD_KAFKA_BROKERS)")
+	configPath := fs.String("config", "", "the config `FILE` of segd run: brokers, TLS/SASL, the input topics' names and formats (SEGD_* variables apply, as to segd run)")
 	rate := fs.Int("rate", 1000, "events per second")
 	count := fs.Uint64("count", 0, "stop after this many events (0: never)")
 	customers := fs.Int("customers", 10000, "initial customer population (it grows when the rate needs more customers active at once)")
@@ -36,10 +37,6 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "segd gen:", err)
 		return 2
 	}
-	if *brokers == "" && *configPath == "" {
-		fmt.Fprintln(stderr, "segd gen: give --brokers or --config")
-		return 2
-	}
 	if *format != "" && *format != "avro" && *format != "json" {
 		fmt.Fprintf(stderr, "segd gen: --format %q: want avro or json\n", *format)
 		return 2
@@ -47,6 +44,9 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	target, err := loadKafkaTarget(*brokers, *configPath)
 	if err != nil {
 		fmt.Fprintln(stderr, "segd gen:", err)
+		if errors.Is(err, errNoTarget) {
+			return 2
+		}
 		return 1
 	}
 	topics, err := genTopics(target.cfg, *format)

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"fmt"
+	"errors"
 	"os"
 	"strings"
 
@@ -9,43 +9,51 @@ import (
 	"github.com/segd/segd/engine"
 )
 
-// kafkaTarget is the cluster a command writes to: --brokers, else the
-// kafka.brokers of --config (segd run's config file, SEGD_* variables
-// applied), with the config's TLS and SASL. Without --config the
-// connection is plaintext, as to a local broker.
+// kafkaTarget is the cluster a command talks to, as segd run's config
+// names it: from --config (segd run's config file) and the SEGD_KAFKA_*
+// environment of a running segd, which give the brokers, TLS, SASL and
+// topics; --brokers names the brokers over both. With neither a config
+// nor SEGD_KAFKA_* variables the connection is plaintext to --brokers, as
+// to a local broker.
 type kafkaTarget struct {
 	brokers []string
 	sec     *connectors.Security // nil: plaintext
-	cfg     *engine.Config       // nil without --config
+	cfg     *engine.Config       // nil without --config or SEGD_KAFKA_*
 }
 
-// loadKafkaTarget reads --brokers and --config. Its errors name what is
-// missing; they never contain the SASL password (engine.Config.Security).
+// errNoTarget: neither --brokers, --config nor SEGD_KAFKA_BROKERS names a
+// cluster (a usage error).
+var errNoTarget = errors.New("give --brokers or --config (or set SEGD_KAFKA_BROKERS)")
+
+// loadKafkaTarget reads --brokers, --config and the environment. Its
+// errors name the key at fault; they never contain the SASL password
+// (engine.Config.Security).
 func loadKafkaTarget(brokers, configPath string) (kafkaTarget, error) {
 	var t kafkaTarget
-	if brokers != "" {
+	environ := os.Environ()
+	if configPath == "" && !engine.HasKafkaEnv(environ) {
 		for _, b := range strings.Split(brokers, ",") {
 			if b = strings.TrimSpace(b); b != "" {
 				t.brokers = append(t.brokers, b)
 			}
 		}
-	}
-	if configPath != "" {
-		cfg, err := engine.LoadConfig(configPath, os.Environ())
-		if err != nil {
-			return t, err
+		if len(t.brokers) == 0 {
+			return t, errNoTarget
 		}
-		if t.brokers == nil {
-			t.brokers = cfg.Kafka.Brokers
-		}
-		if t.sec, err = cfg.Security(); err != nil {
-			return t, err
-		}
-		t.cfg = cfg
+		return t, nil
 	}
-	if len(t.brokers) == 0 {
-		return t, fmt.Errorf("give --brokers or --config")
+	if brokers != "" {
+		// Over the file and the environment: the last setting wins.
+		environ = append(environ, engine.EnvName("kafka.brokers")+"="+brokers)
 	}
+	cfg, err := engine.LoadClientConfig(configPath, environ)
+	if err != nil {
+		return t, err
+	}
+	if t.sec, err = cfg.Security(); err != nil {
+		return t, err
+	}
+	t.brokers, t.cfg = cfg.Kafka.Brokers, cfg
 	return t, nil
 }
 

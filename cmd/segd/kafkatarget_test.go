@@ -19,9 +19,10 @@ import (
 )
 
 // TestGenAndDeleteThroughConfig runs segd gen and segd customers delete
-// with segd run's config file against a broker that demands TLS and
-// SCRAM-SHA-256: they connect with the config's security, write to the
-// config's topic names in each topic's format, and print no password.
+// with segd run's config file (and with its SEGD_KAFKA_* environment
+// alone) against a broker that demands TLS and SCRAM-SHA-256: they
+// connect with the config's security, write to the config's topic names
+// in each topic's format, and print no password.
 func TestGenAndDeleteThroughConfig(t *testing.T) {
 	dir := t.TempDir()
 	const password = "pw-gen-Q7-never-printed"
@@ -121,14 +122,33 @@ state: {dir: %q}
 	if err != nil || !strings.Contains(out, "deletion requested for 2 customer(s) on shop.profiles") {
 		t.Fatalf("segd customers delete --config: %v\n%s", err, out)
 	}
+	// A running segd's environment alone, as in its container, and a
+	// config holding only the connection (no rules or state: what segd
+	// run alone needs) serve as well.
+	env := []string{"SEGD_KAFKA_BROKERS=" + addr, "SEGD_KAFKA_TLS_ENABLED=true", "SEGD_KAFKA_TLS_CA_FILE=" + caFile,
+		"SEGD_KAFKA_SASL_MECHANISM=scram-sha-256", "SEGD_KAFKA_SASL_USERNAME=segd", "SEGD_KAFKA_SASL_PASSWORD_FILE=" + pwFile,
+		"SEGD_KAFKA_TOPICS_PROFILES_NAME=shop.profiles"}
+	cmd := exec.Command(segdBinary(t), "customers", "delete", "gone-3")
+	cmd.Dir, cmd.Env = dir, append(os.Environ(), env...)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "on shop.profiles") || strings.Contains(string(out), password) {
+		t.Fatalf("segd customers delete with SEGD_KAFKA_* only: %v\n%s", err, out)
+	}
+	clientCfg := filepath.Join(dir, "client.yaml")
+	if err := os.WriteFile(clientCfg, []byte(fmt.Sprintf("kafka:\n  brokers: [%q]\n  tls: {enabled: true, ca_file: %q}\n  sasl: {mechanism: scram-sha-256, username: segd, password_file: %q}\n  topics: {profiles: {name: shop.profiles}}\n",
+		addr, caFile, pwFile)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := segd("customers", "delete", "--config", clientCfg, "gone-4"); err != nil {
+		t.Fatalf("segd customers delete with a connection-only config: %v\n%s", err, out)
+	}
 	tombstones := map[string]bool{}
 	for _, m := range read("shop.profiles") {
 		if m.Value == nil {
 			tombstones[string(m.Key)] = true
 		}
 	}
-	if !tombstones["gone-1"] || !tombstones["gone-2"] || len(tombstones) != 2 {
-		t.Fatalf("tombstones on shop.profiles: %v, want gone-1 and gone-2", tombstones)
+	if len(tombstones) != 4 || !tombstones["gone-1"] || !tombstones["gone-2"] || !tombstones["gone-3"] || !tombstones["gone-4"] {
+		t.Fatalf("tombstones on shop.profiles: %v, want gone-1 to gone-4", tombstones)
 	}
 
 	// A --format the config's topics do not have, and a topic gen cannot
