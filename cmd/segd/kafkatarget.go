@@ -45,6 +45,10 @@ func loadKafkaTarget(brokers, configPath string) (kafkaTarget, error) {
 	if brokers != "" {
 		// Over the file and the environment: the last setting wins.
 		environ = append(environ, engine.EnvName("kafka.brokers")+"="+brokers)
+	} else if configPath == "" && !hasEnv(environ, engine.EnvName("kafka.brokers")) {
+		// Some SEGD_KAFKA_* variable (a pod's SASL password) but no
+		// brokers: the config file is missing, not kafka.brokers.
+		return t, errNoTarget
 	}
 	cfg, err := engine.LoadClientConfig(configPath, environ)
 	if err != nil {
@@ -65,4 +69,14 @@ func (t kafkaTarget) producer() (*connectors.Producer, error) {
 // cluster is the target for admin requests (creating topics).
 func (t kafkaTarget) cluster() connectors.Cluster {
 	return connectors.Cluster{Brokers: t.brokers, Security: t.sec}
+}
+
+// hasEnv reports whether environ sets name.
+func hasEnv(environ []string, name string) bool {
+	for _, kv := range environ {
+		if k, _, _ := strings.Cut(kv, "="); k == name {
+			return true
+		}
+	}
+	return false
 }

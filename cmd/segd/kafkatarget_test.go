@@ -133,6 +133,13 @@ state: {dir: %q}
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "on shop.profiles") || strings.Contains(string(out), password) {
 		t.Fatalf("segd customers delete with SEGD_KAFKA_* only: %v\n%s", err, out)
 	}
+	// Only a password in the environment (as in segd's pod) names no
+	// cluster: a usage error, not a config's problem.
+	cmd = exec.Command(segdBinary(t), "customers", "delete", "gone-5")
+	cmd.Dir, cmd.Env = dir, append(os.Environ(), "SEGD_KAFKA_SASL_PASSWORD="+password)
+	if out, err := cmd.CombinedOutput(); cmd.ProcessState.ExitCode() != 2 || !strings.Contains(string(out), "usage:") || strings.Contains(string(out), password) {
+		t.Fatalf("segd customers delete with only a password in the environment: %v\n%s", err, out)
+	}
 	clientCfg := filepath.Join(dir, "client.yaml")
 	if err := os.WriteFile(clientCfg, []byte(fmt.Sprintf("kafka:\n  brokers: [%q]\n  tls: {enabled: true, ca_file: %q}\n  sasl: {mechanism: scram-sha-256, username: segd, password_file: %q}\n  topics: {profiles: {name: shop.profiles}}\n",
 		addr, caFile, pwFile)), 0o600); err != nil {
