@@ -33,6 +33,18 @@ func startBroker(t *testing.T, partitions int32, topics ...string) []string {
 	return b.Addrs()
 }
 
+// testProducer is a producer to brokers with the default options, closed
+// when the test ends.
+func testProducer(tb testing.TB, brokers []string) *Producer {
+	tb.Helper()
+	p, err := NewProducer(brokers, ProducerOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { p.Close() })
+	return p
+}
+
 // The consumer merges a partition's topics by record timestamp, whatever
 // order they were produced in, and stops at the end with StopAtEnd.
 func TestPartitionConsumerMergesByTimestamp(t *testing.T) {
@@ -406,11 +418,7 @@ func TestProducerSendsACallAsOneBatch(t *testing.T) {
 		produces.Add(1)
 		return nil, nil, false
 	})
-	p, err := NewProducer(b.Addrs(), ProducerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := testProducer(t, b.Addrs())
 	msgs := make([]Message, 500)
 	for i := range msgs {
 		msgs[i] = Message{Topic: "one", Key: []byte("k"), Value: bytes.Repeat([]byte("v"), 100)}

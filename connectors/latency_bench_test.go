@@ -28,11 +28,7 @@ func benchTransportLatency(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer br.Close()
-	p, err := NewProducer(br.Addrs(), ProducerOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Close()
+	p := testProducer(b, br.Addrs())
 	var mu sync.Mutex
 	sent := map[string]time.Time{}
 	var lat []time.Duration

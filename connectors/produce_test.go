@@ -134,11 +134,7 @@ func TestProducerSplitsRequests(t *testing.T) {
 		}
 		return nil, nil, false
 	})
-	p, err := NewProducer(b.Addrs(), ProducerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := testProducer(t, b.Addrs())
 	var msgs []Message
 	for i := range 2500 {
 		size := 10
@@ -181,11 +177,7 @@ func TestProducerRetriesATransientFailure(t *testing.T) {
 		dropped.Add(1)
 		return nil, errors.New("dropped by the test"), true // closes the connection, once
 	})
-	p, err := NewProducer(b.Addrs(), ProducerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := testProducer(t, b.Addrs())
 	msgs := []Message{{Topic: "flaky", Key: []byte("a"), Value: []byte("1")}, {Topic: "flaky", Key: []byte("b"), Value: []byte("2")}}
 	if err := p.Write(context.Background(), msgs...); err != nil {
 		t.Fatalf("write after one dropped request: %v", err)
@@ -227,11 +219,7 @@ func TestProducerStopsAPartitionAtAFailure(t *testing.T) {
 		}
 		return resp, nil, true
 	})
-	p, err := NewProducer(b.Addrs(), ProducerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := testProducer(t, b.Addrs())
 	msgs := make([]Message, 1500)
 	for i := range msgs {
 		msgs[i] = Message{Topic: "refusing", Key: []byte("k"), Value: []byte(fmt.Sprint(i))}
@@ -286,11 +274,7 @@ func BenchmarkProducerWrite(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer br.Close()
-	p, err := NewProducer(br.Addrs(), ProducerOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Close()
+	p := testProducer(b, br.Addrs())
 	m := Message{Topic: "bench", Key: []byte("customer-1"), Value: bytes.Repeat([]byte("v"), 200)}
 	ctx := context.Background()
 	b.ReportAllocs()
