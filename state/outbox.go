@@ -123,12 +123,17 @@ func (o *stagedOutbox) bytes() int { return len(o.arena) }
 
 // writeTo writes the staged groups into b, compressed where that pays,
 // and empties o. key and zbuf are scratch buffers, returned for reuse.
-func (o *stagedOutbox) writeTo(b *pebble.Batch, part int32, key, zbuf []byte) ([]byte, []byte) {
+// keep, if not nil, stages a copy of each entry for the publisher
+// (recentOutbox).
+func (o *stagedOutbox) writeTo(b *pebble.Batch, part int32, key, zbuf []byte, keep *recentOutbox) ([]byte, []byte) {
 	o.closeGroup()
 	for _, g := range o.groups {
 		key = outboxKey(key[:0], part, g.seq)
 		zbuf = appendOutboxEntry(zbuf[:0], g.n, o.arena[g.off:g.end])
 		b.Set(key, zbuf, nil)
+		if keep != nil {
+			keep.stage(g.seq, g.seq+g.n-1, zbuf)
+		}
 	}
 	o.reset()
 	if cap(o.arena) > stagedOutboxRetainBytes {
@@ -246,6 +251,20 @@ func (p *Partition) readOutbox(after, hi uint64, limit int, fn func(seq uint64, 
 	if after >= hi {
 		return nil
 	}
+	var held [8]recentGroup
+	if gs := p.recent.from(after+1, hi, held[:0]); gs != nil {
+		n, last, err := readHeld(gs, after, hi, limit, fn)
+		if err != nil || n >= limit || last >= hi {
+			return err
+		}
+		// The rest (a pipelined commit's) is in the store only.
+		after, limit = last, limit-n
+	}
+	return p.readStored(after, hi, limit, fn)
+}
+
+// readStored is readOutbox from Pebble.
+func (p *Partition) readStored(after, hi uint64, limit int, fn func(seq uint64, value []byte) error) error {
 	// Every entry left begins after the last deleted value, so the bound
 	// keeps the seek below off the deleted entries' tombstones.
 	lower := outboxKey(nil, p.id, p.deletedTo.Load()+1)
@@ -277,6 +296,31 @@ func (p *Partition) readOutbox(after, hi uint64, limit int, fn func(seq uint64, 
 	return it.Error()
 }
 
+// readHeld is readOutbox over entries the partition holds in memory
+// (consecutive groups): it returns how many values it passed to fn and
+// the last sequence it read.
+func readHeld(gs []recentGroup, after, hi uint64, limit int, fn func(seq uint64, value []byte) error) (n int, last uint64, err error) {
+	last = after
+	var scratch []byte
+	for _, g := range gs {
+		if n >= limit {
+			break
+		}
+		_, err := forEachOutboxValue(g.key, g.entry, &scratch, func(seq uint64, v []byte) error {
+			if seq <= after || seq > hi {
+				return nil
+			}
+			n++
+			last = seq
+			return fn(seq, v)
+		})
+		if err != nil {
+			return n, last, err
+		}
+	}
+	return n, last, nil
+}
+
 // DeleteOutbox deletes every entry up to and including upTo, once the sink
 // confirmed them. A group that holds upTo and later values stays whole
 // until a later call passes its end (ReadOutbox's callers delete up to
@@ -296,29 +340,13 @@ func (p *Partition) deleteOutbox(upTo uint64) error {
 	if upTo < from {
 		return nil
 	}
-	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: outboxKey(nil, p.id, from), UpperBound: outboxKey(nil, p.id, upTo+1)})
-	if err != nil {
-		return fmt.Errorf("delete outbox to %d: %w", upTo, err)
-	}
-	// Entries are read before they are deleted: a group's key does not
-	// say where it ends.
-	to := upTo
-	keys := p.delScratch[:0]
-	for ok := it.First(); ok; ok = it.Next() {
-		key := binary.BigEndian.Uint64(it.Key()[5:])
-		last, err := forEachOutboxValue(key, it.Value(), nil, nil)
-		if err != nil {
-			it.Close()
-			return fmt.Errorf("delete outbox to %d: %w", upTo, err)
+	keys, to, held := p.recent.deletable(from, upTo, p.delScratch[:0])
+	if !held {
+		var err error
+		if keys, to, err = p.outboxKeysTo(from, upTo); err != nil {
+			return err
 		}
-		if last > upTo {
-			to = key - 1
-			break
-		}
-		keys = append(keys, key)
-	}
-	if err := it.Close(); err != nil {
-		return fmt.Errorf("delete outbox to %d: %w", upTo, err)
+		p.recent.forget(to)
 	}
 	p.delScratch = keys[:0]
 	if len(keys) == 0 {
@@ -355,6 +383,36 @@ func (p *Partition) deleteOutbox(upTo uint64) error {
 	}
 	p.deletedTo.Store(to)
 	return nil
+}
+
+// outboxKeysTo reads the keys of the stored entries from from (where the
+// first one left begins) that end at or before upTo, appended to
+// p.delScratch, and the last sequence they cover. Entries are read
+// before they are deleted: a group's key does not say where it ends.
+func (p *Partition) outboxKeysTo(from, upTo uint64) ([]uint64, uint64, error) {
+	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: outboxKey(nil, p.id, from), UpperBound: outboxKey(nil, p.id, upTo+1)})
+	if err != nil {
+		return nil, 0, fmt.Errorf("delete outbox to %d: %w", upTo, err)
+	}
+	to := upTo
+	keys := p.delScratch[:0]
+	for ok := it.First(); ok; ok = it.Next() {
+		key := binary.BigEndian.Uint64(it.Key()[5:])
+		last, err := forEachOutboxValue(key, it.Value(), nil, nil)
+		if err != nil {
+			it.Close()
+			return nil, 0, fmt.Errorf("delete outbox to %d: %w", upTo, err)
+		}
+		if last > upTo {
+			to = key - 1
+			break
+		}
+		keys = append(keys, key)
+	}
+	if err := it.Close(); err != nil {
+		return nil, 0, fmt.Errorf("delete outbox to %d: %w", upTo, err)
+	}
+	return keys, to, nil
 }
 
 // outboxPointDeletes is the most entries DeleteOutbox deletes with point

@@ -217,6 +217,7 @@ func TestOutboxCorruptGroup(t *testing.T) {
 	if err := s.db.Set(outboxKey(nil, 0, 1), []byte{outboxGroupMark, 2, 'o', 'k', 9, 'x'}, pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
+	forgetHeld(p) // the stored copy is the one under test
 	err = p.ReadOutbox(0, 10, func(uint64, []byte) error { return nil })
 	if !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("read of a corrupt group: %v, want ErrCorrupt", err)
@@ -510,6 +511,7 @@ func TestOutboxCorruptCompressedGroup(t *testing.T) {
 			if err := s.db.Set(outboxKey(nil, 0, 1), entry, pebble.Sync); err != nil {
 				t.Fatal(err)
 			}
+			forgetHeld(p)
 			err = p.ReadOutbox(0, 100, func(uint64, []byte) error { return nil })
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("read of a %s compressed group: %v, want ErrCorrupt", name, err)

@@ -111,6 +111,9 @@ type Partition struct {
 	// is a synchronous commit's buffer for a compressed group.
 	out  stagedOutbox
 	zbuf []byte
+	// recent holds the latest small commits' entries for the publisher
+	// (recentoutbox.go).
+	recent recentOutbox
 	// delKeys are the outbox keys DeleteOutbox deleted that the changelog
 	// has not logged (guarded by outMu); deletes up to delBlindTo are not
 	// listed there (made before a restart, or by a range tombstone) and
@@ -610,7 +613,8 @@ func (p *Partition) commit() error {
 		return err
 	}
 	b := p.staged
-	p.keyBuf, p.zbuf = p.out.writeTo(b, p.id, p.keyBuf, p.zbuf)
+	p.recent.drop() // what a failed commit staged
+	p.keyBuf, p.zbuf = p.out.writeTo(b, p.id, p.keyBuf, p.zbuf, &p.recent)
 	p.index.detach(&p.syncIndex)
 	p.keyBuf = p.syncIndex.writeTo(b, p.id, p.keyBuf)
 	// Writing keys in order makes the memtable inserts walk the skiplist
@@ -669,6 +673,7 @@ func (p *Partition) commit() error {
 	if p.changelog {
 		p.changelogCommitted()
 	}
+	p.recent.publish()
 	p.committed.Store(committedSeq)
 	p.timers.committed()
 	p.evict()

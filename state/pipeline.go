@@ -301,7 +301,7 @@ func (p *Partition) writeRecords(fl *flight) error {
 		fl.b.Set(fl.keyBuf, v, nil)
 	}
 	fl.keyBuf = fl.index.writeTo(fl.b, p.id, fl.keyBuf)
-	fl.keyBuf, fl.zbuf = fl.out.writeTo(fl.b, p.id, fl.keyBuf, fl.zbuf)
+	fl.keyBuf, fl.zbuf = fl.out.writeTo(fl.b, p.id, fl.keyBuf, fl.zbuf, nil)
 	// The entry is the whole batch: logged last.
 	if fl.logged {
 		if err := p.stageChangelog(fl.b, fl.before, fl.seq, &fl.keyBuf); err != nil {
