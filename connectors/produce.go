@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -101,10 +102,19 @@ func NewProducer(brokers []string, opts ProducerOptions) (*Producer, error) {
 // (kafka.MessageTooLargeError) or a topic whose partitions are unknown.
 // A partition's records are sent in order; after a request fails, that
 // partition's later records are not sent (ErrNotSent).
+//
+// kafka-go may return from a request (its context canceled or timed out)
+// while its connection's goroutine still encodes it: Write sends from a
+// copy of msgs, so the caller may reuse the slice at once, but not change
+// the bytes its records' keys, values and headers point to.
 func (p *Producer) Write(ctx context.Context, msgs ...Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
+	// The publisher refills its slice for the next write: a request still
+	// being encoded read the new records in place of its own (a data race
+	// the race detector caught in a hand-over's flush).
+	msgs = slices.Clone(msgs)
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
