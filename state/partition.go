@@ -614,7 +614,13 @@ func (p *Partition) commit() error {
 	}
 	b := p.staged
 	p.recent.drop() // what a failed commit staged
-	p.keyBuf, p.zbuf = p.out.writeTo(b, p.id, p.keyBuf, p.zbuf, &p.recent)
+	// A larger commit (a busy partition's, a replay's) is read from
+	// Pebble in groups at no loss: its entries are not copied.
+	keep := &p.recent
+	if !keeps(p.out.bytes()) {
+		keep = nil
+	}
+	p.keyBuf, p.zbuf = p.out.writeTo(b, p.id, p.keyBuf, p.zbuf, keep)
 	p.index.detach(&p.syncIndex)
 	p.keyBuf = p.syncIndex.writeTo(b, p.id, p.keyBuf)
 	// Writing keys in order makes the memtable inserts walk the skiplist

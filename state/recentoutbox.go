@@ -27,7 +27,6 @@ type recentOutbox struct {
 	// held once its batch is durable (publish) or dropped (drop).
 	staged      []recentGroup
 	stagedBytes int
-	skip        bool // the current commit's entries are too large to keep
 }
 
 // recentGroup is one stored outbox entry: its key (its first value's
@@ -48,16 +47,13 @@ const (
 	recentCommitBytes = 256 << 10
 )
 
+// keeps reports whether a commit staging outboxBytes of groups
+// (uncompressed: what is stored is no larger) has its entries held.
+func keeps(outboxBytes int) bool { return outboxBytes <= recentCommitBytes }
+
 // stage copies a synchronous commit's entry (key..last, as stored) to be
 // held once the commit is durable. Task-owned.
 func (r *recentOutbox) stage(key, last uint64, entry []byte) {
-	if r.skip {
-		return
-	}
-	if r.stagedBytes+len(entry) > recentCommitBytes {
-		r.staged, r.stagedBytes, r.skip = r.staged[:0], 0, true
-		return
-	}
 	r.staged = append(r.staged, recentGroup{key: key, last: last, entry: append([]byte(nil), entry...)})
 	r.stagedBytes += len(entry)
 }
@@ -65,7 +61,7 @@ func (r *recentOutbox) stage(key, last uint64, entry []byte) {
 // drop forgets what the current commit staged (its batch did not land).
 func (r *recentOutbox) drop() {
 	clear(r.staged)
-	r.staged, r.stagedBytes, r.skip = r.staged[:0], 0, false
+	r.staged, r.stagedBytes = r.staged[:0], 0
 }
 
 // publish holds what the commit staged: called once its batch is
