@@ -78,6 +78,8 @@ type Partition struct {
 	cache        map[string]*entry
 	lru          entry // sentinel: lru.next is the most recent
 	dirty        []*entry
+	dirtySorted  []*entry // sortDirty's other buffer
+	dirtyKeys    []idKey
 	dirtyBytes   int64
 	deleted      map[string]struct{}
 	budget       atomic.Int64
@@ -625,7 +627,7 @@ func (p *Partition) commit() error {
 	p.keyBuf = p.syncIndex.writeTo(b, p.id, p.keyBuf)
 	// Writing keys in order makes the memtable inserts walk the skiplist
 	// from nearby positions.
-	slices.SortFunc(p.dirty, func(a, b *entry) int { return strings.Compare(a.id, b.id) })
+	p.sortDirty()
 	for _, e := range p.dirty {
 		if !e.dirty {
 			continue // deleted since it was marked
@@ -685,6 +687,31 @@ func (p *Partition) commit() error {
 	p.evict()
 	return nil
 }
+
+// sortDirty sorts the dirty records by id. A few (a caught-up
+// partition's commit) are compared directly; more by their ids'
+// prefixes first (idPrefix), their ids read once each instead of at
+// every comparison.
+func (p *Partition) sortDirty() {
+	if len(p.dirty) < sortDirectBelow {
+		slices.SortFunc(p.dirty, func(a, b *entry) int { return strings.Compare(a.id, b.id) })
+		return
+	}
+	keys := p.dirtyKeys[:0]
+	for i, e := range p.dirty {
+		keys = append(keys, idKey{pre: idPrefix(e.id), i: int32(i)})
+	}
+	sortIDKeys(keys, func(i int32) string { return p.dirty[i].id })
+	sorted := p.dirtySorted[:0]
+	for _, k := range keys {
+		sorted = append(sorted, p.dirty[k.i])
+	}
+	clear(p.dirty) // no entry kept alive by the spare buffer
+	p.dirty, p.dirtySorted, p.dirtyKeys = sorted, p.dirty[:0], keys[:0]
+}
+
+// sortDirectBelow is how few dirty records sortDirty compares directly.
+const sortDirectBelow = 32
 
 // learn adds a record being committed to the customer filter. Before the
 // batch commits: the filter may know an id the store does not hold yet,

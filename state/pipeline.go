@@ -3,8 +3,6 @@ package state
 import (
 	"fmt"
 	"runtime"
-	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -65,6 +63,7 @@ type flightRec struct {
 	val   [2]int // flightWritten: the encoding is arena[val[0]:val[1]]
 	snap  []byte // flightCopied: the task's encoding
 	size  int64  // flightWritten: entrySize measured by the writer
+	pre   uint64 // idPrefix of its id, set by the writer (sortIDKeys)
 }
 
 // Prefetcher is a Record that can announce the memory its encoding reads,
@@ -150,7 +149,7 @@ type flight struct {
 	took    time.Duration       // the writer's time, read after done
 	// The writer's buffers.
 	arena  []byte
-	order  []int32
+	keys   []idKey
 	keyBuf []byte
 	zbuf   []byte
 	// snaps holds the task's encodings (unshare).
@@ -271,18 +270,15 @@ func (p *Partition) writeRecords(fl *flight) error {
 		// A record grows after it enters the cache: measured again
 		// while it is at hand (applied when the task settles).
 		fr.size = entrySize(fr.e.id, fr.rec)
+		fr.pre = idPrefix(fr.e.id)
 		atomic.StoreUint32(&fr.state, flightWritten)
 	}
 	fl.arena = arena
 	// Writing keys in order makes the memtable inserts walk the skiplist
 	// from nearby positions.
-	order := fl.order[:0]
-	for i := range fl.recs {
-		order = append(order, int32(i))
-	}
-	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(fl.recs[a].e.id, fl.recs[b].e.id) })
-	fl.order = order
-	for n, i := range order {
+	fl.keys = flightOrder(fl.recs, fl.keys[:0])
+	for n, k := range fl.keys {
+		i := k.i
 		if n&63 == 0 { // as above
 
 			handoff.Yield()
@@ -315,6 +311,21 @@ func (p *Partition) writeRecords(fl *flight) error {
 		return fmt.Errorf("commit partition %d: %w", p.id, err)
 	}
 	return nil
+}
+
+// flightOrder appends to keys a flight's records in the order of their
+// ids, once the writer has encoded those it claimed (their idPrefix set
+// then, while their entries were at hand).
+func flightOrder(recs []flightRec, keys []idKey) []idKey {
+	for i := range recs {
+		fr := &recs[i]
+		if atomic.LoadUint32(&fr.state) != flightWritten {
+			fr.pre = idPrefix(fr.e.id) // the task encoded it: not seen above
+		}
+		keys = append(keys, idKey{pre: fr.pre, i: int32(i)})
+	}
+	sortIDKeys(keys, func(i int32) string { return recs[i].e.id })
+	return keys
 }
 
 // unshare makes e's record the task's to change: the flight's writer

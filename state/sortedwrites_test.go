@@ -30,7 +30,12 @@ func TestIndexWritesReachTheBatchInOrderLastWins(t *testing.T) {
 	for round := 0; round < 3; round++ { // writeTo empties w for the next commit
 		last := map[string]want{}
 		for i := 0; i < 3000; i++ {
-			id := fmt.Sprintf("c%d", rng.IntN(100)) // ids of different lengths
+			// Ids of different lengths, and ids equal in more than
+			// their first 8 bytes (compared past their prefix).
+			id := fmt.Sprintf("c%d", rng.IntN(100))
+			if rng.IntN(2) == 0 {
+				id = fmt.Sprintf("customer-%d", rng.IntN(100))
+			}
 			del := rng.IntN(3) == 0
 			at := int64(rng.IntN(20)) << (8 * rng.IntN(4)) // times differing in any byte
 			w.timer(at, id, del)

@@ -23,9 +23,7 @@ type timerItem struct {
 }
 
 func newTimerItem(at int64, id string) timerItem {
-	var b [8]byte
-	copy(b[:], id)
-	return timerItem{at: at, pre: binary.BigEndian.Uint64(b[:]), id: id}
+	return timerItem{at: at, pre: idPrefix(id), id: id}
 }
 
 func (a timerItem) less(b timerItem) bool {
