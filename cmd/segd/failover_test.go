@@ -159,7 +159,6 @@ func TestFailoverBrokerKilled(t *testing.T) {
 	}
 	const partitions = 4
 	p := newPipeline(strings.Split(bootstrap, ","), "bk", partitions)
-	p.maxTaskIdle = "60s" // a leader election takes 9 s or more
 	p.createTopics(t, 3, p.changes, p.changes+"-ref")
 	// 2M events at 600 an hour span 139 days: from March they end in the
 	// past (Kafka 4 refuses record times more than an hour ahead).
