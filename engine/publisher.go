@@ -101,7 +101,11 @@ func (pb *publisher) flush(ctx context.Context) error { return flushAll(ctx, pb.
 // publishers share it.
 func drainLoop(ctx context.Context, drain func(context.Context) (int, error), note func(error), notify <-chan struct{}, log zerolog.Logger, failMsg string) {
 	backoff := 50 * time.Millisecond
-	tick := time.NewTicker(time.Second)
+	every := time.Second
+	if n := idleTickNanos.Load(); n > 0 {
+		every = time.Duration(n)
+	}
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		n, err := drain(ctx)
@@ -136,6 +140,11 @@ func drainLoop(ctx context.Context, drain func(context.Context) (int, error), no
 		}
 	}
 }
+
+// idleTickNanos, when set (tests), replaces the second after which an
+// idle drain loop looks again for work no one woke it for: lengthened,
+// only the wake-ups publish in time.
+var idleTickNanos atomic.Int64
 
 // flushAll calls drain until it has nothing left or fails.
 func flushAll(ctx context.Context, drain func(context.Context) (int, error)) error {

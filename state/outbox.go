@@ -426,6 +426,13 @@ func (p *Partition) OutboxReleased() uint64 {
 	return p.releasedOutbox()
 }
 
+// OutboxCommitted is the highest outbox sequence committed: what
+// OutboxReleased returns once the changelog acknowledged every commit.
+// Safe to call concurrently.
+func (p *Partition) OutboxCommitted() uint64 {
+	return p.committed.Load()
+}
+
 // OutboxStaged reports whether outbox entries were appended since the
 // last commit.
 func (p *Partition) OutboxStaged() bool {
