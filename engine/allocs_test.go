@@ -11,7 +11,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/segd/segd/connectors"
-	"github.com/segd/segd/schemas"
 )
 
 // The per-record path above rules and schemas: what the task adds to
@@ -23,20 +22,7 @@ import (
 // (decode, validate, de-duplicate, apply, evaluate, stage) allocates only
 // the decoded event's strings.
 func TestTaskHandleAllocations(t *testing.T) {
-	dec, err := connectors.NewDecoder(connectors.DecoderOptions{Type: schemas.EventPurchase, Format: connectors.FormatJSON})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := newHarness(t, testRules)
-	rs, part := h.proc.Rules(), h.proc.Partition()
-	proc, err := segment.New(rs, part, segment.Options{
-		Inputs:       map[string]segment.Input{DefaultPurchasesTopic: {Type: schemas.EventPurchase, Decoder: dec}},
-		ChangesTopic: DefaultChangesTopic, DeadLetterTopic: DefaultDeadLetterTopic, EncodeChange: schemas.AppendSegmentChangeJSON,
-		DedupHorizon: time.Hour, MaxRecordBytes: 1 << 20, MaxFutureSkew: time.Hour,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	proc := jsonPurchaseProcessor(t, newHarness(t, testRules))
 	now := time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC)
 	tk := openTask(0, proc, nil, nil, nil, taskOptions{idleAfter: -1, now: func() time.Time { return now }}, zerolog.Nop(), nil)
 	values := make([][]byte, 4096)

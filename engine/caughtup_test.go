@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/segd/segd/connectors"
-	"github.com/segd/segd/schemas"
 )
 
 // TestCommitWhenCaughtUpPublishesAtOnce: with commit.interval at a minute,
@@ -27,31 +26,9 @@ func TestCommitWhenCaughtUpPublishesAtOnce(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	eng, stop := runStoppable(t, cfg)
-	defer stop()
-	waitFor(t, 30*time.Second, "the engine to run its partition", func() bool {
-		return gaugeValue(t, eng, "segd_owned_partitions") == 1
-	})
-
-	prod, err := connectors.NewProducer(brokers, connectors.ProducerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prod.Close()
-	body := `{"type":"purchase","event_id":"live-1","customer_id":"alice","ts":"` + time.Now().UTC().Format(time.RFC3339Nano) + `","amount":20}`
-	if err := prod.Write(context.Background(), connectors.Message{Topic: DefaultPurchasesTopic, Key: []byte("alice"), Value: []byte(body), Time: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
 	// Far less than the commit interval: only an early commit gets the
 	// change out in time.
-	got := readTopic(t, brokers, DefaultChangesTopic, 1, 20*time.Second)
-	var ch schemas.SegmentChange
-	if err := schemas.DecodeSegmentChangeAvro(got[0].Value, &ch); err != nil {
-		t.Fatal(err)
-	}
-	if ch.CustomerID != "alice" || ch.CauseEventID != "live-1" || ch.Kind != schemas.Enter {
-		t.Fatalf("published %+v, want alice's ENTER caused by live-1", ch)
-	}
+	checkLivePurchasePublished(t, cfg, brokers)
 }
 
 // TestCommitWhenCaughtUpValidated: the option takes on or off only.

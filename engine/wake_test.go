@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -9,8 +8,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/segd/segd/connectors"
-	"github.com/segd/segd/schemas"
-	"github.com/segd/segd/segment"
 )
 
 // TestCommitWakesThePublisherOfWhatItReleased: without a changelog a
@@ -22,19 +19,8 @@ import (
 // acknowledgement came before the commit counted as committed and its
 // wake-up found nothing.
 func TestCommitWakesThePublisherOfWhatItReleased(t *testing.T) {
-	dec, err := connectors.NewDecoder(connectors.DecoderOptions{Type: schemas.EventPurchase, Format: connectors.FormatJSON})
-	if err != nil {
-		t.Fatal(err)
-	}
 	h := newHarness(t, testRules)
-	proc, err := segment.New(h.proc.Rules(), h.part, segment.Options{
-		Inputs:       map[string]segment.Input{DefaultPurchasesTopic: {Type: schemas.EventPurchase, Decoder: dec}},
-		ChangesTopic: DefaultChangesTopic, DeadLetterTopic: DefaultDeadLetterTopic, EncodeChange: schemas.AppendSegmentChangeJSON,
-		DedupHorizon: time.Hour, MaxRecordBytes: 1 << 20, MaxFutureSkew: time.Hour,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	proc := jsonPurchaseProcessor(t, h)
 	now := time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC)
 	pub := &publisher{notify: make(chan struct{}, 1)}
 	tk := openTask(0, proc, nil, pub, nil, taskOptions{idleAfter: -1, now: func() time.Time { return now }}, zerolog.Nop(), nil)
@@ -120,26 +106,5 @@ func TestChangelogAcknowledgementWakesThePublisher(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	eng, stop := runStoppable(t, cfg)
-	defer stop()
-	waitFor(t, 30*time.Second, "the engine to run its partition", func() bool {
-		return gaugeValue(t, eng, "segd_owned_partitions") == 1
-	})
-	prod, err := connectors.NewProducer(brokers, connectors.ProducerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prod.Close()
-	body := `{"type":"purchase","event_id":"live-1","customer_id":"alice","ts":"` + time.Now().UTC().Format(time.RFC3339Nano) + `","amount":20}`
-	if err := prod.Write(context.Background(), connectors.Message{Topic: DefaultPurchasesTopic, Key: []byte("alice"), Value: []byte(body), Time: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	got := readTopic(t, brokers, DefaultChangesTopic, 1, 20*time.Second)
-	var ch schemas.SegmentChange
-	if err := schemas.DecodeSegmentChangeAvro(got[0].Value, &ch); err != nil {
-		t.Fatal(err)
-	}
-	if ch.CustomerID != "alice" || ch.CauseEventID != "live-1" || ch.Kind != schemas.Enter {
-		t.Fatalf("published %+v, want alice's ENTER caused by live-1", ch)
-	}
+	checkLivePurchasePublished(t, cfg, brokers)
 }
