@@ -181,7 +181,7 @@ func (r *filterReader) filter() (*idFilter, error) {
 		if r.err != nil {
 			break
 		}
-		if c == 0 || c > 1<<40 || n > c || nb != blocksFor(c) {
+		if c == 0 || c > 1<<40 || n > c || nb != blocksFor(c) && nb != blocksForBits(c, filterBitsPerIDv1) {
 			return nil, fmt.Errorf("layer %d: capacity %d, %d ids, %d blocks", i, c, n, nb)
 		}
 		if nb > uint64(len(r.b))/32 {

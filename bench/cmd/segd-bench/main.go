@@ -166,7 +166,12 @@ type Results struct {
 	StateBytes    int64   `json:"engine_only_state_bytes"`
 	CacheHits     float64 `json:"engine_only_cache_hits"`
 	CacheMisses   float64 `json:"engine_only_cache_misses"`
-	CacheBytes    float64 `json:"engine_only_cache_bytes"`
+	// FilterSkips and ColdHits are the cache misses answered without a
+	// Pebble read: by the customer-id filter (a new customer) and by the
+	// cold tier. The rest were Pebble lookups.
+	FilterSkips float64 `json:"engine_only_filter_skips"`
+	ColdHits    float64 `json:"engine_only_cold_hits"`
+	CacheBytes  float64 `json:"engine_only_cache_bytes"`
 	// RestartSeconds is the time to open the engine-only store again and
 	// be ready to resume.
 	RestartSeconds float64      `json:"engine_only_restart_seconds"`
@@ -690,6 +695,10 @@ func engineOnly(o options, recs []record, end int64, res *Results) error {
 					res.CacheHits += m.GetCounter().GetValue()
 				case "segd_cache_misses_total":
 					res.CacheMisses += m.GetCounter().GetValue()
+				case "segd_state_filter_skips_total":
+					res.FilterSkips += m.GetCounter().GetValue()
+				case "segd_cache_cold_hits_total":
+					res.ColdHits += m.GetCounter().GetValue()
 				case "segd_cache_bytes":
 					res.CacheBytes += m.GetGauge().GetValue()
 				}
@@ -1123,8 +1132,9 @@ func markdown(r *Results) string {
 			rs.Active, rs.BuildSeconds, float64(rs.StateBytes)/(1<<20), rs.Seconds, 1000*rs.FirstEventSeconds)
 	}
 	fmt.Fprintf(&b, "\nFinal memberships: %d (customer, segment) pairs, digest %s…, agree: %s.\n", r.Members, r.Digest[:12], r.Agree)
-	fmt.Fprintf(&b, "\nEngine only: state on disk %.1f MiB (%.0f B per active customer); cache hit ratio %.3f (%.0f misses), %.0f MiB of decoded records cached; process heap after the run %.0f MiB (including the workload held in memory).\n",
-		float64(r.StateBytes)/(1<<20), float64(r.StateBytes)/float64(max(r.Active, 1)), r.CacheHits/max(r.CacheHits+r.CacheMisses, 1), r.CacheMisses, r.CacheBytes/(1<<20), float64(r.PeakHeapBytes)/(1<<20))
+	fmt.Fprintf(&b, "\nEngine only: state on disk %.1f MiB (%.0f B per active customer); cache hit ratio %.3f (%.0f misses: %.0f new customers the id filter answered, %.0f from the cold tier, %.0f Pebble lookups), %.0f MiB of decoded records cached; process heap after the run %.0f MiB (including the workload held in memory).\n",
+		float64(r.StateBytes)/(1<<20), float64(r.StateBytes)/float64(max(r.Active, 1)), r.CacheHits/max(r.CacheHits+r.CacheMisses, 1), r.CacheMisses,
+		r.FilterSkips, r.ColdHits, r.CacheMisses-r.FilterSkips-r.ColdHits, r.CacheBytes/(1<<20), float64(r.PeakHeapBytes)/(1<<20))
 	return b.String()
 }
 
