@@ -104,7 +104,6 @@ func (p pipeline) env(stateDir, apiAddr string) []string {
 		"SEGD_KAFKA_TOPICS_DEAD_LETTER=" + p.prefix + "deadletter",
 		"SEGD_KAFKA_TOPICS_MERGES=" + p.prefix + "merges",
 		"SEGD_KAFKA_TOPICS_CHANGELOG=" + p.group + "-changelog",
-		"SEGD_KAFKA_MAX_WAIT=50ms",
 		// Every record is in Kafka before the instances start, so a
 		// partition's merge of its topics is the same in every run as
 		// long as a topic that is behind is waited for (long enough to
