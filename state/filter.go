@@ -22,7 +22,7 @@ import "sync/atomic"
 // (TestFilterFalsePositiveRate measures it). A "maybe" for a new customer
 // is a Pebble lookup that finds nothing, and such a lookup is slow while
 // a store fills: the level-0 tables it checks are new, their filter
-// blocks not cached yet (about 0.13 ms each in the 1M-customer engine
+// blocks not cached yet (about 0.05 ms each in the 1M-customer engine
 // benchmark); 12 bits per id (0.54%) had left a thousand of them per
 // run. A Bloom filter cannot be
 // resized without its ids, so a full layer is followed by a new one
