@@ -23,12 +23,11 @@ import "sync/atomic"
 // is a Pebble lookup that finds nothing, and such a lookup is slow while
 // a store fills: the level-0 tables it checks are new, their filter
 // blocks not cached yet (about 0.05 ms each in the 1M-customer engine
-// benchmark); 12 bits per id (0.54%) had left a thousand of them per
-// run. A Bloom filter cannot be
-// resized without its ids, so a full layer is followed by a new one
-// holding twice the capacity of all before it; a lookup checks every
-// layer, and the false-positive rates add up (at most one more layer each
-// time the partition's customers double).
+// benchmark); 12 bits per id (0.54%) had left 2,272 of them per run.
+// A Bloom filter cannot be resized without its ids, so a full layer is
+// followed by a new one holding twice the capacity of all before it; a
+// lookup checks every layer, and the false-positive rates add up (at most
+// one more layer each time the partition's customers double).
 
 // filterBitsPerID is the filter's size per id of capacity.
 const filterBitsPerID = 16
