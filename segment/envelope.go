@@ -31,6 +31,13 @@ type Header struct {
 
 // AppendEnvelope appends the encoded envelope to dst.
 func AppendEnvelope(dst []byte, topic string, key string, headers []Header, value []byte) []byte {
+	return append(AppendEnvelopeHead(dst, topic, key, headers), value...)
+}
+
+// AppendEnvelopeHead appends an envelope without its value, which runs to
+// the end: appending the value's encoding after it completes the
+// envelope without encoding the value elsewhere first and copying it.
+func AppendEnvelopeHead(dst []byte, topic string, key string, headers []Header) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(topic)))
 	dst = append(dst, topic...)
 	dst = binary.AppendUvarint(dst, uint64(len(key)))
@@ -42,7 +49,7 @@ func AppendEnvelope(dst []byte, topic string, key string, headers []Header, valu
 		dst = binary.AppendUvarint(dst, uint64(len(h.Value)))
 		dst = append(dst, h.Value...)
 	}
-	return append(dst, value...)
+	return dst
 }
 
 // ErrBadEnvelope marks an outbox entry that cannot be decoded.

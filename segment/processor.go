@@ -20,7 +20,9 @@ import (
 // restart resumes the same event-time clock.
 const ClockOffsetKey = "\x00clock"
 
-// ChangeEncoder encodes a SegmentChange as an output record value.
+// ChangeEncoder appends a SegmentChange's encoding as an output record
+// value to dst, leaving dst's bytes as they are: the processor encodes
+// straight after an outbox envelope's head.
 type ChangeEncoder func(dst []byte, c *schemas.SegmentChange) ([]byte, error)
 
 // Options configures a Processor. Live partitions, Local, backfills and
@@ -190,8 +192,7 @@ type Processor struct {
 	// segments, by index, fetched on first use.
 	counters []*state.MemberCounter
 	change   schemas.SegmentChange // scratch
-	buf      []byte                // scratch for encoded changes
-	env      []byte                // scratch for envelopes
+	env      []byte                // scratch for envelopes (with their encoded change)
 	// mergeSrc is scratch for a merge record's decoded state.
 	mergeSrc *rules.State
 	stats    Stats
@@ -543,14 +544,13 @@ func (p *Processor) emitErasureNotice(id string, at, born int64) {
 		ID: p.changeID(id, "", 0, at, born), CustomerID: id, Kind: schemas.Exit, Seq: 0, Time: at,
 		Cause: schemas.CauseDeletion, RulesVersion: p.rs.Version(), RulesHash: p.rs.Hash(), Traits: ch.Traits[:0],
 	}
-	var err error
-	p.buf, err = p.opt.EncodeChange(p.buf[:0], ch)
+	env, err := p.opt.EncodeChange(AppendEnvelopeHead(p.env[:0], p.opt.ChangesTopic, id, nil), ch)
 	if err != nil {
 		p.opt.Log.Warn().Err(err).Msg("erasure notice cannot be encoded; dead-lettered")
 		p.deadLetter(p.opt.ChangesTopic, -1, -1, []byte(id), nil, ReasonUnencodableChange, err)
 		return
 	}
-	p.env = AppendEnvelope(p.env[:0], p.opt.ChangesTopic, id, nil, p.buf)
+	p.env = env
 	p.part.AppendOutbox(p.env)
 	p.stats.ErasureNotices++
 }
@@ -689,12 +689,12 @@ func (p *Processor) transition(c *Customer, id string, m *member, seg int, segme
 		topic = p.opt.ChangesTopic
 	}
 	var seq uint64
-	var err error
-	if p.buf, err = p.opt.EncodeChange(p.buf[:0], ch); err != nil {
+	// Encoded straight after the envelope's head: no copy of the value.
+	if env, err := p.opt.EncodeChange(AppendEnvelopeHead(p.env[:0], topic, id, nil), ch); err != nil {
 		p.opt.Log.Warn().Err(err).Str("segment", segment).Str("topic", topic).Msg("segment change cannot be encoded; dead-lettered")
 		p.deadLetter(topic, -1, -1, []byte(id), nil, ReasonUnencodableChange, err)
 	} else {
-		p.env = AppendEnvelope(p.env[:0], topic, id, nil, p.buf)
+		p.env = env
 		seq = p.part.AppendOutbox(p.env)
 	}
 	kind := 1
