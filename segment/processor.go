@@ -544,15 +544,24 @@ func (p *Processor) emitErasureNotice(id string, at, born int64) {
 		ID: p.changeID(id, "", 0, at, born), CustomerID: id, Kind: schemas.Exit, Seq: 0, Time: at,
 		Cause: schemas.CauseDeletion, RulesVersion: p.rs.Version(), RulesHash: p.rs.Hash(), Traits: ch.Traits[:0],
 	}
-	env, err := p.opt.EncodeChange(AppendEnvelopeHead(p.env[:0], p.opt.ChangesTopic, id, nil), ch)
-	if err != nil {
+	if _, err := p.stageChange(p.opt.ChangesTopic, id); err != nil {
 		p.opt.Log.Warn().Err(err).Msg("erasure notice cannot be encoded; dead-lettered")
 		p.deadLetter(p.opt.ChangesTopic, -1, -1, []byte(id), nil, ReasonUnencodableChange, err)
 		return
 	}
-	p.env = env
-	p.part.AppendOutbox(p.env)
 	p.stats.ErasureNotices++
+}
+
+// stageChange appends p.change to the outbox as a record for topic keyed
+// by the customer id, and returns its outbox sequence. The change is
+// encoded straight after the envelope's head: no copy of the value.
+func (p *Processor) stageChange(topic, id string) (uint64, error) {
+	env, err := p.opt.EncodeChange(AppendEnvelopeHead(p.env[:0], topic, id, nil), &p.change)
+	if err != nil {
+		return 0, err
+	}
+	p.env = env
+	return p.part.AppendOutbox(env), nil
 }
 
 // exitOrphans EXITs c from the segments it is still recorded in that the
@@ -688,14 +697,10 @@ func (p *Processor) transition(c *Customer, id string, m *member, seg int, segme
 	if topic == "" {
 		topic = p.opt.ChangesTopic
 	}
-	var seq uint64
-	// Encoded straight after the envelope's head: no copy of the value.
-	if env, err := p.opt.EncodeChange(AppendEnvelopeHead(p.env[:0], topic, id, nil), ch); err != nil {
+	seq, err := p.stageChange(topic, id)
+	if err != nil {
 		p.opt.Log.Warn().Err(err).Str("segment", segment).Str("topic", topic).Msg("segment change cannot be encoded; dead-lettered")
 		p.deadLetter(topic, -1, -1, []byte(id), nil, ReasonUnencodableChange, err)
-	} else {
-		p.env = env
-		seq = p.part.AppendOutbox(p.env)
 	}
 	kind := 1
 	if in {
