@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -87,6 +89,13 @@ type changelogPublisher struct {
 	// sent, if set, is called after entries were acknowledged (the
 	// outbox publisher's poke).
 	sent func()
+	// removeReq, while run runs, wakes its remover goroutine to remove
+	// the log files of entries up to removeUpTo: a removal syncs the
+	// store first (up to 25 ms measured), which must hold neither the
+	// released changes nor the next entries. Nil: drain removes them
+	// itself (flush).
+	removeReq  chan struct{}
+	removeUpTo atomic.Uint64
 }
 
 func newChangelogPublisher(part *state.Partition, w *connectors.ChangelogWriter, log zerolog.Logger, m *partitionMetrics) *changelogPublisher {
@@ -100,9 +109,52 @@ func (c *changelogPublisher) poke() {
 	}
 }
 
-// run sends until ctx is done, retrying failures with backoff.
+// run sends until ctx is done, retrying failures with backoff, and
+// removes the log files of sent entries on a goroutine of its own.
 func (c *changelogPublisher) run(ctx context.Context) {
+	c.removeReq = make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.removeLoop(ctx, c.removeReq)
+	}()
 	drainLoop(ctx, c.drain, nil, c.notify, c.log, "changelog write failed; retrying")
+	wg.Wait()
+	c.removeReq = nil
+}
+
+// removeLoop removes sent entries' log files when asked, until ctx is
+// done. A failed removal is logged: the files go with a later one, or at
+// the next open.
+func (c *changelogPublisher) removeLoop(ctx context.Context, req <-chan struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-req:
+		}
+		if err := c.part.RemoveSentChangelog(c.removeUpTo.Load()); err != nil {
+			if errors.Is(err, state.ErrClosed) {
+				return
+			}
+			c.log.Warn().Err(err).Msg("cannot remove the changelog log's files of sent entries; trying again with the next")
+		}
+	}
+}
+
+// removeSent has the log files of entries up to upTo removed: by the
+// remover while run runs, else at once.
+func (c *changelogPublisher) removeSent(upTo uint64) error {
+	if c.removeReq == nil {
+		return c.part.RemoveSentChangelog(upTo)
+	}
+	c.removeUpTo.Store(upTo)
+	select {
+	case c.removeReq <- struct{}{}:
+	default: // the remover will read the newer upTo
+	}
+	return nil
 }
 
 // flush sends everything committed so far (a partition being handed over).
@@ -151,12 +203,18 @@ func (c *changelogPublisher) drain(ctx context.Context) (int, error) {
 		c.entries = nil
 		return 0, err
 	}
-	if err := c.part.ChangelogSent(last, end); err != nil {
+	filesDue, err := c.part.RecordChangelogSent(last, end)
+	if err != nil {
 		return 0, err
 	}
 	c.after = last
 	if c.sent != nil {
 		c.sent()
+	}
+	if filesDue {
+		if err := c.removeSent(last); err != nil {
+			return 0, err
+		}
 	}
 	if c.m != nil {
 		c.m.changelogRecords.Add(float64(len(c.recs)))

@@ -27,6 +27,7 @@ var (
 // harness runs a segment.Processor over a real Pebble store on an
 // in-memory FS, for the tests of what engine builds around one.
 type harness struct {
+	fs   vfs.FS // the store's, under "db"
 	rs   *rules.RuleSet
 	st   *state.Store
 	part *state.Partition
@@ -39,8 +40,8 @@ func newHarness(t *testing.T, src string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{rs: rs}
-	h.st, err = segment.OpenStore("db", func() *rules.RuleSet { return h.rs }, state.Options{FS: vfs.NewMem()})
+	h := &harness{rs: rs, fs: vfs.NewMem()}
+	h.st, err = segment.OpenStore("db", func() *rules.RuleSet { return h.rs }, state.Options{FS: h.fs})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -271,14 +271,52 @@ func (p *Partition) ChangelogDepth() int64 {
 // ChangelogSent records that every pending entry up to upTo is in the
 // changelog topic, which now ends at offset end: the entries are deleted
 // and end is remembered (SyncedEnd). Safe to call concurrently with the
-// task.
+// task. It is RecordChangelogSent then, when due, RemoveSentChangelog.
 func (p *Partition) ChangelogSent(upTo uint64, end int64) error {
-	return p.s.h.guard("record changelog sent", func() error { return p.changelogSent(upTo, end) })
+	due, err := p.RecordChangelogSent(upTo, end)
+	if err != nil || !due {
+		return err
+	}
+	return p.RemoveSentChangelog(upTo)
 }
 
-func (p *Partition) changelogSent(upTo uint64, end int64) error {
+// RecordChangelogSent is ChangelogSent without removing the log files of
+// the sent entries: it remembers end, releases the outbox entries of the
+// commits up to upTo (OutboxReleased) and reports whether files are due
+// for removal (RemoveSentChangelog). A removal syncs the store's
+// write-ahead log first, which took up to 25 ms here: a publisher that
+// removes them later, or on a goroutine of its own, does not hold the
+// released changes for it. Safe to call concurrently with the task.
+func (p *Partition) RecordChangelogSent(upTo uint64, end int64) (filesDue bool, err error) {
+	err = p.s.h.guard("record changelog sent", func() error {
+		var err error
+		filesDue, err = p.changelogSent(upTo, end)
+		return err
+	})
+	return filesDue, err
+}
+
+// RemoveSentChangelog removes the log files that hold only entries up to
+// upTo, which RecordChangelogSent recorded as sent, once the store's
+// write-ahead log is synced: a crash must not find the entries neither in
+// the log nor recorded as sent. Files left (a crash, a removal that
+// failed) go at the next open. Safe to call concurrently with the task
+// and the partition's publishers.
+func (p *Partition) RemoveSentChangelog(upTo uint64) error {
+	return p.s.h.guard("remove sent changelog", func() error {
+		if p.closed.Load() {
+			return ErrClosed
+		}
+		if err := p.clLog.removeSent(upTo); err != nil {
+			return fmt.Errorf("partition %d: %w", p.id, err)
+		}
+		return nil
+	})
+}
+
+func (p *Partition) changelogSent(upTo uint64, end int64) (bool, error) {
 	if p.closed.Load() {
-		return ErrClosed
+		return false, ErrClosed
 	}
 	p.outMu.Lock()
 	defer p.outMu.Unlock()
@@ -301,18 +339,19 @@ func (p *Partition) changelogSent(upTo uint64, end int64) error {
 	}
 	b.Set(partPrefix(ksChangelogEnd, p.id), syncedValue(end), nil)
 	if err := b.Commit(pebble.NoSync); err != nil {
-		return fmt.Errorf("partition %d: record changelog end %d: %w", p.id, end, err)
+		return false, fmt.Errorf("partition %d: record changelog end %d: %w", p.id, end, err)
 	}
 	if upTo > p.clDeletedTo.Load() {
 		p.clDeletedTo.Store(upTo)
 	}
 	p.clMarks = p.clMarks[sent:]
-	// After the batch: a crash between leaves files of sent entries,
-	// which the next open removes.
-	if err := p.clLog.release(upTo); err != nil {
-		return fmt.Errorf("partition %d: %w", p.id, err)
+	// After the batch: a crash before the files go leaves files of sent
+	// entries, which the next open removes.
+	due, err := p.clLog.forget(upTo)
+	if err != nil {
+		return false, fmt.Errorf("partition %d: %w", p.id, err)
 	}
-	return nil
+	return due, nil
 }
 
 // SyncedEnd returns the changelog end offset recorded by the last

@@ -467,13 +467,9 @@ func (l *entryLog) read(after, upTo uint64, limit int, fn func(seq uint64, entry
 	return nil
 }
 
-// release forgets the entries up to upTo (Kafka has them) and deletes the
-// files that hold nothing else.
-func (l *entryLog) release(upTo uint64) error {
-	due, err := l.forget(upTo)
-	if err != nil || !due {
-		return err
-	}
+// removeSent deletes the files that hold only entries up to upTo, which
+// forget dropped (Kafka has them).
+func (l *entryLog) removeSent(upTo uint64) error {
 	// Files go only once the record that their entries were sent is
 	// durable: Pebble's commits are not synced, and a crash that lost
 	// that record would find the entries neither in the log nor

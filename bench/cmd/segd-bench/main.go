@@ -70,6 +70,7 @@ type options struct {
 	markdown      string
 	cpuProfile    string
 	e2eProfile    string
+	latProfile    string
 	label         string
 	sweep         string
 	// targets lists the target numbers to measure and report ("" all).
@@ -101,6 +102,7 @@ func main() {
 	flag.StringVar(&o.markdown, "markdown", "", "write the results table as markdown here")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the engine-only run here")
 	flag.StringVar(&o.e2eProfile, "e2e-cpuprofile", "", "write a CPU profile of the end-to-end run here (the embedded broker included: it runs in this process)")
+	flag.StringVar(&o.latProfile, "latency-cpuprofile", "", "write CPU profiles of the first round's latency runs to this path plus -transport, -relay, -off and -on (the load generator and broker included)")
 	flag.StringVar(&o.label, "label", "standard", "name of this run in the results")
 	flag.StringVar(&o.sweep, "sweep", "", "after the main run, measure the limit and segd engine only at these customers:events:segments points, comma-separated")
 	flag.StringVar(&o.targets, "targets", "1,2,3,4,5,6", "the performance targets to report, comma-separated numbers (decode and replay run only for 1 and 3)")
@@ -377,7 +379,14 @@ func run(o options) error {
 				order = []int{2, 1, 3, 0}
 			}
 			for _, k := range order {
+				stop := func() {}
+				if r == 0 && o.latProfile != "" {
+					if stop, err = startProfile(o.latProfile + "-" + [4]string{"transport", "off", "on", "relay"}[k]); err != nil {
+						return err
+					}
+				}
 				l, err := measure[k]()
+				stop()
 				if err != nil {
 					return err
 				}
